@@ -1,0 +1,3 @@
+"""bench: a harness for seed-robustness studies of (multi-teacher) knowledge distillation."""
+
+__version__ = "0.1.0"

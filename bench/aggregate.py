@@ -1,0 +1,88 @@
+"""Statistics of a sweep, as plain functions over one documented DataFrame shape.
+
+The **runs table** (``jobs_frame``) has one row per distillation run and at least the columns
+``k`` (int), ``combination`` (str, teacher indices joined by '-', e.g. "0-3-4") and ``score``
+(float, the task's headline metric on dev), plus one column per grid axis (e.g. ``temperature``).
+Every function takes ``grid`` = the names of those grid columns (``()`` without a grid).
+
+The paper's statistics (Ilichev et al. 2021, Figures 2-7): for each combination the min (worst
+case), max (best case) and mean over all its runs; for each k the mean of those over the C(N,k)
+combinations, with the standard deviation over combinations (ddof=0: the combinations are the
+whole population, not a sample; so k=N has std 0) as the band.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import pandas as pd
+
+STAT_COLUMNS = ("worst", "best", "mean")
+
+
+def jobs_frame(records: Sequence[dict], grid: Sequence[str] = ()) -> pd.DataFrame:
+    """The runs table from job records (ok and failed), one row per record."""
+    rows = []
+    for r in records:
+        row = {"key": r["key"], "status": r["status"], "k": r["k"],
+               "combination": "-".join(str(i) for i in r["combination"]),
+               "primary": r.get("primary"), "repeat": r["repeat"],
+               **{g: r["grid"].get(g) for g in grid},
+               "score": r.get("score"), "metric": r.get("metric"), "attempts": r.get("attempts"),
+               "device": r.get("device"), "error": r.get("error")}
+        for split, metrics in (r.get("scores") or {}).items():
+            for m, v in metrics.items():
+                row[f"{split}_{m}"] = v
+        for t, v in (r.get("timings") or {}).items():
+            row[f"t_{t}"] = v
+        row["teacher_keys"] = ",".join(r["teacher_keys"])
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    df["primary"] = df["primary"].astype("Int64")
+    return df.sort_values([*grid, "k", "combination", "primary", "repeat"], na_position="first",
+                          kind="stable").reset_index(drop=True)
+
+
+def _ok(jobs: pd.DataFrame) -> pd.DataFrame:
+    if "status" in jobs:
+        jobs = jobs[jobs["status"] == "ok"]
+    return jobs
+
+
+def by_combination(jobs: pd.DataFrame, grid: Sequence[str] = ()) -> pd.DataFrame:
+    """Per (grid point, k, combination): min, max, mean, std (ddof=1) of the score and n_runs."""
+    g = _ok(jobs).groupby([*grid, "k", "combination"], sort=True)["score"]
+    out = g.agg(min="min", max="max", mean="mean", std="std", n_runs="count").reset_index()
+    return out
+
+
+def summary_by_k(by_comb: pd.DataFrame, grid: Sequence[str] = ()) -> pd.DataFrame:
+    """Per (grid point, k): the mean over combinations of the combination min (worst), max (best)
+    and mean, their std over combinations (ddof=0), n_combinations and n_runs."""
+    g = by_comb.groupby([*grid, "k"], sort=True)
+    out = pd.DataFrame({
+        "worst": g["min"].mean(), "worst_std": g["min"].std(ddof=0),
+        "best": g["max"].mean(), "best_std": g["max"].std(ddof=0),
+        "mean": g["mean"].mean(), "mean_std": g["mean"].std(ddof=0),
+        "n_combinations": g.size(), "n_runs": g["n_runs"].sum(),
+    })
+    return out.reset_index()
+
+
+def budget(jobs: pd.DataFrame, teacher_seconds: dict[str, float], grid: Sequence[str] = ()) -> pd.DataFrame:
+    """The summary by k against compute: what one k-teacher student costs from scratch.
+
+    Per combination, ``teacher_seconds`` is the sum of its k teachers' fine-tuning + output-caching
+    seconds and ``student_seconds`` the mean over its runs of the job's in-job seconds
+    (``t_total``: setup + train + eval, no queue wait); ``compute_seconds`` is their sum. Per k:
+    their means over combinations, next to the worst/best/mean statistics of ``summary_by_k``.
+    """
+    ok = _ok(jobs)
+    costs = ok.groupby([*grid, "k", "combination"], sort=True).agg(
+        student_seconds=("t_total", "mean"), teacher_keys=("teacher_keys", "first")).reset_index()
+    costs["teacher_seconds"] = [sum(teacher_seconds[t] for t in keys.split(",")) for keys in costs["teacher_keys"]]
+    costs["compute_seconds"] = costs["teacher_seconds"] + costs["student_seconds"]
+    per_k = costs.groupby([*grid, "k"], sort=True)[["compute_seconds", "teacher_seconds", "student_seconds"]].mean()
+    return per_k.reset_index().merge(summary_by_k(by_combination(ok, grid), grid), on=[*grid, "k"])

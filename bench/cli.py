@@ -1,0 +1,135 @@
+"""The ``bench`` command: plan, run and report sweeps."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from math import comb
+
+from bench.errors import UserError
+
+
+def _load(args: argparse.Namespace):
+    from bench.spec import load_sweep, with_run_overrides
+
+    sweep = load_sweep(args.spec)
+    if getattr(args, "devices", None) is not None or getattr(args, "jobs_per_device", None) is not None:
+        devices = tuple(d.strip() for d in args.devices.split(",")) if args.devices else None
+        sweep = with_run_overrides(sweep, devices=devices, jobs_per_device=args.jobs_per_device)
+    if getattr(args, "retries", None) is not None:
+        sweep = with_run_overrides(sweep, retries=args.retries)
+    return sweep
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Print job counts per k, totals and a compute estimate (measured seconds when records exist)."""
+    from bench.methods import METHODS
+    from bench.plan import grid_points, make_plan
+    from bench.queue import make_slots
+    from bench.run import pending_work
+
+    sweep = _load(args)
+    plan = make_plan(sweep)
+    by_k = plan.counts_by_k()
+    teachers_todo, jobs_todo, ok = pending_work(plan)
+    mean_job = None
+    if ok:
+        secs = [r["timings"]["total"] for r in ok.values() if r.get("timings")]
+        mean_job = sum(secs) / len(secs) if secs else None
+    slots = len(make_slots(sweep.run.devices, sweep.run.jobs_per_device, sweep.run.threads_per_job))
+    info = {
+        "sweep": sweep.name, "teachers": len(plan.teachers), "method": sweep.method.name,
+        "needs_primary": METHODS[sweep.method.name].needs_primary, "repeats": sweep.repeats,
+        "grid_points": len(grid_points(sweep)),
+        "combinations": {str(k): comb(sweep.teachers, k) for k in sweep.k},
+        "by_k": {str(k): n for k, n in by_k.items()}, "total": len(plan.jobs),
+        "teacher_epochs": len(plan.teachers) * sweep.teacher.epochs,
+        "student_epochs": len(plan.jobs) * sweep.student.epochs,
+        "todo": {"teachers": len(teachers_todo), "jobs": len(jobs_todo)},
+        "slots": slots,
+        "measured_seconds_per_job": mean_job,
+        "estimated_remaining_seconds": None if mean_job is None else mean_job * len(jobs_todo) / slots,
+    }
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    print(f"sweep {sweep.name}: {sweep.teachers} teachers, method {sweep.method.name} "
+          f"({'with' if info['needs_primary'] else 'no'} primary), r={sweep.repeats}, "
+          f"{info['grid_points']} grid point(s)")
+    print(f"{'k':>3} {'C(N,k)':>7} {'jobs':>6}")
+    for k in sweep.k:
+        print(f"{k:>3} {comb(sweep.teachers, k):>7} {by_k[k]:>6}")
+    print(f"total: {len(plan.jobs)} distillation jobs + {len(plan.teachers)} teachers")
+    print(f"compute: {info['teacher_epochs']} teacher epochs + {info['student_epochs']} student epochs "
+          f"on {slots} slot(s)")
+    print(f"to do: {len(teachers_todo)} teachers, {len(jobs_todo)} jobs", end="")
+    if mean_job is not None:
+        print(f"; measured {mean_job:.2f} s per job -> about {info['estimated_remaining_seconds'] / 60:.1f} "
+              f"min of student work left on {slots} slot(s)")
+    else:
+        print(" (no finished jobs yet to estimate seconds from)")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run every missing or failed job, then write the report."""
+    from bench.plan import make_plan
+    from bench.run import run_sweep
+
+    plan = make_plan(_load(args))
+    summary = run_sweep(plan, quiet=args.quiet)
+    print(f"{plan.sweep.name}: trained {summary.teachers_trained} teachers, ran {summary.jobs_run} jobs "
+          f"({summary.jobs_ok} ok, {summary.jobs_failed} failed, {summary.jobs_skipped} not run: teacher failed; "
+          f"{summary.already_done} were already recorded) in {summary.wall_seconds:.1f} s", file=sys.stderr)
+    if not args.no_report:
+        from bench.report import write_report
+
+        out = write_report(plan)
+        print(f"report: {out / 'report.md'}", file=sys.stderr)
+    return 0 if summary.jobs_failed == 0 and summary.jobs_skipped == 0 else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write tables and figures from the sweep's records."""
+    from bench.plan import make_plan
+    from bench.report import write_report
+
+    out = write_report(make_plan(_load(args)))
+    print(f"report: {out / 'report.md'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench", description="Seed-robustness studies of multi-teacher distillation.")
+    sub = p.add_subparsers(dest="command", required=True)
+    plan = sub.add_parser("plan", help="count the jobs of a sweep and estimate its compute")
+    plan.add_argument("spec")
+    plan.add_argument("--json", action="store_true", help="print the counts as JSON")
+    run = sub.add_parser("run", help="run every missing or failed job of a sweep, then report")
+    run.add_argument("spec")
+    run.add_argument("--devices", help="comma-separated devices, e.g. cuda:0,cuda:1 or cpu (overrides [run])")
+    run.add_argument("--jobs-per-device", type=int, help="slots per device (overrides [run])")
+    run.add_argument("--retries", type=int, help="extra attempts of a failed job (overrides [run])")
+    run.add_argument("--no-report", action="store_true", help="do not write the report afterwards")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    rep = sub.add_parser("report", help="write tables and figures from the records")
+    rep.add_argument("spec")
+    return p
+
+
+COMMANDS = {"plan": cmd_plan, "run": cmd_run, "report": cmd_report}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``bench`` console script; user errors exit with code 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""The local device queue: one worker process per device slot, jobs dispatched as soon as their
+teachers exist, failures retried and recorded, never stopping the sweep.
+
+Why processes we manage ourselves (and not joblib/loky): a job that crashes its process, or
+leaks GPU memory, must cost only that job. A worker that dies is replaced; a worker is also
+replaced after a failed job (to free whatever it held) and, optionally, every M jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+
+def parse_device(name: str) -> tuple[str, int | None]:
+    """'cpu' -> ('cpu', None); 'cuda:N' -> ('cuda', N); anything else raises ValueError."""
+    if name == "cpu":
+        return ("cpu", None)
+    if name.startswith("cuda:") and name[5:].isdigit():
+        return ("cuda", int(name[5:]))
+    raise ValueError(f"expected 'cpu' or 'cuda:N' (N a GPU index), got {name!r}")
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One place a job can run: a device and how many threads the job may use."""
+
+    name: str
+    device: str
+    threads: int
+
+    def env(self) -> dict[str, str]:
+        kind, index = parse_device(self.device)
+        t = str(self.threads)
+        env = {"BENCH_DEVICE": self.device, "BENCH_THREADS": t, "OMP_NUM_THREADS": t,
+               "MKL_NUM_THREADS": t, "OPENBLAS_NUM_THREADS": t, "TOKENIZERS_PARALLELISM": "false",
+               "CUDA_VISIBLE_DEVICES": "" if kind == "cpu" else str(index)}
+        return env
+
+
+def make_slots(devices: tuple[str, ...], jobs_per_device: int, threads_per_job: int = 0) -> list[Slot]:
+    """Slots for each device x jobs_per_device; threads default to the cores shared out evenly."""
+    n = len(devices) * jobs_per_device
+    threads = threads_per_job or max(1, (os.cpu_count() or 1) // n)
+    return [Slot(f"{d}#{j}", d, threads) for d in devices for j in range(jobs_per_device)]
+
+
+@dataclass
+class Item:
+    """A job in the queue: its payload for the worker and the keys it waits for."""
+
+    key: str
+    kind: str
+    payload: dict
+    deps: tuple = ()
+    attempts: int = 0
+    ready_at: float = 0.0
+    errors: list = field(default_factory=list)
+
+
+class WorkerError(Exception):
+    """The worker process died, timed out or could not start."""
+
+
+class Worker:
+    """A worker subprocess bound to one slot."""
+
+    def __init__(self, slot: Slot, log_path: Path):
+        self.slot, self.log_path = slot, log_path
+        self.proc: subprocess.Popen | None = None
+        self.buf = b""
+        self.jobs = 0
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        env = {**os.environ, **self.slot.env()}
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.worker"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=log, env=env, bufsize=0)
+        log.close()
+        self.buf, self.jobs = b"", 0
+        hello = self._read(timeout=300)
+        if not hello.get("ready"):
+            self.stop()
+            raise WorkerError(f"worker for {self.slot.device} could not start: {hello.get('error')}")
+
+    def _read(self, timeout: float | None) -> dict:
+        fd = self.proc.stdout.fileno()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([fd], [], [], wait)
+            if not ready:
+                self.kill()
+                raise WorkerError(f"timed out after {timeout:g} s")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                code = self.proc.wait()
+                raise WorkerError(f"worker process died (exit code {code}); see {self.log_path}")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def run(self, payload: dict, timeout: float | None) -> dict:
+        try:
+            self.proc.stdin.write((json.dumps(payload) + "\n").encode())
+        except (BrokenPipeError, OSError):
+            code = self.proc.wait()
+            raise WorkerError(f"worker process died (exit code {code}); see {self.log_path}") from None
+        self.jobs += 1
+        return self._read(timeout)
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                self.kill()
+        self.proc = None
+
+
+@dataclass
+class QueueResult:
+    done: list = field(default_factory=list)
+    failed: list = field(default_factory=list)  # items out of attempts
+    skipped: list = field(default_factory=list)  # items whose dependency failed
+    wall: float = 0.0
+
+
+class Scheduler:
+    """Thread-safe state of one run: pending (waiting for deps), ready, running, finished."""
+
+    def __init__(self, items: list[Item], done_keys: set[str], retries: int,
+                 on_final_failure: Callable[[Item], None], progress: Callable[[dict], None]):
+        self.lock = threading.Condition()
+        self.retries, self.on_final_failure, self.progress = retries, on_final_failure, progress
+        self.done_keys = set(done_keys)
+        self.failed_keys: set[str] = set()
+        self.pending = [i for i in items]
+        self.ready: deque[Item] = deque()
+        self.running = 0
+        self.result = QueueResult()
+        self.total = len(items)
+        self._release()
+
+    def _release(self) -> None:
+        now = time.time()
+        still = []
+        for item in self.pending:
+            if any(d in self.failed_keys for d in item.deps):
+                self.result.skipped.append(item)
+                self.failed_keys.add(item.key)
+            elif all(d in self.done_keys for d in item.deps):
+                item.ready_at = now
+                self.ready.append(item)
+            else:
+                still.append(item)
+        self.pending = still
+
+    def counts(self) -> dict:
+        r = self.result
+        return {"done": len(r.done), "failed": len(r.failed) + len(r.skipped), "running": self.running,
+                "remaining": len(self.pending) + len(self.ready)}
+
+    def next(self) -> Item | None:
+        """The next ready item (blocking while running jobs may release more), or None when all is over."""
+        with self.lock:
+            while not self.ready:
+                if self.running == 0:
+                    # nothing runs, so nothing pending can become ready: its dependencies are gone
+                    self.result.skipped.extend(self.pending)
+                    self.pending = []
+                    return None
+                self.lock.wait(timeout=1.0)
+            self.running += 1
+            return self.ready.popleft()
+
+    def finish(self, item: Item, ok: bool, error: str | None = None) -> None:
+        with self.lock:
+            self.running -= 1
+            if ok:
+                self.done_keys.add(item.key)
+                self.result.done.append(item)
+            else:
+                item.errors.append(error)
+                if item.attempts <= self.retries:
+                    self.ready.append(item)
+                else:
+                    self.failed_keys.add(item.key)
+                    self.result.failed.append(item)
+                    self.on_final_failure(item)
+            self._release()
+            self.progress(self.counts())
+            self.lock.notify_all()
+
+
+def run_queue(items: list[Item], slots: list[Slot], log_dir: Path, retries: int, timeout: float,
+              max_jobs_per_worker: int, on_final_failure: Callable[[Item], None],
+              progress: Callable[[dict], None], done_keys: set[str] = frozenset()) -> QueueResult:
+    """Run every item on the slots; returns what finished, failed and was skipped."""
+    start = time.time()
+    sched = Scheduler(items, set(done_keys), retries, on_final_failure, progress)
+    fatal: list[BaseException] = []
+
+    def slot_loop(slot: Slot) -> None:
+        worker = Worker(slot, log_dir / f"worker-{slot.name.replace(':', '').replace('#', '-')}.log")
+        try:
+            while not fatal:
+                item = sched.next()
+                if item is None:
+                    return
+                if worker.proc is None or worker.proc.poll() is not None:
+                    try:
+                        worker.start()
+                    except WorkerError as e:  # the slot cannot run anything: stop the sweep
+                        fatal.append(e)
+                        with sched.lock:
+                            sched.running -= 1
+                            sched.ready.appendleft(item)
+                            sched.lock.notify_all()
+                        return
+                item.attempts += 1
+                payload = {**item.payload, "attempt": item.attempts, "slot": slot.name,
+                           "device": slot.device, "queue_wait": max(0.0, time.time() - item.ready_at)}
+                try:
+                    reply = worker.run(payload, timeout or None)
+                    ok, error = reply["status"] == "ok", reply.get("error")
+                except WorkerError as e:
+                    ok, error = False, str(e)
+                    worker.kill()
+                if not ok or (max_jobs_per_worker and worker.jobs >= max_jobs_per_worker):
+                    worker.stop()  # a fresh process for the next job
+                sched.finish(item, ok, error)
+        finally:
+            worker.stop()
+
+    threads = [threading.Thread(target=slot_loop, args=(s,), daemon=True) for s in slots]
+    for t in threads:
+        t.start()
+    for t in threads:
+        while t.is_alive():
+            t.join(timeout=0.5)
+    if fatal:
+        from bench.errors import UserError
+
+        raise UserError(str(fatal[0]))
+    sched.result.wall = time.time() - start
+    return sched.result

@@ -1,0 +1,115 @@
+"""Job records: one JSON file per finished job, written atomically, and their loading.
+
+A record is the only source of tables and figures. Schema (``RECORD_FORMAT`` 1):
+``key, sweep, status ("ok" | "failed"), attempts, error, k, combination, primary, repeat, grid,
+teacher_keys, config, scores {split: {metric: value}}, score, metric, timings {queue_wait, setup,
+train, eval, total}, device, slot, params, provenance {versions, git_commit, host, pid, started, finished}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+RECORD_FORMAT = 1
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write a file so that readers see either nothing or all of it, even after a kill."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n").encode())
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def records_dir(results_dir: Path) -> Path:
+    return Path(results_dir) / "records"
+
+
+def record_path(results_dir: Path, key: str) -> Path:
+    return records_dir(results_dir) / f"{key}.json"
+
+
+def load_records(results_dir: Path) -> dict[str, dict]:
+    """All records of a sweep by key; unreadable files (never written by us) are reported and skipped."""
+    out: dict[str, dict] = {}
+    folder = records_dir(results_dir)
+    if not folder.is_dir():
+        return out
+    for p in sorted(folder.glob("*.json")):
+        try:
+            rec = read_json(p)
+        except (OSError, json.JSONDecodeError) as e:
+            import sys
+
+            print(f"warning: {p}: unreadable record skipped ({e})", file=sys.stderr)
+            continue
+        out[rec["key"]] = rec
+    return out
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the bench checkout (with '+dirty' when it has changes), or None."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+        if not sha:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@lru_cache(maxsize=1)
+def versions() -> dict[str, str]:
+    """Versions of python and of the packages that shape results."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("bench", "torch", "transformers", "numpy", "scikit-learn"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def provenance() -> dict:
+    """Where and with what a record was produced."""
+    return {"versions": versions(), "git_commit": git_commit(), "host": platform.node(), "pid": os.getpid()}

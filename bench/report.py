@@ -1,0 +1,132 @@
+"""``bench report``: tables and figures of a sweep, derived from its records only.
+
+Writes into reports/<sweep>/: jobs.csv, by_combination.csv, summary_by_k.csv, budget.csv,
+teachers.csv, by_k.png/.pdf, budget.png/.pdf and report.md linking them.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from bench.aggregate import budget, by_combination, jobs_frame, summary_by_k
+from bench.plan import Plan, grid_points
+from bench.records import atomic_write_bytes, load_records
+from bench.teachers import load_meta, teacher_done
+
+
+def markdown_table(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
+    """A GitHub-flavoured markdown table of a DataFrame (no extra dependency)."""
+    def cell(v: object) -> str:
+        if isinstance(v, float):
+            return "" if math.isnan(v) else format(v, floatfmt)
+        return str(v)
+
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    sep = "|" + "|".join("---" for _ in df.columns) + "|"
+    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, sep, *rows])
+
+
+def teachers_frame(plan: Plan) -> pd.DataFrame:
+    """One row per stored teacher of the plan: index, seed, dev score, timings, device."""
+    rows = []
+    for t in plan.teachers:
+        if not teacher_done(plan.sweep.paths.teachers, plan.sweep.task.name, t.key):
+            continue
+        m = load_meta(plan.sweep.paths.teachers, plan.sweep.task.name, t.key)
+        rows.append({"index": t.index, "key": t.key, "seed": m["seed"], "score": m["score"],
+                     "metric": m["metric"], "n_params": m.get("n_params"), "device": m["device"],
+                     **{f"t_{k}": v for k, v in m["timings"].items()}})
+    return pd.DataFrame(rows)
+
+
+def _save_csv(df: pd.DataFrame, path: Path) -> None:
+    atomic_write_bytes(path, df.to_csv(index=False, float_format="%.6g").encode())
+
+
+def _figure(table: pd.DataFrame, grid: list[str], points: list[dict], draw, metric: str, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(points)
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.8 * cols, 4.3 * rows), squeeze=False)
+    for ax, point in zip(axes.flat, points):
+        sub = table
+        for g, v in point.items():
+            sub = sub[sub[g] == v]
+        title = ", ".join(f"{g}={v:g}" for g, v in point.items()) or None
+        if sub.empty:
+            ax.set_axis_off()
+            ax.set_title(f"{title}: no results yet")
+            continue
+        draw(sub, metric=metric, title=title, ax=ax)
+    for ax in list(axes.flat)[n:]:
+        ax.set_axis_off()
+    fig.tight_layout()
+    for ext in ("png", "pdf"):
+        tmp = out.with_suffix(f".tmp.{ext}")
+        fig.savefig(tmp, dpi=130)
+        tmp.replace(out.with_suffix(f".{ext}"))
+    plt.close(fig)
+
+
+def write_report(plan: Plan) -> Path:
+    """Build every table and figure of the sweep from its records; returns the report folder."""
+    from bench.plots import plot_budget, plot_by_k
+
+    sweep = plan.sweep
+    out = sweep.reports_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    grid = sorted(sweep.grid)
+    planned = {j.key for j in plan.jobs}
+    records = [r for k, r in load_records(sweep.results_dir()).items() if k in planned]
+    jobs = jobs_frame(records, grid)
+    teachers = teachers_frame(plan)
+    _save_csv(jobs, out / "jobs.csv")
+    _save_csv(teachers, out / "teachers.csv")
+    n_ok = int((jobs["status"] == "ok").sum()) if not jobs.empty else 0
+    lines = [f"# Sweep `{sweep.name}`", "",
+             f"Task `{sweep.task.name}`, method `{sweep.method.name}` "
+             f"({', '.join(f'{k}={v:g}' for k, v in sweep.method.params.items())}), "
+             f"N={sweep.teachers} teachers (`{sweep.teacher.model}`), students `{sweep.student.model}`, "
+             f"k in {list(sweep.k)}, r={sweep.repeats} repeats"
+             + (f", grid {dict(sweep.grid)}" if grid else "") + ".", "",
+             f"Runs recorded: {n_ok} ok, {len(jobs) - n_ok} failed, {len(planned) - len(jobs)} missing "
+             f"of {len(planned)} planned. Scores: dev {records[0]['metric'] if records else '?'}.", ""]
+    if not teachers.empty:
+        lines += ["## Teachers", "", markdown_table(teachers.drop(columns=["key"])), ""]
+    if n_ok:
+        metric = records[0]["metric"]
+        comb = by_combination(jobs, grid)
+        summary = summary_by_k(comb, grid)
+        tsec = {} if teachers.empty else dict(zip(teachers["key"], teachers["t_total"]))
+        complete = all(k in tsec for keys in jobs["teacher_keys"] for k in keys.split(","))
+        _save_csv(comb, out / "by_combination.csv")
+        _save_csv(summary, out / "summary_by_k.csv")
+        points = grid_points(sweep)
+        _figure(summary, grid, points, plot_by_k, metric, out / "by_k")
+        lines += ["## Worst / best case per k", "",
+                  "Per combination: min / max / mean over its runs; per k: the mean of those over the "
+                  "combinations, and their std over combinations (ddof=0).", "",
+                  markdown_table(summary), "", "![by k](by_k.png) ([PDF](by_k.pdf))", ""]
+        if complete:
+            bud = budget(jobs, tsec, grid)
+            _save_csv(bud, out / "budget.csv")
+            _figure(bud, grid, points, plot_budget, metric, out / "budget")
+            lines += ["## Against compute", "",
+                      "compute_seconds = the student's own job (setup+train+eval) + fine-tuning and "
+                      "output caching of its k teachers, averaged over combinations.", "",
+                      markdown_table(bud[[*grid, "k", "compute_seconds", "teacher_seconds", "student_seconds",
+                                          "worst", "best", "mean"]]),
+                      "", "![budget](budget.png) ([PDF](budget.pdf))", ""]
+    lines += ["Tables: [jobs.csv](jobs.csv), [by_combination.csv](by_combination.csv), "
+              "[summary_by_k.csv](summary_by_k.csv), [budget.csv](budget.csv), [teachers.csv](teachers.csv).", ""]
+    atomic_write_bytes(out / "report.md", "\n".join(lines).encode())
+    return out

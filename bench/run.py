@@ -1,0 +1,115 @@
+"""Running a sweep: what is missing, in what order, on which slots, and what was recorded.
+
+Teachers first (each stored once under teachers/, shared by every sweep with the same teacher
+config); each distillation job becomes ready as soon as its k teachers exist. A job with an
+"ok" record is never run again; a failed or missing one is.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.plan import Plan
+from bench.queue import Item, make_slots, run_queue
+from bench.records import atomic_write_json, load_records, provenance, record_path
+from bench.teachers import teacher_done
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What one ``bench run`` did."""
+
+    teachers_trained: int
+    jobs_run: int
+    jobs_ok: int
+    jobs_failed: int
+    jobs_skipped: int
+    already_done: int
+    wall_seconds: float
+
+
+def _paths(plan: Plan) -> dict:
+    p = plan.sweep.paths
+    return {"teachers": os.path.abspath(p.teachers), "cache": os.path.abspath(p.cache)}
+
+
+def pending_work(plan: Plan) -> tuple[list, list, dict]:
+    """Teachers not yet stored, distillation jobs without an ok record, and the ok records."""
+    task = plan.sweep.task.name
+    teachers = [t for t in plan.teachers if not teacher_done(plan.sweep.paths.teachers, task, t.key)]
+    records = load_records(plan.sweep.results_dir())
+    ok = {k: r for k, r in records.items() if r.get("status") == "ok"}
+    jobs = [j for j in plan.jobs if j.key not in ok]
+    return teachers, jobs, ok
+
+
+def _progress_bar(total: int):
+    from tqdm import tqdm
+
+    tty = sys.stderr.isatty()
+    return tqdm(total=total, unit="job", dynamic_ncols=True, mininterval=0.5 if tty else 30.0,
+                file=sys.stderr, disable=total == 0)
+
+
+def run_sweep(plan: Plan, quiet: bool = False) -> RunSummary:
+    """Run every missing job of the plan on the sweep's device slots."""
+    sweep = plan.sweep
+    results = sweep.results_dir()
+    paths = _paths(plan)
+    teachers, jobs, ok = pending_work(plan)
+    items = [Item(key=t.key, kind="teacher", payload={
+        "kind": "teacher", "key": t.key, "config": t.config, "paths": paths,
+        "plan": {"sweep": sweep.name, "index": t.index}}) for t in teachers]
+    for j in jobs:
+        items.append(Item(key=j.key, kind="distill", deps=j.teacher_keys, payload={
+            "kind": "distill", "key": j.key, "config": j.config, "paths": paths,
+            "record_path": str(record_path(results, j.key).resolve()),
+            "plan": {"sweep": sweep.name, "k": j.k, "combination": list(j.combination),
+                     "primary": j.primary, "repeat": j.repeat, "grid": j.grid}}))
+    done_teachers = {t.key for t in plan.teachers} - {t.key for t in teachers}
+    if not quiet:
+        print(f"{sweep.name}: {len(teachers)} of {len(plan.teachers)} teachers to train, "
+              f"{len(jobs)} of {len(plan.jobs)} distillation jobs to run "
+              f"({len(ok)} already recorded)", file=sys.stderr)
+    if not items:
+        return RunSummary(0, 0, 0, 0, 0, len(ok), 0.0)
+
+    def record_failure(item: Item) -> None:
+        if item.kind != "distill":
+            print(f"teacher {item.key} failed after {item.attempts} attempt(s): {item.errors[-1]}",
+                  file=sys.stderr)
+            return
+        p = item.payload
+        atomic_write_json(p["record_path"], {
+            "key": item.key, "sweep": sweep.name, "status": "failed", "attempts": item.attempts,
+            "error": item.errors[-1], "errors": item.errors, **p["plan"],
+            "teacher_keys": p["config"]["teachers"], "config": p["config"], "scores": None, "score": None,
+            "timings": None, "provenance": {**provenance(), "finished": time.time()}})
+
+    bar = None if quiet else _progress_bar(len(items))
+
+    def progress(counts: dict) -> None:
+        if bar is not None:
+            bar.n = counts["done"] + counts["failed"]
+            bar.set_postfix(counts, refresh=False)
+            bar.refresh()
+
+    slots = make_slots(sweep.run.devices, sweep.run.jobs_per_device, sweep.run.threads_per_job)
+    try:
+        result = run_queue(items, slots, results / "logs", sweep.run.retries, sweep.run.timeout,
+                           sweep.run.max_jobs_per_worker, record_failure, progress, done_keys=done_teachers)
+    finally:
+        if bar is not None:
+            bar.close()
+    n_teach = sum(1 for i in result.done if i.kind == "teacher")
+    ran = [i for i in result.done + result.failed if i.kind == "distill"]
+    return RunSummary(
+        teachers_trained=n_teach, jobs_run=len(ran),
+        jobs_ok=sum(1 for i in result.done if i.kind == "distill"),
+        jobs_failed=sum(1 for i in result.failed if i.kind == "distill"),
+        jobs_skipped=sum(1 for i in result.skipped if i.kind == "distill"),
+        already_done=len(ok), wall_seconds=result.wall)

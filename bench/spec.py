@@ -1,0 +1,342 @@
+"""Sweep specs: a TOML file loaded into frozen dataclasses and validated before anything runs.
+
+Every user error names the file, the field and what was expected (``SpecError``).
+Specs are data: they are parsed with ``tomllib`` and never executed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from bench.errors import SpecError, did_you_mean
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Which data set, where it comes from and how text is tokenized."""
+
+    name: str
+    data: str | None = None  # local folder (GLUE layout); None: embedded (digits) or the HF hub
+    tokenizer: str | None = None  # text tasks: hub name, local folder or alias; default: teacher's
+    max_length: int = 128
+    train_subset: int | None = None  # use a fixed random subset of the training split
+    eval_subset: int | None = None  # ... and of each evaluation split
+    split_seed: int = 0  # fixes subsets and the digits train/dev/test split
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """A model and how to train it (teacher or student)."""
+
+    model: str
+    pretrained: str | None = None  # text models: hub name, local folder or alias
+    params: dict = field(default_factory=dict)  # builder arguments / config overrides
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    max_grad_norm: float = 1.0
+    freeze_embeddings: bool = False
+    seed: int = 0  # base seed: teacher i uses seed + i, repeat j of a student uses seed + j
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """The distillation method and its parameters (defaults filled in)."""
+
+    name: str
+    params: dict
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Where and how jobs run."""
+
+    devices: tuple[str, ...] = ("cpu",)
+    jobs_per_device: int = 1  # slots per device: 2 runs two jobs side by side on one GPU
+    threads_per_job: int = 0  # 0: cores divided by the number of slots
+    retries: int = 1  # extra attempts of a failed job within one run
+    timeout: float = 0.0  # seconds per job attempt, 0: none
+    max_jobs_per_worker: int = 0  # recycle a worker process after this many jobs, 0: never
+    engine: str = "local"
+
+
+@dataclass(frozen=True)
+class PathsSpec:
+    """Output roots; relative paths are taken from the current directory."""
+
+    teachers: str = "teachers"
+    results: str = "results"
+    reports: str = "reports"
+    cache: str = ".cache/bench"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A validated sweep: everything the planner and the runners need."""
+
+    name: str
+    task: TaskSpec
+    teacher: TrainSpec
+    student: TrainSpec
+    method: MethodSpec
+    teachers: int
+    k: tuple[int, ...]
+    repeats: int
+    grid: dict  # axis name -> tuple of values (method parameters)
+    run: RunSpec
+    paths: PathsSpec
+    source: str = ""
+
+    def results_dir(self) -> Path:
+        return Path(self.paths.results) / self.name
+
+    def reports_dir(self) -> Path:
+        return Path(self.paths.reports) / self.name
+
+
+_TOP_KEYS = {
+    "name", "teachers", "k", "repeats", "task", "teacher", "student", "method", "grid",
+    "run", "paths",
+}
+
+
+def _type_name(tp: Any) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+             dict: "a table"}
+    if tp in names:
+        return names[tp]
+    origin = get_origin(tp)
+    if origin is tuple:
+        return f"a list of {_type_name(get_args(tp)[0]).removeprefix('an ').removeprefix('a ')}s"
+    args = [a for a in get_args(tp) if a is not type(None)]
+    if args:
+        return _type_name(args[0])
+    return str(tp)
+
+
+def _coerce(value: Any, tp: Any, file: str, name: str) -> Any:
+    """Check one TOML value against a field type; ints are accepted where floats are expected."""
+    origin = get_origin(tp)
+    args = get_args(tp)
+    if origin is not None and type(None) in args:  # Optional
+        inner = [a for a in args if a is not type(None)][0]
+        return _coerce(value, inner, file, name)
+    if origin is tuple:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, list):
+            raise SpecError(file, name, f"expected {_type_name(tp)}, got {value!r}")
+        return tuple(_coerce(v, args[0], file, f"{name}[{i}]") for i, v in enumerate(value))
+    ok = {
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+        bool: isinstance(value, bool),
+        dict: isinstance(value, dict),
+    }[tp]
+    if not ok:
+        raise SpecError(file, name, f"expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    return float(value) if tp is float else value
+
+
+def _build(cls: type, data: Any, file: str, prefix: str, skip: tuple[str, ...] = ()) -> Any:
+    """Build a frozen dataclass from a TOML table, rejecting unknown keys with a hint."""
+    if not isinstance(data, dict):
+        raise SpecError(file, prefix, f"expected a table, got {data!r}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
+    for key in data:
+        if key not in fields:
+            raise SpecError(file, f"{prefix}.{key}",
+                            f"unknown key{did_you_mean(key, fields)}; expected one of: "
+                            f"{', '.join(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _coerce(data[name], hints[name], file, f"{prefix}.{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise SpecError(file, f"{prefix}.{name}", f"missing; expected {_type_name(hints[name])}")
+    return cls(**kwargs)
+
+
+def _positive(file: str, name: str, value: float, minimum: float = 1) -> None:
+    if value < minimum:
+        raise SpecError(file, name, f"expected a value >= {minimum:g}, got {value!r}")
+
+
+def _check_train(spec: TrainSpec, file: str, role: str) -> None:
+    from bench.models import MODELS
+
+    if spec.model not in MODELS:
+        raise SpecError(file, f"{role}.model", f"unknown model '{spec.model}'"
+                        f"{did_you_mean(spec.model, MODELS)}; expected one of: {', '.join(MODELS)}")
+    _positive(file, f"{role}.epochs", spec.epochs)
+    _positive(file, f"{role}.batch_size", spec.batch_size)
+    if not spec.lr > 0:
+        raise SpecError(file, f"{role}.lr", f"expected a learning rate > 0, got {spec.lr}")
+    if not 0 <= spec.warmup_ratio < 1:
+        raise SpecError(file, f"{role}.warmup_ratio", f"expected 0 <= value < 1, got {spec.warmup_ratio}")
+    MODELS[spec.model].check(spec, file, role)
+
+
+def _method(data: Any, file: str) -> MethodSpec:
+    from bench.methods import METHODS
+
+    if isinstance(data, str):
+        data = {"name": data}
+    if not isinstance(data, dict):
+        raise SpecError(file, "method", f"expected a table or a method name, got {data!r}")
+    name = data.get("name", "kd")
+    if not isinstance(name, str) or name not in METHODS:
+        raise SpecError(file, "method.name", f"unknown method {name!r}{did_you_mean(str(name), METHODS)}; "
+                        f"expected one of: {', '.join(METHODS)}")
+    method = METHODS[name]
+    params = {}
+    for key, value in data.items():
+        if key == "name":
+            continue
+        if key not in method.params:
+            raise SpecError(file, f"method.{key}", f"unknown parameter of method '{name}'"
+                            f"{did_you_mean(key, method.params)}; expected one of: "
+                            f"{', '.join(method.params)}")
+        params[key] = method.check_param(key, value, file, f"method.{key}")
+    return MethodSpec(name=name, params={**method.defaults(), **params})
+
+
+def _grid(data: Any, method: MethodSpec, file: str) -> dict:
+    from bench.methods import METHODS
+
+    if not isinstance(data, dict):
+        raise SpecError(file, "grid", f"expected a table of axis = [values], got {data!r}")
+    m = METHODS[method.name]
+    grid = {}
+    for axis, values in data.items():
+        if axis not in m.params:
+            raise SpecError(file, f"grid.{axis}", f"not a parameter of method '{method.name}'"
+                            f"{did_you_mean(axis, m.params)}; expected one of: {', '.join(m.params)}")
+        if not isinstance(values, list) or not values:
+            raise SpecError(file, f"grid.{axis}", f"expected a non-empty list of values, got {values!r}")
+        checked = tuple(m.check_param(axis, v, file, f"grid.{axis}[{i}]") for i, v in enumerate(values))
+        if len(set(checked)) != len(checked):
+            raise SpecError(file, f"grid.{axis}", f"expected distinct values, got {values!r}")
+        grid[axis] = checked
+    return grid
+
+
+def parse_sweep(data: dict, file: str) -> Sweep:
+    """Validate a parsed TOML document and build the Sweep; raises SpecError on the first problem."""
+    from bench.tasks import TASKS, check_models
+
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise SpecError(file, key, f"unknown key{did_you_mean(key, _TOP_KEYS)}; expected one of: "
+                            f"{', '.join(sorted(_TOP_KEYS))}")
+    for key in ("name", "teachers", "task", "teacher", "student"):
+        if key not in data:
+            raise SpecError(file, key, "missing (required)")
+    name = _coerce(data["name"], str, file, "name")
+    if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
+        raise SpecError(file, "name", f"expected letters, digits, '-', '_' or '.', got {name!r}")
+    n = _coerce(data["teachers"], int, file, "teachers")
+    _positive(file, "teachers", n)
+    k = _coerce(data.get("k", list(range(1, n + 1))), tuple[int, ...], file, "k")
+    for i, kk in enumerate(k):
+        if not 1 <= kk <= n:
+            raise SpecError(file, f"k[{i}]", f"expected 1 <= k <= teachers ({n}), got {kk}")
+    if len(set(k)) != len(k):
+        raise SpecError(file, "k", f"expected distinct values, got {list(k)}")
+    repeats = _coerce(data.get("repeats", 1), int, file, "repeats")
+    _positive(file, "repeats", repeats)
+
+    task_data = data["task"]
+    if isinstance(task_data, str):
+        task_data = {"name": task_data}
+    task = _build(TaskSpec, task_data, file, "task")
+    if task.name not in TASKS:
+        raise SpecError(file, "task.name", f"unknown task '{task.name}'{did_you_mean(task.name, TASKS)}; "
+                        f"expected one of: {', '.join(TASKS)}")
+    _positive(file, "task.max_length", task.max_length, 2)
+    for sub in ("train_subset", "eval_subset"):
+        if getattr(task, sub) is not None:
+            _positive(file, f"task.{sub}", getattr(task, sub))
+    if task.data is not None and not os.path.isdir(task.data):
+        raise SpecError(file, "task.data", f"expected an existing folder, got {task.data!r} "
+                        f"(relative paths are taken from the current directory {os.getcwd()})")
+
+    teacher = _build(TrainSpec, data["teacher"], file, "teacher")
+    student = _build(TrainSpec, data["student"], file, "student")
+    _check_train(teacher, file, "teacher")
+    _check_train(student, file, "student")
+    if task.tokenizer is None and teacher.pretrained is not None:
+        task = dataclasses.replace(task, tokenizer=teacher.pretrained)
+    check_models(task, teacher, student, file)
+
+    method = _method(data.get("method", {"name": "kd"}), file)
+    grid = _grid(data.get("grid", {}), method, file)
+    run = _build(RunSpec, data.get("run", {}), file, "run")
+    check_run(run, file, "run")
+    paths = _build(PathsSpec, data.get("paths", {}), file, "paths")
+    return Sweep(name=name, task=task, teacher=teacher, student=student, method=method, teachers=n,
+                 k=tuple(sorted(k)), repeats=repeats, grid=grid, run=run, paths=paths, source=file)
+
+
+def check_run(run: RunSpec, file: str, prefix: str) -> None:
+    """Validate the [run] table (also used for CLI overrides, with prefix '--...')."""
+    from bench.queue import parse_device
+
+    if not run.devices:
+        raise SpecError(file, f"{prefix}.devices", "expected at least one device")
+    for i, d in enumerate(run.devices):
+        try:
+            parse_device(d)
+        except ValueError as e:
+            raise SpecError(file, f"{prefix}.devices[{i}]", str(e)) from None
+    _positive(file, f"{prefix}.jobs_per_device", run.jobs_per_device)
+    _positive(file, f"{prefix}.threads_per_job", run.threads_per_job, 0)
+    _positive(file, f"{prefix}.retries", run.retries, 0)
+    _positive(file, f"{prefix}.timeout", run.timeout, 0)
+    _positive(file, f"{prefix}.max_jobs_per_worker", run.max_jobs_per_worker, 0)
+    if run.engine != "local":
+        raise SpecError(file, f"{prefix}.engine", f"unknown engine {run.engine!r}"
+                        f"{did_you_mean(run.engine, ['local'])}; expected one of: local")
+
+
+def load_sweep(path: str | os.PathLike) -> Sweep:
+    """Read and validate a sweep spec file."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise SpecError(file, "", f"cannot read the spec file ({e.strerror})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(file, "", f"invalid TOML: {e}") from None
+    return parse_sweep(data, file)
+
+
+def with_run_overrides(sweep: Sweep, **overrides: Any) -> Sweep:
+    """A copy of the sweep with [run] values replaced (from the command line), validated."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    if not clean:
+        return sweep
+    run = dataclasses.replace(sweep.run, **clean)
+    check_run(run, "command line", "--run")
+    return dataclasses.replace(sweep, run=run)
+
+
+def is_finite_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

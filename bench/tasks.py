@@ -1,0 +1,263 @@
+"""Tasks: data sets, their splits and their metrics. The metric belongs to the task.
+
+- ``digits``: scikit-learn's 8x8 digits (embedded, no download), a fixed stratified 60/20/20
+  train/dev/test split.
+- ``cola`` (Matthews corr.), ``mrpc`` (accuracy and F1), ``sst2`` (accuracy): GLUE, read from a
+  folder in the official GLUE TSV layout (``task.data``) or from the Hugging Face hub
+  (``nyu-mll/glue``) when no folder is given. Scored on the dev split (GLUE test is unlabeled).
+
+Text is tokenized once per (data, tokenizer, max_length) and cached as flat int arrays; batches
+are padded dynamically to their longest sequence.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from bench.errors import SpecError, UserError
+from bench.models import MODELS, Shape, resolve_pretrained
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split: labels plus either dense inputs ``x`` or ragged token ids (flat + offsets)."""
+
+    labels: np.ndarray
+    x: np.ndarray | None = None
+    ids: np.ndarray | None = None
+    types: np.ndarray | None = None
+    offsets: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, idx: np.ndarray) -> dict:
+        """Model inputs for the examples ``idx`` as torch tensors (text padded to the batch's longest)."""
+        import torch
+
+        if self.x is not None:
+            return {"x": torch.from_numpy(self.x[idx])}
+        starts, ends = self.offsets[idx], self.offsets[idx + 1]
+        lengths = ends - starts
+        width = int(lengths.max())
+        ids = np.zeros((len(idx), width), dtype=np.int64)
+        types = np.zeros_like(ids)
+        mask = np.zeros_like(ids)
+        for row, (s, e) in enumerate(zip(starts, ends)):
+            n = e - s
+            ids[row, :n] = self.ids[s:e]
+            types[row, :n] = self.types[s:e]
+            mask[row, :n] = 1
+        return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
+                "token_type_ids": torch.from_numpy(types)}
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """A loaded task: its splits (``train`` plus the evaluation splits) and the model shape."""
+
+    name: str
+    splits: dict
+    shape: Shape
+    eval_splits: tuple
+
+
+def _subset(n: int, size: int | None, seed: int) -> np.ndarray:
+    if size is None or size >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+
+
+# --------------------------------------------------------------------------- metrics
+
+def metric_mcc(labels: np.ndarray, preds: np.ndarray) -> float:
+    from sklearn.metrics import matthews_corrcoef
+
+    return float(matthews_corrcoef(labels, preds))
+
+
+def metric_accuracy(labels: np.ndarray, preds: np.ndarray) -> float:
+    return float(np.mean(labels == preds))
+
+
+def metric_f1(labels: np.ndarray, preds: np.ndarray) -> float:
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(labels, preds, zero_division=0))
+
+
+METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "mcc": metric_mcc, "accuracy": metric_accuracy, "f1": metric_f1,
+}
+
+
+# --------------------------------------------------------------------------- digits
+
+def load_digits(spec: Any, cache_dir: Path) -> TaskData:
+    """scikit-learn's 8x8 digits, scaled to [0, 1], split 60/20/20 stratified by ``split_seed``."""
+    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.model_selection import train_test_split
+
+    d = sk_digits()
+    x = (d.data / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
+    y = d.target.astype(np.int64)
+    idx = np.arange(len(y))
+    train, rest = train_test_split(idx, train_size=0.6, stratify=y, random_state=spec.split_seed)
+    dev, test = train_test_split(rest, train_size=0.5, stratify=y[rest], random_state=spec.split_seed)
+    splits = {}
+    for name, part, size in (("train", train, spec.train_subset), ("dev", dev, spec.eval_subset),
+                             ("test", test, spec.eval_subset)):
+        part = np.sort(part)[_subset(len(part), size, spec.split_seed)]
+        splits[name] = Split(labels=y[part], x=x[part])
+    return TaskData("digits", splits, Shape(num_labels=10, input_shape=(1, 8, 8)), ("dev", "test"))
+
+
+# --------------------------------------------------------------------------- GLUE
+
+@dataclass(frozen=True)
+class GlueFormat:
+    folder: str
+    hub_config: str
+    header: bool
+    label_col: int
+    text_cols: tuple
+    hub_text: tuple
+
+
+GLUE = {
+    "cola": GlueFormat("CoLA", "cola", False, 1, (3,), ("sentence",)),
+    "sst2": GlueFormat("SST-2", "sst2", True, 1, (0,), ("sentence",)),
+    "mrpc": GlueFormat("MRPC", "mrpc", True, 0, (3, 4), ("sentence1", "sentence2")),
+}
+
+
+def _read_glue_tsv(path: Path, fmt: GlueFormat) -> tuple[list[tuple[str, ...]], np.ndarray]:
+    if not path.is_file():
+        raise UserError(f"{path}: GLUE file not found; expected the GLUE TSV layout "
+                        f"(<data>/{fmt.folder}/train.tsv and dev.tsv)")
+    texts, labels = [], []
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        if fmt.header:
+            next(rows, None)
+        for lineno, row in enumerate(rows, start=2 if fmt.header else 1):
+            if not row:
+                continue
+            try:
+                texts.append(tuple(row[c] for c in fmt.text_cols))
+                labels.append(int(row[fmt.label_col]))
+            except (IndexError, ValueError):
+                raise UserError(f"{path}:{lineno}: expected a label in column {fmt.label_col + 1} "
+                                f"and text in columns {[c + 1 for c in fmt.text_cols]}, got {row!r}") from None
+    return texts, np.asarray(labels, dtype=np.int64)
+
+
+def _glue_raw(spec: Any, fmt: GlueFormat) -> dict[str, tuple[list, np.ndarray]]:
+    if spec.data is not None:
+        root = Path(spec.data) / fmt.folder
+        return {"train": _read_glue_tsv(root / "train.tsv", fmt), "dev": _read_glue_tsv(root / "dev.tsv", fmt)}
+    import datasets  # online only: nothing is downloaded on offline machines
+
+    out = {}
+    for split, hub_split in (("train", "train"), ("dev", "validation")):
+        ds = datasets.load_dataset("nyu-mll/glue", fmt.hub_config, split=hub_split)
+        texts = list(zip(*(ds[c] for c in fmt.hub_text)))
+        out[split] = (texts, np.asarray(ds["label"], dtype=np.int64))
+    return out
+
+
+def _source_identity(spec: Any, fmt: GlueFormat) -> dict:
+    if spec.data is None:
+        return {"hub": f"nyu-mll/glue/{fmt.hub_config}"}
+    root = Path(spec.data) / fmt.folder
+    return {f.name: [f.stat().st_size, int(f.stat().st_mtime)] for f in sorted(root.glob("*.tsv"))}
+
+
+def _tokenize(texts: list[tuple[str, ...]], tokenizer: Any, max_length: int) -> dict[str, np.ndarray]:
+    columns = list(zip(*texts))
+    enc = tokenizer(*[list(c) for c in columns], truncation=True, max_length=max_length,
+                    return_token_type_ids=True)
+    lengths = np.fromiter((len(s) for s in enc["input_ids"]), dtype=np.int64, count=len(texts))
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    ids = np.fromiter((t for s in enc["input_ids"] for t in s), dtype=np.int32, count=int(offsets[-1]))
+    types = np.fromiter((t for s in enc["token_type_ids"] for t in s), dtype=np.int8, count=int(offsets[-1]))
+    return {"ids": ids, "types": types, "offsets": offsets}
+
+
+def load_tokenizer(name: str) -> Any:
+    """A fast tokenizer from an alias, a local folder or a hub name."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_pretrained(name))
+
+
+def load_glue(spec: Any, cache_dir: Path) -> TaskData:
+    """A GLUE task, tokenized (cached on disk) with the spec's tokenizer."""
+    fmt = GLUE[spec.name]
+    ident = {"task": asdict(spec), "source": _source_identity(spec, fmt), "format": 1}
+    digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_dir / "tokenized" / f"{spec.name}-{digest}.npz"
+    tokenizer = load_tokenizer(spec.tokenizer)
+    if path.exists():
+        arrays = dict(np.load(path, allow_pickle=False))
+    else:
+        arrays = {}
+        for split, (texts, labels) in _glue_raw(spec, fmt).items():
+            size = spec.train_subset if split == "train" else spec.eval_subset
+            keep = _subset(len(labels), size, spec.split_seed)
+            tok = _tokenize([texts[i] for i in keep], tokenizer, spec.max_length)
+            arrays.update({f"{split}/{k}": v for k, v in tok.items()})
+            arrays[f"{split}/labels"] = labels[keep]
+        from bench.records import atomic_write_bytes
+        import io
+
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write_bytes(path, buf.getvalue())
+    splits = {s: Split(labels=arrays[f"{s}/labels"], ids=arrays[f"{s}/ids"], types=arrays[f"{s}/types"],
+                       offsets=arrays[f"{s}/offsets"]) for s in ("train", "dev")}
+    return TaskData(spec.name, splits, Shape(num_labels=2, vocab_size=len(tokenizer)), ("dev",))
+
+
+# --------------------------------------------------------------------------- the table
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """A task: its modality, metrics (the first is the headline score) and loader."""
+
+    modality: str
+    metrics: tuple
+    load: Callable[[Any, Path], TaskData]
+
+
+TASKS: dict[str, TaskInfo] = {
+    "digits": TaskInfo("image", ("accuracy",), load_digits),
+    "cola": TaskInfo("text", ("mcc", "accuracy"), load_glue),
+    "mrpc": TaskInfo("text", ("accuracy", "f1"), load_glue),
+    "sst2": TaskInfo("text", ("accuracy",), load_glue),
+}
+
+
+def check_models(task: Any, teacher: Any, student: Any, file: str) -> None:
+    """Both models must take the task's inputs; text tasks need a tokenizer."""
+    info = TASKS[task.name]
+    for role, spec in (("teacher", teacher), ("student", student)):
+        if MODELS[spec.model].modality != info.modality:
+            names = [n for n, m in MODELS.items() if m.modality == info.modality]
+            raise SpecError(file, f"{role}.model", f"task '{task.name}' needs a {info.modality} model "
+                            f"({', '.join(names)}), got '{spec.model}'")
+    if info.modality == "text" and task.tokenizer is None:
+        raise SpecError(file, "task.tokenizer", "expected a tokenizer name (or a pretrained teacher to take it from)")
+
+
+def score(task_name: str, labels: np.ndarray, preds: np.ndarray) -> dict[str, float]:
+    """All metrics of the task for one split."""
+    return {m: METRICS[m](labels, preds) for m in TASKS[task_name].metrics}

@@ -1,0 +1,100 @@
+"""Teachers: fine-tune one seed-varied teacher, store it, and serve its cached outputs.
+
+Layout: ``<teachers root>/<task>/<teacher key>/`` holding ``model.safetensors``, ``outputs.npz``
+(logits on every split, in split order) and ``meta.json`` (seed, scores, timings, device), the
+last written last. The folder is built under a temporary name and renamed into place, so a
+teacher exists completely or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+
+from bench.records import atomic_write_json, provenance, read_json
+from bench.spec import TaskSpec, TrainSpec
+
+
+def teacher_dir(root: str | os.PathLike, task: str, key: str) -> Path:
+    return Path(root) / task / key
+
+
+def teacher_done(root: str | os.PathLike, task: str, key: str) -> bool:
+    """Whether a complete teacher is stored."""
+    return (teacher_dir(root, task, key) / "meta.json").is_file()
+
+
+def task_spec(config: dict) -> TaskSpec:
+    return TaskSpec(**config["task"])
+
+
+def train_spec(model: dict, seed: int) -> TrainSpec:
+    names = {f.name for f in fields(TrainSpec)}
+    return TrainSpec(**{k: v for k, v in model.items() if k in names}, seed=seed)
+
+
+def train_teacher(job: dict, data, device, started: float) -> dict:
+    """Fine-tune the teacher of ``job``, cache its logits on every split, store it; returns its meta."""
+    import torch.nn.functional as F
+    from safetensors.torch import save_model
+
+    from bench.models import MODELS, count_parameters
+    from bench.training import evaluate, predict_logits, set_seed, train
+
+    config = job["config"]
+    spec = train_spec(config["model"], config["seed"])
+    set_seed(spec.seed)
+    model = MODELS[spec.model].build(spec, data.shape)
+    t_setup = time.perf_counter()
+    fit = train(model, data.splits["train"], spec, spec.seed,
+                lambda logits, idx, y: F.cross_entropy(logits, y), device)
+    t_train = time.perf_counter()
+    scores = evaluate(data, model, device)
+    t_eval = time.perf_counter()
+    outputs = {name: predict_logits(model, split, device) for name, split in data.splits.items()}
+    t_cache = time.perf_counter()
+
+    from bench.tasks import TASKS
+
+    metric = TASKS[data.name].metrics[0]
+    final = teacher_dir(job["paths"]["teachers"], data.name, job["key"])
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model.cpu(), str(tmp / "model.safetensors"))
+    with open(tmp / "outputs.npz", "wb") as f:
+        np.savez(f, **outputs)
+        f.flush()
+        os.fsync(f.fileno())
+    meta = {
+        "key": job["key"], "index": job["plan"]["index"], "seed": spec.seed, "config": config,
+        "status": "ok", "scores": scores, "metric": metric, "score": scores["dev"][metric],
+        "n_params": count_parameters(model), "steps": fit["steps"],
+        "timings": {"queue_wait": job["queue_wait"], "setup": t_setup - started,
+                    "train": t_train - t_setup, "eval": t_eval - t_train, "cache": t_cache - t_eval,
+                    "total": time.perf_counter() - started},
+        "device": job["device"], "slot": job["slot"], "attempt": job["attempt"],
+        "provenance": provenance(),
+    }
+    atomic_write_json(tmp / "meta.json", meta)
+    try:
+        os.rename(tmp, final)
+    except OSError:  # another run stored the same teacher first: keep that one
+        shutil.rmtree(tmp, ignore_errors=True)
+    return meta
+
+
+def load_outputs(root: str | os.PathLike, task: str, key: str) -> dict[str, np.ndarray]:
+    """A stored teacher's logits by split."""
+    with np.load(teacher_dir(root, task, key) / "outputs.npz", allow_pickle=False) as z:
+        return {name: z[name] for name in z.files}
+
+
+def load_meta(root: str | os.PathLike, task: str, key: str) -> dict:
+    """A stored teacher's metadata (seed, scores, timings)."""
+    return read_json(teacher_dir(root, task, key) / "meta.json")
