@@ -46,9 +46,11 @@ def jobs_frame(records: Sequence[dict], grid: Sequence[str] = ()) -> pd.DataFram
 
 
 def _ok(jobs: pd.DataFrame) -> pd.DataFrame:
+    """The successful runs, with numeric score and timing columns."""
     if "status" in jobs:
         jobs = jobs[jobs["status"] == "ok"]
-    return jobs
+    numeric = [c for c in jobs.columns if c == "score" or c.startswith("t_")]
+    return jobs.astype({c: float for c in numeric})
 
 
 def by_combination(jobs: pd.DataFrame, grid: Sequence[str] = ()) -> pd.DataFrame:

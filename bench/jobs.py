@@ -56,6 +56,7 @@ class DistillContext:
     seed: int
     params: dict  # method parameters at this grid point
     teacher_logits: dict  # split -> mean of the k teachers' logits (float32)
+    primary_logits: dict | None  # split -> the primary teacher's logits (methods with a primary)
     teacher_keys: tuple
     primary: str | None
     teachers_root: str
@@ -74,6 +75,9 @@ def run_teacher(job: dict, device: Any) -> dict:
 
 def run_distill(job: dict, device: Any) -> dict:
     """Distil one student and write its record atomically; returns the record."""
+    import torch
+
+    from bench.losses import mean_teacher_logits
     from bench.methods import METHODS
     from bench.models import count_parameters
     from bench.tasks import TASKS
@@ -85,10 +89,12 @@ def run_distill(job: dict, device: Any) -> dict:
     data = load_task(config, job["paths"]["cache"])
     root = job["paths"]["teachers"]
     logits = [teacher_logits(root, data.name, k) for k in config["teachers"]]
-    mean = {s: np.mean([lg[s] for lg in logits], axis=0, dtype=np.float64).astype(np.float32)
+    mean = {s: mean_teacher_logits(torch.stack([torch.from_numpy(lg[s]) for lg in logits])).numpy()
             for s in logits[0]}
     ctx = DistillContext(data=data, spec=train_spec(config["student"], config["seed"]), seed=config["seed"],
                          params=config["method"]["params"], teacher_logits=mean,
+                         primary_logits=None if config["primary"] is None else
+                         teacher_logits(root, data.name, config["primary"]),
                          teacher_keys=tuple(config["teachers"]), primary=config["primary"],
                          teachers_root=root, device=device)
     t_setup = time.perf_counter()

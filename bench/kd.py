@@ -27,3 +27,20 @@ def train_kd(ctx: Any) -> torch.nn.Module:
 
     ctx.fit.update(train(model, ctx.data.splits["train"], ctx.spec, ctx.seed, loss, ctx.device))
     return model
+
+
+def train_kd_primary(ctx: Any) -> torch.nn.Module:
+    """KD whose soft target is split between the k-teacher mean and the primary teacher alone."""
+    set_seed(ctx.seed)
+    model = MODELS[ctx.spec.model].build(ctx.spec, ctx.data.shape)
+    mean = torch.from_numpy(ctx.teacher_logits["train"]).to(ctx.device)
+    primary = torch.from_numpy(ctx.primary_logits["train"]).to(ctx.device)
+    t, alpha, beta = ctx.params["temperature"], ctx.params["alpha"], ctx.params["beta"]
+
+    def loss(logits: torch.Tensor, idx: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        i = idx.to(ctx.device)
+        return ((1 - beta) * kd_loss(logits, mean[i], labels, t, alpha)
+                + beta * kd_loss(logits, primary[i], labels, t, alpha))
+
+    ctx.fit.update(train(model, ctx.data.splits["train"], ctx.spec, ctx.seed, loss, ctx.device))
+    return model

@@ -1,16 +1,16 @@
-"""Pure loss functions. One convention, pinned and recorded with every result:
+"""Pure loss functions. One convention, pinned and recorded with every result
+(``bench.methods.KD_CONVENTION``):
 
     L = alpha * CE(y, s) + (1 - alpha) * T^2 * KL(softmax(t / T) || softmax(s / T))
 
-(``bench.methods.KD_CONVENTION``) averaged over the batch (KL summed over classes, then the batch mean), where ``t`` is the mean
-of the k teachers' logits (Ilichev et al. 2021, eq. 9 with the intended roles).
+KL summed over classes, everything averaged over the batch; ``t`` is the mean of the k
+teachers' logits (Ilichev et al. 2021, eq. 9 with the intended roles).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
 
 
 def mean_teacher_logits(teacher_logits: torch.Tensor) -> torch.Tensor:

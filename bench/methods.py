@@ -51,6 +51,12 @@ def _run_kd(ctx: Any) -> Any:
     return train_kd(ctx)
 
 
+def _run_kd_primary(ctx: Any) -> Any:
+    from bench.kd import train_kd_primary
+
+    return train_kd_primary(ctx)
+
+
 KD_CONVENTION = "alpha*CE + (1-alpha)*T^2*KL(p_t||p_s), batchmean, t = mean of teacher logits"
 
 KD_PARAMS = {
@@ -66,5 +72,14 @@ METHODS: dict[str, Method] = {
         run=_run_kd,
         doc="Hinton KD against softmax(mean of the k teachers' logits / T)",
         convention=KD_CONVENTION,
+    ),
+    "kd-primary": Method(
+        name="kd-primary",
+        needs_primary=True,
+        params={**KD_PARAMS, "beta": Param(0.5, 0.0, 1.0, "share of the KD term that targets the primary teacher alone")},
+        run=_run_kd_primary,
+        doc="KD whose soft target mixes the k-teacher mean (1 - beta) and the primary teacher alone (beta): "
+            "the simplest method with a single-teacher part, run once per primary",
+        convention="alpha*CE + (1-alpha)*T^2*[(1-beta)*KL(p_mean||p_s) + beta*KL(p_primary||p_s)], batchmean",
     ),
 }

@@ -42,7 +42,8 @@ def pending_work(plan: Plan) -> tuple[list, list, dict]:
     task = plan.sweep.task.name
     teachers = [t for t in plan.teachers if not teacher_done(plan.sweep.paths.teachers, task, t.key)]
     records = load_records(plan.sweep.results_dir())
-    ok = {k: r for k, r in records.items() if r.get("status") == "ok"}
+    planned = {j.key for j in plan.jobs}
+    ok = {k: r for k, r in records.items() if r.get("status") == "ok" and k in planned}
     jobs = [j for j in plan.jobs if j.key not in ok]
     return teachers, jobs, ok
 
@@ -94,9 +95,8 @@ def run_sweep(plan: Plan, quiet: bool = False) -> RunSummary:
 
     def progress(counts: dict) -> None:
         if bar is not None:
-            bar.n = counts["done"] + counts["failed"]
             bar.set_postfix(counts, refresh=False)
-            bar.refresh()
+            bar.update(counts["done"] + counts["failed"] - bar.n)
 
     slots = make_slots(sweep.run.devices, sweep.run.jobs_per_device, sweep.run.threads_per_job)
     try:

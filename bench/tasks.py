@@ -252,7 +252,7 @@ def check_models(task: Any, teacher: Any, student: Any, file: str) -> None:
     for role, spec in (("teacher", teacher), ("student", student)):
         if MODELS[spec.model].modality != info.modality:
             names = [n for n, m in MODELS.items() if m.modality == info.modality]
-            raise SpecError(file, f"{role}.model", f"task '{task.name}' needs a {info.modality} model "
+            raise SpecError(file, f"{role}.model", f"task '{task.name}' takes {info.modality} models "
                             f"({', '.join(names)}), got '{spec.model}'")
     if info.modality == "text" and task.tokenizer is None:
         raise SpecError(file, "task.tokenizer", "expected a tokenizer name (or a pretrained teacher to take it from)")

@@ -1,0 +1,70 @@
+"""Test helpers: small specs written into a temporary project folder, the CLI as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+GLUE = REPO.parent / "shared" / "data" / "glue"
+
+DIGITS_SPEC = """
+name = "{name}"
+teachers = {n}
+repeats = {r}
+
+[task]
+name = "digits"
+train_subset = {train_subset}
+
+[teacher]
+model = "mlp"
+params = {{ hidden = [32] }}
+epochs = 3
+batch_size = 64
+lr = 0.01
+seed = 10
+
+[student]
+model = "mlp"
+params = {{ hidden = [8] }}
+epochs = 2
+batch_size = 64
+lr = 0.01
+
+[method]
+name = "{method}"
+{extra}
+[run]
+devices = ["cpu"]
+jobs_per_device = 2
+threads_per_job = 1
+{run}
+"""
+
+
+def digits_spec(folder: Path, name: str = "tiny", n: int = 3, r: int = 1, method: str = "kd",
+                train_subset: int = 300, extra: str = "", run: str = "") -> Path:
+    """Write a small, fast digits sweep spec into ``folder`` and return its path; ``extra`` goes
+    before the [run] table (e.g. a [grid] table), ``run`` inside it."""
+    path = folder / f"{name}.toml"
+    path.write_text(DIGITS_SPEC.format(name=name, n=n, r=r, method=method, train_subset=train_subset,
+                                       extra=textwrap.dedent(extra), run=textwrap.dedent(run)))
+    return path
+
+
+def bench_cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the ``bench`` command as a user would (a subprocess)."""
+    return subprocess.run([sys.executable, "-m", "bench.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def records(results: Path) -> dict[str, dict]:
+    """Every record file of a sweep's results folder, by key."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted((results / "records").glob("*.json"))}
+
+

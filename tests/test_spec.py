@@ -1,0 +1,88 @@
+"""Spec validation: every user error names file, field and expectation, exits 2, writes nothing."""
+
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from bench.errors import SpecError
+from bench.spec import load_sweep
+from helpers import digits_spec
+
+
+def _error(capsys, path: Path, *cmd: str) -> str:
+    before = sorted(p.name for p in path.parent.iterdir())
+    assert main([*(cmd or ("run",)), str(path)]) == 2
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err
+    assert sorted(p.name for p in path.parent.iterdir()) == before  # nothing written
+    assert str(path) in out.err
+    return out.err
+
+
+@pytest.mark.parametrize("old,new,expected", [
+    ('name = "kd"', 'name = "kdd"', ["method.name", "unknown method 'kdd'", "did you mean 'kd'"]),
+    ("repeats = 1", "repeats = 0", ["'repeats'", "expected a value >= 1, got 0"]),
+    ("repeats = 1", "repeats = 1\nk = [1, 4]", ["'k[1]'", "expected 1 <= k <= teachers (3), got 4"]),
+    ("epochs = 3", 'epochs = "3"', ["teacher.epochs", "expected an integer, got '3' (str)"]),
+    ("lr = 0.01\nseed", "lr = 0.01\nepohcs = 2\nseed", ["teacher.epohcs", "did you mean 'epochs'"]),
+    ('name = "digits"', 'name = "digit"', ["task.name", "unknown task 'digit'", "did you mean 'digits'"]),
+    ('model = "mlp"\nparams = { hidden = [32] }', 'model = "mpl"\nparams = { hidden = [32] }',
+     ["teacher.model", "unknown model 'mpl'", "did you mean 'mlp'"]),
+    ("teachers = 3", "teachers = 3.5", ["'teachers'", "expected an integer, got 3.5"]),
+    ("teachers = 3", "", ["'teachers'", "missing (required)"]),
+    ("teachers = 3", "teachers = 3\nrepeat = 2", ["'repeat'", "did you mean 'repeats'"]),
+    ('devices = ["cpu"]', 'devices = ["gpu0"]', ["run.devices[0]", "expected 'cpu' or 'cuda:N'"]),
+    ('name = "kd"', 'name = "kd"\ntemprature = 2', ["method.temprature", "did you mean 'temperature'"]),
+    ('name = "kd"', 'name = "kd"\nalpha = 1.5', ["method.alpha", "expected 0 <= alpha <= 1"]),
+    ("[run]", "[grid]\ntemperature = []\n[run]", ["grid.temperature", "non-empty list"]),
+    ("[run]", "[grid]\ntau = [1, 2]\n[run]", ["grid.tau", "not a parameter of method 'kd'"]),
+    ("threads_per_job = 1", "retries = -1", ["run.retries", "expected a value >= 0"]),
+    ('model = "mlp"\nparams = { hidden = [8] }', 'model = "bert"\nparams = {}',
+     ["student.model", "task 'digits' takes image models (mlp, cnn, resnet), got 'bert'"]),
+    ('model = "mlp"\nparams = { hidden = [8] }', 'model = "mlp"\nparams = { hidden = [8, 0] }',
+     ["student.params.hidden", "expected a non-empty list of positive integers"]),
+])
+def test_spec_errors(project, capsys, old, new, expected):
+    path = digits_spec(project)
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    err = _error(capsys, path)
+    for piece in expected:
+        assert piece in err, err
+
+
+def test_toml_syntax_error_and_missing_file(project, capsys):
+    path = project / "bad.toml"
+    path.write_text('name = "x"\nteachers = [1,\n')
+    assert "invalid TOML" in _error(capsys, path, "plan")
+    assert main(["plan", str(project / "nope.toml")]) == 2
+    assert "cannot read the spec file" in capsys.readouterr().err
+
+
+def test_missing_data_folder_is_named(project, capsys):
+    path = project / "text.toml"
+    path.write_text('name = "t"\nteachers = 2\n[task]\nname = "cola"\ndata = "no/such/dir"\n'
+                    'tokenizer = "all-minilm-l6-v2"\n[teacher]\nmodel = "bert"\n[student]\nmodel = "bert"\n')
+    err = _error(capsys, path, "plan")
+    assert "task.data" in err and "expected an existing folder" in err
+
+
+def test_valid_spec_loads_into_frozen_dataclasses(project):
+    sweep = load_sweep(digits_spec(project, n=4, r=2))
+    assert sweep.teachers == 4 and sweep.k == (1, 2, 3, 4) and sweep.repeats == 2
+    assert sweep.method.params == {"temperature": 2.0, "alpha": 0.5}  # defaults filled in
+    with pytest.raises(Exception):
+        sweep.teachers = 5  # frozen
+    with pytest.raises(SpecError):
+        load_sweep(project / "missing.toml")
+
+
+def test_shipped_specs_are_valid(monkeypatch):
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)
+    for spec in sorted(repo.glob("sweeps/**/*.toml")):
+        if "glue" in spec.read_text() and not (repo.parent / "shared" / "data" / "glue").is_dir():
+            continue
+        assert main(["plan", str(spec)]) == 0, spec
