@@ -7,6 +7,7 @@ logits in memory across jobs.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -111,7 +112,8 @@ def run_distill(job: dict, device: Any) -> dict:
         "teacher_work": {"logits": "cached", "features": "none"},
         "timings": {"queue_wait": job["queue_wait"], "setup": t_setup - started, "train": t_train - t_setup,
                     "eval": t_eval - t_train, "total": t_eval - started},
-        "device": job["device"], "slot": job["slot"],
+        "device": job["device"], "slot": job["slot"], "torch_device": str(device),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "threads": torch.get_num_threads(),
         "provenance": {**provenance(), "started": wall_start, "finished": time.time()},
     }
     atomic_write_json(job["record_path"], record)

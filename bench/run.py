@@ -48,6 +48,33 @@ def pending_work(plan: Plan) -> tuple[list, list, dict]:
     return teachers, jobs, ok
 
 
+def remove_stale_temporaries(plan: Plan) -> None:
+    """Delete what a killed run left half-written: record temp files and teacher temp folders
+    whose process is gone. Finished records and teachers are never touched."""
+    import shutil
+
+    folder = plan.sweep.results_dir() / "records"
+    if folder.is_dir():
+        for tmp in folder.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+    task_root = Path(plan.sweep.paths.teachers) / plan.sweep.task.name
+    if task_root.is_dir():
+        for tmp in task_root.glob(".*.tmp-*"):
+            pid = tmp.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _progress_bar(total: int):
     from tqdm import tqdm
 
@@ -61,6 +88,7 @@ def run_sweep(plan: Plan, quiet: bool = False) -> RunSummary:
     sweep = plan.sweep
     results = sweep.results_dir()
     paths = _paths(plan)
+    remove_stale_temporaries(plan)
     teachers, jobs, ok = pending_work(plan)
     items = [Item(key=t.key, kind="teacher", payload={
         "kind": "teacher", "key": t.key, "config": t.config, "paths": paths,

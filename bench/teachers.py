@@ -91,8 +91,13 @@ def train_teacher(job: dict, data, device, started: float) -> dict:
 
 def load_outputs(root: str | os.PathLike, task: str, key: str) -> dict[str, np.ndarray]:
     """A stored teacher's logits by split."""
-    with np.load(teacher_dir(root, task, key) / "outputs.npz", allow_pickle=False) as z:
-        return {name: z[name] for name in z.files}
+    path = teacher_dir(root, task, key) / "outputs.npz"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {name: z[name] for name in z.files}
+    except (OSError, ValueError) as e:
+        raise RuntimeError(f"{path}: cannot read the teacher's cached outputs ({e}); "
+                           f"delete {path.parent} to train this teacher again") from None
 
 
 def load_meta(root: str | os.PathLike, task: str, key: str) -> dict:

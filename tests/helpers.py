@@ -32,7 +32,7 @@ seed = 10
 [student]
 model = "mlp"
 params = {{ hidden = [8] }}
-epochs = 2
+epochs = {student_epochs}
 batch_size = 64
 lr = 0.01
 
@@ -48,11 +48,11 @@ threads_per_job = 1
 
 
 def digits_spec(folder: Path, name: str = "tiny", n: int = 3, r: int = 1, method: str = "kd",
-                train_subset: int = 300, extra: str = "", run: str = "") -> Path:
+                train_subset: int = 300, extra: str = "", run: str = "", student_epochs: int = 2) -> Path:
     """Write a small, fast digits sweep spec into ``folder`` and return its path; ``extra`` goes
     before the [run] table (e.g. a [grid] table), ``run`` inside it."""
     path = folder / f"{name}.toml"
-    path.write_text(DIGITS_SPEC.format(name=name, n=n, r=r, method=method, train_subset=train_subset,
+    path.write_text(DIGITS_SPEC.format(name=name, n=n, r=r, method=method, train_subset=train_subset, student_epochs=student_epochs,
                                        extra=textwrap.dedent(extra), run=textwrap.dedent(run)))
     return path
 

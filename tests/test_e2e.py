@@ -1,0 +1,83 @@
+"""End to end on real data: the quickstart (full protocol on digits) and a toy GLUE sweep."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bench.plan import make_plan
+from bench.spec import load_sweep
+from helpers import GLUE, bench_cli, records
+
+REPO = Path(__file__).resolve().parents[1]
+REPORT_FILES = {"jobs.csv", "by_combination.csv", "summary_by_k.csv", "budget.csv", "teachers.csv",
+                "by_k.png", "by_k.pdf", "budget.png", "budget.pdf", "report.md"}
+
+
+@pytest.mark.slow
+def test_quickstart_full_protocol(project):
+    shutil.copy(REPO / "sweeps" / "quickstart.toml", project / "quickstart.toml")
+    proc = bench_cli("run", "quickstart.toml", cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    plan = make_plan(load_sweep(project / "quickstart.toml"))
+    assert len(plan.jobs) == 189
+    recs = records(project / "results" / "quickstart")
+    assert set(recs) == {j.key for j in plan.jobs}
+    assert all(r["status"] == "ok" and 0.5 < r["score"] <= 1.0 for r in recs.values())
+    assert REPORT_FILES <= {p.name for p in (project / "reports" / "quickstart").iterdir()}
+    import pandas as pd
+
+    summary = pd.read_csv(project / "reports" / "quickstart" / "summary_by_k.csv")
+    assert summary["k"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert summary["n_combinations"].tolist() == [6, 15, 20, 15, 6, 1]
+    assert (summary["worst"] <= summary["mean"]).all() and (summary["mean"] <= summary["best"]).all()
+    again = bench_cli("run", "quickstart.toml", "--no-report", cwd=project)
+    assert again.returncode == 0 and "ran 0 jobs" in again.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not GLUE.is_dir(), reason="../shared/data/glue not present")
+def test_glue_toy_sweep_and_teacher_cache(project):
+    text = (REPO / "sweeps" / "glue-toy.toml").read_text().replace('"../shared/data/glue"', json.dumps(str(GLUE)))
+    (project / "glue-toy.toml").write_text(text)
+    proc = bench_cli("run", "glue-toy.toml", cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    sweep = load_sweep(project / "glue-toy.toml")
+    plan = make_plan(sweep)
+    recs = records(project / "results" / "glue-toy")
+    assert set(recs) == {j.key for j in plan.jobs} and len(recs) == 14
+    for r in recs.values():
+        assert r["status"] == "ok" and r["metric"] == "mcc" and -1 <= r["score"] <= 1
+        assert set(r["scores"]["dev"]) == {"mcc", "accuracy"}
+        assert r["timings"]["train"] > 0 and r["provenance"]["versions"]["torch"]
+    assert REPORT_FILES <= {p.name for p in (project / "reports" / "glue-toy").iterdir()}
+
+    # the cached teacher outputs are what the stored teacher computes
+    from safetensors.torch import load_model
+
+    from bench.models import MODELS
+    from bench.tasks import load_glue
+    from bench.teachers import load_outputs, teacher_dir, train_spec
+    from bench.training import predict_logits
+
+    t = plan.teachers[0]
+    data = load_glue(sweep.task, project / ".cache" / "bench")
+    model = MODELS["bert"].build(train_spec(t.config["model"], t.seed), data.shape)
+    load_model(model, str(teacher_dir(project / "teachers", "cola", t.key) / "model.safetensors"))
+    logits = predict_logits(model, data.splits["dev"], torch.device("cpu"))
+    np.testing.assert_allclose(logits, load_outputs(project / "teachers", "cola", t.key)["dev"], atol=1e-5)
+
+
+def test_pretrained_minilm_loads_offline_as_a_classifier():
+    from bench.models import MODELS, Shape
+    from bench.spec import TrainSpec
+
+    spec = TrainSpec(model="bert", pretrained="all-minilm-l6-v2", params={"num_hidden_layers": 1})
+    model = MODELS["bert"].build(spec, Shape(num_labels=3))
+    assert model.hf.config.num_hidden_layers == 1 and model.hf.config.hidden_size == 384
+    ids = torch.tensor([[101, 7592, 2088, 102]])
+    out = model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    assert out.shape == (1, 3)

@@ -1,0 +1,88 @@
+"""The device queue on real (tiny) jobs: retries, failures recorded, crashes contained, GPU slots."""
+
+import json
+import shutil
+
+import pytest
+
+from bench.plan import make_plan
+from bench.queue import make_slots, parse_device
+from bench.spec import load_sweep
+from helpers import bench_cli, digits_spec, records
+
+
+def test_slots_and_their_environment():
+    slots = make_slots(("cuda:0", "cuda:1"), 2, 3)
+    assert [s.name for s in slots] == ["cuda:0#0", "cuda:0#1", "cuda:1#0", "cuda:1#1"]
+    env = slots[2].env()
+    assert env["CUDA_VISIBLE_DEVICES"] == "1" and env["BENCH_DEVICE"] == "cuda:1"
+    assert env["OMP_NUM_THREADS"] == "3"
+    assert make_slots(("cpu",), 2)[0].env()["CUDA_VISIBLE_DEVICES"] == ""
+    with pytest.raises(ValueError):
+        parse_device("cuda")
+
+
+def test_failing_jobs_are_retried_then_recorded_and_a_rerun_finishes_them(project):
+    spec = digits_spec(project, n=2, r=1, run="retries = 1")
+    assert bench_cli("run", str(spec), "--no-report", cwd=project).returncode == 0
+    plan = make_plan(load_sweep(spec))
+    results = project / "results" / "tiny"
+    # break teacher 1's cached outputs and forget the records: its dependants must fail
+    outputs = project / "teachers" / "digits" / plan.teachers[1].key / "outputs.npz"
+    shutil.copy(outputs, project / "outputs.bak")
+    outputs.write_bytes(b"not an npz file")
+    shutil.rmtree(results / "records")
+    proc = bench_cli("run", str(spec), "--no-report", cwd=project)
+    assert proc.returncode == 1, proc.stderr
+    recs = records(results)
+    assert set(recs) == {j.key for j in plan.jobs}
+    for job in plan.jobs:
+        rec = recs[job.key]
+        if 1 in job.combination:
+            assert rec["status"] == "failed" and rec["attempts"] == 2, rec
+            assert len(rec["errors"]) == 2
+            assert f"{outputs}: cannot read the teacher's cached outputs" in rec["error"], rec["error"]
+        else:
+            assert rec["status"] == "ok" and rec["attempts"] == 1
+    assert "2 failed" in proc.stderr
+    # repair: the rerun runs exactly the failed jobs
+    shutil.copy(project / "outputs.bak", outputs)
+    proc = bench_cli("run", str(spec), "--no-report", cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    assert "ran 2 jobs (2 ok" in proc.stderr
+    assert all(r["status"] == "ok" for r in records(results).values())
+
+
+def test_a_crashing_worker_costs_only_its_job(project):
+    spec = digits_spec(project, n=2, r=2, run="retries = 2")
+    plan = make_plan(load_sweep(spec))
+    victim = plan.jobs[1]
+    proc = bench_cli("run", str(spec), "--no-report", cwd=project, env={"BENCH_CRASH_ON": victim.key})
+    assert proc.returncode == 1
+    recs = records(project / "results" / "tiny")
+    assert set(recs) == {j.key for j in plan.jobs}
+    assert recs[victim.key]["status"] == "failed" and recs[victim.key]["attempts"] == 3
+    assert "worker process died" in recs[victim.key]["error"]
+    assert sum(r["status"] == "ok" for r in recs.values()) == len(plan.jobs) - 1
+
+
+def test_simulated_gpu_slots(project):
+    spec = digits_spec(project, n=2, r=2)
+    proc = bench_cli("run", str(spec), "--no-report", "--devices", "cuda:0,cuda:1", "--jobs-per-device", "2",
+                     cwd=project, env={"BENCH_SIMULATE_GPU": "1"})
+    assert proc.returncode == 0, proc.stderr
+    recs = list(records(project / "results" / "tiny").values())
+    assert {r["device"] for r in recs} <= {"cuda:0", "cuda:1"}
+    for r in recs:
+        assert r["cuda_visible_devices"] == r["device"].split(":")[1]
+        assert r["slot"].startswith(r["device"] + "#")
+    meta = json.loads(next((project / "teachers" / "digits").glob("*/meta.json")).read_text())
+    assert meta["device"].startswith("cuda:")
+
+
+def test_gpu_slot_without_gpu_is_a_clear_error(project):
+    spec = digits_spec(project, n=1, r=1)
+    proc = bench_cli("run", str(spec), "--devices", "cuda:0", cwd=project, env={"BENCH_SIMULATE_GPU": "0"})
+    assert proc.returncode == 2
+    assert "device cuda:0 requested but torch sees no CUDA device" in proc.stderr
+    assert "Traceback" not in proc.stderr
