@@ -99,7 +99,8 @@ def write_report(plan: Plan) -> Path:
              f"k in {list(sweep.k)}, r={sweep.repeats} repeats"
              + (f", grid {dict(sweep.grid)}" if grid else "") + ".", "",
              f"Runs recorded: {n_ok} ok, {len(jobs) - n_ok} failed, {len(planned) - len(jobs)} missing "
-             f"of {len(planned)} planned. Scores: dev {records[0]['metric'] if records else '?'}.", ""]
+             f"of {len(planned)} planned."
+             + (f" Scores: student dev {records[0]['metric']}." if records else ""), ""]
     if not teachers.empty:
         lines += ["## Teachers", "", markdown_table(teachers.drop(columns=["key"])), ""]
     if n_ok:
@@ -126,7 +127,8 @@ def write_report(plan: Plan) -> Path:
                       markdown_table(bud[[*grid, "k", "compute_seconds", "teacher_seconds", "student_seconds",
                                           "worst", "best", "mean"]]),
                       "", "![budget](budget.png) ([PDF](budget.pdf))", ""]
-    lines += ["Tables: [jobs.csv](jobs.csv), [by_combination.csv](by_combination.csv), "
-              "[summary_by_k.csv](summary_by_k.csv), [budget.csv](budget.csv), [teachers.csv](teachers.csv).", ""]
+    tables = [n for n in ("jobs.csv", "by_combination.csv", "summary_by_k.csv", "budget.csv", "teachers.csv")
+              if (out / n).exists()]
+    lines += ["Tables: " + ", ".join(f"[{n}]({n})" for n in tables) + ".", ""]
     atomic_write_bytes(out / "report.md", "\n".join(lines).encode())
     return out
