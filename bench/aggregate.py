@@ -20,6 +20,13 @@ import pandas as pd
 STAT_COLUMNS = ("worst", "best", "mean")
 
 
+def _combination_order(col: pd.Series) -> pd.Series:
+    """Sort key: combinations by their teacher indices as numbers ("2" before "10")."""
+    if col.name == "combination":
+        return col.map(lambda c: tuple(int(i) for i in c.split("-")))
+    return col
+
+
 def jobs_frame(records: Sequence[dict], grid: Sequence[str] = ()) -> pd.DataFrame:
     """The runs table from job records (ok and failed), one row per record."""
     rows = []
@@ -42,7 +49,7 @@ def jobs_frame(records: Sequence[dict], grid: Sequence[str] = ()) -> pd.DataFram
         return df
     df["primary"] = df["primary"].astype("Int64")
     return df.sort_values([*grid, "k", "combination", "primary", "repeat"], na_position="first",
-                          kind="stable").reset_index(drop=True)
+                          kind="stable", key=_combination_order).reset_index(drop=True)
 
 
 def _ok(jobs: pd.DataFrame) -> pd.DataFrame:
@@ -57,7 +64,7 @@ def by_combination(jobs: pd.DataFrame, grid: Sequence[str] = ()) -> pd.DataFrame
     """Per (grid point, k, combination): min, max, mean, std (ddof=1) of the score and n_runs."""
     g = _ok(jobs).groupby([*grid, "k", "combination"], sort=True)["score"]
     out = g.agg(min="min", max="max", mean="mean", std="std", n_runs="count").reset_index()
-    return out
+    return out.sort_values([*grid, "k", "combination"], key=_combination_order, kind="stable").reset_index(drop=True)
 
 
 def summary_by_k(by_comb: pd.DataFrame, grid: Sequence[str] = ()) -> pd.DataFrame:

@@ -40,7 +40,8 @@ class Shape:
 
 def _ints(spec: Any, file: str, role: str, key: str, default: list[int]) -> list[int]:
     value = spec.params.get(key, default)
-    if not isinstance(value, list) or not value or not all(isinstance(v, int) and v > 0 for v in value):
+    if not isinstance(value, list) or not value or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
         raise SpecError(file, f"{role}.params.{key}", f"expected a non-empty list of positive integers, got {value!r}")
     return value
 

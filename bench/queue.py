@@ -1,5 +1,6 @@
 """The local device queue: one worker process per device slot, jobs dispatched as soon as their
-teachers exist, failures retried and recorded, never stopping the sweep.
+teachers exist, failures retried and recorded without stopping the sweep (only a slot whose
+worker cannot start at all, e.g. a missing GPU, stops it).
 
 Why processes we manage ourselves (and not joblib/loky): a job that crashes its process, or
 leaks GPU memory, must cost only that job. A worker that dies is replaced; a worker is also
@@ -65,10 +66,16 @@ class Item:
     attempts: int = 0
     ready_at: float = 0.0
     errors: list = field(default_factory=list)
+    slot: str | None = None  # where the last attempt ran
+    lost: int = 0  # times the worker was found dead before receiving it
 
 
 class WorkerError(Exception):
     """The worker process died, timed out or could not start."""
+
+
+class WorkerGone(WorkerError):
+    """The worker was dead before it received the job (the job did not run)."""
 
 
 class Worker:
@@ -115,7 +122,7 @@ class Worker:
             self.proc.stdin.write((json.dumps(payload) + "\n").encode())
         except (BrokenPipeError, OSError):
             code = self.proc.wait()
-            raise WorkerError(f"worker process died (exit code {code}); see {self.log_path}") from None
+            raise WorkerGone(f"worker process died (exit code {code}); see {self.log_path}") from None
         self.jobs += 1
         return self._read(timeout)
 
@@ -154,6 +161,7 @@ class Scheduler:
         self.pending = [i for i in items]
         self.ready: deque[Item] = deque()
         self.running = 0
+        self.stopped = False
         self.result = QueueResult()
         self.total = len(items)
         self._release()
@@ -180,7 +188,9 @@ class Scheduler:
     def next(self) -> Item | None:
         """The next ready item (blocking while running jobs may release more), or None when all is over."""
         with self.lock:
-            while not self.ready:
+            while not self.ready or self.stopped:
+                if self.stopped:
+                    return None
                 if self.running == 0:
                     # nothing runs, so nothing pending can become ready: its dependencies are gone
                     self.result.skipped.extend(self.pending)
@@ -190,7 +200,22 @@ class Scheduler:
             self.running += 1
             return self.ready.popleft()
 
+    def give_back(self, item: Item) -> None:
+        """Return a taken item unrun (its attempt did not happen)."""
+        with self.lock:
+            self.running -= 1
+            self.ready.appendleft(item)
+            self.lock.notify_all()
+
+    def stop(self) -> None:
+        """Hand out no more items (running ones finish)."""
+        with self.lock:
+            self.stopped = True
+            self.lock.notify_all()
+
     def finish(self, item: Item, ok: bool, error: str | None = None) -> None:
+        """Record an attempt's outcome: done, queued again, or failed for good (then reported)."""
+        final_failure = False
         with self.lock:
             self.running -= 1
             if ok:
@@ -199,53 +224,85 @@ class Scheduler:
             else:
                 item.errors.append(error)
                 if item.attempts <= self.retries:
+                    item.ready_at = time.time()
                     self.ready.append(item)
                 else:
                     self.failed_keys.add(item.key)
                     self.result.failed.append(item)
-                    self.on_final_failure(item)
+                    final_failure = True
             self._release()
-            self.progress(self.counts())
             self.lock.notify_all()
+        if final_failure:
+            self.on_final_failure(item)
+        with self.lock:
+            counts = self.counts()
+        self.progress(counts)
 
 
 def run_queue(items: list[Item], slots: list[Slot], log_dir: Path, retries: int, timeout: float,
               max_jobs_per_worker: int, on_final_failure: Callable[[Item], None],
-              progress: Callable[[dict], None], done_keys: set[str] = frozenset()) -> QueueResult:
-    """Run every item on the slots; returns what finished, failed and was skipped."""
+              progress: Callable[[dict], None], done_keys: set[str] = frozenset(),
+              is_done: Callable[[Item], bool] = lambda item: False) -> QueueResult:
+    """Run every item on the slots; returns what finished, failed and was skipped.
+
+    ``is_done(item)`` tells whether a job whose reply was lost (worker killed or timed out just
+    after it finished) did leave its result: then it counts as done, not as a failed attempt.
+    A slot whose worker cannot start stops the sweep (raised as a UserError); so does an
+    unexpected error in the driver, after the running jobs end. Nothing finished is lost.
+    """
     start = time.time()
     sched = Scheduler(items, set(done_keys), retries, on_final_failure, progress)
     fatal: list[BaseException] = []
 
+    def attempt(worker: Worker, slot: Slot, item: Item) -> tuple[bool, str | None]:
+        item.attempts += 1
+        item.slot = slot.name
+        payload = {**item.payload, "attempt": item.attempts, "slot": slot.name,
+                   "device": slot.device, "queue_wait": max(0.0, time.time() - item.ready_at)}
+        try:
+            reply = worker.run(payload, timeout or None)
+            return reply["status"] == "ok", reply.get("error")
+        except WorkerGone:
+            item.attempts -= 1  # the job never reached the worker
+            raise
+        except WorkerError as e:
+            worker.kill()
+            return False, str(e)
+        except Exception as e:  # anything unexpected costs this attempt only
+            worker.kill()
+            return False, f"{type(e).__name__}: {e}"
+
     def slot_loop(slot: Slot) -> None:
         worker = Worker(slot, log_dir / f"worker-{slot.name.replace(':', '').replace('#', '-')}.log")
+        item = None
         try:
             while not fatal:
                 item = sched.next()
                 if item is None:
                     return
                 if worker.proc is None or worker.proc.poll() is not None:
-                    try:
-                        worker.start()
-                    except WorkerError as e:  # the slot cannot run anything: stop the sweep
-                        fatal.append(e)
-                        with sched.lock:
-                            sched.running -= 1
-                            sched.ready.appendleft(item)
-                            sched.lock.notify_all()
-                        return
-                item.attempts += 1
-                payload = {**item.payload, "attempt": item.attempts, "slot": slot.name,
-                           "device": slot.device, "queue_wait": max(0.0, time.time() - item.ready_at)}
+                    worker.start()
                 try:
-                    reply = worker.run(payload, timeout or None)
-                    ok, error = reply["status"] == "ok", reply.get("error")
-                except WorkerError as e:
-                    ok, error = False, str(e)
-                    worker.kill()
+                    ok, error = attempt(worker, slot, item)
+                except WorkerGone:  # died while idle: start a fresh one, the job keeps its attempts
+                    worker.stop()
+                    item.lost += 1
+                    if item.lost <= 3:
+                        sched.give_back(item)
+                        item = None
+                        continue
+                    ok, error = False, "worker process died before the job started, 4 times"
+                if not ok and is_done(item):
+                    ok, error = True, None
                 if not ok or (max_jobs_per_worker and worker.jobs >= max_jobs_per_worker):
                     worker.stop()  # a fresh process for the next job
-                sched.finish(item, ok, error)
+                finished, item = item, None
+                sched.finish(finished, ok, error)
+        except BaseException as e:
+            fatal.append(e)
+            if item is not None:
+                sched.give_back(item)
+            sched.stop()
         finally:
             worker.stop()
 
@@ -256,8 +313,12 @@ def run_queue(items: list[Item], slots: list[Slot], log_dir: Path, retries: int,
         while t.is_alive():
             t.join(timeout=0.5)
     if fatal:
-        from bench.errors import UserError
+        if isinstance(fatal[0], WorkerError):
+            from bench.errors import UserError
 
-        raise UserError(str(fatal[0]))
-    sched.result.wall = time.time() - start
-    return sched.result
+            raise UserError(str(fatal[0]))
+        raise fatal[0]
+    r = sched.result
+    assert len(r.done) + len(r.failed) + len(r.skipped) == sched.total, "queue lost track of a job"
+    r.wall = time.time() - start
+    return r

@@ -2,8 +2,10 @@
 
 A record is the only source of tables and figures. Schema (``RECORD_FORMAT`` 1):
 ``key, sweep, status ("ok" | "failed"), attempts, error, k, combination, primary, repeat, grid,
-teacher_keys, config, scores {split: {metric: value}}, score, metric, timings {queue_wait, setup,
-train, eval, total}, device, slot, params, provenance {versions, git_commit, host, pid, started, finished}``.
+teacher_keys, config, metric, score, scores {split: {metric: value}}, timings {queue_wait, setup,
+train, eval, total}, device, slot, provenance {versions, git_commit, host, pid, finished}``;
+ok records add ``n_params, steps, teacher_work, torch_device, cuda_visible_devices, threads`` and
+``provenance.started``; failed ones add ``errors`` (one per attempt) and have null scores and timings.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write a file so that readers see either nothing or all of it, even after a kill."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -42,6 +44,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def temp_owner(path: Path) -> int | None:
+    """The process id that a temp file of ``atomic_write_bytes`` belongs to."""
+    try:
+        return int(path.name.rsplit(".", 3)[-2].split("-")[0])
+    except (IndexError, ValueError):
+        return None
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from bench.plan import Plan
 from bench.queue import Item, make_slots, run_queue
-from bench.records import atomic_write_json, load_records, provenance, record_path
+from bench.errors import UserError
+from bench.records import atomic_write_json, load_records, provenance, read_json, record_path, temp_owner
 from bench.teachers import teacher_done
 
 
@@ -38,14 +39,43 @@ def _paths(plan: Plan) -> dict:
 
 
 def pending_work(plan: Plan) -> tuple[list, list, dict]:
-    """Teachers not yet stored, distillation jobs without an ok record, and the ok records."""
+    """Teachers that pending jobs need and that are not stored, distillation jobs without an ok
+    record, and the ok records of the plan."""
     task = plan.sweep.task.name
-    teachers = [t for t in plan.teachers if not teacher_done(plan.sweep.paths.teachers, task, t.key)]
     records = load_records(plan.sweep.results_dir())
     planned = {j.key for j in plan.jobs}
     ok = {k: r for k, r in records.items() if r.get("status") == "ok" and k in planned}
     jobs = [j for j in plan.jobs if j.key not in ok]
+    needed = {k for j in jobs for k in j.teacher_keys}
+    teachers = [t for t in plan.teachers
+                if t.key in needed and not teacher_done(plan.sweep.paths.teachers, task, t.key)]
     return teachers, jobs, ok
+
+
+def _record_ok(path: str) -> bool:
+    try:
+        return read_json(path).get("status") == "ok"
+    except (OSError, ValueError):
+        return False
+
+
+def sweep_lock(results: Path):
+    """Hold ``results/<sweep>/.lock`` for this run: two drivers on one sweep would race."""
+    import fcntl
+
+    results.mkdir(parents=True, exist_ok=True)
+    f = open(results / ".lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        f.close()
+        raise UserError(f"{results}: another `bench run` of this sweep is running (lock {results / '.lock'})") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
 
 
 def remove_stale_temporaries(plan: Plan) -> None:
@@ -56,7 +86,9 @@ def remove_stale_temporaries(plan: Plan) -> None:
     folder = plan.sweep.results_dir() / "records"
     if folder.is_dir():
         for tmp in folder.glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
+            pid = temp_owner(tmp)
+            if pid is None or not _alive(pid):  # a worker of a killed driver may still be writing
+                tmp.unlink(missing_ok=True)
     task_root = Path(plan.sweep.paths.teachers) / plan.sweep.task.name
     if task_root.is_dir():
         for tmp in task_root.glob(".*.tmp-*"):
@@ -87,6 +119,16 @@ def run_sweep(plan: Plan, quiet: bool = False) -> RunSummary:
     """Run every missing job of the plan on the sweep's device slots."""
     sweep = plan.sweep
     results = sweep.results_dir()
+    lock = sweep_lock(results)
+    try:
+        return _run_locked(plan, quiet)
+    finally:
+        lock.close()
+
+
+def _run_locked(plan: Plan, quiet: bool) -> RunSummary:
+    sweep = plan.sweep
+    results = sweep.results_dir()
     paths = _paths(plan)
     remove_stale_temporaries(plan)
     teachers, jobs, ok = pending_work(plan)
@@ -99,13 +141,17 @@ def run_sweep(plan: Plan, quiet: bool = False) -> RunSummary:
             "record_path": str(record_path(results, j.key).resolve()),
             "plan": {"sweep": sweep.name, "k": j.k, "combination": list(j.combination),
                      "primary": j.primary, "repeat": j.repeat, "grid": j.grid}}))
-    done_teachers = {t.key for t in plan.teachers} - {t.key for t in teachers}
+    done_teachers = {t.key for t in plan.teachers if teacher_done(sweep.paths.teachers, sweep.task.name, t.key)}
     if not quiet:
         print(f"{sweep.name}: {len(teachers)} of {len(plan.teachers)} teachers to train, "
               f"{len(jobs)} of {len(plan.jobs)} distillation jobs to run "
               f"({len(ok)} already recorded)", file=sys.stderr)
     if not items:
         return RunSummary(0, 0, 0, 0, 0, len(ok), 0.0)
+
+    from bench.tasks import TASKS
+
+    metric = TASKS[sweep.task.name].metrics[0]
 
     def record_failure(item: Item) -> None:
         if item.kind != "distill":
@@ -116,8 +162,15 @@ def run_sweep(plan: Plan, quiet: bool = False) -> RunSummary:
         atomic_write_json(p["record_path"], {
             "key": item.key, "sweep": sweep.name, "status": "failed", "attempts": item.attempts,
             "error": item.errors[-1], "errors": item.errors, **p["plan"],
-            "teacher_keys": p["config"]["teachers"], "config": p["config"], "scores": None, "score": None,
-            "timings": None, "provenance": {**provenance(), "finished": time.time()}})
+            "teacher_keys": p["config"]["teachers"], "config": p["config"], "metric": metric,
+            "scores": None, "score": None, "timings": None, "slot": item.slot,
+            "device": item.slot.split("#")[0] if item.slot else None,
+            "provenance": {**provenance(), "finished": time.time()}})
+
+    def is_done(item: Item) -> bool:
+        if item.kind == "teacher":
+            return teacher_done(sweep.paths.teachers, sweep.task.name, item.key)
+        return _record_ok(item.payload["record_path"])
 
     bar = None if quiet else _progress_bar(len(items))
 
@@ -129,7 +182,8 @@ def run_sweep(plan: Plan, quiet: bool = False) -> RunSummary:
     slots = make_slots(sweep.run.devices, sweep.run.jobs_per_device, sweep.run.threads_per_job)
     try:
         result = run_queue(items, slots, results / "logs", sweep.run.retries, sweep.run.timeout,
-                           sweep.run.max_jobs_per_worker, record_failure, progress, done_keys=done_teachers)
+                           sweep.run.max_jobs_per_worker, record_failure, progress, done_keys=done_teachers,
+                           is_done=is_done)
     finally:
         if bar is not None:
             bar.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from math import comb
 import os
 import sys
 from dataclasses import dataclass, field
@@ -107,6 +108,8 @@ class Sweep:
         return Path(self.paths.reports) / self.name
 
 
+MAX_JOBS = 1_000_000  # beyond this a plan is a typo, not a study
+
 _TOP_KEYS = {
     "name", "teachers", "k", "repeats", "task", "teacher", "student", "method", "grid",
     "run", "paths",
@@ -149,6 +152,8 @@ def _coerce(value: Any, tp: Any, file: str, name: str) -> Any:
     }[tp]
     if not ok:
         raise SpecError(file, name, f"expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    if tp is float and not math.isfinite(value):
+        raise SpecError(file, name, f"expected a finite number, got {value!r}")
     return float(value) if tp is float else value
 
 
@@ -189,6 +194,9 @@ def _check_train(spec: TrainSpec, file: str, role: str) -> None:
         raise SpecError(file, f"{role}.lr", f"expected a learning rate > 0, got {spec.lr}")
     if not 0 <= spec.warmup_ratio < 1:
         raise SpecError(file, f"{role}.warmup_ratio", f"expected 0 <= value < 1, got {spec.warmup_ratio}")
+    _positive(file, f"{role}.weight_decay", spec.weight_decay, 0)
+    _positive(file, f"{role}.max_grad_norm", spec.max_grad_norm, 0)
+    _positive(file, f"{role}.seed", spec.seed, 0)
     MODELS[spec.model].check(spec, file, role)
 
 
@@ -260,6 +268,10 @@ def parse_sweep(data: dict, file: str) -> Sweep:
         raise SpecError(file, "k", f"expected distinct values, got {list(k)}")
     repeats = _coerce(data.get("repeats", 1), int, file, "repeats")
     _positive(file, "repeats", repeats)
+    n_jobs = sum(kk * comb(n, kk) for kk in k) * repeats  # an upper bound (with a primary), before the grid
+    if n_jobs > MAX_JOBS:
+        raise SpecError(file, "teachers", f"expected a plan of at most {MAX_JOBS:,} jobs; teachers = {n} with "
+                        f"k = {list(k)} and repeats = {repeats} gives up to {n_jobs:,}")
 
     task_data = data["task"]
     if isinstance(task_data, str):
@@ -321,6 +333,8 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise SpecError(file, "", f"cannot read the spec file ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise SpecError(file, "", f"expected a UTF-8 text file ({e.reason} at byte {e.start})") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -336,7 +350,3 @@ def with_run_overrides(sweep: Sweep, **overrides: Any) -> Sweep:
     run = dataclasses.replace(sweep.run, **clean)
     check_run(run, "command line", "--run")
     return dataclasses.replace(sweep, run=run)
-
-
-def is_finite_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

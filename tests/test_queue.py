@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from bench.plan import make_plan
-from bench.queue import make_slots, parse_device
+from bench.queue import Item, make_slots, parse_device, run_queue
 from bench.spec import load_sweep
 from helpers import bench_cli, digits_spec, records
 
@@ -86,3 +86,42 @@ def test_gpu_slot_without_gpu_is_a_clear_error(project):
     assert proc.returncode == 2
     assert "device cuda:0 requested but torch sees no CUDA device" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_unexpected_errors_cost_one_attempt_and_never_hang(tmp_path):
+    """A payload the driver cannot send and a job the worker cannot run: both are retried,
+    reported as final failures, and the queue ends."""
+    import threading
+
+    failures, out = [], {}
+    items = [Item(key="unsendable", kind="distill", payload={"kind": "distill", "key": "unsendable",
+                                                             "bad": object()}),
+             Item(key="unknown", kind="nope", payload={"kind": "nope", "key": "unknown"})]
+    slots = make_slots(("cpu",), 1, 1)
+
+    def go():
+        out["result"] = run_queue(items, slots, tmp_path, retries=1, timeout=0, max_jobs_per_worker=0,
+                                  on_final_failure=failures.append, progress=lambda c: None)
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    t.join(timeout=120)
+    assert not t.is_alive(), "the queue hung"
+    result = out["result"]
+    assert sorted(i.key for i in result.failed) == ["unknown", "unsendable"] and not result.done
+    assert {i.key: i.attempts for i in failures} == {"unsendable": 2, "unknown": 2}
+    errors = {i.key: i.errors for i in failures}
+    assert all("TypeError" in e for e in errors["unsendable"])  # not JSON serializable
+    assert all("KeyError" in e for e in errors["unknown"])
+
+
+def test_a_second_driver_on_the_same_sweep_is_refused(project):
+    from bench.run import sweep_lock
+
+    spec = digits_spec(project, n=1, r=1)
+    lock = sweep_lock(project / "results" / "tiny")
+    try:
+        proc = bench_cli("run", str(spec), cwd=project)
+    finally:
+        lock.close()
+    assert proc.returncode == 2 and "another `bench run` of this sweep is running" in proc.stderr

@@ -2,6 +2,7 @@
 completes exactly the plan (no loss, no duplicate) and a further rerun runs nothing."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,3 +39,7 @@ def test_sigkill_mid_sweep_then_rerun(project):
 
     again = bench_cli("run", str(spec), "--no-report", cwd=project)
     assert again.returncode == 0 and "ran 0 jobs" in again.stderr
+    # teachers that no pending job needs are not trained again
+    shutil.rmtree(project / "teachers")
+    again = bench_cli("run", str(spec), "--no-report", cwd=project)
+    assert "trained 0 teachers, ran 0 jobs" in again.stderr

@@ -38,6 +38,10 @@ def _error(capsys, path: Path, *cmd: str) -> str:
     ("[run]", "[grid]\ntemperature = []\n[run]", ["grid.temperature", "non-empty list"]),
     ("[run]", "[grid]\ntau = [1, 2]\n[run]", ["grid.tau", "not a parameter of method 'kd'"]),
     ("threads_per_job = 1", "retries = -1", ["run.retries", "expected a value >= 0"]),
+    ("threads_per_job = 1", "timeout = nan", ["run.timeout", "expected a finite number, got nan"]),
+    ("seed = 10", "seed = -1", ["teacher.seed", "expected a value >= 0, got -1"]),
+    ("teachers = 3", "teachers = 40", ["'teachers'", "expected a plan of at most 1,000,000 jobs"]),
+    ("params = { hidden = [32] }", "params = { hidden = [true] }", ["teacher.params.hidden", "positive integers"]),
     ('model = "mlp"\nparams = { hidden = [8] }', 'model = "bert"\nparams = {}',
      ["student.model", "task 'digits' takes image models (mlp, cnn, resnet), got 'bert'"]),
     ('model = "mlp"\nparams = { hidden = [8] }', 'model = "mlp"\nparams = { hidden = [8, 0] }',
@@ -59,6 +63,12 @@ def test_toml_syntax_error_and_missing_file(project, capsys):
     assert "invalid TOML" in _error(capsys, path, "plan")
     assert main(["plan", str(project / "nope.toml")]) == 2
     assert "cannot read the spec file" in capsys.readouterr().err
+
+
+def test_non_utf8_spec(project, capsys):
+    path = project / "latin1.toml"
+    path.write_bytes('name = "caf\xe9"\n'.encode("latin-1"))
+    assert "expected a UTF-8 text file" in _error(capsys, path, "plan")
 
 
 def test_missing_data_folder_is_named(project, capsys):
