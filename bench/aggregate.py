@@ -83,10 +83,11 @@ def summary_by_k(by_comb: pd.DataFrame, grid: Sequence[str] = ()) -> pd.DataFram
 def budget(jobs: pd.DataFrame, teacher_seconds: dict[str, float], grid: Sequence[str] = ()) -> pd.DataFrame:
     """The summary by k against compute: what one k-teacher student costs from scratch.
 
-    Per combination, ``teacher_seconds`` is the sum of its k teachers' fine-tuning + output-caching
-    seconds and ``student_seconds`` the mean over its runs of the job's in-job seconds
-    (``t_total``: setup + train + eval, no queue wait); ``compute_seconds`` is their sum. Per k:
-    their means over combinations, next to the worst/best/mean statistics of ``summary_by_k``.
+    Per combination: ``teacher_seconds`` = the sum of its k teachers' costs (the argument maps
+    teacher key -> seconds; the report passes fine-tuning + evaluation + output caching);
+    ``student_seconds`` = the mean over its runs of the job's ``t_total`` (setup + train + eval,
+    no queue wait); ``compute_seconds`` = their sum. Per k: their means over combinations, next to
+    the worst/best/mean statistics of ``summary_by_k``.
     """
     ok = _ok(jobs)
     costs = ok.groupby([*grid, "k", "combination"], sort=True).agg(

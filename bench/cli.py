@@ -78,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.run import run_sweep
 
     plan = make_plan(_load(args))
-    summary = run_sweep(plan, quiet=args.quiet)
+    summary = run_sweep(plan, quiet=args.quiet, teachers_only=args.teachers_only)
     print(f"{plan.sweep.name}: trained {summary.teachers_trained} teachers, ran {summary.jobs_run} jobs "
           f"({summary.jobs_ok} ok, {summary.jobs_failed} failed, {summary.jobs_skipped} not run: teacher failed; "
           f"{summary.already_done} were already recorded) in {summary.wall_seconds:.1f} s", file=sys.stderr)
@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs-per-device", type=int, help="slots per device (overrides [run])")
     run.add_argument("--retries", type=int, help="extra attempts of a failed job (overrides [run])")
     run.add_argument("--no-report", action="store_true", help="do not write the report afterwards")
+    run.add_argument("--teachers-only", action="store_true", help="only fine-tune (and cache) the teachers")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     rep = sub.add_parser("report", help="write tables and figures from the records")
     rep.add_argument("spec")

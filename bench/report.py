@@ -107,7 +107,8 @@ def write_report(plan: Plan) -> Path:
         metric = records[0]["metric"]
         comb = by_combination(jobs, grid)
         summary = summary_by_k(comb, grid)
-        tsec = {} if teachers.empty else dict(zip(teachers["key"], teachers["t_total"]))
+        tsec = {} if teachers.empty else dict(zip(
+            teachers["key"], teachers["t_train"] + teachers["t_eval"] + teachers["t_cache"]))
         complete = all(k in tsec for keys in jobs["teacher_keys"] for k in keys.split(","))
         _save_csv(comb, out / "by_combination.csv")
         _save_csv(summary, out / "summary_by_k.csv")
@@ -122,8 +123,9 @@ def write_report(plan: Plan) -> Path:
             _save_csv(bud, out / "budget.csv")
             _figure(bud, grid, points, plot_budget, metric, out / "budget")
             lines += ["## Against compute", "",
-                      "compute_seconds = the student's own job (setup+train+eval) + fine-tuning and "
-                      "output caching of its k teachers, averaged over combinations.", "",
+                      "compute_seconds = the student's own job (setup + train + eval) + its k teachers' "
+                      "fine-tuning, evaluation and output caching (train + eval + cache; their one-time "
+                      "data loading is left out), averaged over combinations.", "",
                       markdown_table(bud[[*grid, "k", "compute_seconds", "teacher_seconds", "student_seconds",
                                           "worst", "best", "mean"]]),
                       "", "![budget](budget.png) ([PDF](budget.pdf))", ""]

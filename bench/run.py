@@ -115,23 +115,26 @@ def _progress_bar(total: int):
                 file=sys.stderr, disable=total == 0)
 
 
-def run_sweep(plan: Plan, quiet: bool = False) -> RunSummary:
-    """Run every missing job of the plan on the sweep's device slots."""
+def run_sweep(plan: Plan, quiet: bool = False, teachers_only: bool = False) -> RunSummary:
+    """Run every missing job of the plan on the sweep's device slots (or only its teachers)."""
     sweep = plan.sweep
     results = sweep.results_dir()
     lock = sweep_lock(results)
     try:
-        return _run_locked(plan, quiet)
+        return _run_locked(plan, quiet, teachers_only)
     finally:
         lock.close()
 
 
-def _run_locked(plan: Plan, quiet: bool) -> RunSummary:
+def _run_locked(plan: Plan, quiet: bool, teachers_only: bool) -> RunSummary:
     sweep = plan.sweep
     results = sweep.results_dir()
     paths = _paths(plan)
     remove_stale_temporaries(plan)
     teachers, jobs, ok = pending_work(plan)
+    if teachers_only:
+        jobs = []
+        teachers = [t for t in plan.teachers if not teacher_done(sweep.paths.teachers, sweep.task.name, t.key)]
     items = [Item(key=t.key, kind="teacher", payload={
         "kind": "teacher", "key": t.key, "config": t.config, "paths": paths,
         "plan": {"sweep": sweep.name, "index": t.index}}) for t in teachers]
