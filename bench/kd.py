@@ -12,7 +12,7 @@ import torch
 
 from bench.losses import kd_loss
 from bench.models import MODELS
-from bench.training import set_seed, train
+from bench.training import logits_loss, set_seed, train
 
 
 def train_kd(ctx: Any) -> torch.nn.Module:
@@ -25,7 +25,7 @@ def train_kd(ctx: Any) -> torch.nn.Module:
     def loss(logits: torch.Tensor, idx: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return kd_loss(logits, target[idx.to(ctx.device)], labels, t, alpha)
 
-    ctx.fit.update(train(model, ctx.data.splits["train"], ctx.spec, ctx.seed, loss, ctx.device))
+    ctx.fit.update(train(model, ctx.data.splits["train"], ctx.spec, ctx.seed, logits_loss(loss), ctx.device))
     return model
 
 
@@ -42,5 +42,5 @@ def train_kd_primary(ctx: Any) -> torch.nn.Module:
         return ((1 - beta) * kd_loss(logits, mean[i], labels, t, alpha)
                 + beta * kd_loss(logits, primary[i], labels, t, alpha))
 
-    ctx.fit.update(train(model, ctx.data.splits["train"], ctx.spec, ctx.seed, loss, ctx.device))
+    ctx.fit.update(train(model, ctx.data.splits["train"], ctx.spec, ctx.seed, logits_loss(loss), ctx.device))
     return model

@@ -35,3 +35,47 @@ def kd_loss(
     log_p_t = F.log_softmax(teacher_logits / temperature, dim=-1)
     kl = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
     return alpha * ce + (1.0 - alpha) * temperature**2 * kl
+
+
+def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                       temperature: float = 1.0) -> torch.Tensor:
+    """TinyBERT's prediction-layer loss: -sum p_t log p_s at temperature T, batch mean."""
+    p_t = F.softmax(teacher_logits / temperature, dim=-1)
+    return -(p_t * F.log_softmax(student_logits / temperature, dim=-1)).sum(dim=-1).mean()
+
+
+def masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the positions where ``mask`` (broadcastable to a's shape) is 1;
+    padded positions count for nothing."""
+    mask = mask.to(a.dtype).expand_as(a)
+    return ((a - b) ** 2 * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def attention_mse(student_scores: torch.Tensor, teacher_scores: torch.Tensor,
+                  attention_mask: torch.Tensor) -> torch.Tensor:
+    """TinyBERT's attention loss for one layer pair: MSE of the (pre-softmax) attention scores,
+    averaged over heads and over the (query, key) pairs where both tokens are real (padding
+    excluded). Scores are (batch, heads, len, len); with different head counts the head-averaged
+    score maps are compared instead."""
+    if student_scores.shape[1] != teacher_scores.shape[1]:
+        student_scores = student_scores.mean(dim=1, keepdim=True)
+        teacher_scores = teacher_scores.mean(dim=1, keepdim=True)
+    m = attention_mask.to(student_scores.dtype)
+    pairs = m[:, None, :, None] * m[:, None, None, :]
+    return masked_mse(student_scores, teacher_scores, pairs)
+
+
+def cosine_hidden_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor,
+                       attention_mask: torch.Tensor) -> torch.Tensor:
+    """DistilBERT's cosine embedding loss: mean over real tokens of 1 - cos(h_s, h_t)."""
+    cos = F.cosine_similarity(student_hidden, teacher_hidden, dim=-1)
+    m = attention_mask.to(cos.dtype)
+    return ((1.0 - cos) * m).sum() / m.sum().clamp_min(1.0)
+
+
+def layer_map(student_layers: int, teacher_layers: int) -> list[int]:
+    """TinyBERT's uniform map g(m) = m * L_T / L_S for m = 0..L_S (0 is the embedding layer),
+    rounded half up to a layer when L_T is not a multiple of L_S."""
+    if not 1 <= student_layers <= teacher_layers:
+        raise ValueError(f"expected 1 <= student layers ({student_layers}) <= teacher layers ({teacher_layers})")
+    return [int(m * teacher_layers / student_layers + 0.5) for m in range(student_layers + 1)]

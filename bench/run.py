@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.plan import Plan
+from bench.plan import DistillJob, Plan, TeacherJob
 from bench.queue import Item, make_slots, run_queue
 from bench.errors import UserError
 from bench.records import atomic_write_json, load_records, provenance, read_json, record_path, temp_owner
@@ -36,6 +36,20 @@ class RunSummary:
 def _paths(plan: Plan) -> dict:
     p = plan.sweep.paths
     return {"teachers": os.path.abspath(p.teachers), "cache": os.path.abspath(p.cache)}
+
+
+def teacher_payload(plan: Plan, t: TeacherJob) -> dict:
+    """What a worker needs to fine-tune teacher ``t`` (the driver adds slot, attempt, queue wait)."""
+    return {"kind": "teacher", "key": t.key, "config": t.config, "paths": _paths(plan),
+            "plan": {"sweep": plan.sweep.name, "index": t.index}}
+
+
+def distill_payload(plan: Plan, j: DistillJob) -> dict:
+    """What a worker needs to run distillation job ``j`` and write its record."""
+    return {"kind": "distill", "key": j.key, "config": j.config, "paths": _paths(plan),
+            "record_path": str(record_path(plan.sweep.results_dir(), j.key).resolve()),
+            "plan": {"sweep": plan.sweep.name, "k": j.k, "combination": list(j.combination),
+                     "primary": j.primary, "repeat": j.repeat, "grid": j.grid}}
 
 
 def pending_work(plan: Plan) -> tuple[list, list, dict]:
@@ -128,22 +142,13 @@ def run_sweep(plan: Plan, quiet: bool = False, teachers_only: bool = False) -> R
 
 def _run_locked(plan: Plan, quiet: bool, teachers_only: bool) -> RunSummary:
     sweep = plan.sweep
-    results = sweep.results_dir()
-    paths = _paths(plan)
     remove_stale_temporaries(plan)
     teachers, jobs, ok = pending_work(plan)
     if teachers_only:
         jobs = []
         teachers = [t for t in plan.teachers if not teacher_done(sweep.paths.teachers, sweep.task.name, t.key)]
-    items = [Item(key=t.key, kind="teacher", payload={
-        "kind": "teacher", "key": t.key, "config": t.config, "paths": paths,
-        "plan": {"sweep": sweep.name, "index": t.index}}) for t in teachers]
-    for j in jobs:
-        items.append(Item(key=j.key, kind="distill", deps=j.teacher_keys, payload={
-            "kind": "distill", "key": j.key, "config": j.config, "paths": paths,
-            "record_path": str(record_path(results, j.key).resolve()),
-            "plan": {"sweep": sweep.name, "k": j.k, "combination": list(j.combination),
-                     "primary": j.primary, "repeat": j.repeat, "grid": j.grid}}))
+    items = [Item(key=t.key, kind="teacher", payload=teacher_payload(plan, t)) for t in teachers]
+    items += [Item(key=j.key, kind="distill", deps=j.teacher_keys, payload=distill_payload(plan, j)) for j in jobs]
     done_teachers = {t.key for t in plan.teachers if teacher_done(sweep.paths.teachers, sweep.task.name, t.key)}
     if not quiet:
         print(f"{sweep.name}: {len(teachers)} of {len(plan.teachers)} teachers to train, "
@@ -184,7 +189,7 @@ def _run_locked(plan: Plan, quiet: bool, teachers_only: bool) -> RunSummary:
 
     slots = make_slots(sweep.run.devices, sweep.run.jobs_per_device, sweep.run.threads_per_job)
     try:
-        result = run_queue(items, slots, results / "logs", sweep.run.retries, sweep.run.timeout,
+        result = run_queue(items, slots, sweep.results_dir() / "logs", sweep.run.retries, sweep.run.timeout,
                            sweep.run.max_jobs_per_worker, record_failure, progress, done_keys=done_teachers,
                            is_done=is_done)
     finally:

@@ -297,6 +297,10 @@ def parse_sweep(data: dict, file: str) -> Sweep:
     check_models(task, teacher, student, file)
 
     method = _method(data.get("method", {"name": "kd"}), file)
+    from bench.methods import METHODS
+
+    if METHODS[method.name].check is not None:
+        METHODS[method.name].check(teacher, student, file)
     grid = _grid(data.get("grid", {}), method, file)
     run = _build(RunSpec, data.get("run", {}), file, "run")
     check_run(run, file, "run")

@@ -44,7 +44,7 @@ def train_teacher(job: dict, data, device, started: float) -> dict:
     from safetensors.torch import save_model
 
     from bench.models import MODELS, count_parameters
-    from bench.training import evaluate, predict_logits, set_seed, train
+    from bench.training import evaluate, logits_loss, predict_logits, set_seed, train
 
     config = job["config"]
     spec = train_spec(config["model"], config["seed"])
@@ -52,7 +52,7 @@ def train_teacher(job: dict, data, device, started: float) -> dict:
     model = MODELS[spec.model].build(spec, data.shape)
     t_setup = time.perf_counter()
     fit = train(model, data.splits["train"], spec, spec.seed,
-                lambda logits, idx, y: F.cross_entropy(logits, y), device)
+                logits_loss(lambda logits, idx, y: F.cross_entropy(logits, y)), device)
     t_train = time.perf_counter()
     scores = evaluate(data, model, device)
     t_eval = time.perf_counter()
@@ -87,6 +87,19 @@ def train_teacher(job: dict, data, device, started: float) -> dict:
     except OSError:  # another run stored the same teacher first: keep that one
         shutil.rmtree(tmp, ignore_errors=True)
     return meta
+
+
+def load_teacher_model(root: str | os.PathLike, task: str, key: str, shape, device):
+    """A stored teacher as a torch module in eval mode (weights from safetensors)."""
+    from safetensors.torch import load_model
+
+    from bench.models import MODELS
+
+    meta = load_meta(root, task, key)
+    spec = train_spec(meta["config"]["model"], meta["seed"])
+    model = MODELS[spec.model].build(spec, shape)
+    load_model(model, str(teacher_dir(root, task, key) / "model.safetensors"))
+    return model.to(device).eval()
 
 
 def load_outputs(root: str | os.PathLike, task: str, key: str) -> dict[str, np.ndarray]:

@@ -30,18 +30,24 @@ def _schedule(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
     return factor
 
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+LossFn = Callable[[torch.nn.Module, dict, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def logits_loss(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> LossFn:
+    """Adapt ``fn(logits, example_indices, labels)`` to the training loop's loss signature."""
+    return lambda model, batch, idx, labels: fn(model(**batch), idx, labels)
 
 
 def train(model: torch.nn.Module, split: Split, spec: Any, seed: int, loss_fn: LossFn,
-          device: torch.device) -> dict:
+          device: torch.device, extra_params: list | None = None) -> dict:
     """Train ``model`` on ``split`` for ``spec.epochs`` with AdamW and a linear warmup/decay schedule.
 
-    ``loss_fn(logits, example_indices, labels)`` gives the loss; indices let a method look up
-    per-example targets (cached teacher logits). Returns step count and seconds.
+    ``loss_fn(model, batch, example_indices, labels)`` gives the loss; indices let a method look
+    up per-example targets (cached teacher logits). ``extra_params`` (e.g. projections of
+    intermediate-layer losses) are trained with the model. Returns step count and seconds.
     """
     model.to(device).train()
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad] + list(extra_params or [])
     opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
     n = len(split)
     batches_per_epoch = max(1, n // spec.batch_size + (n % spec.batch_size > 1))
@@ -57,8 +63,7 @@ def train(model: torch.nn.Module, split: Split, spec: Any, seed: int, loss_fn: L
                 continue
             batch = {k: v.to(device, non_blocking=True) for k, v in split.batch(idx).items()}
             idx_t = torch.from_numpy(idx)
-            logits = model(**batch)
-            loss = loss_fn(logits, idx_t, labels_all[idx_t].to(device))
+            loss = loss_fn(model, batch, idx_t, labels_all[idx_t].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if spec.max_grad_norm > 0:

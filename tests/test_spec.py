@@ -35,6 +35,8 @@ def _error(capsys, path: Path, *cmd: str) -> str:
     ('devices = ["cpu"]', 'devices = ["gpu0"]', ["run.devices[0]", "expected 'cpu' or 'cuda:N'"]),
     ('name = "kd"', 'name = "kd"\ntemprature = 2', ["method.temprature", "did you mean 'temperature'"]),
     ('name = "kd"', 'name = "kd"\nalpha = 1.5', ["method.alpha", "expected 0 <= alpha <= 1"]),
+    ('name = "kd"', 'name = "tinybert"', ["teacher.model", "method 'tinybert' distils BERT-family encoders"]),
+    ('name = "kd"', 'name = "tinybert"\nild_epochs = 1.5', ["method.ild_epochs", "expected an integer"]),
     ("[run]", "[grid]\ntemperature = []\n[run]", ["grid.temperature", "non-empty list"]),
     ("[run]", "[grid]\ntau = [1, 2]\n[run]", ["grid.tau", "not a parameter of method 'kd'"]),
     ("threads_per_job = 1", "retries = -1", ["run.retries", "expected a value >= 0"]),
@@ -63,6 +65,15 @@ def test_toml_syntax_error_and_missing_file(project, capsys):
     assert "invalid TOML" in _error(capsys, path, "plan")
     assert main(["plan", str(project / "nope.toml")]) == 2
     assert "cannot read the spec file" in capsys.readouterr().err
+
+
+def test_distilbert_student_comes_from_the_teacher(project, capsys):
+    path = project / "d.toml"
+    path.write_text('name = "d"\nteachers = 2\n[task]\nname = "cola"\ntokenizer = "all-minilm-l6-v2"\n'
+                    '[teacher]\nmodel = "bert"\n[student]\nmodel = "bert"\npretrained = "x"\n'
+                    '[method]\nname = "distilbert"\n')
+    err = _error(capsys, path, "plan")
+    assert "student.pretrained" in err and "builds the student from the primary teacher" in err
 
 
 def test_non_utf8_spec(project, capsys):
