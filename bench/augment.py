@@ -100,3 +100,37 @@ def augment(texts: list[tuple[str, ...]], c: Candidates, factor: int, p: float, 
 def repeat_labels(labels: np.ndarray, factor: int) -> np.ndarray:
     """Labels of ``augment``'s output: each original label ``factor`` times."""
     return np.repeat(labels, factor)
+
+
+def augmented_path(cache: str, task: str, key: str):
+    """Where augmentation run ``key`` of a task is stored (tokenized arrays)."""
+    from pathlib import Path
+
+    return Path(cache) / "augmented" / task / f"{key}.npz"
+
+
+_CANDIDATES: dict[str, Candidates] = {}
+
+
+def run_augment(job: dict, device: Any) -> dict:
+    """Worker job: augment the task's training texts once and store them tokenized, with a sample."""
+    import json
+    import time
+
+    from bench.records import atomic_write_bytes
+    from bench.tasks import glue_texts, load_tokenizer, save_arrays, tokenize_split
+    from bench.teachers import task_spec
+
+    start = time.perf_counter()
+    config, a = job["config"], job["config"]["augment"]
+    spec = task_spec(config)
+    texts, labels = glue_texts(spec)["train"]
+    if a["model"] not in _CANDIDATES:
+        _CANDIDATES[a["model"]] = load_candidates(a["model"])
+    new = augment(texts, _CANDIDATES[a["model"]], a["factor"], a["p"], a["candidates"], config["seed"])
+    arrays = tokenize_split(new, repeat_labels(labels, a["factor"]), load_tokenizer(spec.tokenizer), spec.max_length)
+    path = augmented_path(job["paths"]["cache"], spec.name, job["key"])
+    sample = [{"original": texts[i // a["factor"]], "augmented": new[i]} for i in range(min(20, len(new)))]
+    atomic_write_bytes(path.with_suffix(".sample.json"), json.dumps(sample, indent=1).encode())
+    save_arrays(path, arrays)  # written last: its presence means the run is complete
+    return {"examples": len(new), "seconds": time.perf_counter() - start}

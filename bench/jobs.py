@@ -36,13 +36,20 @@ def load_task(config: dict, cache_dir: str) -> Any:
     return _TASKS[key]
 
 
-def teacher_logits(root: str, task: str, key: str) -> dict[str, np.ndarray]:
-    """A teacher's cached logits, kept in a small in-process LRU."""
-    if key in _LOGITS:
-        _LOGITS.move_to_end(key)
-        return _LOGITS[key]
+def teacher_logits(root: str, task: str, key: str, augment: str | None = None) -> dict[str, np.ndarray]:
+    """A teacher's cached logits (train followed by an augmented set's, if any), kept in a small
+    in-process LRU."""
+    from bench.teachers import augmented_outputs_path
+
+    cache_key = f"{key}/{augment}"
+    if cache_key in _LOGITS:
+        _LOGITS.move_to_end(cache_key)
+        return _LOGITS[cache_key]
     out = load_outputs(root, task, key)
-    _LOGITS[key] = out
+    if augment is not None:
+        with np.load(augmented_outputs_path(root, task, key, augment), allow_pickle=False) as z:
+            out = {**out, "train": np.concatenate([out["train"], z["train"]])}
+    _LOGITS[cache_key] = out
     if len(_LOGITS) > _LOGITS_MAX:
         _LOGITS.popitem(last=False)
     return out
@@ -63,6 +70,35 @@ class DistillContext:
     teachers_root: str
     device: Any
     fit: dict = field(default_factory=dict)  # the recipe reports steps and seconds here
+
+
+def with_augmented_train(config: dict, data: Any, cache: str, augment: str) -> Any:
+    """The task data whose train split is followed by augmentation run ``augment`` (kept per worker)."""
+    import dataclasses
+
+    from bench.augment import augmented_path
+    from bench.tasks import concat_splits, text_split
+
+    key = f"{stable_hash(config['task'])}/{augment}"
+    if key not in _TASKS:
+        with np.load(augmented_path(cache, data.name, augment), allow_pickle=False) as z:
+            aug = text_split(dict(z))
+        _TASKS[key] = dataclasses.replace(data, splits={**data.splits, "train": concat_splits(data.splits["train"], aug)})
+    return _TASKS[key]
+
+
+def run_augment(job: dict, device: Any) -> dict:
+    """Augment the training texts (bench.augment)."""
+    from bench.augment import run_augment as augment_job
+
+    return augment_job(job, device)
+
+
+def run_outputs(job: dict, device: Any) -> dict:
+    """Cache a teacher's logits on an augmented set."""
+    from bench.teachers import run_teacher_outputs
+
+    return run_teacher_outputs(job, load_task(job["config"], job["paths"]["cache"]), device)
 
 
 def run_teacher(job: dict, device: Any) -> dict:
@@ -88,14 +124,17 @@ def run_distill(job: dict, device: Any) -> dict:
     wall_start = time.time()
     config = job["config"]
     data = load_task(config, job["paths"]["cache"])
+    augment = config.get("augment")
+    if augment is not None:
+        data = with_augmented_train(config, data, job["paths"]["cache"], augment)
     root = job["paths"]["teachers"]
-    logits = [teacher_logits(root, data.name, k) for k in config["teachers"]]
+    logits = [teacher_logits(root, data.name, k, augment) for k in config["teachers"]]
     mean = {s: mean_teacher_logits(torch.stack([torch.from_numpy(lg[s]) for lg in logits])).numpy()
             for s in logits[0]}
     ctx = DistillContext(data=data, spec=train_spec(config["student"], config["seed"]), seed=config["seed"],
                          params=config["method"]["params"], teacher_logits=mean,
                          primary_logits=None if config["primary"] is None else
-                         teacher_logits(root, data.name, config["primary"]),
+                         teacher_logits(root, data.name, config["primary"], augment),
                          teacher_keys=tuple(config["teachers"]), primary=config["primary"],
                          teachers_root=root, device=device)
     t_setup = time.perf_counter()
@@ -109,7 +148,8 @@ def run_distill(job: dict, device: Any) -> dict:
         "error": None, **{k: job["plan"][k] for k in ("k", "combination", "primary", "repeat", "grid")},
         "teacher_keys": config["teachers"], "config": config, "scores": scores, "metric": metric,
         "score": scores["dev"][metric], "n_params": count_parameters(model), "fit": ctx.fit,
-        "teacher_work": {"logits": "cached", "features": METHODS[config["method"]["name"]].features},
+        "teacher_work": {"logits": "cached" + (" (augmented examples included)" if augment else ""),
+                         "features": METHODS[config["method"]["name"]].features},
         "timings": {"queue_wait": job["queue_wait"], "setup": t_setup - started, "train": t_train - t_setup,
                     "eval": t_eval - t_train, "total": t_eval - started},
         "device": job["device"], "slot": job["slot"], "torch_device": str(device),
@@ -120,4 +160,5 @@ def run_distill(job: dict, device: Any) -> dict:
     return record
 
 
-RUNNERS = {"teacher": run_teacher, "distill": run_distill}
+RUNNERS = {"teacher": run_teacher, "augment": run_augment, "teacher-outputs": run_outputs,
+           "distill": run_distill}

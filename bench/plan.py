@@ -39,6 +39,25 @@ class TeacherJob:
 
 
 @dataclass(frozen=True)
+class AugmentJob:
+    """Make augmentation run ``seed`` of the training set; stored under <cache>/augmented/<task>/."""
+
+    key: str
+    seed: int
+    config: dict
+
+
+@dataclass(frozen=True)
+class OutputsJob:
+    """Cache one teacher's logits on one augmented set (teachers/<task>/<teacher>/aug-<key>.npz)."""
+
+    key: str
+    teacher_key: str
+    augment_key: str
+    config: dict
+
+
+@dataclass(frozen=True)
 class DistillJob:
     """Distil one student from the teachers ``combination`` (indices), with ``primary`` if the
     method has single-teacher parts, for one repeat and one grid point."""
@@ -51,6 +70,7 @@ class DistillJob:
     grid: dict
     teacher_keys: tuple
     config: dict
+    deps: tuple = ()  # keys of the jobs that must finish first (teachers, augmentation, outputs)
 
 
 @dataclass(frozen=True)
@@ -60,6 +80,8 @@ class Plan:
     sweep: Sweep
     teachers: tuple
     jobs: tuple
+    augments: tuple = ()
+    outputs: tuple = ()
 
     def counts_by_k(self) -> dict[int, int]:
         c = Counter(j.k for j in self.jobs)
@@ -93,9 +115,30 @@ def grid_points(sweep: Sweep) -> list[dict]:
     return [dict(zip(axes, values)) for values in itertools.product(*(sweep.grid[a] for a in axes))]
 
 
+def augment_jobs(sweep: Sweep, teachers: tuple) -> tuple[tuple, tuple]:
+    """Augmentation runs (one per repeat, or one) and each teacher's outputs on each of them."""
+    if not sweep.augment.factor:
+        return (), ()
+    seeds = range(sweep.repeats) if sweep.augment.per_repeat else range(1)
+    augments = []
+    for seed in seeds:
+        config = {"kind": "augment", "format": 1, "task": _task_identity(sweep), "augment": asdict(sweep.augment),
+                  "seed": seed}
+        augments.append(AugmentJob(key=stable_hash(config), seed=seed, config=config))
+    outputs = []
+    for a in augments:
+        for t in teachers:
+            config = {"kind": "teacher-outputs", "format": 1, "teacher": t.key, "augment": a.key,
+                      "task": _task_identity(sweep)}
+            outputs.append(OutputsJob(key=stable_hash(config), teacher_key=t.key, augment_key=a.key, config=config))
+    return tuple(augments), tuple(outputs)
+
+
 def make_plan(sweep: Sweep) -> Plan:
     """Enumerate every job of the protocol (Ilichev et al. 2021, section 5)."""
     teachers = teacher_jobs(sweep)
+    augments, outputs = augment_jobs(sweep, teachers)
+    output_key = {(o.teacher_key, o.augment_key): o.key for o in outputs}
     method = METHODS[sweep.method.name]
     student = _train_identity(sweep.student)
     jobs = []
@@ -107,6 +150,7 @@ def make_plan(sweep: Sweep) -> Plan:
                 for primary in primaries:
                     for repeat in range(sweep.repeats):
                         keys = tuple(teachers[i].key for i in combo)
+                        aug = augments[repeat % len(augments)] if augments else None
                         config = {
                             "kind": "distill", "format": DISTILL_FORMAT, "task": _task_identity(sweep),
                             "student": student, "seed": sweep.student.seed + repeat,
@@ -115,10 +159,15 @@ def make_plan(sweep: Sweep) -> Plan:
                             "primary": None if primary is None else teachers[primary].key,
                             "loss": method.convention,
                         }
+                        deps = keys
+                        if aug is not None:  # only then: keys of sweeps without augmentation stay as they are
+                            config["augment"] = aug.key
+                            config["teacher_outputs"] = [output_key[(t, aug.key)] for t in keys]
+                            deps = (*keys, aug.key, *config["teacher_outputs"])
                         jobs.append(DistillJob(key=stable_hash(config), k=k, combination=combo,
                                                primary=primary, repeat=repeat, grid=point,
-                                               teacher_keys=keys, config=config))
-    return Plan(sweep=sweep, teachers=teachers, jobs=tuple(jobs))
+                                               teacher_keys=keys, config=config, deps=deps))
+    return Plan(sweep=sweep, teachers=teachers, jobs=tuple(jobs), augments=augments, outputs=outputs)
 
 
 def expected_count(n: int, k: int, repeats: int, needs_primary: bool, grid_size: int = 1) -> int:

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.plan import DistillJob, Plan, TeacherJob
+from bench.plan import AugmentJob, DistillJob, OutputsJob, Plan, TeacherJob
 from bench.queue import Item, make_slots, run_queue
 from bench.errors import UserError
 from bench.records import atomic_write_json, load_records, provenance, read_json, record_path, temp_owner
@@ -42,6 +42,25 @@ def teacher_payload(plan: Plan, t: TeacherJob) -> dict:
     """What a worker needs to fine-tune teacher ``t`` (the driver adds slot, attempt, queue wait)."""
     return {"kind": "teacher", "key": t.key, "config": t.config, "paths": _paths(plan),
             "plan": {"sweep": plan.sweep.name, "index": t.index}}
+
+
+def prep_payload(plan: Plan, job: AugmentJob | OutputsJob) -> dict:
+    """What a worker needs for an augmentation run or a teacher's outputs on one."""
+    kind = "augment" if isinstance(job, AugmentJob) else "teacher-outputs"
+    return {"kind": kind, "key": job.key, "config": job.config, "paths": _paths(plan),
+            "plan": {"sweep": plan.sweep.name}}
+
+
+def prep_done(plan: Plan, job: AugmentJob | OutputsJob) -> bool:
+    """Whether an augmentation run or a teacher's outputs on it are stored."""
+    from bench.augment import augmented_path
+    from bench.teachers import augmented_outputs_path
+
+    p = plan.sweep.paths
+    task = plan.sweep.task.name
+    if isinstance(job, AugmentJob):
+        return augmented_path(os.path.abspath(p.cache), task, job.key).is_file()
+    return augmented_outputs_path(p.teachers, task, job.teacher_key, job.augment_key).is_file()
 
 
 def distill_payload(plan: Plan, j: DistillJob) -> dict:
@@ -147,9 +166,16 @@ def _run_locked(plan: Plan, quiet: bool, teachers_only: bool) -> RunSummary:
     if teachers_only:
         jobs = []
         teachers = [t for t in plan.teachers if not teacher_done(sweep.paths.teachers, sweep.task.name, t.key)]
+    needed = {d for j in jobs for d in j.deps}
+    prep = [p for p in (*plan.augments, *plan.outputs) if p.key in needed and not prep_done(plan, p)]
     items = [Item(key=t.key, kind="teacher", payload=teacher_payload(plan, t)) for t in teachers]
-    items += [Item(key=j.key, kind="distill", deps=j.teacher_keys, payload=distill_payload(plan, j)) for j in jobs]
+    items += [Item(key=p.key, kind="augment" if isinstance(p, AugmentJob) else "teacher-outputs",
+                   deps=() if isinstance(p, AugmentJob) else (p.teacher_key, p.augment_key),
+                   payload=prep_payload(plan, p)) for p in prep]
+    items += [Item(key=j.key, kind="distill", deps=j.deps, payload=distill_payload(plan, j)) for j in jobs]
+    prep_keys = {p.key for p in prep}
     done_teachers = {t.key for t in plan.teachers if teacher_done(sweep.paths.teachers, sweep.task.name, t.key)}
+    done_teachers |= {p.key for p in (*plan.augments, *plan.outputs) if p.key not in prep_keys and prep_done(plan, p)}
     if not quiet:
         print(f"{sweep.name}: {len(teachers)} of {len(plan.teachers)} teachers to train, "
               f"{len(jobs)} of {len(plan.jobs)} distillation jobs to run "
@@ -163,7 +189,7 @@ def _run_locked(plan: Plan, quiet: bool, teachers_only: bool) -> RunSummary:
 
     def record_failure(item: Item) -> None:
         if item.kind != "distill":
-            print(f"teacher {item.key} failed after {item.attempts} attempt(s): {item.errors[-1]}",
+            print(f"{item.kind} {item.key} failed after {item.attempts} attempt(s): {item.errors[-1]}",
                   file=sys.stderr)
             return
         p = item.payload
@@ -175,9 +201,13 @@ def _run_locked(plan: Plan, quiet: bool, teachers_only: bool) -> RunSummary:
             "device": item.slot.split("#")[0] if item.slot else None,
             "provenance": {**provenance(), "finished": time.time()}})
 
+    prep_by_key = {p.key: p for p in (*plan.augments, *plan.outputs)}
+
     def is_done(item: Item) -> bool:
         if item.kind == "teacher":
             return teacher_done(sweep.paths.teachers, sweep.task.name, item.key)
+        if item.key in prep_by_key:
+            return prep_done(plan, prep_by_key[item.key])
         return _record_ok(item.payload["record_path"])
 
     bar = None if quiet else _progress_bar(len(items))
@@ -196,6 +226,9 @@ def _run_locked(plan: Plan, quiet: bool, teachers_only: bool) -> RunSummary:
         if bar is not None:
             bar.close()
     n_teach = sum(1 for i in result.done if i.kind == "teacher")
+    n_prep = sum(1 for i in result.done if i.kind in ("augment", "teacher-outputs"))
+    if n_prep and not quiet:
+        print(f"{sweep.name}: made {n_prep} augmentation runs and teacher outputs on them", file=sys.stderr)
     ran = [i for i in result.done + result.failed if i.kind == "distill"]
     return RunSummary(
         teachers_trained=n_teach, jobs_run=len(ran),

@@ -54,6 +54,17 @@ class TrainSpec:
 
 
 @dataclass(frozen=True)
+class AugmentSpec:
+    """TinyBERT data augmentation of the students' training set (text tasks; off when factor = 0)."""
+
+    factor: int = 0  # new examples per original
+    p: float = 0.4  # probability of replacing each word
+    candidates: int = 15  # candidates per word (M)
+    model: str = "all-minilm-l6-v2"  # masked LM / embedding space: alias, folder or hub name
+    per_repeat: bool = True  # repeat j distils on augmentation run j (else one set for all repeats)
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     """The distillation method and its parameters (defaults filled in)."""
 
@@ -99,6 +110,7 @@ class Sweep:
     grid: dict  # axis name -> tuple of values (method parameters)
     run: RunSpec
     paths: PathsSpec
+    augment: AugmentSpec = AugmentSpec()
     source: str = ""
 
     def results_dir(self) -> Path:
@@ -112,7 +124,7 @@ MAX_JOBS = 1_000_000  # beyond this a plan is a typo, not a study
 
 _TOP_KEYS = {
     "name", "teachers", "k", "repeats", "task", "teacher", "student", "method", "grid",
-    "run", "paths",
+    "run", "paths", "augment",
 }
 
 
@@ -305,8 +317,16 @@ def parse_sweep(data: dict, file: str) -> Sweep:
     run = _build(RunSpec, data.get("run", {}), file, "run")
     check_run(run, file, "run")
     paths = _build(PathsSpec, data.get("paths", {}), file, "paths")
+    augment = _build(AugmentSpec, data.get("augment", {}), file, "augment")
+    _positive(file, "augment.factor", augment.factor, 0)
+    _positive(file, "augment.candidates", augment.candidates)
+    if not 0 <= augment.p <= 1:
+        raise SpecError(file, "augment.p", f"expected a probability 0 <= p <= 1, got {augment.p}")
+    if augment.factor and TASKS[task.name].modality != "text":
+        raise SpecError(file, "augment.factor", f"augmentation is for text tasks; task '{task.name}' is not one")
     return Sweep(name=name, task=task, teacher=teacher, student=student, method=method, teachers=n,
-                 k=tuple(sorted(k)), repeats=repeats, grid=grid, run=run, paths=paths, source=file)
+                 k=tuple(sorted(k)), repeats=repeats, grid=grid, run=run, paths=paths, augment=augment,
+                 source=file)
 
 
 def check_run(run: RunSpec, file: str, prefix: str) -> None:

@@ -199,6 +199,48 @@ def load_tokenizer(name: str) -> Any:
     return AutoTokenizer.from_pretrained(resolve_pretrained(name))
 
 
+def glue_texts(spec: Any) -> dict[str, tuple[list, np.ndarray]]:
+    """The raw texts and labels of each split, after the spec's fixed subsets."""
+    out = {}
+    for split, (texts, labels) in _glue_raw(spec, GLUE[spec.name]).items():
+        size = spec.train_subset if split == "train" else spec.eval_subset
+        keep = _subset(len(labels), size, spec.split_seed)
+        out[split] = ([texts[i] for i in keep], labels[keep])
+    return out
+
+
+def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Atomically store named arrays as .npz (read back with allow_pickle=False)."""
+    import io
+
+    from bench.records import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def text_split(arrays: dict[str, np.ndarray], prefix: str = "") -> Split:
+    """A text Split from stored arrays (``{prefix}ids``, ``types``, ``offsets``, ``labels``)."""
+    return Split(labels=arrays[f"{prefix}labels"], ids=arrays[f"{prefix}ids"], types=arrays[f"{prefix}types"],
+                 offsets=arrays[f"{prefix}offsets"])
+
+
+def tokenize_split(texts: list[tuple[str, ...]], labels: np.ndarray, tokenizer: Any, max_length: int,
+                   prefix: str = "") -> dict[str, np.ndarray]:
+    """Tokenized arrays of one split, ready for ``save_arrays`` / ``text_split``."""
+    arrays = {f"{prefix}{k}": v for k, v in _tokenize(texts, tokenizer, max_length).items()}
+    arrays[f"{prefix}labels"] = np.asarray(labels, dtype=np.int64)
+    return arrays
+
+
+def concat_splits(a: Split, b: Split) -> Split:
+    """Examples of ``a`` followed by those of ``b`` (text splits)."""
+    return Split(labels=np.concatenate([a.labels, b.labels]), ids=np.concatenate([a.ids, b.ids]),
+                 types=np.concatenate([a.types, b.types]),
+                 offsets=np.concatenate([a.offsets, b.offsets[1:] + a.offsets[-1]]))
+
+
 def load_glue(spec: Any, cache_dir: Path) -> TaskData:
     """A GLUE task, tokenized (cached on disk) with the spec's tokenizer."""
     fmt = GLUE[spec.name]
@@ -210,20 +252,10 @@ def load_glue(spec: Any, cache_dir: Path) -> TaskData:
         arrays = dict(np.load(path, allow_pickle=False))
     else:
         arrays = {}
-        for split, (texts, labels) in _glue_raw(spec, fmt).items():
-            size = spec.train_subset if split == "train" else spec.eval_subset
-            keep = _subset(len(labels), size, spec.split_seed)
-            tok = _tokenize([texts[i] for i in keep], tokenizer, spec.max_length)
-            arrays.update({f"{split}/{k}": v for k, v in tok.items()})
-            arrays[f"{split}/labels"] = labels[keep]
-        from bench.records import atomic_write_bytes
-        import io
-
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        atomic_write_bytes(path, buf.getvalue())
-    splits = {s: Split(labels=arrays[f"{s}/labels"], ids=arrays[f"{s}/ids"], types=arrays[f"{s}/types"],
-                       offsets=arrays[f"{s}/offsets"]) for s in ("train", "dev")}
+        for split, (texts, labels) in glue_texts(spec).items():
+            arrays.update(tokenize_split(texts, labels, tokenizer, spec.max_length, prefix=f"{split}/"))
+        save_arrays(path, arrays)
+    splits = {s: text_split(arrays, f"{s}/") for s in ("train", "dev")}
     return TaskData(spec.name, splits, Shape(num_labels=2, vocab_size=len(tokenizer)), ("dev",))
 
 

@@ -102,6 +102,30 @@ def load_teacher_model(root: str | os.PathLike, task: str, key: str, shape, devi
     return model.to(device).eval()
 
 
+def augmented_outputs_path(root: str | os.PathLike, task: str, teacher_key: str, augment_key: str) -> Path:
+    """Where a teacher's logits on an augmented training set are cached."""
+    return teacher_dir(root, task, teacher_key) / f"aug-{augment_key}.npz"
+
+
+def run_teacher_outputs(job: dict, data, device) -> dict:
+    """Worker job: a stored teacher's logits on one augmented set, computed once and cached."""
+    import time
+
+    from bench.augment import augmented_path
+    from bench.tasks import save_arrays, text_split
+    from bench.training import predict_logits
+
+    start = time.perf_counter()
+    config = job["config"]
+    with np.load(augmented_path(job["paths"]["cache"], data.name, config["augment"]), allow_pickle=False) as z:
+        split = text_split(dict(z))
+    model = load_teacher_model(job["paths"]["teachers"], data.name, config["teacher"], data.shape, device)
+    logits = predict_logits(model, split, device)
+    save_arrays(augmented_outputs_path(job["paths"]["teachers"], data.name, config["teacher"], config["augment"]),
+                {"train": logits})
+    return {"examples": len(split), "seconds": time.perf_counter() - start}
+
+
 def load_outputs(root: str | os.PathLike, task: str, key: str) -> dict[str, np.ndarray]:
     """A stored teacher's logits by split."""
     path = teacher_dir(root, task, key) / "outputs.npz"
