@@ -81,3 +81,37 @@ def test_pretrained_minilm_loads_offline_as_a_classifier():
     ids = torch.tensor([[101, 7592, 2088, 102]])
     out = model(input_ids=ids, attention_mask=torch.ones_like(ids))
     assert out.shape == (1, 3)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not GLUE.is_dir(), reason="../shared/data/glue not present")
+def test_augmented_tinybert_sweep_caches_teacher_outputs_on_augmented_examples(project):
+    text = (REPO / "sweeps" / "glue-toy.toml").read_text().replace('"../shared/data/glue"', json.dumps(str(GLUE)))
+    text = (text.replace('name = "glue-toy"', 'name = "aug-toy"').replace("teachers = 3", "teachers = 2")
+            .replace("repeats = 1", "repeats = 2").replace("train_subset = 256", "train_subset = 48")
+            .replace('name = "kd"\ntemperature = 2.0\nalpha = 0.5', 'name = "tinybert"\nild_epochs = 1')
+            .replace("[grid]\ntemperature = [1.0, 4.0]\n", "[augment]\nfactor = 2\ncandidates = 5\n"))
+    (project / "aug.toml").write_text(text)
+    proc = bench_cli("run", "aug.toml", cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    plan = make_plan(load_sweep(project / "aug.toml"))
+    recs = records(project / "results" / "aug-toy")
+    assert set(recs) == {j.key for j in plan.jobs} and len(plan.augments) == 2
+    assert all(r["status"] == "ok" and "augmented" in r["teacher_work"]["logits"] for r in recs.values())
+
+    from bench.augment import augmented_path
+    from bench.tasks import text_split
+    from bench.teachers import augmented_outputs_path, load_teacher_model
+    from bench.training import predict_logits
+
+    sweep = plan.sweep
+    from bench.tasks import load_glue
+
+    data = load_glue(sweep.task, project / ".cache" / "bench")
+    for o in plan.outputs:  # each cached target is what the stored teacher says on that augmented example
+        with np.load(augmented_path(str(project / ".cache" / "bench"), "cola", o.augment_key)) as z:
+            split = text_split(dict(z))
+        assert len(split) == 2 * 48
+        model = load_teacher_model(project / "teachers", "cola", o.teacher_key, data.shape, torch.device("cpu"))
+        cached = np.load(augmented_outputs_path(project / "teachers", "cola", o.teacher_key, o.augment_key))["train"]
+        np.testing.assert_allclose(predict_logits(model, split, torch.device("cpu")), cached, atol=1e-5)
