@@ -14,12 +14,10 @@ def _load(args: argparse.Namespace):
     from bench.spec import load_sweep, with_run_overrides
 
     sweep = load_sweep(args.spec)
-    if getattr(args, "devices", None) is not None or getattr(args, "jobs_per_device", None) is not None:
-        devices = tuple(d.strip() for d in args.devices.split(",")) if args.devices else None
-        sweep = with_run_overrides(sweep, devices=devices, jobs_per_device=args.jobs_per_device)
-    if getattr(args, "retries", None) is not None:
-        sweep = with_run_overrides(sweep, retries=args.retries)
-    return sweep
+    devices = getattr(args, "devices", None)
+    return with_run_overrides(sweep, devices=tuple(d.strip() for d in devices.split(",")) if devices else None,
+                              jobs_per_device=getattr(args, "jobs_per_device", None),
+                              retries=getattr(args, "retries", None))
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -46,6 +44,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         "by_k": {str(k): n for k, n in by_k.items()}, "total": len(plan.jobs),
         "teacher_epochs": len(plan.teachers) * sweep.teacher.epochs,
         "student_epochs": len(plan.jobs) * sweep.student.epochs,
+        "augmentation_runs": len(plan.augments), "teacher_output_jobs": len(plan.outputs),
         "todo": {"teachers": len(teachers_todo), "jobs": len(jobs_todo)},
         "slots": slots,
         "measured_seconds_per_job": mean_job,
@@ -60,7 +59,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(f"{'k':>3} {'C(N,k)':>7} {'jobs':>6}")
     for k in sweep.k:
         print(f"{k:>3} {comb(sweep.teachers, k):>7} {by_k[k]:>6}")
-    print(f"total: {len(plan.jobs)} distillation jobs + {len(plan.teachers)} teachers")
+    print(f"total: {len(plan.jobs)} distillation jobs + {len(plan.teachers)} teachers"
+          + (f" + {len(plan.augments)} augmentation runs + {len(plan.outputs)} teacher-output jobs"
+             if plan.augments else ""))
     print(f"compute: {info['teacher_epochs']} teacher epochs + {info['student_epochs']} student epochs "
           f"on {slots} slot(s)")
     print(f"to do: {len(teachers_todo)} teachers, {len(jobs_todo)} jobs", end="")
