@@ -22,7 +22,7 @@ from bench.teachers import load_outputs, task_spec, train_spec
 
 _TASKS: dict[str, Any] = {}
 _LOGITS: OrderedDict[str, dict] = OrderedDict()
-_LOGITS_MAX = 64
+_LOGITS_MAX_BYTES = 4 << 30  # teacher logits per (example, view) can be hundreds of MB per teacher
 
 
 def load_task(config: dict, cache_dir: str) -> Any:
@@ -37,8 +37,8 @@ def load_task(config: dict, cache_dir: str) -> Any:
 
 
 def teacher_logits(root: str, task: str, key: str, augment: str | None = None) -> dict[str, np.ndarray]:
-    """A teacher's cached logits (train followed by an augmented set's, if any), kept in a small
-    in-process LRU."""
+    """A teacher's cached logits (train followed by an augmented set's, if any), kept in an
+    in-process LRU bounded in bytes."""
     from bench.teachers import augmented_outputs_path
 
     cache_key = f"{key}/{augment}"
@@ -50,7 +50,7 @@ def teacher_logits(root: str, task: str, key: str, augment: str | None = None) -
         with np.load(augmented_outputs_path(root, task, key, augment), allow_pickle=False) as z:
             out = {**out, "train": np.concatenate([out["train"], z["train"]])}
     _LOGITS[cache_key] = out
-    if len(_LOGITS) > _LOGITS_MAX:
+    while len(_LOGITS) > 1 and sum(a.nbytes for v in _LOGITS.values() for a in v.values()) > _LOGITS_MAX_BYTES:
         _LOGITS.popitem(last=False)
     return out
 
@@ -147,8 +147,10 @@ def run_distill(job: dict, device: Any) -> dict:
         "key": job["key"], "sweep": job["plan"]["sweep"], "status": "ok", "attempts": job["attempt"],
         "error": None, **{k: job["plan"][k] for k in ("k", "combination", "primary", "repeat", "grid")},
         "teacher_keys": config["teachers"], "config": config, "scores": scores, "metric": metric,
-        "score": scores["dev"][metric], "n_params": count_parameters(model), "fit": ctx.fit,
-        "teacher_work": {"logits": "cached" + (" (augmented examples included)" if augment else ""),
+        "score": scores[data.eval_splits[0]][metric], "score_split": data.eval_splits[0],
+        "n_params": count_parameters(model), "fit": ctx.fit,
+        "teacher_work": {"logits": "cached" + (" (augmented examples included)" if augment else "")
+                         + (" per (example, training view)" if data.splits["train"].n_views else ""),
                          "features": METHODS[config["method"]["name"]].features},
         "timings": {"queue_wait": job["queue_wait"], "setup": t_setup - started, "train": t_train - t_setup,
                     "eval": t_eval - t_train, "total": t_eval - started},

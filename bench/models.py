@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable
 
 from bench.errors import SpecError
@@ -52,7 +53,8 @@ def _check_keys(spec: Any, file: str, role: str, allowed: list[str]) -> None:
     for key in spec.params:
         if key not in allowed:
             raise SpecError(file, f"{role}.params.{key}", f"unknown parameter of model '{spec.model}'"
-                            f"{did_you_mean(key, allowed)}; expected one of: {', '.join(allowed)}")
+                            f"{did_you_mean(key, allowed)}; expected "
+                            + (f"one of: {', '.join(allowed)}" if allowed else "no params"))
     if spec.pretrained is not None and spec.model != "bert":
         raise SpecError(file, f"{role}.pretrained", f"model '{spec.model}' takes no pretrained weights")
     dropout = spec.params.get("dropout", 0.0)
@@ -76,6 +78,10 @@ def _check_resnet(spec: Any, file: str, role: str) -> None:
     blocks = _ints(spec, file, role, "blocks", [1, 1, 1])
     if len(widths) != len(blocks):
         raise SpecError(file, f"{role}.params.blocks", f"expected as many entries as widths ({len(widths)})")
+
+
+def _check_cifar_resnet(spec: Any, file: str, role: str) -> None:
+    _check_keys(spec, file, role, [])
 
 
 def _check_bert(spec: Any, file: str, role: str) -> None:
@@ -112,6 +118,12 @@ def build_resnet(spec: Any, shape: Shape) -> Any:
                   spec.params.get("blocks", [1, 1, 1]), shape.num_labels)
 
 
+def build_cifar_resnet(spec: Any, shape: Shape, depth: int) -> Any:
+    from bench.nets import CifarResNet
+
+    return CifarResNet(depth, shape.num_labels, shape.input_shape[0])
+
+
 def build_bert(spec: Any, shape: Shape) -> Any:
     """A BERT-family classifier: from pretrained weights (with config overrides) or from a config."""
     import logging
@@ -136,6 +148,9 @@ def build_bert(spec: Any, shape: Shape) -> Any:
     return SequenceClassifier(model)
 
 
+CIFAR_RESNET_DEPTHS = (8, 14, 20, 32, 44, 56, 110)
+
+
 @dataclass(frozen=True)
 class ModelKind:
     """A model family: which inputs it takes, how to check its params and how to build it."""
@@ -150,6 +165,9 @@ MODELS: dict[str, ModelKind] = {
     "cnn": ModelKind("image", _check_cnn, build_cnn),
     "resnet": ModelKind("image", _check_resnet, build_resnet),
     "bert": ModelKind("text", _check_bert, build_bert),
+    # He et al. (2016) CIFAR ResNets, 6n+2 layers: resnet20 0.27M ... resnet110 1.7M parameters
+    **{f"resnet{d}": ModelKind("image", _check_cifar_resnet, partial(build_cifar_resnet, depth=d))
+       for d in CIFAR_RESNET_DEPTHS},
 }
 
 

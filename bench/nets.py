@@ -87,3 +87,54 @@ class SequenceClassifier(nn.Module):
 
     def forward(self, **batch: torch.Tensor) -> torch.Tensor:
         return self.hf(**batch).logits
+
+
+class CifarBlock(nn.Module):
+    """He et al. (2016) basic block for CIFAR with an option-A shortcut: identity, or, where the
+    shape changes, stride-2 subsampling with zero-padded extra channels (no parameters)."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.stride, self.pad = stride, cout - cin
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride != 1:
+            x = x[:, :, ::self.stride, ::self.stride]
+        if self.pad:
+            x = nn.functional.pad(x, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """The CIFAR ResNets of He et al. (2016, section 4.2): 6n+2 layers, a 3x3 stem, three stages of
+    n blocks with 16/32/64 channels on 32/16/8 pixels, global average pool, linear."""
+
+    def __init__(self, depth: int, num_labels: int, in_channels: int = 3, widths: tuple = (16, 32, 64)):
+        super().__init__()
+        if (depth - 2) % 6:
+            raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
+        n = (depth - 2) // 6
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(widths[0]), nn.ReLU())
+        blocks: list[nn.Module] = []
+        cin = widths[0]
+        for i, w in enumerate(widths):
+            for j in range(n):
+                blocks.append(CifarBlock(cin, w, 2 if (i > 0 and j == 0) else 1))
+                cin = w
+        self.stages = nn.Sequential(*blocks)
+        self.fc = nn.Linear(cin, num_labels)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight)
+
+    def forward(self, x: torch.Tensor, **_: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.stages(self.stem(x)).mean(dim=(2, 3)))

@@ -88,12 +88,22 @@ class Plan:
         return {k: c[k] for k in self.sweep.k}
 
 
+# Fields added after format 1, with their defaults: they enter a key only when set to another
+# value, so that the teachers and records of existing sweeps keep their keys.
+LATER_FIELDS = {"views": 0, "optimizer": "adamw", "momentum": 0.9, "schedule": "linear",
+                "milestones": (0.5, 0.75)}
+
+
+def _identity(spec: Any) -> dict:
+    return {k: v for k, v in asdict(spec).items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+
+
 def _task_identity(sweep: Sweep) -> dict:
-    return asdict(sweep.task)
+    return _identity(sweep.task)
 
 
 def _train_identity(spec: Any) -> dict:
-    d = asdict(spec)
+    d = _identity(spec)
     d.pop("seed")
     return d
 

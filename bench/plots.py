@@ -30,7 +30,7 @@ def _bands(table: pd.DataFrame, x: str, ax: Any, xlabel: str, metric: str, title
         ax.plot(table[x], y, marker="o", color=color, label=label)
         ax.fill_between(table[x], y - s, y + s, color=color, alpha=0.15, linewidth=0)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(f"student dev {metric} (mean over combinations, ±1 std)")
+    ax.set_ylabel(f"student {metric} (mean over combinations, ±1 std)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")

@@ -47,6 +47,11 @@ def _save_csv(df: pd.DataFrame, path: Path) -> None:
     atomic_write_bytes(path, df.to_csv(index=False, float_format="%.6g").encode())
 
 
+def _metric_label(record: dict) -> str:
+    """The headline score's split and metric, e.g. 'dev mcc' (records before score_split: dev)."""
+    return f"{record.get('score_split', 'dev')} {record['metric']}"
+
+
 def _figure(table: pd.DataFrame, grid: list[str], points: list[dict], draw, metric: str, out: Path) -> None:
     import matplotlib
 
@@ -100,11 +105,11 @@ def write_report(plan: Plan) -> Path:
              + (f", grid {dict(sweep.grid)}" if grid else "") + ".", "",
              f"Runs recorded: {n_ok} ok, {len(jobs) - n_ok} failed, {len(planned) - len(jobs)} missing "
              f"of {len(planned)} planned."
-             + (f" Scores: student dev {records[0]['metric']}." if records else ""), ""]
+             + (f" Scores: student {_metric_label(records[0])}." if records else ""), ""]
     if not teachers.empty:
         lines += ["## Teachers", "", markdown_table(teachers.drop(columns=["key"])), ""]
     if n_ok:
-        metric = records[0]["metric"]
+        metric = _metric_label(records[0])
         comb = by_combination(jobs, grid)
         summary = summary_by_k(comb, grid)
         tsec = {} if teachers.empty else dict(zip(

@@ -33,7 +33,8 @@ class TaskSpec:
     max_length: int = 128
     train_subset: int | None = None  # use a fixed random subset of the training split
     eval_subset: int | None = None  # ... and of each evaluation split
-    split_seed: int = 0  # fixes subsets and the digits train/dev/test split
+    split_seed: int = 0  # fixes subsets, the digits train/dev/test split and the training views
+    views: int = 0  # cifar10: crop/flip views per training image (0: none, 162: all; bench/cifar.py)
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,11 @@ class TrainSpec:
     lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_ratio: float = 0.0
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = 1.0  # 0: no clipping
+    optimizer: str = "adamw"  # or "sgd" (with momentum; weight_decay is then the L2 term)
+    momentum: float = 0.9  # sgd only
+    schedule: str = "linear"  # linear warmup then linear decay; "step": lr x 0.1 at each milestone
+    milestones: tuple[float, ...] = (0.5, 0.75)  # "step": fractions of the training steps
     freeze_embeddings: bool = False
     seed: int = 0  # base seed: teacher i uses seed + i, repeat j of a student uses seed + j
 
@@ -194,6 +199,10 @@ def _positive(file: str, name: str, value: float, minimum: float = 1) -> None:
         raise SpecError(file, name, f"expected a value >= {minimum:g}, got {value!r}")
 
 
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("linear", "step")
+
+
 def _check_train(spec: TrainSpec, file: str, role: str) -> None:
     from bench.models import MODELS
 
@@ -209,6 +218,16 @@ def _check_train(spec: TrainSpec, file: str, role: str) -> None:
     _positive(file, f"{role}.weight_decay", spec.weight_decay, 0)
     _positive(file, f"{role}.max_grad_norm", spec.max_grad_norm, 0)
     _positive(file, f"{role}.seed", spec.seed, 0)
+    for key, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
+        value = getattr(spec, key)
+        if value not in choices:
+            raise SpecError(file, f"{role}.{key}", f"unknown {key} {value!r}{did_you_mean(value, choices)}; "
+                            f"expected one of: {', '.join(choices)}")
+    if not 0 <= spec.momentum < 1:
+        raise SpecError(file, f"{role}.momentum", f"expected 0 <= momentum < 1, got {spec.momentum}")
+    if list(spec.milestones) != sorted(spec.milestones) or not all(0 < m < 1 for m in spec.milestones):
+        raise SpecError(file, f"{role}.milestones", f"expected increasing fractions of training between 0 and 1, "
+                        f"got {list(spec.milestones)}")
     MODELS[spec.model].check(spec, file, role)
 
 
@@ -296,6 +315,13 @@ def parse_sweep(data: dict, file: str) -> Sweep:
     for sub in ("train_subset", "eval_subset"):
         if getattr(task, sub) is not None:
             _positive(file, f"task.{sub}", getattr(task, sub))
+    from bench.tasks import ALL_VIEWS
+
+    if task.views and task.name != "cifar10":
+        raise SpecError(file, "task.views", f"training views are for task 'cifar10'; expected 0 for '{task.name}'")
+    if not 0 <= task.views <= ALL_VIEWS:
+        raise SpecError(file, "task.views", f"expected 0 <= views <= {ALL_VIEWS} (all crop/flip views), "
+                        f"got {task.views}")
     if task.data is not None and not os.path.isdir(task.data):
         raise SpecError(file, "task.data", f"expected an existing folder, got {task.data!r} "
                         f"(relative paths are taken from the current directory {os.getcwd()})")

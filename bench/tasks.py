@@ -2,6 +2,8 @@
 
 - ``digits``: scikit-learn's 8x8 digits (embedded, no download), a fixed stratified 60/20/20
   train/dev/test split.
+- ``cifar10``: CIFAR-10 from a local folder (JPEG tarball) or the hub; scored on its test split;
+  optional finite sets of crop/flip training views (``bench/cifar.py``).
 - ``cola`` (Matthews corr.), ``mrpc`` (accuracy and F1), ``sst2`` (accuracy): GLUE, read from a
   folder in the official GLUE TSV layout (``task.data``) or from the Hugging Face hub
   (``nyu-mll/glue``) when no folder is given. Scored on the dev split (GLUE test is unlabeled).
@@ -26,25 +28,64 @@ from bench.errors import SpecError, UserError
 from bench.models import MODELS, Shape, resolve_pretrained
 
 
+# Training views of a 32x32 image (standard CIFAR augmentation): a 32x32 crop of the image padded
+# by 4 pixels (9 x 9 offsets), mirrored or not: 162 views in all, view code = flip*81 + dy*9 + dx.
+PAD = 4
+ALL_VIEWS = 2 * (2 * PAD + 1) ** 2
+
+
+def crop_flip(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Views ``codes`` of images ``x`` (N, C, H, W): zero-padded by PAD, cropped, maybe mirrored."""
+    side = 2 * PAD + 1
+    padded = np.pad(x, ((0, 0), (0, 0), (PAD, PAD), (PAD, PAD)))
+    h, w = x.shape[2:]
+    out = np.empty_like(x)
+    for row, code in enumerate(codes):
+        flip, rest = divmod(int(code), side * side)
+        dy, dx = divmod(rest, side)
+        view = padded[row, :, dy:dy + h, dx:dx + w]
+        out[row] = view[:, :, ::-1] if flip else view
+    return out
+
+
 @dataclass(frozen=True)
 class Split:
-    """One split: labels plus either dense inputs ``x`` or ragged token ids (flat + offsets)."""
+    """One split: labels plus either dense inputs ``x`` or ragged token ids (flat + offsets).
+
+    Images may be stored as uint8 with ``norm`` = (mean, std) per channel, applied per batch.
+    A training split may have ``views``: per example, the codes of the augmented views it is
+    trained on (a finite set, so that teacher outputs can be cached per (example, view)).
+    """
 
     labels: np.ndarray
     x: np.ndarray | None = None
     ids: np.ndarray | None = None
     types: np.ndarray | None = None
     offsets: np.ndarray | None = None
+    norm: tuple | None = None
+    views: np.ndarray | None = None  # (N, V) view codes in [0, ALL_VIEWS)
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batch(self, idx: np.ndarray) -> dict:
-        """Model inputs for the examples ``idx`` as torch tensors (text padded to the batch's longest)."""
+    @property
+    def n_views(self) -> int:
+        """Views per example (0: the examples are used as they are)."""
+        return 0 if self.views is None else self.views.shape[1]
+
+    def batch(self, idx: np.ndarray, view: np.ndarray | None = None) -> dict:
+        """Model inputs for the examples ``idx`` as torch tensors (text padded to the batch's longest);
+        with ``view`` (one view number per example, < n_views), the augmented images."""
         import torch
 
         if self.x is not None:
-            return {"x": torch.from_numpy(self.x[idx])}
+            x = self.x[idx]
+            if view is not None:
+                x = crop_flip(x, self.views[idx, view])
+            if self.norm is not None:
+                mean, std = (np.asarray(v, dtype=np.float32)[:, None, None] for v in self.norm)
+                x = (x.astype(np.float32) / 255.0 - mean) / std
+            return {"x": torch.from_numpy(np.ascontiguousarray(x))}
         starts, ends = self.offsets[idx], self.offsets[idx + 1]
         lengths = ends - starts
         width = int(lengths.max())
@@ -62,7 +103,8 @@ class Split:
 
 @dataclass(frozen=True)
 class TaskData:
-    """A loaded task: its splits (``train`` plus the evaluation splits) and the model shape."""
+    """A loaded task: its splits (``train`` plus the evaluation splits, the first of which gives the
+    headline score) and the model shape."""
 
     name: str
     splits: dict
@@ -270,8 +312,16 @@ class TaskInfo:
     load: Callable[[Any, Path], TaskData]
 
 
+def load_cifar10(spec: Any, cache_dir: Path) -> TaskData:
+    """CIFAR-10 from a local folder or the hub, with its training views (bench/cifar.py)."""
+    from bench.cifar import load_cifar10 as load
+
+    return load(spec, cache_dir)
+
+
 TASKS: dict[str, TaskInfo] = {
     "digits": TaskInfo("image", ("accuracy",), load_digits),
+    "cifar10": TaskInfo("image", ("accuracy",), load_cifar10),
     "cola": TaskInfo("text", ("mcc", "accuracy"), load_glue),
     "mrpc": TaskInfo("text", ("accuracy", "f1"), load_glue),
     "sst2": TaskInfo("text", ("accuracy",), load_glue),

@@ -73,7 +73,7 @@ def train_teacher(job: dict, data, device, started: float) -> dict:
         os.fsync(f.fileno())
     meta = {
         "key": job["key"], "index": job["plan"]["index"], "seed": spec.seed, "config": config,
-        "status": "ok", "scores": scores, "metric": metric, "score": scores["dev"][metric],
+        "status": "ok", "scores": scores, "metric": metric, "score": scores[data.eval_splits[0]][metric],
         "n_params": count_parameters(model), "steps": fit["steps"],
         "timings": {"queue_wait": job["queue_wait"], "setup": t_setup - started,
                     "train": t_train - t_setup, "eval": t_eval - t_train, "cache": t_cache - t_eval,

@@ -19,15 +19,26 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _schedule(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
-    warmup = int(total_steps * warmup_ratio)
+def _schedule(spec: Any, total_steps: int) -> Callable[[int], float]:
+    """The learning-rate factor at each step: linear warmup (both schedules), then linear decay to 0
+    ("linear") or x0.1 at each milestone fraction of the steps ("step", He et al. 2016)."""
+    warmup = int(total_steps * spec.warmup_ratio)
+    bounds = [int(total_steps * m) for m in spec.milestones]
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
+        if spec.schedule == "step":
+            return 0.1 ** sum(step >= b for b in bounds)
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return factor
+
+
+def _optimizer(spec: Any, params: list) -> torch.optim.Optimizer:
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+    return torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
 
 
 LossFn = Callable[[torch.nn.Module, dict, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -40,18 +51,20 @@ def logits_loss(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.T
 
 def train(model: torch.nn.Module, split: Split, spec: Any, seed: int, loss_fn: LossFn,
           device: torch.device, extra_params: list | None = None) -> dict:
-    """Train ``model`` on ``split`` for ``spec.epochs`` with AdamW and a linear warmup/decay schedule.
+    """Train ``model`` on ``split`` for ``spec.epochs`` with the spec's optimizer and schedule.
 
-    ``loss_fn(model, batch, example_indices, labels)`` gives the loss; indices let a method look
-    up per-example targets (cached teacher logits). ``extra_params`` (e.g. projections of
-    intermediate-layer losses) are trained with the model. Returns step count and seconds.
+    ``loss_fn(model, batch, target_indices, labels)`` gives the loss; the indices let a method look
+    up per-example targets (cached teacher logits, laid out as ``predict_logits`` returns them):
+    the example index, or on a split with training views ``example * n_views + view``, the view
+    drawn for that example at this step. ``extra_params`` (e.g. projections of intermediate-layer
+    losses) are trained with the model. Returns step count and seconds.
     """
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad] + list(extra_params or [])
-    opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    opt = _optimizer(spec, params)
     n = len(split)
     batches_per_epoch = max(1, n // spec.batch_size + (n % spec.batch_size > 1))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(spec.epochs * batches_per_epoch, spec.warmup_ratio))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(spec, spec.epochs * batches_per_epoch))
     rng = np.random.default_rng(seed)
     labels_all = torch.from_numpy(split.labels)
     steps, start = 0, time.perf_counter()
@@ -61,9 +74,12 @@ def train(model: torch.nn.Module, split: Split, spec: Any, seed: int, loss_fn: L
             idx = order[b:b + spec.batch_size]
             if len(idx) < 2:  # batch norm cannot train on one example
                 continue
-            batch = {k: v.to(device, non_blocking=True) for k, v in split.batch(idx).items()}
-            idx_t = torch.from_numpy(idx)
-            loss = loss_fn(model, batch, idx_t, labels_all[idx_t].to(device))
+            view, target = None, idx
+            if split.n_views:
+                view = rng.integers(split.n_views, size=len(idx))
+                target = idx * split.n_views + view
+            batch = {k: v.to(device, non_blocking=True) for k, v in split.batch(idx, view).items()}
+            loss = loss_fn(model, batch, torch.from_numpy(target), labels_all[torch.from_numpy(idx)].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if spec.max_grad_norm > 0:
@@ -76,13 +92,19 @@ def train(model: torch.nn.Module, split: Split, spec: Any, seed: int, loss_fn: L
 
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, split: Split, device: torch.device, batch_size: int = 256) -> np.ndarray:
-    """The model's logits on every example of ``split`` (in order), as float32."""
+    """The model's logits on every example of ``split`` (in order), as float32; on a split with
+    training views, on every (example, view), row ``example * n_views + view``."""
     model.to(device).eval()
+    views = max(1, split.n_views)
     out = []
     for b in range(0, len(split), batch_size):
         idx = np.arange(b, min(b + batch_size, len(split)))
-        batch = {k: v.to(device) for k, v in split.batch(idx).items()}
-        out.append(model(**batch).float().cpu().numpy())
+        per_view = []
+        for v in range(views):
+            view = np.full(len(idx), v) if split.n_views else None
+            batch = {k: t.to(device) for k, t in split.batch(idx, view).items()}
+            per_view.append(model(**batch).float().cpu().numpy())
+        out.append(np.stack(per_view, axis=1).reshape(len(idx) * views, -1))
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 

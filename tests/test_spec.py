@@ -45,7 +45,7 @@ def _error(capsys, path: Path, *cmd: str) -> str:
     ("teachers = 3", "teachers = 40", ["'teachers'", "expected a plan of at most 1,000,000 jobs"]),
     ("params = { hidden = [32] }", "params = { hidden = [true] }", ["teacher.params.hidden", "positive integers"]),
     ('model = "mlp"\nparams = { hidden = [8] }', 'model = "bert"\nparams = {}',
-     ["student.model", "task 'digits' takes image models (mlp, cnn, resnet), got 'bert'"]),
+     ["student.model", "task 'digits' takes image models (mlp, cnn, resnet, resnet8, resnet14, resnet20, resnet32, resnet44, resnet56, resnet110), got 'bert'"]),
     ('model = "mlp"\nparams = { hidden = [8] }', 'model = "mlp"\nparams = { hidden = [8, 0] }',
      ["student.params.hidden", "expected a non-empty list of positive integers"]),
 ])
