@@ -36,7 +36,7 @@ def jobs_frame(records: Sequence[dict], grid: Sequence[str] = ()) -> pd.DataFram
                "primary": r.get("primary"), "repeat": r["repeat"],
                **{g: r["grid"].get(g) for g in grid},
                "score": r.get("score"), "metric": r.get("metric"), "attempts": r.get("attempts"),
-               "device": r.get("device"), "error": r.get("error")}
+               "device": r.get("device"), "error": r.get("error"), "n_params": r.get("n_params")}
         for split, metrics in (r.get("scores") or {}).items():
             for m, v in metrics.items():
                 row[f"{split}_{m}"] = v
@@ -67,20 +67,23 @@ def by_combination(jobs: pd.DataFrame, grid: Sequence[str] = ()) -> pd.DataFrame
     return out.sort_values([*grid, "k", "combination"], key=_combination_order, kind="stable").reset_index(drop=True)
 
 
-def summary_by_k(by_comb: pd.DataFrame, grid: Sequence[str] = ()) -> pd.DataFrame:
+def summary_by_k(by_comb: pd.DataFrame, grid: Sequence[str] = (), higher_is_better: bool = True) -> pd.DataFrame:
     """Per (grid point, k): the mean over combinations of the combination min (worst), max (best)
-    and mean, their std over combinations (ddof=0), n_combinations and n_runs."""
+    and mean, their std over combinations (ddof=0), n_combinations and n_runs. For a metric where
+    lower is better (perplexity), worst is the combination max and best its min."""
     g = by_comb.groupby([*grid, "k"], sort=True)
+    lo, hi = ("min", "max") if higher_is_better else ("max", "min")
     out = pd.DataFrame({
-        "worst": g["min"].mean(), "worst_std": g["min"].std(ddof=0),
-        "best": g["max"].mean(), "best_std": g["max"].std(ddof=0),
+        "worst": g[lo].mean(), "worst_std": g[lo].std(ddof=0),
+        "best": g[hi].mean(), "best_std": g[hi].std(ddof=0),
         "mean": g["mean"].mean(), "mean_std": g["mean"].std(ddof=0),
         "n_combinations": g.size(), "n_runs": g["n_runs"].sum(),
     })
     return out.reset_index()
 
 
-def budget(jobs: pd.DataFrame, teacher_seconds: dict[str, float], grid: Sequence[str] = ()) -> pd.DataFrame:
+def budget(jobs: pd.DataFrame, teacher_seconds: dict[str, float], grid: Sequence[str] = (),
+           higher_is_better: bool = True) -> pd.DataFrame:
     """The summary by k against compute: what one k-teacher student costs from scratch.
 
     Per combination: ``teacher_seconds`` = the sum of its k teachers' costs (the argument maps
@@ -95,4 +98,18 @@ def budget(jobs: pd.DataFrame, teacher_seconds: dict[str, float], grid: Sequence
     costs["teacher_seconds"] = [sum(teacher_seconds[t] for t in keys.split(",")) for keys in costs["teacher_keys"]]
     costs["compute_seconds"] = costs["teacher_seconds"] + costs["student_seconds"]
     per_k = costs.groupby([*grid, "k"], sort=True)[["compute_seconds", "teacher_seconds", "student_seconds"]].mean()
-    return per_k.reset_index().merge(summary_by_k(by_combination(ok, grid), grid), on=[*grid, "k"])
+    summary = summary_by_k(by_combination(ok, grid), grid, higher_is_better)
+    return per_k.reset_index().merge(summary, on=[*grid, "k"])
+
+
+def scores_by_grid(jobs: pd.DataFrame, grid: Sequence[str] = ()) -> pd.DataFrame:
+    """Per grid point: the mean over ok runs of every score column (``<split>_<metric>``) and
+    n_runs; the shape of Gholami & Omar's Tables 3-4 (metrics per T and alpha)."""
+    ok = _ok(jobs)
+    cols = [c for c in ok.columns if "_" in c and c.split("_", 1)[0] not in ("t", "n", "teacher")
+            and pd.api.types.is_numeric_dtype(ok[c])]
+    if not grid:
+        return ok[cols].mean().to_frame().T.assign(n_runs=len(ok))
+    out = ok.groupby(list(grid), sort=True)[cols].mean()
+    out["n_runs"] = ok.groupby(list(grid), sort=True).size()
+    return out.reset_index()

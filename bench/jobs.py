@@ -69,6 +69,7 @@ class DistillContext:
     primary: str | None
     teachers_root: str
     device: Any
+    teacher_outputs: tuple = ()  # each teacher's stored outputs as loaded (e.g. the LM's top-K caches)
     fit: dict = field(default_factory=dict)  # the recipe reports steps and seconds here
 
 
@@ -130,13 +131,13 @@ def run_distill(job: dict, device: Any) -> dict:
     root = job["paths"]["teachers"]
     logits = [teacher_logits(root, data.name, k, augment) for k in config["teachers"]]
     mean = {s: mean_teacher_logits(torch.stack([torch.from_numpy(lg[s]) for lg in logits])).numpy()
-            for s in logits[0]}
+            for s in logits[0] if s in data.splits}  # dense per-split logits (not the LM's top-K caches)
     ctx = DistillContext(data=data, spec=train_spec(config["student"], config["seed"]), seed=config["seed"],
                          params=config["method"]["params"], teacher_logits=mean,
                          primary_logits=None if config["primary"] is None else
                          teacher_logits(root, data.name, config["primary"], augment),
                          teacher_keys=tuple(config["teachers"]), primary=config["primary"],
-                         teachers_root=root, device=device)
+                         teachers_root=root, device=device, teacher_outputs=tuple(logits))
     t_setup = time.perf_counter()
     model = METHODS[config["method"]["name"]].run(ctx)
     t_train = time.perf_counter()

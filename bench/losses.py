@@ -37,6 +37,35 @@ def kd_loss(
     return alpha * ce + (1.0 - alpha) * temperature**2 * kl
 
 
+def token_kd_loss(
+    student_logits: torch.Tensor,
+    target_ids: torch.Tensor,
+    target_logits: torch.Tensor,
+    labels: torch.Tensor,
+    mask: torch.Tensor,
+    temperature: float,
+    alpha: float,
+) -> torch.Tensor:
+    """The pinned KD loss per token of a causal LM, averaged over real (mask = 1) tokens.
+
+    ``student_logits`` (tokens, vocab); the teacher distribution at each token is
+    softmax(target_logits / T) over the token ids ``target_ids`` (tokens, U) (the k-teacher
+    mean on the retained support, -inf for none); the KL sums over that support, against the
+    student's full softmax at T. ``alpha*CE + (1-alpha)*T^2*KL``: with the whole vocabulary as
+    support this is ``kd_loss`` per token.
+    """
+    m = mask.to(student_logits.dtype)
+    n = m.sum().clamp_min(1.0)
+    ce = (F.cross_entropy(student_logits, labels, reduction="none") * m).sum() / n
+    if alpha >= 1.0:
+        return ce
+    log_p_s = F.log_softmax(student_logits / temperature, dim=-1).gather(1, target_ids)
+    log_p_t = F.log_softmax(target_logits / temperature, dim=-1)
+    p_t = log_p_t.exp()
+    kl = torch.where(p_t > 0, p_t * (log_p_t - log_p_s), torch.zeros_like(p_t)).sum(-1)
+    return alpha * ce + (1.0 - alpha) * temperature**2 * (kl * m).sum() / n
+
+
 def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                        temperature: float = 1.0) -> torch.Tensor:
     """TinyBERT's prediction-layer loss: -sum p_t log p_s at temperature T, batch mean."""

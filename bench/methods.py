@@ -72,6 +72,32 @@ def _run_distilbert(ctx: Any) -> Any:
     return train_distilbert(ctx)
 
 
+def _run_lm_kd(ctx: Any) -> Any:
+    from bench.lm import train_lm_kd
+
+    return train_lm_kd(ctx)
+
+
+def _models_of(kind: str, teacher: Any, student: Any, file: str, method: str, allowed: bool) -> None:
+    """Require (allowed=True) or forbid (False) model ``kind`` for both roles."""
+    for role, spec in (("teacher", teacher), ("student", student)):
+        if (spec.model == kind) != allowed:
+            expected = f"'{kind}'" if allowed else f"a model other than '{kind}' (for language models: 'lm-kd')"
+            raise SpecError(file, f"{role}.model", f"method '{method}' expected {expected}, got '{spec.model}'")
+
+
+def _check_kd(teacher: Any, student: Any, file: str) -> None:
+    _models_of("gpt", teacher, student, file, "kd", False)
+
+
+def _check_kd_primary(teacher: Any, student: Any, file: str) -> None:
+    _models_of("gpt", teacher, student, file, "kd-primary", False)
+
+
+def _check_lm_kd(teacher: Any, student: Any, file: str) -> None:
+    _models_of("gpt", teacher, student, file, "lm-kd", True)
+
+
 def _bert_pair(teacher: Any, student: Any, file: str, method: str) -> None:
     for role, spec in (("teacher", teacher), ("student", student)):
         if spec.model != "bert":
@@ -106,6 +132,7 @@ METHODS: dict[str, Method] = {
         run=_run_kd,
         doc="Hinton KD against softmax(mean of the k teachers' logits / T)",
         convention=KD_CONVENTION,
+        check=_check_kd,
     ),
     "kd-primary": Method(
         name="kd-primary",
@@ -115,6 +142,7 @@ METHODS: dict[str, Method] = {
         doc="KD whose soft target mixes the k-teacher mean (1 - beta) and the primary teacher alone (beta): "
             "the simplest method with a single-teacher part, run once per primary",
         convention="alpha*CE + (1-alpha)*T^2*[(1-beta)*KL(p_mean||p_s) + beta*KL(p_primary||p_s)], batchmean",
+        check=_check_kd_primary,
     ),
     "tinybert": Method(
         name="tinybert",
@@ -142,5 +170,16 @@ METHODS: dict[str, Method] = {
         convention=KD_CONVENTION + " + cos_weight * mean over tokens (1 - cos(h_S, h_primary))",
         features="online: primary teacher last hidden states",
         check=_check_distilbert,
+    ),
+    "lm-kd": Method(
+        name="lm-kd",
+        needs_primary=False,
+        params=KD_PARAMS,
+        run=_run_lm_kd,
+        doc="Token-level KD of a causal LM (Gholami & Omar 2023) against the mean of the k teachers' cached "
+            "top-K next-token logits",
+        convention="per token: alpha*CE + (1-alpha)*T^2*KL(p_t||p_s), mean over tokens; t = mean of the k "
+                   "teachers' top-K logits on their union (a teacher's missing entries = its K-th logit)",
+        check=_check_lm_kd,
     ),
 }

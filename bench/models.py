@@ -37,6 +37,7 @@ class Shape:
     num_labels: int
     input_shape: tuple[int, ...] = ()  # (C, H, W) for images
     vocab_size: int = 0  # text: the tokenizer's vocabulary
+    context: int = 0  # language models: tokens per block the model reads
 
 
 def _ints(spec: Any, file: str, role: str, key: str, default: list[int]) -> list[int]:
@@ -55,7 +56,7 @@ def _check_keys(spec: Any, file: str, role: str, allowed: list[str]) -> None:
             raise SpecError(file, f"{role}.params.{key}", f"unknown parameter of model '{spec.model}'"
                             f"{did_you_mean(key, allowed)}; expected "
                             + (f"one of: {', '.join(allowed)}" if allowed else "no params"))
-    if spec.pretrained is not None and spec.model != "bert":
+    if spec.pretrained is not None and spec.model not in ("bert", "gpt"):
         raise SpecError(file, f"{role}.pretrained", f"model '{spec.model}' takes no pretrained weights")
     dropout = spec.params.get("dropout", 0.0)
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
@@ -124,6 +125,34 @@ def build_cifar_resnet(spec: Any, shape: Shape, depth: int) -> Any:
     return CifarResNet(depth, shape.num_labels, shape.input_shape[0])
 
 
+def _check_gpt(spec: Any, file: str, role: str) -> None:
+    from transformers import GPT2Config
+
+    from bench.errors import did_you_mean
+
+    allowed = sorted(GPT2Config().to_dict())
+    for key in spec.params:
+        if key not in allowed:
+            raise SpecError(file, f"{role}.params.{key}", f"not a GPT2Config field{did_you_mean(key, allowed)}")
+
+
+def build_gpt(spec: Any, shape: Shape) -> Any:
+    """A causal LM: pretrained (alias, folder or hub name, config overrides in params) or a GPT-2
+    config built locally (``params`` = GPT2Config fields; vocabulary and context from the task)."""
+    from transformers import AutoModelForCausalLM, GPT2Config
+    from transformers.utils import logging as hf_logging
+
+    from bench.nets import CausalLM
+
+    hf_logging.set_verbosity_error()
+    if spec.pretrained:
+        model = AutoModelForCausalLM.from_pretrained(resolve_pretrained(spec.pretrained), **spec.params)
+    else:
+        params = {"n_positions": max(shape.context, 1), **spec.params}
+        model = AutoModelForCausalLM.from_config(GPT2Config(vocab_size=shape.vocab_size, **params))
+    return CausalLM(model)
+
+
 def build_bert(spec: Any, shape: Shape) -> Any:
     """A BERT-family classifier: from pretrained weights (with config overrides) or from a config."""
     import logging
@@ -155,7 +184,7 @@ CIFAR_RESNET_DEPTHS = (8, 14, 20, 32, 44, 56, 110)
 class ModelKind:
     """A model family: which inputs it takes, how to check its params and how to build it."""
 
-    modality: str  # "image" or "text"
+    modality: str  # "image", "text" (classification) or "lm" (causal language modelling)
     check: Callable[[Any, str, str], None]
     build: Callable[[Any, Shape], Any]
 
@@ -165,6 +194,7 @@ MODELS: dict[str, ModelKind] = {
     "cnn": ModelKind("image", _check_cnn, build_cnn),
     "resnet": ModelKind("image", _check_resnet, build_resnet),
     "bert": ModelKind("text", _check_bert, build_bert),
+    "gpt": ModelKind("lm", _check_gpt, build_gpt),
     # He et al. (2016) CIFAR ResNets, 6n+2 layers: resnet20 0.27M ... resnet110 1.7M parameters
     **{f"resnet{d}": ModelKind("image", _check_cifar_resnet, partial(build_cifar_resnet, depth=d))
        for d in CIFAR_RESNET_DEPTHS},

@@ -78,6 +78,18 @@ class ResNet(nn.Module):
         return self.fc(self.stages(self.stem(x)).mean(dim=(2, 3)))
 
 
+class CausalLM(nn.Module):
+    """Wraps a transformers causal LM: ``x`` = blocks of max_length + 1 token ids, returns the
+    next-token logits at the first max_length positions (batch, max_length, vocab)."""
+
+    def __init__(self, hf_model: nn.Module):
+        super().__init__()
+        self.hf = hf_model
+
+    def forward(self, x: torch.Tensor, **_: torch.Tensor) -> torch.Tensor:
+        return self.hf(input_ids=x[:, :-1].long()).logits
+
+
 class SequenceClassifier(nn.Module):
     """Wraps a transformers sequence-classification model so that forward returns logits."""
 

@@ -91,7 +91,7 @@ class Plan:
 # Fields added after format 1, with their defaults: they enter a key only when set to another
 # value, so that the teachers and records of existing sweeps keep their keys.
 LATER_FIELDS = {"views": 0, "optimizer": "adamw", "momentum": 0.9, "schedule": "linear",
-                "milestones": (0.5, 0.75)}
+                "milestones": (0.5, 0.75), "vocab_size": 1024, "teacher_topk": 64, "lambada": None}
 
 
 def _identity(spec: Any) -> dict:

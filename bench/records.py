@@ -2,9 +2,9 @@
 
 A record is the only source of tables and figures. Schema (``RECORD_FORMAT`` 1):
 ``key, sweep, status ("ok" | "failed"), attempts, error, k, combination, primary, repeat, grid,
-teacher_keys, config, metric, score, scores {split: {metric: value}}, timings {queue_wait, setup,
+teacher_keys, config, metric, score (on the task's first evaluation split), scores {split: {metric: value}}, timings {queue_wait, setup,
 train, eval, total}, device, slot, provenance {versions, git_commit, host, pid, finished}``;
-ok records add ``n_params, fit (steps, seconds per stage), teacher_work, torch_device, cuda_visible_devices, threads`` and
+ok records add ``score_split, n_params, fit (steps, seconds per stage), teacher_work, torch_device, cuda_visible_devices, threads`` and
 ``provenance.started``; failed ones add ``errors`` (one per attempt) and have null scores and timings.
 """
 

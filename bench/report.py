@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.aggregate import budget, by_combination, jobs_frame, summary_by_k
+from bench.aggregate import budget, by_combination, jobs_frame, scores_by_grid, summary_by_k
 from bench.plan import Plan, grid_points
 from bench.records import atomic_write_bytes, load_records
+from bench.tasks import LOWER_IS_BETTER
 from bench.teachers import load_meta, teacher_done
 
 
@@ -39,6 +40,7 @@ def teachers_frame(plan: Plan) -> pd.DataFrame:
         m = load_meta(plan.sweep.paths.teachers, plan.sweep.task.name, t.key)
         rows.append({"index": t.index, "key": t.key, "seed": m["seed"], "score": m["score"],
                      "metric": m["metric"], "n_params": m.get("n_params"), "device": m["device"],
+                     **{f"{split}_{name}": v for split, values in m["scores"].items() for name, v in values.items()},
                      **{f"t_{k}": v for k, v in m["timings"].items()}})
     return pd.DataFrame(rows)
 
@@ -82,6 +84,25 @@ def _figure(table: pd.DataFrame, grid: list[str], points: list[dict], draw, metr
     plt.close(fig)
 
 
+def _teachers_vs_students(jobs: pd.DataFrame, teachers: pd.DataFrame, grid: list[str], out: Path) -> list[str]:
+    """Every metric per grid point, students (mean over runs) next to the teachers (mean over the
+    N), with parameter counts: the shape of Gholami & Omar's Tables 3-4."""
+    table = scores_by_grid(jobs, grid)
+    ok = jobs[jobs["status"] == "ok"]
+    table.insert(len(grid), "model", "student")
+    if "n_params" in ok:
+        table["n_params"] = ok["n_params"].iloc[0]
+    if not teachers.empty:
+        cols = [c for c in table.columns if c in teachers.columns and c not in ("n_runs",)]
+        row = {"model": f"teachers (mean of {len(teachers)})", **teachers[cols].mean(numeric_only=True).to_dict(),
+               "n_runs": len(teachers), "n_params": teachers["n_params"].iloc[0]}
+        table = pd.concat([pd.DataFrame([row]), table], ignore_index=True)[table.columns]
+    _save_csv(table, out / "scores_by_grid.csv")
+    return ["## Teachers vs students, every metric", "",
+            "Students: mean over all their runs (every k) at each grid point; teachers: mean over the N.", "",
+            markdown_table(table), ""]
+
+
 def write_report(plan: Plan) -> Path:
     """Build every table and figure of the sweep from its records; returns the report folder."""
     from bench.plots import plot_budget, plot_by_k
@@ -111,7 +132,8 @@ def write_report(plan: Plan) -> Path:
     if n_ok:
         metric = _metric_label(records[0])
         comb = by_combination(jobs, grid)
-        summary = summary_by_k(comb, grid)
+        higher = records[0]["metric"] not in LOWER_IS_BETTER
+        summary = summary_by_k(comb, grid, higher)
         tsec = {} if teachers.empty else dict(zip(
             teachers["key"], teachers["t_train"] + teachers["t_eval"] + teachers["t_cache"]))
         complete = all(k in tsec for keys in jobs["teacher_keys"] for k in keys.split(","))
@@ -124,7 +146,7 @@ def write_report(plan: Plan) -> Path:
                   "combinations, and their std over combinations (ddof=0).", "",
                   markdown_table(summary), "", "![by k](by_k.png) ([PDF](by_k.pdf))", ""]
         if complete:
-            bud = budget(jobs, tsec, grid)
+            bud = budget(jobs, tsec, grid, higher)
             _save_csv(bud, out / "budget.csv")
             _figure(bud, grid, points, plot_budget, metric, out / "budget")
             lines += ["## Against compute", "",
@@ -134,7 +156,9 @@ def write_report(plan: Plan) -> Path:
                       markdown_table(bud[[*grid, "k", "compute_seconds", "teacher_seconds", "student_seconds",
                                           "worst", "best", "mean"]]),
                       "", "![budget](budget.png) ([PDF](budget.pdf))", ""]
-    tables = [n for n in ("jobs.csv", "by_combination.csv", "summary_by_k.csv", "budget.csv", "teachers.csv")
+        lines += _teachers_vs_students(jobs, teachers, grid, out)
+    tables = [n for n in ("jobs.csv", "by_combination.csv", "summary_by_k.csv", "budget.csv", "scores_by_grid.csv",
+                          "teachers.csv")
               if (out / n).exists()]
     lines += ["Tables: " + ", ".join(f"[{n}]({n})" for n in tables) + ".", ""]
     atomic_write_bytes(out / "report.md", "\n".join(lines).encode())

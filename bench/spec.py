@@ -28,13 +28,16 @@ class TaskSpec:
     """Which data set, where it comes from and how text is tokenized."""
 
     name: str
-    data: str | None = None  # local folder (GLUE layout); None: embedded (digits) or the HF hub
+    data: str | None = None  # local folder (GLUE, CIFAR-10) or text file (lm); None: embedded or the HF hub
     tokenizer: str | None = None  # text tasks: hub name, local folder or alias; default: teacher's
     max_length: int = 128
     train_subset: int | None = None  # use a fixed random subset of the training split
     eval_subset: int | None = None  # ... and of each evaluation split
     split_seed: int = 0  # fixes subsets, the digits train/dev/test split and the training views
     views: int = 0  # cifar10: crop/flip views per training image (0: none, 162: all; bench/cifar.py)
+    vocab_size: int = 1024  # lm: size of the BPE vocabulary trained on the corpus (tokenizer = "bpe")
+    teacher_topk: int = 64  # lm: next-token logits kept per position in the teacher cache (bench/lm.py)
+    lambada: str | None = None  # lm: LAMBADA jsonl (OpenAI format) for last-word accuracy / perplexity
 
 
 @dataclass(frozen=True)
@@ -322,7 +325,9 @@ def parse_sweep(data: dict, file: str) -> Sweep:
     if not 0 <= task.views <= ALL_VIEWS:
         raise SpecError(file, "task.views", f"expected 0 <= views <= {ALL_VIEWS} (all crop/flip views), "
                         f"got {task.views}")
-    if task.data is not None and not os.path.isdir(task.data):
+    if task.name == "lm":
+        _check_lm_task(task, file)
+    elif task.data is not None and not os.path.isdir(task.data):
         raise SpecError(file, "task.data", f"expected an existing folder, got {task.data!r} "
                         f"(relative paths are taken from the current directory {os.getcwd()})")
 
@@ -330,6 +335,8 @@ def parse_sweep(data: dict, file: str) -> Sweep:
     student = _build(TrainSpec, data["student"], file, "student")
     _check_train(teacher, file, "teacher")
     _check_train(student, file, "student")
+    if task.name == "lm" and task.tokenizer is None:
+        task = dataclasses.replace(task, tokenizer=teacher.pretrained or "bpe")
     if task.tokenizer is None and teacher.pretrained is not None:
         task = dataclasses.replace(task, tokenizer=teacher.pretrained)
     check_models(task, teacher, student, file)
@@ -353,6 +360,16 @@ def parse_sweep(data: dict, file: str) -> Sweep:
     return Sweep(name=name, task=task, teacher=teacher, student=student, method=method, teachers=n,
                  k=tuple(sorted(k)), repeats=repeats, grid=grid, run=run, paths=paths, augment=augment,
                  source=file)
+
+
+def _check_lm_task(task: TaskSpec, file: str) -> None:
+    if task.data is None or not (task.data.startswith("hub:") or os.path.isfile(task.data)):
+        raise SpecError(file, "task.data", f"expected a text file or 'hub:NAME[:CONFIG]', got {task.data!r} "
+                        f"(relative paths are taken from the current directory {os.getcwd()})")
+    if task.lambada is not None and not os.path.isfile(task.lambada):
+        raise SpecError(file, "task.lambada", f"expected an existing LAMBADA jsonl file, got {task.lambada!r}")
+    _positive(file, "task.vocab_size", task.vocab_size, 258)
+    _positive(file, "task.teacher_topk", task.teacher_topk)
 
 
 def check_run(run: RunSpec, file: str, prefix: str) -> None:

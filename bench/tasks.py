@@ -4,6 +4,7 @@
   train/dev/test split.
 - ``cifar10``: CIFAR-10 from a local folder (JPEG tarball) or the hub; scored on its test split;
   optional finite sets of crop/flip training views (``bench/cifar.py``).
+- ``lm``: a text corpus for causal LMs, held-out perplexity and LAMBADA (``bench/lm.py``).
 - ``cola`` (Matthews corr.), ``mrpc`` (accuracy and F1), ``sst2`` (accuracy): GLUE, read from a
   folder in the official GLUE TSV layout (``task.data``) or from the Hugging Face hub
   (``nyu-mll/glue``) when no folder is given. Scored on the dev split (GLUE test is unlabeled).
@@ -305,11 +306,36 @@ def load_glue(spec: Any, cache_dir: Path) -> TaskData:
 
 @dataclass(frozen=True)
 class TaskInfo:
-    """A task: its modality, metrics (the first is the headline score) and loader."""
+    """A task: its modality, metrics (the first is the headline score) and loader; tasks whose
+    models do not map an example to class logits bring their own evaluation and teacher outputs."""
 
     modality: str
     metrics: tuple
     load: Callable[[Any, Path], TaskData]
+    evaluate: Callable[[TaskData, Any, Any], dict] | None = None  # (data, model, device) -> scores
+    teacher_outputs: Callable[[Any, TaskData, Any, Any], dict] | None = None  # (model, data, device, spec)
+
+
+# Metrics where lower is better: the worst case of a combination is then its maximum.
+LOWER_IS_BETTER = frozenset({"perplexity"})
+
+
+def _lm_load(spec: Any, cache_dir: Path) -> TaskData:
+    from bench.lm import load_lm
+
+    return load_lm(spec, cache_dir)
+
+
+def _lm_evaluate(data: TaskData, model: Any, device: Any) -> dict:
+    from bench.lm import evaluate_lm
+
+    return evaluate_lm(data, model, device)
+
+
+def _lm_teacher_outputs(model: Any, data: TaskData, device: Any, spec: Any) -> dict:
+    from bench.lm import teacher_topk
+
+    return teacher_topk(model, data, device, spec.teacher_topk)
 
 
 def load_cifar10(spec: Any, cache_dir: Path) -> TaskData:
@@ -325,6 +351,7 @@ TASKS: dict[str, TaskInfo] = {
     "cola": TaskInfo("text", ("mcc", "accuracy"), load_glue),
     "mrpc": TaskInfo("text", ("accuracy", "f1"), load_glue),
     "sst2": TaskInfo("text", ("accuracy",), load_glue),
+    "lm": TaskInfo("lm", ("perplexity", "token_accuracy", "accuracy"), _lm_load, _lm_evaluate, _lm_teacher_outputs),
 }
 
 

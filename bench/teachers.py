@@ -52,14 +52,16 @@ def train_teacher(job: dict, data, device, started: float) -> dict:
     model = MODELS[spec.model].build(spec, data.shape)
     t_setup = time.perf_counter()
     fit = train(model, data.splits["train"], spec, spec.seed,
-                logits_loss(lambda logits, idx, y: F.cross_entropy(logits, y)), device)
+                logits_loss(lambda logits, idx, y: F.cross_entropy(logits.flatten(0, -2), y.flatten())), device)
     t_train = time.perf_counter()
     scores = evaluate(data, model, device)
     t_eval = time.perf_counter()
-    outputs = {name: predict_logits(model, split, device) for name, split in data.splits.items()}
-    t_cache = time.perf_counter()
-
     from bench.tasks import TASKS
+
+    hook = TASKS[data.name].teacher_outputs
+    outputs = (hook(model, data, device, task_spec(config)) if hook is not None else
+               {name: predict_logits(model, split, device) for name, split in data.splits.items()})
+    t_cache = time.perf_counter()
 
     metric = TASKS[data.name].metrics[0]
     final = teacher_dir(job["paths"]["teachers"], data.name, job["key"])

@@ -110,6 +110,11 @@ def predict_logits(model: torch.nn.Module, split: Split, device: torch.device, b
 
 def evaluate(data: TaskData, model: torch.nn.Module, device: torch.device) -> dict:
     """Metrics of the task on each evaluation split: {split: {metric: value}}."""
+    from bench.tasks import TASKS
+
+    custom = TASKS[data.name].evaluate
+    if custom is not None:
+        return custom(data, model, device)
     scores = {}
     for name in data.eval_splits:
         split = data.splits[name]

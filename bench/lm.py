@@ -1,0 +1,276 @@
+"""The language-model task (Gholami & Omar 2023): a text corpus cut into blocks for causal LMs,
+a tokenizer trained locally, LAMBADA last-word scoring, held-out perplexity, and the teachers'
+top-K next-token logits that token-level KD distils from.
+
+- Corpus: ``task.data`` = a local text file (cut at 90% of its lines: the first part trains, the
+  rest is the fixed validation split), or ``hub:NAME[:CONFIG]`` for a Hugging Face dataset with a
+  ``text`` column (online machines; its train and validation splits).
+- Tokenizer: ``task.tokenizer = "bpe"`` (default) trains a byte-level BPE of ``task.vocab_size``
+  tokens on the training part with the ``tokenizers`` library, cached; anything else is a
+  pretrained tokenizer (alias, folder or hub name) for pretrained models.
+- Blocks: non-overlapping windows of ``max_length + 1`` tokens; the model reads the first
+  ``max_length`` and predicts the last ``max_length``. No padding in training.
+- LAMBADA (``task.lambada`` = the OpenAI jsonl): context = text up to the last space, target =
+  " " + the last word (as lm-evaluation-harness splits it). Accuracy: every target token is the
+  greedy (argmax) prediction given the true preceding tokens, so a multi-token word must be right
+  in all its pieces; perplexity: exp of the mean over examples of the target word's total NLL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.errors import UserError
+
+EOS = "<|endoftext|>"
+
+
+# --------------------------------------------------------------------------- corpus + tokenizer
+
+def read_corpus(spec: Any) -> tuple[str, str]:
+    """(training text, validation text) of the task."""
+    if spec.data.startswith("hub:"):
+        import datasets  # online only
+
+        name, _, config = spec.data[4:].partition(":")
+        ds = datasets.load_dataset(name, config or None)
+        return "\n".join(ds["train"]["text"]), "\n".join(ds["validation"]["text"])
+    path = Path(spec.data)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read the corpus as UTF-8 text ({e})") from None
+    cut = int(len(lines) * 0.9)
+    if cut == 0 or cut == len(lines):
+        raise UserError(f"{path}: expected a text corpus of at least 2 lines, got {len(lines)}")
+    return "".join(lines[:cut]), "".join(lines[cut:])
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_lm_tokenizer(spec: Any, train_text: str, cache_dir: Path) -> Any:
+    """A ``tokenizers.Tokenizer``: BPE trained on the training text (cached), or a pretrained one."""
+    from tokenizers import Tokenizer
+
+    if spec.tokenizer not in (None, "bpe"):
+        from bench.tasks import load_tokenizer
+
+        return load_tokenizer(spec.tokenizer).backend_tokenizer
+    path = cache_dir / "lm" / f"bpe-{_digest([spec.vocab_size, len(train_text), train_text[:4096]])}.json"
+    if path.exists():
+        return Tokenizer.from_file(str(path))
+    from tokenizers import ByteLevelBPETokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(train_text.splitlines(), vocab_size=spec.vocab_size, min_frequency=2,
+                            special_tokens=[EOS], show_progress=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    bpe._tokenizer.save(str(tmp))
+    tmp.replace(path)
+    return bpe._tokenizer
+
+
+def encode(tokenizer: Any, text: str) -> np.ndarray:
+    return np.asarray(tokenizer.encode(text).ids, dtype=np.int32)
+
+
+def blocks(ids: np.ndarray, length: int) -> np.ndarray:
+    """Non-overlapping windows of ``length + 1`` tokens (the remainder is dropped)."""
+    n = (len(ids) - 1) // length
+    return np.stack([ids[i * length:i * length + length + 1] for i in range(n)]) if n else \
+        np.zeros((0, length + 1), dtype=np.int32)
+
+
+def read_lambada(path: str) -> list[tuple[str, str]]:
+    """(context, target) pairs: target = " " + the last word, context = the text before it."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                text = json.loads(line)["text"]
+            except (ValueError, KeyError, TypeError):
+                raise UserError(f"{path}:{lineno}: expected a JSON object with a 'text' field") from None
+            context, _, word = text.rstrip().rpartition(" ")
+            if not context or not word:
+                raise UserError(f"{path}:{lineno}: expected a text with a last word after a space")
+            out.append((context, " " + word))
+    return out
+
+
+def lambada_split(pairs: list[tuple[str, str]], tokenizer: Any, max_length: int) -> Any:
+    """A ragged Split of context + target ids; ``types`` marks the target tokens with 1."""
+    from bench.tasks import Split
+
+    ids, types, lengths = [], [], []
+    for context, target in pairs:
+        t = encode(tokenizer, target)
+        c = encode(tokenizer, context)[-(max_length - len(t)):]
+        ids.append(np.concatenate([c, t]))
+        types.append(np.concatenate([np.zeros(len(c), np.int8), np.ones(len(t), np.int8)]))
+        lengths.append(len(c) + len(t))
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return Split(labels=np.zeros(len(pairs), dtype=np.int64), ids=np.concatenate(ids),
+                 types=np.concatenate(types), offsets=offsets)
+
+
+def load_lm(spec: Any, cache_dir: Path) -> Any:
+    """The LM task: train / val blocks and the LAMBADA split (when ``task.lambada`` is set)."""
+    from bench.models import Shape
+    from bench.tasks import Split, TaskData, _subset
+
+    train_text, val_text = read_corpus(spec)
+    tokenizer = load_lm_tokenizer(spec, train_text, cache_dir)
+    splits = {}
+    for name, text, size in (("train", train_text, spec.train_subset), ("val", val_text, spec.eval_subset)):
+        b = blocks(encode(tokenizer, text), spec.max_length)
+        b = b[_subset(len(b), size, spec.split_seed)]
+        splits[name] = Split(labels=b[:, 1:].astype(np.int64), x=b)
+    eval_splits = ("val",)
+    if spec.lambada:
+        pairs = read_lambada(spec.lambada)
+        pairs = [pairs[i] for i in _subset(len(pairs), spec.eval_subset, spec.split_seed)]
+        splits["lambada"] = lambada_split(pairs, tokenizer, spec.max_length)
+        eval_splits = ("val", "lambada")
+    vocab = tokenizer.get_vocab_size()
+    return TaskData("lm", splits, Shape(num_labels=vocab, vocab_size=vocab, context=spec.max_length), eval_splits)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+def continuation_scores(log_probs: list[np.ndarray], targets: list[np.ndarray]) -> dict[str, float]:
+    """LAMBADA metrics from, per example, the log-probabilities (n_target x vocab) at the positions
+    that predict its target tokens, and those tokens: accuracy (every token greedy) and
+    perplexity (exp of the mean over examples of the target's total NLL)."""
+    greedy, nll = [], []
+    for lp, t in zip(log_probs, targets):
+        greedy.append(bool((lp.argmax(axis=1) == t).all()))
+        nll.append(-float(lp[np.arange(len(t)), t].sum()))
+    return {"accuracy": float(np.mean(greedy)), "perplexity": math.exp(float(np.mean(nll)))}
+
+
+def _lm_logits(model: Any, ids: Any, mask: Any) -> Any:
+    return model.hf(input_ids=ids, attention_mask=mask).logits
+
+
+def evaluate_lm(data: Any, model: Any, device: Any, batch_size: int = 32) -> dict:
+    """Held-out perplexity and next-token accuracy on ``val``; LAMBADA accuracy and perplexity."""
+    import torch
+
+    model.to(device).eval()
+    scores = {}
+    val = data.splits["val"]
+    nll, correct, count = 0.0, 0, 0
+    with torch.no_grad():
+        for b in range(0, len(val), batch_size):
+            idx = np.arange(b, min(b + batch_size, len(val)))
+            logits = model(**{k: v.to(device) for k, v in val.batch(idx).items()}).float()
+            labels = torch.from_numpy(val.labels[idx]).to(device)
+            nll += float(torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="sum"))
+            correct += int((logits.argmax(-1) == labels).sum())
+            count += labels.numel()
+        scores["val"] = {"perplexity": math.exp(nll / max(1, count)), "token_accuracy": correct / max(1, count)}
+        if "lambada" in data.splits:
+            lam = data.splits["lambada"]
+            log_probs, targets = [], []
+            for b in range(0, len(lam), batch_size):
+                idx = np.arange(b, min(b + batch_size, len(lam)))
+                batch = lam.batch(idx)
+                logits = _lm_logits(model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
+                lp = torch.log_softmax(logits.float(), -1).cpu().numpy()
+                for row, i in enumerate(idx):
+                    s, e = lam.offsets[i], lam.offsets[i + 1]
+                    is_target = lam.types[s:e] == 1
+                    pos = np.flatnonzero(is_target)
+                    log_probs.append(lp[row, pos - 1])
+                    targets.append(lam.ids[s:e][is_target].astype(np.int64))
+            scores["lambada"] = continuation_scores(log_probs, targets)
+    return scores
+
+
+# --------------------------------------------------------------------------- teacher outputs
+
+def teacher_topk(model: Any, data: Any, device: Any, k: int, batch_size: int = 32) -> dict[str, np.ndarray]:
+    """A teacher's K largest next-token logits at every position of every training block:
+    ``topk_idx`` (int32) and ``topk_val`` (float16), shape (blocks, max_length, K)."""
+    import torch
+
+    model.to(device).eval()
+    train = data.splits["train"]
+    k = min(k, data.shape.vocab_size)
+    idx_out, val_out = [], []
+    with torch.no_grad():
+        for b in range(0, len(train), batch_size):
+            idx = np.arange(b, min(b + batch_size, len(train)))
+            logits = model(**{n: v.to(device) for n, v in train.batch(idx).items()}).float()
+            top = torch.topk(logits, k, dim=-1)
+            idx_out.append(top.indices.to(torch.int32).cpu().numpy())
+            val_out.append(top.values.to(torch.float16).cpu().numpy())
+    return {"topk_idx": np.concatenate(idx_out), "topk_val": np.concatenate(val_out)}
+
+
+def union_target(indices: list[np.ndarray], values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The k-teacher KD target from top-K caches, per position: the union of the teachers'
+    retained tokens, each with the MEAN of the k teachers' logits, where a teacher that did not
+    retain a token contributes its K-th largest logit (an upper bound on the true value). Rows of
+    shape (..., k*K): token ids and mean logits, with -inf on repeated ids (zero probability).
+    With k = 1 (or K = vocabulary) this is the teacher's own distribution restricted to its
+    top K; softmax over the union is the approximation documented in docs/lm.md."""
+    shape = indices[0].shape[:-1]
+    idx = [np.asarray(i, dtype=np.int64).reshape(-1, i.shape[-1]) for i in indices]
+    val = [np.asarray(v, dtype=np.float32).reshape(-1, v.shape[-1]) for v in values]
+    if len(idx) == 1:
+        return idx[0].reshape(*shape, -1), val[0].reshape(*shape, -1)
+    union = np.sort(np.concatenate(idx, axis=1), axis=1)
+    rows = np.arange(len(union), dtype=np.int64)[:, None]
+    width = int(max(i.max() for i in idx)) + 1
+    query = (rows * width + union).ravel()
+    mean = np.zeros(union.shape, dtype=np.float32)
+    for i, v in zip(idx, val):
+        order = np.argsort(i, axis=1)
+        keys = (rows * width + np.take_along_axis(i, order, axis=1)).ravel()
+        sorted_val = np.take_along_axis(v, order, axis=1).ravel()
+        pos = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
+        floor = np.repeat(v.min(axis=1), union.shape[1])
+        mean += np.where(keys[pos] == query, sorted_val[pos], floor).reshape(union.shape)
+    mean /= len(idx)
+    mean[:, 1:][union[:, 1:] == union[:, :-1]] = -np.inf
+    return union.reshape(*shape, -1), mean.reshape(*shape, -1)
+
+
+# --------------------------------------------------------------------------- the method
+
+def train_lm_kd(ctx: Any) -> Any:
+    """Token-level KD of a causal LM: ``alpha*CE + (1-alpha)*T^2*KL`` per token against the mean
+    of the k teachers' cached top-K next-token logits (``union_target``)."""
+    import torch
+
+    from bench.losses import token_kd_loss
+    from bench.models import MODELS
+    from bench.training import set_seed, train
+
+    set_seed(ctx.seed)
+    model = MODELS[ctx.spec.model].build(ctx.spec, ctx.data.shape)
+    ids, logits = union_target([o["topk_idx"] for o in ctx.teacher_outputs],
+                               [o["topk_val"] for o in ctx.teacher_outputs])
+    ids, logits = torch.from_numpy(ids), torch.from_numpy(logits)
+    t, alpha = ctx.params["temperature"], ctx.params["alpha"]
+
+    def loss(model: Any, batch: dict, target: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        out = model(**batch).flatten(0, 1)
+        dev = out.device
+        return token_kd_loss(out, ids[target].flatten(0, 1).to(dev), logits[target].flatten(0, 1).to(dev),
+                             labels.flatten(), torch.ones(out.shape[0], device=dev), t, alpha)
+
+    ctx.fit.update(train(model, ctx.data.splits["train"], ctx.spec, ctx.seed, loss, ctx.device))
+    return model

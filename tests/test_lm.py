@@ -1,0 +1,152 @@
+"""The language-model arm: token-level KD loss by hand (with padding, the T^2 factor), the
+k-teacher target from top-K caches, LAMBADA scoring with multi-token words, the data pipeline,
+and a tiny LM sweep end to end on real text."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bench.errors import SpecError, UserError
+from bench.lm import blocks, continuation_scores, read_lambada, union_target
+from bench.losses import kd_loss, token_kd_loss
+from bench.spec import parse_sweep
+from helpers import bench_cli, records
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+
+
+def test_token_kd_loss_by_hand_with_padding():
+    # two tokens, vocabulary of 2; the second token is padding and must not count
+    s = torch.tensor([[0.0, 0.0], [5.0, -5.0]])
+    t = torch.tensor([[math.log(3.0), 0.0], [-9.0, 9.0]])  # teacher p = (3/4, 1/4) at T=1
+    ids = torch.tensor([[0, 1], [0, 1]])
+    labels = torch.tensor([1, 0])
+    mask = torch.tensor([1.0, 0.0])
+    # by hand, token 1 only: CE = -log(1/2); KL = 3/4 log(3/4 / 1/2) + 1/4 log(1/4 / 1/2)
+    ce = math.log(2.0)
+    kl = 0.75 * math.log(1.5) + 0.25 * math.log(0.5)
+    got = token_kd_loss(s, ids, t, labels, mask, temperature=1.0, alpha=0.3)
+    assert got.item() == pytest.approx(0.3 * ce + 0.7 * kl, rel=1e-6)
+    # the padding row really is ignored: changing it changes nothing
+    s2, t2 = s.clone(), t.clone()
+    s2[1], t2[1] = torch.tensor([-3.0, 8.0]), torch.tensor([1.0, 1.0])
+    assert token_kd_loss(s2, ids, t2, labels, mask, 1.0, 0.3).item() == pytest.approx(got.item())
+
+
+def test_token_kd_loss_t_squared_factor_and_full_support_equals_kd_loss():
+    torch.manual_seed(0)
+    s, t = torch.randn(6, 5), torch.randn(6, 5)
+    labels = torch.randint(0, 5, (6,))
+    ids = torch.arange(5).expand(6, 5)
+    ones = torch.ones(6)
+    for temp in (1.0, 2.0, 4.0):
+        kl = F.kl_div(F.log_softmax(s / temp, -1), F.log_softmax(t / temp, -1), reduction="batchmean", log_target=True)
+        pure_kd = token_kd_loss(s, ids, t, labels, ones, temp, alpha=0.0)
+        assert pure_kd.item() == pytest.approx(temp ** 2 * kl.item(), rel=1e-5)  # the T^2 factor
+        assert token_kd_loss(s, ids, t, labels, ones, temp, 0.5).item() == pytest.approx(
+            kd_loss(s, t, labels, temp, 0.5).item(), rel=1e-5)
+
+
+def test_token_kd_loss_ignores_minus_inf_entries_of_the_support():
+    s = torch.tensor([[1.0, 2.0, 3.0]])
+    ids = torch.tensor([[2, 2, 0]])
+    t = torch.tensor([[1.0, -math.inf, 1.0]])  # a repeated id carries no probability
+    got = token_kd_loss(s, ids, t, torch.tensor([0]), torch.ones(1), 1.0, 0.0)
+    log_ps = F.log_softmax(s, -1)[0]
+    assert got.item() == pytest.approx(0.5 * (math.log(0.5) - log_ps[2].item()) + 0.5 * (math.log(0.5) - log_ps[0].item()))
+
+
+def test_union_target_means_the_teachers_with_their_floor_for_missing_tokens():
+    # one position, K=2; teacher A keeps tokens 3 (logit 5) and 1 (2), teacher B keeps 1 (4) and 0 (1)
+    a_ids, a_val = np.array([[3, 1]]), np.array([[5.0, 2.0]])
+    b_ids, b_val = np.array([[1, 0]]), np.array([[4.0, 1.0]])
+    ids, val = union_target([a_ids, b_ids], [a_val, b_val])
+    got = {int(i): float(v) for i, v in zip(ids[0], val[0]) if v > -np.inf}
+    # token 0: A's floor 2 and B's 1; token 1: 2 and 4; token 3: 5 and B's floor 1
+    assert got == {0: 1.5, 1: 3.0, 3: 3.0}
+    assert (val[0] == -np.inf).sum() == 1  # token 1 was kept by both: one copy is masked
+    one_ids, one_val = union_target([a_ids], [a_val])
+    assert one_ids.tolist() == [[3, 1]] and one_val.tolist() == [[5.0, 2.0]]
+
+
+def test_lambada_scores_by_hand_with_a_multi_token_word():
+    lp = lambda rows: np.log(np.asarray(rows, dtype=float))  # noqa: E731
+    examples = [
+        lp([[0.1, 0.7, 0.2]]),                      # one-token word, greedy right: token 1
+        lp([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]]),     # two tokens (0, 2), both greedy: right
+        lp([[0.6, 0.3, 0.1], [0.5, 0.2, 0.3]]),     # two tokens (0, 2): second piece wrong
+    ]
+    targets = [np.array([1]), np.array([0, 2]), np.array([0, 2])]
+    got = continuation_scores(examples, targets)
+    assert got["accuracy"] == pytest.approx(2 / 3)
+    nll = [-math.log(0.7), -math.log(0.6) - math.log(0.6), -math.log(0.6) - math.log(0.3)]
+    assert got["perplexity"] == pytest.approx(math.exp(sum(nll) / 3))
+
+
+def test_lambada_split_marks_the_whole_last_word(tmp_path):
+    path = tmp_path / "l.jsonl"
+    path.write_text(json.dumps({"text": "the cat sat on the mattress"}) + "\n" + json.dumps({"text": "x"}) + "\n")
+    with pytest.raises(UserError, match="l.jsonl:2: expected a text with a last word"):
+        read_lambada(str(path))
+    path.write_text(json.dumps({"text": "the cat sat on the mattress"}) + "\n")
+    assert read_lambada(str(path)) == [("the cat sat on the", " mattress")]
+
+    from tokenizers import ByteLevelBPETokenizer
+
+    from bench.lm import lambada_split
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["the cat sat on the mat"] * 5, vocab_size=270, min_frequency=1)
+    split = lambada_split(read_lambada(str(path)), bpe._tokenizer, max_length=64)
+    target_ids = split.ids[split.types == 1].tolist()
+    assert len(target_ids) > 1  # "mattress" is several pieces for this tokenizer
+    assert bpe._tokenizer.decode(target_ids) == " mattress"
+
+
+def test_blocks_are_non_overlapping_windows():
+    b = blocks(np.arange(10, dtype=np.int32), 3)
+    assert b.tolist() == [[0, 1, 2, 3], [3, 4, 5, 6], [6, 7, 8, 9]]
+
+
+def _lm_spec(**task) -> dict:
+    return {"name": "l", "teachers": 2,
+            "task": {"name": "lm", "data": str(DATA / "lm-corpora" / "tinyshakespeare.txt"), **task},
+            "teacher": {"model": "gpt"}, "student": {"model": "gpt"}, "method": {"name": "lm-kd"}}
+
+
+def test_lm_spec_errors():
+    with pytest.raises(SpecError, match="task.data.*expected a text file"):
+        parse_sweep(_lm_spec(data="nope.txt"), "s.toml")
+    with pytest.raises(SpecError, match="task.lambada"):
+        parse_sweep(_lm_spec(lambada="nope.jsonl"), "s.toml")
+    with pytest.raises(SpecError, match="method 'kd' expected a model other than 'gpt'"):
+        parse_sweep({**_lm_spec(), "method": {"name": "kd"}}, "s.toml")
+    with pytest.raises(SpecError, match="student.params.n_layers.*did you mean 'n_layer'"):
+        parse_sweep({**_lm_spec(), "student": {"model": "gpt", "params": {"n_layers": 2}}}, "s.toml")
+    assert parse_sweep(_lm_spec(), "s.toml").task.tokenizer == "bpe"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (DATA / "lambada").is_dir(), reason="../shared/data not present")
+def test_tiny_lm_sweep_end_to_end(project):
+    spec = (REPO / "sweeps" / "lm-toy.toml").read_text().replace('"../shared/data', json.dumps(str(DATA))[:-1])
+    (project / "lm-toy.toml").write_text(spec)
+    proc = bench_cli("run", "lm-toy.toml", cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    recs = records(project / "results" / "lm-toy")
+    assert len(recs) == 6 and all(r["status"] == "ok" and r["metric"] == "perplexity" for r in recs.values())
+    for r in recs.values():
+        assert set(r["scores"]) == {"val", "lambada"} and 0 <= r["scores"]["lambada"]["accuracy"] <= 1
+        assert 1 < r["score"] < 1024  # better than... at most the vocabulary for a trained model
+    import pandas as pd
+
+    table = pd.read_csv(project / "reports" / "lm-toy" / "scores_by_grid.csv")
+    assert table["model"].tolist()[0].startswith("teachers") and len(table) == 3
+    summary = pd.read_csv(project / "reports" / "lm-toy" / "summary_by_k.csv")
+    assert (summary["worst"] >= summary["best"]).all()  # perplexity: the worst case is the largest
