@@ -148,7 +148,8 @@ def build_gpt(spec: Any, shape: Shape) -> Any:
     if spec.pretrained:
         model = AutoModelForCausalLM.from_pretrained(resolve_pretrained(spec.pretrained), **spec.params)
     else:
-        params = {"n_positions": max(shape.context, 1), **spec.params}
+        # EOS (id 0 of the locally trained BPE) doubles as BOS, as in GPT-2
+        params = {"n_positions": max(shape.context, 1), "bos_token_id": 0, "eos_token_id": 0, **spec.params}
         model = AutoModelForCausalLM.from_config(GPT2Config(vocab_size=shape.vocab_size, **params))
     return CausalLM(model)
 
