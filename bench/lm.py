@@ -223,14 +223,14 @@ def union_target(indices: list[np.ndarray], values: list[np.ndarray]) -> tuple[n
     """The k-teacher KD target from top-K caches, per position: the union of the teachers'
     retained tokens, each with the MEAN of the k teachers' logits, where a teacher that did not
     retain a token contributes its K-th largest logit (an upper bound on the true value). Rows of
-    shape (..., k*K): token ids and mean logits, with -inf on repeated ids (zero probability).
+    shape (..., k*K): token ids (int32) and mean logits, with -inf on repeated ids (zero probability).
     With k = 1 (or K = vocabulary) this is the teacher's own distribution restricted to its
     top K; softmax over the union is the approximation documented in docs/lm.md."""
     shape = indices[0].shape[:-1]
     idx = [np.asarray(i, dtype=np.int64).reshape(-1, i.shape[-1]) for i in indices]
     val = [np.asarray(v, dtype=np.float32).reshape(-1, v.shape[-1]) for v in values]
     if len(idx) == 1:
-        return idx[0].reshape(*shape, -1), val[0].reshape(*shape, -1)
+        return idx[0].astype(np.int32).reshape(*shape, -1), val[0].reshape(*shape, -1)
     union = np.sort(np.concatenate(idx, axis=1), axis=1)
     rows = np.arange(len(union), dtype=np.int64)[:, None]
     width = int(max(i.max() for i in idx)) + 1
@@ -245,7 +245,7 @@ def union_target(indices: list[np.ndarray], values: list[np.ndarray]) -> tuple[n
         mean += np.where(keys[pos] == query, sorted_val[pos], floor).reshape(union.shape)
     mean /= len(idx)
     mean[:, 1:][union[:, 1:] == union[:, :-1]] = -np.inf
-    return union.reshape(*shape, -1), mean.reshape(*shape, -1)
+    return union.astype(np.int32).reshape(*shape, -1), mean.reshape(*shape, -1)
 
 
 # --------------------------------------------------------------------------- the method
@@ -269,7 +269,7 @@ def train_lm_kd(ctx: Any) -> Any:
     def loss(model: Any, batch: dict, target: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         out = model(**batch).flatten(0, 1)
         dev = out.device
-        return token_kd_loss(out, ids[target].flatten(0, 1).to(dev), logits[target].flatten(0, 1).to(dev),
+        return token_kd_loss(out, ids[target].flatten(0, 1).to(dev).long(), logits[target].flatten(0, 1).to(dev),
                              labels.flatten(), torch.ones(out.shape[0], device=dev), t, alpha)
 
     ctx.fit.update(train(model, ctx.data.splits["train"], ctx.spec, ctx.seed, loss, ctx.device))
