@@ -227,25 +227,29 @@ def union_target(indices: list[np.ndarray], values: list[np.ndarray]) -> tuple[n
     With k = 1 (or K = vocabulary) this is the teacher's own distribution restricted to its
     top K; softmax over the union is the approximation documented in docs/lm.md."""
     shape = indices[0].shape[:-1]
-    idx = [np.asarray(i, dtype=np.int64).reshape(-1, i.shape[-1]) for i in indices]
+    idx = [np.asarray(i).reshape(-1, i.shape[-1]) for i in indices]
     val = [np.asarray(v, dtype=np.float32).reshape(-1, v.shape[-1]) for v in values]
     if len(idx) == 1:
         return idx[0].astype(np.int32).reshape(*shape, -1), val[0].reshape(*shape, -1)
-    union = np.sort(np.concatenate(idx, axis=1), axis=1)
-    rows = np.arange(len(union), dtype=np.int64)[:, None]
+    union = np.concatenate(idx, axis=1).astype(np.int32)
+    mean = np.empty(union.shape, dtype=np.float32)
     width = int(max(i.max() for i in idx)) + 1
-    query = (rows * width + union).ravel()
-    mean = np.zeros(union.shape, dtype=np.float32)
-    for i, v in zip(idx, val):
-        order = np.argsort(i, axis=1)
-        keys = (rows * width + np.take_along_axis(i, order, axis=1)).ravel()
-        sorted_val = np.take_along_axis(v, order, axis=1).ravel()
-        pos = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
-        floor = np.repeat(v.min(axis=1), union.shape[1])
-        mean += np.where(keys[pos] == query, sorted_val[pos], floor).reshape(union.shape)
-    mean /= len(idx)
-    mean[:, 1:][union[:, 1:] == union[:, :-1]] = -np.inf
-    return union.astype(np.int32).reshape(*shape, -1), mean.reshape(*shape, -1)
+    step = max(1, (1 << 24) // width)  # rows per chunk: a dense (rows, vocabulary) scratch of 64 MB
+    for a in range(0, len(union), step):
+        b = min(a + step, len(union))
+        rows = np.arange(b - a)[:, None]
+        floors = [v[a:b].min(axis=1, keepdims=True) for v in val]
+        total = np.repeat(sum(floors), width, axis=1)  # every teacher at its floor ...
+        seen = np.zeros((b - a, width), dtype=bool)
+        repeated = []
+        for i, v, floor in zip(idx, val, floors):
+            total[rows, i[a:b]] += v[a:b] - floor  # ... but where it kept the token (ids distinct per teacher)
+            repeated.append(seen[rows, i[a:b]])  # kept by an earlier teacher too
+            seen[rows, i[a:b]] = True
+        chunk = total[rows, union[a:b]] / len(idx)
+        chunk[np.concatenate(repeated, axis=1)] = -np.inf
+        mean[a:b] = chunk
+    return union.reshape(*shape, -1), mean.reshape(*shape, -1)
 
 
 # --------------------------------------------------------------------------- the method
