@@ -42,20 +42,32 @@ class CNN(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    """A pre-ResNet basic block with a 1x1 projection shortcut when the shape changes."""
+    """A basic residual block. Shortcut where the shape changes: a 1x1 projection, or with
+    ``option_a`` (He et al. 2016, CIFAR) stride-2 subsampling with zero-padded extra channels
+    (no parameters)."""
 
-    def __init__(self, cin: int, cout: int, stride: int):
+    def __init__(self, cin: int, cout: int, stride: int, option_a: bool = False):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
-        self.short = (nn.Identity() if stride == 1 and cin == cout else
+        self.stride, self.pad = stride, cout - cin
+        self.short = (None if option_a else nn.Identity() if stride == 1 and cin == cout else
                       nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if self.short is not None:
+            return self.short(x)
+        if self.stride != 1:
+            x = x[:, :, ::self.stride, ::self.stride]
+        if self.pad:
+            x = nn.functional.pad(x, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+        return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(out)) + self.short(x))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
 class ResNet(nn.Module):
@@ -101,30 +113,6 @@ class SequenceClassifier(nn.Module):
         return self.hf(**batch).logits
 
 
-class CifarBlock(nn.Module):
-    """He et al. (2016) basic block for CIFAR with an option-A shortcut: identity, or, where the
-    shape changes, stride-2 subsampling with zero-padded extra channels (no parameters)."""
-
-    def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.stride, self.pad = stride, cout - cin
-
-    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stride != 1:
-            x = x[:, :, ::self.stride, ::self.stride]
-        if self.pad:
-            x = nn.functional.pad(x, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
-        return x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
-
-
 class CifarResNet(nn.Module):
     """The CIFAR ResNets of He et al. (2016, section 4.2): 6n+2 layers, a 3x3 stem, three stages of
     n blocks with 16/32/64 channels on 32/16/8 pixels, global average pool, linear."""
@@ -140,7 +128,7 @@ class CifarResNet(nn.Module):
         cin = widths[0]
         for i, w in enumerate(widths):
             for j in range(n):
-                blocks.append(CifarBlock(cin, w, 2 if (i > 0 and j == 0) else 1))
+                blocks.append(BasicBlock(cin, w, 2 if (i > 0 and j == 0) else 1, option_a=True))
                 cin = w
         self.stages = nn.Sequential(*blocks)
         self.fc = nn.Linear(cin, num_labels)

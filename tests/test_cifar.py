@@ -14,7 +14,7 @@ import torch
 
 from bench.cifar import CLASSES, cifar_arrays, load_cifar10, view_table
 from bench.errors import SpecError, UserError
-from bench.nets import CifarBlock, CifarResNet
+from bench.nets import BasicBlock, CifarResNet
 from bench.spec import TaskSpec, TrainSpec, parse_sweep
 from bench.tasks import ALL_VIEWS, Split, crop_flip
 from bench.training import _schedule, predict_logits, train
@@ -31,15 +31,15 @@ def test_resnet_parameter_counts_match_he_et_al(depth, millions):
 
 
 def test_option_a_shortcut_subsamples_and_zero_pads_channels():
-    block = CifarBlock(16, 32, stride=2)
+    block = BasicBlock(16, 32, stride=2, option_a=True)
     x = torch.randn(2, 16, 32, 32)
     s = block.shortcut(x)
     assert s.shape == (2, 32, 16, 16)
     assert torch.equal(s[:, 8:24], x[:, :, ::2, ::2])  # the 16 input channels, centred
     assert not s[:, :8].any() and not s[:, 24:].any()  # the 16 new channels are zeros
     assert block(x).shape == (2, 32, 16, 16)
-    assert sum(p.numel() for p in CifarBlock(16, 16, 1).parameters()) == 2 * (9 * 16 * 16 + 2 * 16)
-    assert torch.equal(CifarBlock(16, 16, 1).shortcut(x), x)  # identity where the shape is kept
+    assert sum(p.numel() for p in BasicBlock(16, 16, 1, option_a=True).parameters()) == 2 * (9 * 16 * 16 + 2 * 16)
+    assert torch.equal(BasicBlock(16, 16, 1, option_a=True).shortcut(x), x)  # identity where the shape is kept
     with pytest.raises(ValueError, match="6n\\+2"):
         CifarResNet(21, 10)
 
