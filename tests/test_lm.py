@@ -150,3 +150,10 @@ def test_tiny_lm_sweep_end_to_end(project):
     assert table["model"].tolist()[0].startswith("teachers") and len(table) == 3
     summary = pd.read_csv(project / "reports" / "lm-toy" / "summary_by_k.csv")
     assert (summary["worst"] >= summary["best"]).all()  # perplexity: the worst case is the largest
+
+
+def test_lm_only_task_fields_are_refused_elsewhere():
+    spec = {"name": "d", "teachers": 2, "task": {"name": "digits", "lambada": "x.jsonl"},
+            "teacher": {"model": "cnn"}, "student": {"model": "mlp"}}
+    with pytest.raises(SpecError, match="task.lambada.*only for task 'lm'"):
+        parse_sweep(spec, "s.toml")
