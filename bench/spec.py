@@ -325,11 +325,11 @@ def parse_sweep(data: dict, file: str) -> Sweep:
     if not 0 <= task.views <= ALL_VIEWS:
         raise SpecError(file, "task.views", f"expected 0 <= views <= {ALL_VIEWS} (all crop/flip views), "
                         f"got {task.views}")
-    if task.name == "lm":
-        _check_lm_task(task, file)
     for key in ("vocab_size", "teacher_topk", "lambada"):
         if task.name != "lm" and key in task_data:
             raise SpecError(file, f"task.{key}", f"only for task 'lm'; expected no {key} for '{task.name}'")
+    if task.name == "lm":
+        _check_lm_task(task, file)
     elif task.data is not None and not os.path.isdir(task.data):
         raise SpecError(file, "task.data", f"expected an existing folder, got {task.data!r} "
                         f"(relative paths are taken from the current directory {os.getcwd()})")
