@@ -114,8 +114,8 @@ def lambada_split(pairs: list[tuple[str, str]], tokenizer: Any, max_length: int)
 
     ids, types, lengths = [], [], []
     for context, target in pairs:
-        t = encode(tokenizer, target)
-        c = encode(tokenizer, context)[-(max_length - len(t)):]
+        t = encode(tokenizer, target)[:max_length - 1]
+        c = encode(tokenizer, context)[-(max_length - len(t)):]  # at least one context token
         ids.append(np.concatenate([c, t]))
         types.append(np.concatenate([np.zeros(len(c), np.int8), np.ones(len(t), np.int8)]))
         lengths.append(len(c) + len(t))
