@@ -200,15 +200,31 @@ def evaluate_lm(data: Any, model: Any, device: Any, batch_size: int = 32) -> dic
 
 # --------------------------------------------------------------------------- teacher outputs
 
+def tail_logit(logits: Any, top_values: Any) -> Any:
+    """Per row, the logit that, given to each of the V - K tokens outside the top K, gives them
+    together their true probability at T = 1: log(mean of their exp-logits); -inf when K = V."""
+    import torch
+
+    vocab, k = logits.shape[-1], top_values.shape[-1]
+    if k >= vocab:
+        return torch.full(logits.shape[:-1], -math.inf)
+    lse_all, lse_top = torch.logsumexp(logits, -1), torch.logsumexp(top_values, -1)
+    share = torch.exp(lse_top - lse_all).clamp(max=1.0 - 1e-6)  # the top K's mass at T = 1
+    return lse_all + torch.log1p(-share) - math.log(vocab - k)
+
+
 def teacher_topk(model: Any, data: Any, device: Any, k: int, batch_size: int = 32) -> dict[str, np.ndarray]:
     """A teacher's K largest next-token logits at every position of every training block:
-    ``topk_idx`` (int32) and ``topk_val`` (float16), shape (blocks, max_length, K)."""
+    ``topk_idx`` (int32) and ``topk_val`` (float16), shape (blocks, max_length, K); and
+    ``tail_logit`` (float32, (blocks, max_length)): the logit that, given to each of the V - K
+    other tokens, keeps their total probability at T = 1 exact (log of their mean exp-logit;
+    -inf when K = V)."""
     import torch
 
     model.to(device).eval()
     train = data.splits["train"]
     k = min(k, data.shape.vocab_size)
-    idx_out, val_out = [], []
+    idx_out, val_out, tail_out = [], [], []
     with torch.no_grad():
         for b in range(0, len(train), batch_size):
             idx = np.arange(b, min(b + batch_size, len(train)))
@@ -216,7 +232,14 @@ def teacher_topk(model: Any, data: Any, device: Any, k: int, batch_size: int = 3
             top = torch.topk(logits, k, dim=-1)
             idx_out.append(top.indices.to(torch.int32).cpu().numpy())
             val_out.append(top.values.to(torch.float16).cpu().numpy())
-    return {"topk_idx": np.concatenate(idx_out), "topk_val": np.concatenate(val_out)}
+            tail_out.append(tail_logit(logits, top.values).cpu().numpy())
+    return {"topk_idx": np.concatenate(idx_out), "topk_val": np.concatenate(val_out),
+            "tail_logit": np.concatenate(tail_out)}
+
+
+def mean_tail(tails: list[np.ndarray]) -> np.ndarray:
+    """The k-teacher logit of every token outside the union: the mean of the teachers' tail logits."""
+    return np.mean(np.stack([np.asarray(t, dtype=np.float32) for t in tails]), axis=0)
 
 
 def union_target(indices: list[np.ndarray], values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -224,8 +247,8 @@ def union_target(indices: list[np.ndarray], values: list[np.ndarray]) -> tuple[n
     retained tokens, each with the MEAN of the k teachers' logits, where a teacher that did not
     retain a token contributes its K-th largest logit (an upper bound on the true value). Rows of
     shape (..., k*K): token ids (int32) and mean logits, with -inf on repeated ids (zero probability).
-    With k = 1 (or K = vocabulary) this is the teacher's own distribution restricted to its
-    top K; softmax over the union is the approximation documented in docs/lm.md."""
+    With k = 1 (or K = vocabulary) this is the teacher's own top K. The tokens outside the union
+    get the mean of the teachers' tail logits (``mean_tail``), see ``token_kd_loss``."""
     shape = indices[0].shape[:-1]
     idx = [np.asarray(i).reshape(-1, i.shape[-1]) for i in indices]
     val = [np.asarray(v, dtype=np.float32).reshape(-1, v.shape[-1]) for v in values]
@@ -256,7 +279,7 @@ def union_target(indices: list[np.ndarray], values: list[np.ndarray]) -> tuple[n
 
 def train_lm_kd(ctx: Any) -> Any:
     """Token-level KD of a causal LM: ``alpha*CE + (1-alpha)*T^2*KL`` per token against the mean
-    of the k teachers' cached top-K next-token logits (``union_target``)."""
+    of the k teachers' cached top-K next-token logits (``union_target``) and their tail logits."""
     import torch
 
     from bench.losses import token_kd_loss
@@ -267,6 +290,7 @@ def train_lm_kd(ctx: Any) -> Any:
     model = MODELS[ctx.spec.model].build(ctx.spec, ctx.data.shape)
     ids, logits = union_target([o["topk_idx"] for o in ctx.teacher_outputs],
                                [o["topk_val"] for o in ctx.teacher_outputs])
+    tail = torch.from_numpy(mean_tail([o["tail_logit"] for o in ctx.teacher_outputs]))
     ids, logits = torch.from_numpy(ids), torch.from_numpy(logits)
     t, alpha = ctx.params["temperature"], ctx.params["alpha"]
 
@@ -274,7 +298,8 @@ def train_lm_kd(ctx: Any) -> Any:
         out = model(**batch).flatten(0, 1)
         dev = out.device
         return token_kd_loss(out, ids[target].flatten(0, 1).to(dev).long(), logits[target].flatten(0, 1).to(dev),
-                             labels.flatten(), torch.ones(out.shape[0], device=dev), t, alpha)
+                             labels.flatten(), torch.ones(out.shape[0], device=dev), t, alpha,
+                             tail_logits=tail[target].flatten().to(dev))
 
     ctx.fit.update(train(model, ctx.data.splits["train"], ctx.spec, ctx.seed, loss, ctx.device))
     return model

@@ -9,6 +9,8 @@ teachers' logits (Ilichev et al. 2021, eq. 9 with the intended roles).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -45,22 +47,35 @@ def token_kd_loss(
     mask: torch.Tensor,
     temperature: float,
     alpha: float,
+    tail_logits: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The pinned KD loss per token of a causal LM, averaged over real (mask = 1) tokens.
 
-    ``student_logits`` (tokens, vocab); the teacher distribution at each token is
-    softmax(target_logits / T) over the token ids ``target_ids`` (tokens, U) (the k-teacher
-    mean on the retained support, -inf for none); the KL sums over that support, against the
-    student's full softmax at T. ``alpha*CE + (1-alpha)*T^2*KL``: with the whole vocabulary as
-    support this is ``kd_loss`` per token.
+    ``student_logits`` (tokens, vocab). The teacher logits at each token are ``target_logits``
+    on the token ids ``target_ids`` (tokens, U) (-inf: no entry) and, with ``tail_logits``
+    (tokens,), that logit on every other token of the vocabulary: the KL then runs over the U
+    tokens plus one bucket holding all the others (teacher: n_other * exp(tail / T); student: its
+    own mass there). Without ``tail_logits`` the teacher distribution is renormalised on the U
+    tokens. ``alpha*CE + (1-alpha)*T^2*KL``; with the whole vocabulary as support this is
+    ``kd_loss`` per token.
     """
     m = mask.to(student_logits.dtype)
     n = m.sum().clamp_min(1.0)
     ce = (F.cross_entropy(student_logits, labels, reduction="none") * m).sum() / n
     if alpha >= 1.0:
         return ce
-    log_p_s = F.log_softmax(student_logits / temperature, dim=-1).gather(1, target_ids)
-    log_p_t = F.log_softmax(target_logits / temperature, dim=-1)
+    full = F.log_softmax(student_logits / temperature, dim=-1)
+    log_p_s = full.gather(1, target_ids)
+    scaled = target_logits / temperature
+    if tail_logits is not None:
+        n_other = student_logits.shape[-1] - torch.isfinite(target_logits).sum(-1)
+        bucket = torch.where(n_other > 0, torch.log(n_other.clamp_min(1).to(full.dtype)) + tail_logits / temperature,
+                             torch.full_like(tail_logits, -math.inf))
+        scaled = torch.cat([scaled, bucket[:, None]], dim=-1)
+        # the student's mass off the support; the -1e30 column keeps an empty complement finite (no NaN grads)
+        rest = torch.cat([full.scatter(1, target_ids, -math.inf), full.new_full((len(full), 1), -1e30)], dim=-1)
+        log_p_s = torch.cat([log_p_s, torch.logsumexp(rest, -1, keepdim=True)], dim=-1)
+    log_p_t = F.log_softmax(scaled, dim=-1)
     p_t = log_p_t.exp()
     kl = torch.where(p_t > 0, p_t * (log_p_t - log_p_s), torch.zeros_like(p_t)).sum(-1)
     return alpha * ce + (1.0 - alpha) * temperature**2 * (kl * m).sum() / n

@@ -157,3 +157,39 @@ def test_lm_only_task_fields_are_refused_elsewhere():
             "teacher": {"model": "cnn"}, "student": {"model": "mlp"}}
     with pytest.raises(SpecError, match="task.lambada.*only for task 'lm'"):
         parse_sweep(spec, "s.toml")
+
+
+def test_tail_logit_keeps_the_tail_mass_at_t1():
+    from bench.lm import tail_logit
+
+    torch.manual_seed(1)
+    logits = torch.randn(5, 50) * 3
+    top = torch.topk(logits, 8, dim=-1)
+    tail = tail_logit(logits, top.values)
+    p = torch.softmax(logits, -1)
+    true_tail = 1 - p.gather(1, top.indices).sum(-1)
+    z = torch.logsumexp(logits, -1)
+    torch.testing.assert_close(42 * torch.exp(tail - z), true_tail, rtol=1e-4, atol=1e-6)
+    assert torch.isinf(tail_logit(logits, logits)).all()  # K = V: no tail
+
+
+def test_token_kd_loss_with_a_tail_bucket_by_hand():
+    # vocabulary 4; the teacher keeps tokens 0 and 1 (logits 2, 1); the 2 others share tail logit 0
+    s = torch.tensor([[0.0, 0.0, 0.0, math.log(2.0)]])  # student p = (1/5, 1/5, 1/5, 2/5)
+    ids, t, tail = torch.tensor([[0, 1]]), torch.tensor([[2.0, 1.0]]), torch.tensor([0.0])
+    z = math.exp(2) + math.exp(1) + 2  # teacher p = (e^2, e, 2) / z on {0, 1, other}
+    p_t = [math.exp(2) / z, math.e / z, 2 / z]
+    p_s = [0.2, 0.2, 0.6]
+    kl = sum(a * math.log(a / b) for a, b in zip(p_t, p_s))
+    got = token_kd_loss(s, ids, t, torch.tensor([0]), torch.ones(1), 1.0, 0.0, tail_logits=tail)
+    assert got.item() == pytest.approx(kl, rel=1e-5)
+    # without the bucket the target is renormalised on {0, 1}: a different, larger loss here
+    dropped = token_kd_loss(s, ids, t, torch.tensor([0]), torch.ones(1), 1.0, 0.0)
+    assert dropped.item() != pytest.approx(kl, rel=1e-3)
+    # a full support leaves an empty bucket: plain KD, and finite gradients
+    s2 = s.clone().requires_grad_(True)
+    full = token_kd_loss(s2, torch.arange(4)[None], torch.tensor([[2.0, 1.0, 0.0, 0.0]]), torch.tensor([0]),
+                         torch.ones(1), 2.0, 0.3, tail_logits=torch.tensor([-math.inf]))
+    full.backward()
+    assert torch.isfinite(s2.grad).all()
+    assert full.item() == pytest.approx(kd_loss(s, torch.tensor([[2.0, 1.0, 0.0, 0.0]]), torch.tensor([0]), 2.0, 0.3).item(), rel=1e-5)
