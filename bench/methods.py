@@ -7,6 +7,7 @@ Adding a method means adding a function and one entry in ``METHODS``: no registr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable
 
 from bench.errors import SpecError
@@ -86,18 +87,6 @@ def _models_of(kind: str, teacher: Any, student: Any, file: str, method: str, al
             raise SpecError(file, f"{role}.model", f"method '{method}' expected {expected}, got '{spec.model}'")
 
 
-def _check_kd(teacher: Any, student: Any, file: str) -> None:
-    _models_of("gpt", teacher, student, file, "kd", False)
-
-
-def _check_kd_primary(teacher: Any, student: Any, file: str) -> None:
-    _models_of("gpt", teacher, student, file, "kd-primary", False)
-
-
-def _check_lm_kd(teacher: Any, student: Any, file: str) -> None:
-    _models_of("gpt", teacher, student, file, "lm-kd", True)
-
-
 def _bert_pair(teacher: Any, student: Any, file: str, method: str) -> None:
     for role, spec in (("teacher", teacher), ("student", student)):
         if spec.model != "bert":
@@ -132,7 +121,7 @@ METHODS: dict[str, Method] = {
         run=_run_kd,
         doc="Hinton KD against softmax(mean of the k teachers' logits / T)",
         convention=KD_CONVENTION,
-        check=_check_kd,
+        check=partial(_models_of, "gpt", method="kd", allowed=False),
     ),
     "kd-primary": Method(
         name="kd-primary",
@@ -142,7 +131,7 @@ METHODS: dict[str, Method] = {
         doc="KD whose soft target mixes the k-teacher mean (1 - beta) and the primary teacher alone (beta): "
             "the simplest method with a single-teacher part, run once per primary",
         convention="alpha*CE + (1-alpha)*T^2*[(1-beta)*KL(p_mean||p_s) + beta*KL(p_primary||p_s)], batchmean",
-        check=_check_kd_primary,
+        check=partial(_models_of, "gpt", method="kd-primary", allowed=False),
     ),
     "tinybert": Method(
         name="tinybert",
@@ -179,7 +168,8 @@ METHODS: dict[str, Method] = {
         doc="Token-level KD of a causal LM (Gholami & Omar 2023) against the mean of the k teachers' cached "
             "top-K next-token logits",
         convention="per token: alpha*CE + (1-alpha)*T^2*KL(p_t||p_s), mean over tokens; t = mean of the k "
-                   "teachers' top-K logits on their union (a teacher's missing entries = its K-th logit)",
-        check=_check_lm_kd,
+                   "teachers' top-K logits on their union (a teacher's missing entries = its K-th logit), every "
+                   "other token in one bucket at the mean tail logit",
+        check=partial(_models_of, "gpt", method="lm-kd", allowed=True),
     ),
 }

@@ -85,15 +85,20 @@ def _check_cifar_resnet(spec: Any, file: str, role: str) -> None:
     _check_keys(spec, file, role, [])
 
 
-def _check_bert(spec: Any, file: str, role: str) -> None:
-    from transformers import BertConfig
+def _check_config_fields(spec: Any, file: str, role: str, config_name: str) -> None:
+    """``params`` must be fields of the transformers config class ``config_name``."""
+    import transformers
 
-    allowed = sorted(BertConfig().to_dict())
     from bench.errors import did_you_mean
 
+    allowed = sorted(getattr(transformers, config_name)().to_dict())
     for key in spec.params:
         if key not in allowed:
-            raise SpecError(file, f"{role}.params.{key}", f"not a BertConfig field{did_you_mean(key, allowed)}")
+            raise SpecError(file, f"{role}.params.{key}", f"not a {config_name} field{did_you_mean(key, allowed)}")
+
+
+def _check_bert(spec: Any, file: str, role: str) -> None:
+    _check_config_fields(spec, file, role, "BertConfig")
 
 
 def build_mlp(spec: Any, shape: Shape) -> Any:
@@ -126,16 +131,8 @@ def build_cifar_resnet(spec: Any, shape: Shape, depth: int) -> Any:
 
 
 def _check_gpt(spec: Any, file: str, role: str) -> None:
-    from transformers import GPT2Config
-
-    from bench.errors import did_you_mean
-
-    if spec.pretrained:  # params go to from_pretrained: config overrides or options such as gguf_file
-        return
-    allowed = sorted(GPT2Config().to_dict())
-    for key in spec.params:
-        if key not in allowed:
-            raise SpecError(file, f"{role}.params.{key}", f"not a GPT2Config field{did_you_mean(key, allowed)}")
+    if not spec.pretrained:  # else params go to from_pretrained: config overrides or options such as gguf_file
+        _check_config_fields(spec, file, role, "GPT2Config")
 
 
 def build_gpt(spec: Any, shape: Shape) -> Any:
