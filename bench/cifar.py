@@ -15,9 +15,7 @@ the student sees. ``views = 162`` is the whole standard augmentation, exactly.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -108,8 +106,9 @@ def cifar_arrays(data: str | None, cache_dir: Path) -> dict[str, np.ndarray]:
     """Decoded images (uint8, N x 3 x 32 x 32) and labels of train and test, cached on disk."""
     from bench.tasks import save_arrays
 
-    digest = hashlib.sha256(json.dumps(_identity(data), sort_keys=True).encode()).hexdigest()[:16]
-    path = cache_dir / "cifar10" / f"{digest}.npz"
+    from bench.plan import stable_hash
+
+    path = cache_dir / "cifar10" / f"{stable_hash(_identity(data))}.npz"
     if path.exists():
         with np.load(path, allow_pickle=False) as z:
             return dict(z)

@@ -18,7 +18,6 @@ top-K next-token logits that token-level KD distils from.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -52,10 +51,6 @@ def read_corpus(spec: Any) -> tuple[str, str]:
     return "".join(lines[:cut]), "".join(lines[cut:])
 
 
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def load_lm_tokenizer(spec: Any, train_text: str, cache_dir: Path) -> Any:
     """A ``tokenizers.Tokenizer``: BPE trained on the training text (cached), or a pretrained one."""
     from tokenizers import Tokenizer
@@ -64,7 +59,9 @@ def load_lm_tokenizer(spec: Any, train_text: str, cache_dir: Path) -> Any:
         from bench.tasks import load_tokenizer
 
         return load_tokenizer(spec.tokenizer).backend_tokenizer
-    path = cache_dir / "lm" / f"bpe-{_digest([spec.vocab_size, len(train_text), train_text[:4096]])}.json"
+    from bench.plan import stable_hash
+
+    path = cache_dir / "lm" / f"bpe-{stable_hash([spec.vocab_size, len(train_text), train_text[:4096]])}.json"
     if path.exists():
         return Tokenizer.from_file(str(path))
     from tokenizers import ByteLevelBPETokenizer
