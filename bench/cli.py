@@ -15,9 +15,12 @@ def _load(args: argparse.Namespace):
 
     sweep = load_sweep(args.spec)
     devices = getattr(args, "devices", None)
+    scheduler = getattr(args, "scheduler", None)
+    engine = getattr(args, "engine", None) or ("dask" if scheduler else None)
     return with_run_overrides(sweep, devices=tuple(d.strip() for d in devices.split(",")) if devices else None,
                               jobs_per_device=getattr(args, "jobs_per_device", None),
-                              retries=getattr(args, "retries", None))
+                              retries=getattr(args, "retries", None), engine=engine, scheduler=scheduler,
+                              gpus_per_job=getattr(args, "gpus_per_job", None))
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -101,6 +104,27 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_slurm_script(args: argparse.Namespace) -> int:
+    """Print the Slurm batch script of one worker job of the sweep's [run.slurm] cluster."""
+    import dataclasses
+    from pathlib import Path
+
+    from bench.cluster import slurm_cluster
+
+    sweep = _load(args)
+    if sweep.run.engine != "slurm":
+        sweep = dataclasses.replace(sweep, run=dataclasses.replace(sweep.run, engine="slurm"))
+        from bench.spec import check_run
+
+        check_run(sweep.run, sweep.source, "run")
+    cluster = slurm_cluster(sweep.run, Path(sweep.results_dir() / "logs").resolve())
+    try:
+        print(cluster.job_script())
+    finally:
+        cluster.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench", description="Seed-robustness studies of multi-teacher distillation.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -112,15 +136,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--devices", help="comma-separated devices, e.g. cuda:0,cuda:1 or cpu (overrides [run])")
     run.add_argument("--jobs-per-device", type=int, help="slots per device (overrides [run])")
     run.add_argument("--retries", type=int, help="extra attempts of a failed job (overrides [run])")
+    run.add_argument("--engine", help="local, dask or slurm (overrides [run]; docs/cluster.md)")
+    run.add_argument("--scheduler", help="Dask scheduler address or scheduler file (implies --engine dask); "
+                     "without it --engine dask starts a local cluster on loopback")
+    run.add_argument("--gpus-per-job", type=float, help="dask/slurm: GPU share per job, e.g. 0.5 packs two "
+                     "students per GPU, 0 runs CPU jobs (overrides [run])")
     run.add_argument("--no-report", action="store_true", help="do not write the report afterwards")
     run.add_argument("--teachers-only", action="store_true", help="only fine-tune (and cache) the teachers")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     rep = sub.add_parser("report", help="write tables and figures from the records")
     rep.add_argument("spec")
+    slurm = sub.add_parser("slurm-script", help="print the batch script of one Slurm worker job ([run.slurm])")
+    slurm.add_argument("spec")
     return p
 
 
-COMMANDS = {"plan": cmd_plan, "run": cmd_run, "report": cmd_report}
+COMMANDS = {"plan": cmd_plan, "run": cmd_run, "report": cmd_report, "slurm-script": cmd_slurm_script}
 
 
 def main(argv: list[str] | None = None) -> int:

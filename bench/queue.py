@@ -68,6 +68,7 @@ class Item:
     errors: list = field(default_factory=list)
     slot: str | None = None  # where the last attempt ran
     lost: int = 0  # times the worker was found dead before receiving it
+    traceback: str | None = None  # of the last failed attempt, where the job raised
 
 
 class WorkerError(Exception):
@@ -81,8 +82,8 @@ class WorkerGone(WorkerError):
 class Worker:
     """A worker subprocess bound to one slot."""
 
-    def __init__(self, slot: Slot, log_path: Path):
-        self.slot, self.log_path = slot, log_path
+    def __init__(self, slot: Slot, log_path: Path, extra_env: dict | None = None):
+        self.slot, self.log_path, self.extra_env = slot, log_path, extra_env or {}
         self.proc: subprocess.Popen | None = None
         self.buf = b""
         self.jobs = 0
@@ -90,7 +91,7 @@ class Worker:
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
-        env = {**os.environ, **self.slot.env()}
+        env = {**os.environ, **self.slot.env(), **self.extra_env}
         self.proc = subprocess.Popen([sys.executable, "-m", "bench.worker"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=log, env=env, bufsize=0)
         log.close()
@@ -200,6 +201,22 @@ class Scheduler:
             self.running += 1
             return self.ready.popleft()
 
+    def take_ready(self) -> list[Item]:
+        """Every ready item at once, counted as running (for engines that queue work themselves)."""
+        with self.lock:
+            if self.stopped:
+                return []
+            taken = list(self.ready)
+            self.ready.clear()
+            self.running += len(taken)
+            return taken
+
+    def close(self) -> None:
+        """End of the run: whatever still waits for a dependency will not run."""
+        with self.lock:
+            self.result.skipped.extend(self.pending)
+            self.pending = []
+
     def give_back(self, item: Item) -> None:
         """Return a taken item unrun (its attempt did not happen)."""
         with self.lock:
@@ -257,10 +274,12 @@ def run_queue(items: list[Item], slots: list[Slot], log_dir: Path, retries: int,
     def attempt(worker: Worker, slot: Slot, item: Item) -> tuple[bool, str | None]:
         item.attempts += 1
         item.slot = slot.name
+        item.traceback = None
         payload = {**item.payload, "attempt": item.attempts, "slot": slot.name,
                    "device": slot.device, "queue_wait": max(0.0, time.time() - item.ready_at)}
         try:
             reply = worker.run(payload, timeout or None)
+            item.traceback = reply.get("traceback")
             return reply["status"] == "ok", reply.get("error")
         except WorkerGone:
             item.attempts -= 1  # the job never reached the worker

@@ -1,11 +1,12 @@
 """Job records: one JSON file per finished job, written atomically, and their loading.
 
 A record is the only source of tables and figures. Schema (``RECORD_FORMAT`` 1):
-``key, sweep, status ("ok" | "failed"), attempts, error, k, combination, primary, repeat, grid,
+``key, sweep, status ("ok" | "failed" | "skipped": not run, a job it waits for failed), attempts, error, k, combination, primary, repeat, grid,
 teacher_keys, config, metric, score (on the task's first evaluation split), scores {split: {metric: value}}, timings {queue_wait, setup,
 train, eval, total}, device, slot, provenance {versions, git_commit, host, pid, finished}``;
 ok records add ``score_split, n_params, fit (steps, seconds per stage), teacher_work, torch_device, cuda_visible_devices, threads`` and
-``provenance.started``; failed ones add ``errors`` (one per attempt) and have null scores and timings.
+``provenance.started``; failed and skipped ones add ``errors`` (one per attempt) and ``traceback`` (where
+the job, or for a skipped one the failed job it waited for, raised) and have null scores and timings.
 """
 
 from __future__ import annotations

@@ -118,13 +118,15 @@ def write_report(plan: Plan) -> Path:
     _save_csv(jobs, out / "jobs.csv")
     _save_csv(teachers, out / "teachers.csv")
     n_ok = int((jobs["status"] == "ok").sum()) if not jobs.empty else 0
+    n_skipped = int((jobs["status"] == "skipped").sum()) if not jobs.empty else 0
     lines = [f"# Sweep `{sweep.name}`", "",
              f"Task `{sweep.task.name}`, method `{sweep.method.name}` "
              f"({', '.join(f'{k}={v:g}' for k, v in sweep.method.params.items())}), "
              f"N={sweep.teachers} teachers (`{sweep.teacher.model}`), students `{sweep.student.model}`, "
              f"k in {list(sweep.k)}, r={sweep.repeats} repeats"
              + (f", grid {dict(sweep.grid)}" if grid else "") + ".", "",
-             f"Runs recorded: {n_ok} ok, {len(jobs) - n_ok} failed, {len(planned) - len(jobs)} missing "
+             f"Runs recorded: {n_ok} ok, {n_skipped} not run (a teacher failed), {len(jobs) - n_ok - n_skipped} failed, "
+             f"{len(planned) - len(jobs)} missing "
              f"of {len(planned)} planned."
              + (f" Scores: student {_metric_label(records[0])}." if records else ""), ""]
     if not teachers.empty:

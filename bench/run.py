@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.plan import AugmentJob, DistillJob, OutputsJob, Plan, TeacherJob
-from bench.queue import Item, make_slots, run_queue
+from bench.engine import Hooks, run_engine
+from bench.queue import Item
 from bench.errors import UserError
 from bench.records import atomic_write_json, load_records, provenance, read_json, record_path, temp_owner
 from bench.teachers import teacher_done
@@ -189,13 +190,13 @@ def _run_locked(plan: Plan, quiet: bool, teachers_only: bool) -> RunSummary:
 
     def record_failure(item: Item) -> None:
         if item.kind != "distill":
-            print(f"{item.kind} {item.key} failed after {item.attempts} attempt(s): {item.errors[-1]}",
-                  file=sys.stderr)
+            print(f"{item.kind} {item.key} failed after {item.attempts} attempt(s): {item.errors[-1]}"
+                  + (f"\n{item.traceback.rstrip()}" if item.traceback else ""), file=sys.stderr)
             return
         p = item.payload
         atomic_write_json(p["record_path"], {
             "key": item.key, "sweep": sweep.name, "status": "failed", "attempts": item.attempts,
-            "error": item.errors[-1], "errors": item.errors, **p["plan"],
+            "error": item.errors[-1], "errors": item.errors, "traceback": item.traceback, **p["plan"],
             "teacher_keys": p["config"]["teachers"], "config": p["config"], "metric": metric,
             "scores": None, "score": None, "timings": None, "slot": item.slot,
             "device": item.slot.split("#")[0] if item.slot else None,
@@ -217,14 +218,13 @@ def _run_locked(plan: Plan, quiet: bool, teachers_only: bool) -> RunSummary:
             bar.set_postfix(counts, refresh=False)
             bar.update(counts["done"] + counts["failed"] - bar.n)
 
-    slots = make_slots(sweep.run.devices, sweep.run.jobs_per_device, sweep.run.threads_per_job)
     try:
-        result = run_queue(items, slots, sweep.results_dir() / "logs", sweep.run.retries, sweep.run.timeout,
-                           sweep.run.max_jobs_per_worker, record_failure, progress, done_keys=done_teachers,
-                           is_done=is_done)
+        result = run_engine(items, sweep.run, sweep.results_dir() / "logs", Hooks(record_failure, progress, is_done),
+                            done_teachers)
     finally:
         if bar is not None:
             bar.close()
+    record_skipped(plan, result, metric)
     n_teach = sum(1 for i in result.done if i.kind == "teacher")
     n_prep = sum(1 for i in result.done if i.kind in ("augment", "teacher-outputs"))
     if n_prep and not quiet:
@@ -236,3 +236,37 @@ def _run_locked(plan: Plan, quiet: bool, teachers_only: bool) -> RunSummary:
         jobs_failed=sum(1 for i in result.failed if i.kind == "distill"),
         jobs_skipped=sum(1 for i in result.skipped if i.kind == "distill"),
         already_done=len(ok), wall_seconds=result.wall)
+
+
+def record_skipped(plan: Plan, result, metric: str) -> None:
+    """A ``skipped`` record for each distillation job not run because a job it waits for failed
+    (naming that job and its error), and one line per failed dependency on stderr."""
+    failed = {i.key: i for i in result.failed}
+    skipped = {i.key: i for i in result.skipped}
+
+    def first_failure(item: Item) -> Item | None:
+        for d in item.deps:
+            found = failed.get(d) or (first_failure(skipped[d]) if d in skipped else None)
+            if found is not None:
+                return found
+        return None
+
+    blocked: dict[str, int] = {}
+    for item in result.skipped:
+        if item.kind != "distill":
+            continue
+        p = item.payload
+        cause = first_failure(item)
+        why = (f"not run: {cause.kind} {cause.key} failed: {cause.errors[-1]}" if cause is not None
+               else "not run: a job it waits for was not run")
+        if cause is not None:
+            blocked[cause.key] = blocked.get(cause.key, 0) + 1
+        atomic_write_json(p["record_path"], {
+            "key": item.key, "sweep": plan.sweep.name, "status": "skipped", "attempts": 0, "error": why,
+            "errors": [], "traceback": None if cause is None else cause.traceback, **p["plan"],
+            "teacher_keys": p["config"]["teachers"], "config": p["config"], "metric": metric,
+            "scores": None, "score": None, "timings": None, "slot": None, "device": None,
+            "provenance": {**provenance(), "finished": time.time()}})
+    for key, n in blocked.items():
+        print(f"{failed[key].kind} {key} failed: {n} distillation job(s) that need it were not run "
+              f"(recorded as skipped; a rerun retries them)", file=sys.stderr)

@@ -81,6 +81,27 @@ class MethodSpec:
 
 
 @dataclass(frozen=True)
+class SlurmSpec:
+    """Dask workers as Slurm jobs (engine "slurm", dask-jobqueue's SLURMCluster; docs/cluster.md)."""
+
+    host: str = ""  # address the scheduler listens on, reachable from the compute nodes (required)
+    interface: str = ""  # or a network interface for the workers (e.g. "ib0")
+    partition: str = ""
+    account: str = ""
+    walltime: str = "24:00:00"
+    cores: int = 4  # CPU cores per worker job
+    memory: str = "32GB"  # memory per worker job
+    gpus: int = 1  # GPUs per worker job: 1 (--gres=gpu:1, worker resource GPU=1) or 0 (CPU workers)
+    max_workers: int = 4  # the cluster adapts between 1 and this many worker jobs
+    lifetime: str = ""  # e.g. "23h": workers retire before the walltime kills them mid-job
+    lifetime_stagger: str = "10m"
+    job_directives: tuple[str, ...] = ()  # extra #SBATCH lines, e.g. "--constraint=a100"
+    prologue: tuple[str, ...] = ()  # shell lines run before the worker (module load, source venv)
+    python: str = ""  # python on the compute nodes; default: this interpreter
+    log_directory: str = ""  # Slurm output files; default: results/<sweep>/logs/slurm
+
+
+@dataclass(frozen=True)
 class RunSpec:
     """Where and how jobs run."""
 
@@ -90,7 +111,20 @@ class RunSpec:
     retries: int = 1  # extra attempts of a failed job within one run
     timeout: float = 0.0  # seconds per job attempt, 0: none
     max_jobs_per_worker: int = 0  # recycle a worker process after this many jobs, 0: never
-    engine: str = "local"
+    engine: str = "local"  # local | dask | slurm (bench/engine.py)
+    scheduler: str = ""  # dask: a scheduler address or scheduler file; "": a local cluster on loopback
+    gpus_per_job: float | None = None  # dask/slurm: GPU share per job; default 1/jobs_per_device on GPUs, else 0
+    worker_wait: float = 60.0  # dask/slurm: seconds to wait for a first worker, 0: forever
+    dashboard: str = ""  # dask local cluster: dashboard address ("8787" binds 127.0.0.1:8787); "": none
+    slurm: SlurmSpec = SlurmSpec()
+
+    def gpu_share(self) -> float:
+        """The GPU share one job requests from a Dask cluster (0: a CPU job)."""
+        if self.gpus_per_job is not None:
+            return self.gpus_per_job
+        if self.engine == "slurm":
+            return self.slurm.gpus / self.jobs_per_device
+        return 0.0 if all(d == "cpu" for d in self.devices) else 1.0 / self.jobs_per_device
 
 
 @dataclass(frozen=True)
@@ -350,7 +384,7 @@ def parse_sweep(data: dict, file: str) -> Sweep:
     if METHODS[method.name].check is not None:
         METHODS[method.name].check(teacher, student, file)
     grid = _grid(data.get("grid", {}), method, file)
-    run = _build(RunSpec, data.get("run", {}), file, "run")
+    run = _run(data.get("run", {}), file)
     check_run(run, file, "run")
     paths = _build(PathsSpec, data.get("paths", {}), file, "paths")
     augment = _build(AugmentSpec, data.get("augment", {}), file, "augment")
@@ -375,6 +409,17 @@ def _check_lm_task(task: TaskSpec, file: str) -> None:
     _positive(file, "task.teacher_topk", task.teacher_topk)
 
 
+def _run(data: Any, file: str) -> RunSpec:
+    if not isinstance(data, dict):
+        raise SpecError(file, "run", f"expected a table, got {data!r}")
+    slurm = _build(SlurmSpec, data.get("slurm", {}), file, "run.slurm")
+    rest = {k: v for k, v in data.items() if k != "slurm"}
+    return dataclasses.replace(_build(RunSpec, rest, file, "run", skip=("slurm",)), slurm=slurm)
+
+
+ENGINE_NAMES = ("local", "dask", "slurm")
+
+
 def check_run(run: RunSpec, file: str, prefix: str) -> None:
     """Validate the [run] table (also used for CLI overrides, with prefix '--...')."""
     from bench.queue import parse_device
@@ -391,9 +436,28 @@ def check_run(run: RunSpec, file: str, prefix: str) -> None:
     _positive(file, f"{prefix}.retries", run.retries, 0)
     _positive(file, f"{prefix}.timeout", run.timeout, 0)
     _positive(file, f"{prefix}.max_jobs_per_worker", run.max_jobs_per_worker, 0)
-    if run.engine != "local":
+    if run.engine not in ENGINE_NAMES:
         raise SpecError(file, f"{prefix}.engine", f"unknown engine {run.engine!r}"
-                        f"{did_you_mean(run.engine, ['local'])}; expected one of: local")
+                        f"{did_you_mean(run.engine, ENGINE_NAMES)}; expected one of: {', '.join(ENGINE_NAMES)}")
+    if run.gpus_per_job is not None and not 0 <= run.gpus_per_job <= 1:
+        raise SpecError(file, f"{prefix}.gpus_per_job", f"expected a share 0 <= value <= 1 (0.5 packs two jobs "
+                        f"per GPU), got {run.gpus_per_job}")
+    _positive(file, f"{prefix}.worker_wait", run.worker_wait, 0)
+    if run.scheduler and run.engine != "dask":
+        raise SpecError(file, f"{prefix}.scheduler", f"a scheduler address is for engine 'dask'; "
+                        f"expected engine = \"dask\" or no scheduler, got engine {run.engine!r}")
+    if run.engine == "slurm":
+        slurm = run.slurm
+        if not (slurm.host or slurm.interface):
+            raise SpecError(file, f"{prefix}.slurm.host", "expected the address (or an interface) the scheduler "
+                            "listens on, reachable from the compute nodes; nothing binds beyond loopback unless named")
+        if slurm.gpus not in (0, 1):
+            raise SpecError(file, f"{prefix}.slurm.gpus", f"expected 0 or 1 GPU per worker job, got {slurm.gpus}")
+        _positive(file, f"{prefix}.slurm.cores", slurm.cores)
+        _positive(file, f"{prefix}.slurm.max_workers", slurm.max_workers)
+        if run.gpu_share() > slurm.gpus:
+            raise SpecError(file, f"{prefix}.gpus_per_job", f"jobs request {run.gpu_share():g} GPU but worker jobs "
+                            f"have {slurm.gpus} (run.slurm.gpus); expected gpus_per_job <= {slurm.gpus}")
 
 
 def load_sweep(path: str | os.PathLike) -> Sweep:

@@ -81,7 +81,8 @@ def train_teacher(job: dict, data, device, started: float) -> dict:
                     "train": t_train - t_setup, "eval": t_eval - t_train, "cache": t_cache - t_eval,
                     "total": time.perf_counter() - started},
         "device": job["device"], "slot": job["slot"], "attempt": job["attempt"],
-        "provenance": provenance(),
+        "provenance": {**provenance(), "started": time.time() - (time.perf_counter() - started),
+                       "finished": time.time()},
     }
     atomic_write_json(tmp / "meta.json", meta)
     try:

@@ -5,8 +5,11 @@ answers on the original stdout (``{"ready": ...}`` once, then one reply per job)
 the job code prints goes to stderr, which the driver sends to the slot's log file.
 The driver sets ``BENCH_DEVICE``, ``CUDA_VISIBLE_DEVICES`` and the thread counts before start.
 
-Testing hook (fault injection, documented in docs/architecture.md): ``BENCH_CRASH_ON=<key prefix>``
-makes the worker exit abruptly when it starts a job whose key has that prefix.
+Testing hooks (fault injection, documented in docs/architecture.md): ``BENCH_CRASH_ON=<key prefix>``
+makes the worker exit abruptly when it starts a job whose key has that prefix;
+``BENCH_RAISE_ON=<key prefix>`` makes such a job raise. ``BENCH_EXIT_WITH_PARENT=1`` (set by the
+Dask engine) ends the worker, mid-job too, when the process that started it dies, so a killed
+Dask worker leaves no orphan holding its GPU while the job reruns elsewhere.
 """
 
 from __future__ import annotations
@@ -51,21 +54,41 @@ def main() -> None:
     except Exception as e:  # reported to the driver, which stops the sweep
         send({"ready": False, "error": f"{type(e).__name__}: {e}"})
         return
+    if os.environ.get("BENCH_EXIT_WITH_PARENT") == "1":
+        _exit_with_parent()
     send({"ready": True, "pid": os.getpid(), "startup": time.perf_counter() - t0, "device": str(device)})
     crash_on = os.environ.get("BENCH_CRASH_ON")
+    raise_on = os.environ.get("BENCH_RAISE_ON")
     for line in sys.stdin:
         job = json.loads(line)
         if crash_on and job["key"].startswith(crash_on):
             os._exit(137)
         start = time.perf_counter()
         try:
+            if raise_on and job["key"].startswith(raise_on):
+                raise RuntimeError(f"injected fault (BENCH_RAISE_ON={raise_on})")
             result = RUNNERS[job["kind"]](job, device)
             send({"key": job["key"], "status": "ok", "score": result.get("score"),
                   "seconds": time.perf_counter() - start})
         except Exception as e:
-            traceback.print_exc()
+            tb = traceback.format_exc()
+            print(tb, file=sys.stderr)
             send({"key": job["key"], "status": "failed", "error": f"{type(e).__name__}: {e}",
-                  "seconds": time.perf_counter() - start})
+                  "traceback": tb, "seconds": time.perf_counter() - start})
+
+
+def _exit_with_parent() -> None:
+    """Exit at once when the parent process is gone (this process is then re-parented)."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
 if __name__ == "__main__":

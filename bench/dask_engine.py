@@ -1,0 +1,159 @@
+"""The Dask engine: the driver hands each job to a Dask cluster as soon as its dependencies are
+done, and a Dask worker runs it in a ``bench.worker`` process, exactly as the local queue does.
+
+Driver side (``drive``): the same ``Scheduler`` as the local queue tracks dependencies, retries
+and failures; jobs are submitted with only paths and configs (never model objects) and a
+resource request (``GPU=share``); the worker writes each record the moment its job ends, so a
+result is never held on a worker that may die. Before submitting, the cluster must be able to
+satisfy the GPU request, else the run stops at once (Dask would otherwise wait forever).
+
+Worker side (``execute``): each Dask worker thread keeps one ``bench.worker`` subprocess (its
+slot), started with the worker's GPU visibility and ``BENCH_EXIT_WITH_PARENT=1``: a Dask worker
+that is killed takes its job's process with it, and Dask reruns the task on another worker (at
+most ``allowed-failures`` times, then the driver counts a failed attempt). Separate processes
+keep jobs that share a worker from sharing torch's global RNG, so scores do not depend on the
+engine.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+import traceback
+import uuid
+from pathlib import Path
+
+from bench.errors import UserError
+from bench.queue import Item, QueueResult, Scheduler, Slot, Worker, WorkerError, WorkerGone
+
+_STATE = threading.local()
+_THREAD_NUMBERS = itertools.count()
+
+
+def _slot(gpu: bool) -> tuple[Slot, dict]:
+    """This Dask worker thread's slot: its device, threads and extra environment."""
+    from distributed import get_worker
+
+    w = get_worker()
+    first = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    device = ("cuda:" + (first if first.isdigit() else "0")) if gpu else "cpu"
+    nthreads = w.state.nthreads
+    threads = int(os.environ.get("BENCH_THREADS") or 0) or max(1, len(os.sched_getaffinity(0)) // nthreads)
+    if not hasattr(_STATE, "number"):
+        _STATE.number = next(_THREAD_NUMBERS)
+    extra = {"BENCH_EXIT_WITH_PARENT": "1"}
+    if gpu and first and not first.isdigit():
+        extra["CUDA_VISIBLE_DEVICES"] = first  # a GPU named by UUID
+    return Slot(f"{w.name}#{_STATE.number}", device, threads), extra
+
+
+def execute(payload: dict, gpu: bool, timeout: float, max_jobs: int) -> dict:
+    """Run one job in this thread's worker process (started on first use); returns its reply
+    with the slot it ran on. Runs on a Dask worker."""
+    slot, extra = _slot(gpu)
+    payload = dict(payload)
+    log_dir = Path(payload.pop("log_dir"))
+    workers = _STATE.__dict__.setdefault("workers", {})
+    worker = workers.get(slot.device)
+    if worker is None:
+        name = slot.name.replace(":", "").replace("#", "-").replace("/", "-")
+        worker = workers[slot.device] = Worker(slot, log_dir / f"dask-{name}.log", extra)
+    reply = {"status": "failed", "error": "worker process died before the job started, 3 times"}
+    for _ in range(3):
+        if worker.proc is None or worker.proc.poll() is not None:
+            try:
+                worker.start()
+            except WorkerError as e:
+                return {"status": "failed", "error": str(e), "fatal": True, "slot": slot.name}
+        job = {**payload, "slot": slot.name, "device": slot.device,
+               "queue_wait": max(0.0, time.time() - payload["ready_at"])}
+        try:
+            reply = worker.run(job, timeout or None)
+        except WorkerGone:  # died while idle: a fresh process, same attempt
+            worker.stop()
+            continue
+        except WorkerError as e:
+            worker.kill()
+            reply = {"status": "failed", "error": str(e)}
+        except Exception as e:
+            worker.kill()
+            reply = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+        break
+    if reply["status"] != "ok" or (max_jobs and worker.jobs >= max_jobs):
+        worker.stop()  # a fresh process for the next job, as the local queue does
+    return {**reply, "slot": slot.name}
+
+
+def check_resources(client, share: float, wait: float) -> None:
+    """Fail at once when no worker of the cluster could ever run a job asking for ``share`` GPU."""
+    try:
+        client.wait_for_workers(1, timeout=wait or None)
+    except TimeoutError:
+        raise UserError(f"no Dask worker joined the scheduler {client.scheduler.address} within {wait:g} s "
+                        f"(run.worker_wait)") from None
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    if share > 0:
+        offered = sorted({w.get("resources", {}).get("GPU", 0) for w in workers})
+        if max(offered) < share:
+            raise UserError(f"each job asks for GPU={share:g} (run.gpus_per_job / jobs_per_device) but the workers "
+                            f"of {client.scheduler.address} offer GPU={', '.join(f'{g:g}' for g in offered)}; "
+                            f"start GPU workers with `--resources GPU=1`, or set run.gpus_per_job = 0 for CPU jobs")
+
+
+def _outcome(future) -> dict:
+    try:
+        return future.result()
+    except Exception as e:  # KilledWorker (its workers kept dying), cancelled, unpicklable payload ...
+        return {"status": "failed", "error": f"{type(e).__name__}: {e}",
+                "traceback": "".join(traceback.format_exception(e))}
+
+
+def drive(client, items: list[Item], run, log_dir: Path, hooks, done_keys: set[str]) -> QueueResult:
+    """Run the items on the cluster of ``client``: each as soon as its dependencies are done,
+    failures retried ``run.retries`` times; returns what finished, failed and was skipped."""
+    from distributed import as_completed
+
+    start = time.time()
+    share = run.gpu_share()
+    check_resources(client, share, run.worker_wait)
+    sched = Scheduler(items, set(done_keys), run.retries, hooks.on_final_failure, hooks.progress)
+    resources = {"GPU": share} if share > 0 else None
+    log_dir = log_dir.resolve()
+    live: dict[str, tuple] = {}  # future key -> (item, future)
+    pending = as_completed()
+
+    def submit(item: Item) -> None:
+        item.attempts += 1
+        payload = {**item.payload, "attempt": item.attempts, "ready_at": item.ready_at, "log_dir": str(log_dir)}
+        future = client.submit(execute, payload, share > 0, run.timeout, run.max_jobs_per_worker,
+                               key=f"{item.kind}-{item.key[:16]}-a{item.attempts}-{uuid.uuid4().hex[:6]}",
+                               pure=False, resources=resources)
+        live[future.key] = (item, future)
+        pending.add(future)
+
+    try:
+        for item in sched.take_ready():
+            submit(item)
+        for future in pending:
+            item, _ = live.pop(future.key)
+            reply = _outcome(future)
+            future.release()
+            item.slot, item.traceback = reply.get("slot"), reply.get("traceback")
+            if reply.get("fatal"):
+                sched.stop()
+                raise UserError(f"a Dask worker could not start a job process on slot {reply.get('slot')}: "
+                                f"{reply['error']}")
+            ok = reply["status"] == "ok" or hooks.is_done(item)
+            sched.finish(item, ok, None if ok else reply.get("error"))
+            for ready in sched.take_ready():
+                submit(ready)
+    finally:
+        if live:
+            client.cancel([f for _, f in live.values()])
+    sched.close()
+    result = sched.result
+    assert len(result.done) + len(result.failed) + len(result.skipped) == sched.total, "engine lost a job"
+    result.wall = time.time() - start
+    return result
