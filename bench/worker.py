@@ -7,7 +7,7 @@ The driver sets ``BENCH_DEVICE``, ``CUDA_VISIBLE_DEVICES`` and the thread counts
 
 Testing hooks (fault injection, documented in docs/architecture.md): ``BENCH_CRASH_ON=<key prefix>``
 makes the worker exit abruptly when it starts a job whose key has that prefix;
-``BENCH_RAISE_ON=<key prefix>`` makes such a job raise. ``BENCH_EXIT_WITH_PARENT=1`` (set by the
+``BENCH_RAISE_ON=<prefix>[,<prefix>...]`` makes such jobs raise. ``BENCH_EXIT_WITH_PARENT=1`` (set by the
 Dask engine) ends the worker, mid-job too, when the process that started it dies, so a killed
 Dask worker leaves no orphan holding its GPU while the job reruns elsewhere.
 """
@@ -58,7 +58,7 @@ def main() -> None:
         _exit_with_parent()
     send({"ready": True, "pid": os.getpid(), "startup": time.perf_counter() - t0, "device": str(device)})
     crash_on = os.environ.get("BENCH_CRASH_ON")
-    raise_on = os.environ.get("BENCH_RAISE_ON")
+    raise_on = tuple(p for p in os.environ.get("BENCH_RAISE_ON", "").split(",") if p)
     for line in sys.stdin:
         job = json.loads(line)
         if crash_on and job["key"].startswith(crash_on):
@@ -66,7 +66,7 @@ def main() -> None:
         start = time.perf_counter()
         try:
             if raise_on and job["key"].startswith(raise_on):
-                raise RuntimeError(f"injected fault (BENCH_RAISE_ON={raise_on})")
+                raise RuntimeError("injected fault (BENCH_RAISE_ON)")
             result = RUNNERS[job["kind"]](job, device)
             send({"key": job["key"], "status": "ok", "score": result.get("score"),
                   "seconds": time.perf_counter() - start})
