@@ -32,15 +32,20 @@ _STATE = threading.local()
 _THREAD_NUMBERS = itertools.count()
 
 
-def _slot(gpu: bool) -> tuple[Slot, dict]:
-    """This Dask worker thread's slot: its device, threads and extra environment."""
+def _slot(share: float) -> tuple[Slot, dict]:
+    """This Dask worker thread's slot: its device, threads and extra environment. The cores are
+    shared among the jobs that can run on this worker at once (its threads, or fewer when GPU
+    shares bound them), unless the worker's environment sets BENCH_THREADS."""
     from distributed import get_worker
 
     w = get_worker()
+    gpu = share > 0
     first = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
     device = ("cuda:" + (first if first.isdigit() else "0")) if gpu else "cpu"
-    nthreads = w.state.nthreads
-    threads = int(os.environ.get("BENCH_THREADS") or 0) or max(1, len(os.sched_getaffinity(0)) // nthreads)
+    at_once = w.state.nthreads
+    if gpu:
+        at_once = min(at_once, max(1, int(w.state.total_resources.get("GPU", 1) / share + 1e-9)))
+    threads = int(os.environ.get("BENCH_THREADS") or 0) or max(1, len(os.sched_getaffinity(0)) // at_once)
     if not hasattr(_STATE, "number"):
         _STATE.number = next(_THREAD_NUMBERS)
     extra = {"BENCH_EXIT_WITH_PARENT": "1"}
@@ -49,10 +54,10 @@ def _slot(gpu: bool) -> tuple[Slot, dict]:
     return Slot(f"{w.name}#{_STATE.number}", device, threads), extra
 
 
-def execute(payload: dict, gpu: bool, timeout: float, max_jobs: int) -> dict:
-    """Run one job in this thread's worker process (started on first use); returns its reply
-    with the slot it ran on. Runs on a Dask worker."""
-    slot, extra = _slot(gpu)
+def execute(payload: dict, share: float, timeout: float, max_jobs: int) -> dict:
+    """Run one job (asking for ``share`` of a GPU) in this thread's worker process, started on
+    first use; returns its reply with the slot it ran on. Runs on a Dask worker."""
+    slot, extra = _slot(share)
     payload = dict(payload)
     log_dir = Path(payload.pop("log_dir"))
     workers = _STATE.__dict__.setdefault("workers", {})
@@ -127,7 +132,7 @@ def drive(client, items: list[Item], run, log_dir: Path, hooks, done_keys: set[s
     def submit(item: Item) -> None:
         item.attempts += 1
         payload = {**item.payload, "attempt": item.attempts, "ready_at": item.ready_at, "log_dir": str(log_dir)}
-        future = client.submit(execute, payload, share > 0, run.timeout, run.max_jobs_per_worker,
+        future = client.submit(execute, payload, share, run.timeout, run.max_jobs_per_worker,
                                key=f"{item.kind}-{item.key[:16]}-a{item.attempts}-{uuid.uuid4().hex[:6]}",
                                pure=False, resources=resources)
         live[future.key] = (item, future)
