@@ -146,7 +146,9 @@ def test_a_worker_killed_mid_job_and_the_sweep_still_completes(project, engine, 
         from distributed import Client
 
         with Client(args[1], timeout=10) as client:
-            busy = [w for w, tasks in client.processing().items() if any(t.startswith("distill-") for t in tasks)]
+            busy = []
+            while not busy and time.monotonic() < deadline:
+                busy = [w for w, tasks in client.processing().items() if any(t.startswith("distill-") for t in tasks)]
             pids = client.run(os.getpid, workers=busy[:1])
         victim = psutil.Process(next(iter(pids.values())))
     os.kill(victim.pid, signal.SIGKILL)
