@@ -89,9 +89,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.no_report:
         from bench.report import write_report
 
-        out = write_report(plan)
+        out = write_report(plan, _report_options(args))
         print(f"report: {out / 'report.md'}", file=sys.stderr)
     return 0 if summary.jobs_failed == 0 and summary.jobs_skipped == 0 else 1
+
+
+def _report_options(args: argparse.Namespace):
+    from bench.report import ReportOptions
+    from bench.stats import TEACHER_COST_POLICIES
+
+    if args.teacher_cost not in TEACHER_COST_POLICIES:
+        from bench.errors import did_you_mean
+
+        raise UserError(f"--teacher-cost: unknown policy '{args.teacher_cost}'"
+                        f"{did_you_mean(args.teacher_cost, TEACHER_COST_POLICIES)}; expected one of: "
+                        f"{', '.join(TEACHER_COST_POLICIES)}")
+    for name in ("m", "boot", "base_k"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value}")
+    if not 0 < args.level < 1:
+        raise UserError(f"--level: expected a confidence level between 0 and 1, got {args.level}")
+    return ReportOptions(teacher_cost=args.teacher_cost, m=args.m, n_boot=args.boot, level=args.level,
+                         seed=args.seed, base_k=args.base_k)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -99,9 +119,33 @@ def cmd_report(args: argparse.Namespace) -> int:
     from bench.plan import make_plan
     from bench.report import write_report
 
-    out = write_report(make_plan(_load(args)))
-    print(f"report: {out / 'report.md'}")
+    out = write_report(make_plan(_load(args)), _report_options(args))
+    print(f"report: {out / 'report.md'} and {out / 'report.html'}")
     return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Overlay several sweeps in one table and figure."""
+    from pathlib import Path
+
+    from bench.compare import write_comparison
+    from bench.plan import make_plan
+    from bench.spec import load_sweep
+
+    plans = [make_plan(load_sweep(spec)) for spec in args.specs]
+    out = write_comparison(plans, _report_options(args), Path(args.out) if args.out else None)
+    print(f"comparison: {out / 'compare.md'} and {out / 'compare.html'}")
+    return 0
+
+
+def _add_report_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--teacher-cost", default="full", help="what a student is charged for its teachers in the "
+                   "compute figures: full (default), amortised (shared by the runs using them) or free")
+    p.add_argument("--m", type=int, help="runs per size-matched worst / best case (default: the repeats r)")
+    p.add_argument("--boot", type=int, default=2000, help="bootstrap draws (default 2000)")
+    p.add_argument("--level", type=float, default=0.95, help="confidence level (default 0.95)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--base-k", type=int, default=1, help="the k the others are compared with (default 1)")
 
 
 def cmd_slurm_script(args: argparse.Namespace) -> int:
@@ -144,14 +188,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-report", action="store_true", help="do not write the report afterwards")
     run.add_argument("--teachers-only", action="store_true", help="only fine-tune (and cache) the teachers")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_report_options(run)
     rep = sub.add_parser("report", help="write tables and figures from the records")
     rep.add_argument("spec")
+    _add_report_options(rep)
+    cmp = sub.add_parser("compare", help="overlay two or more sweeps in one table and figure")
+    cmp.add_argument("specs", nargs="+", metavar="SPEC")
+    cmp.add_argument("--out", help="output folder (default: reports/compare-A-vs-B)")
+    _add_report_options(cmp)
     slurm = sub.add_parser("slurm-script", help="print the batch script of one Slurm worker job ([run.slurm])")
     slurm.add_argument("spec")
     return p
 
 
-COMMANDS = {"plan": cmd_plan, "run": cmd_run, "report": cmd_report, "slurm-script": cmd_slurm_script}
+COMMANDS = {"plan": cmd_plan, "run": cmd_run, "report": cmd_report, "compare": cmd_compare,
+            "slurm-script": cmd_slurm_script}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from bench.plan import stable_hash
-from bench.records import atomic_write_json, provenance
+from bench.records import atomic_write_json, encode_array, provenance
 from bench.teachers import load_outputs, task_spec, train_spec
 
 _TASKS: dict[str, Any] = {}
@@ -141,7 +141,8 @@ def run_distill(job: dict, device: Any) -> dict:
     t_setup = time.perf_counter()
     model = METHODS[config["method"]["name"]].run(ctx)
     t_train = time.perf_counter()
-    scores = evaluate(data, model, device)
+    predictions: dict = {}
+    scores = evaluate(data, model, device, predictions)
     t_eval = time.perf_counter()
     metric = TASKS[data.name].metrics[0]
     record = {
@@ -150,6 +151,7 @@ def run_distill(job: dict, device: Any) -> dict:
         "teacher_keys": config["teachers"], "config": config, "scores": scores, "metric": metric,
         "score": scores[data.eval_splits[0]][metric], "score_split": data.eval_splits[0],
         "n_params": count_parameters(model), "fit": ctx.fit,
+        "predictions": {split: encode_array(p) for split, p in predictions.items()},
         "teacher_work": {"logits": "cached" + (" (augmented examples included)" if augment else "")
                          + (" per (example, training view)" if data.splits["train"].n_views else ""),
                          "features": METHODS[config["method"]["name"]].features},

@@ -5,7 +5,8 @@ A record is the only source of tables and figures. Schema (``RECORD_FORMAT`` 1):
 teacher_keys, config, metric, score (on the task's first evaluation split), scores {split: {metric: value}}, timings {queue_wait, setup,
 train, eval, total}, device, slot, provenance {versions, git_commit, host, pid, finished}``;
 ok records add ``score_split, n_params, fit (steps, seconds per stage), teacher_work, torch_device, cuda_visible_devices, threads`` and
-``provenance.started``; failed and skipped ones add ``errors`` (one per attempt) and ``traceback`` (where
+``provenance.started`` and ``predictions`` {split: encoded array of the predicted class per
+example, in split order; empty for tasks not scored by classes (lm)}, read with ``decode_array``; failed and skipped ones add ``errors`` (one per attempt) and ``traceback`` (where
 the job, or for a skipped one the failed job it waited for, raised) and have null scores and timings.
 """
 
@@ -124,3 +125,30 @@ def versions() -> dict[str, str]:
 def provenance() -> dict:
     """Where and with what a record was produced."""
     return {"versions": versions(), "git_commit": git_commit(), "host": platform.node(), "pid": os.getpid()}
+
+
+def encode_array(values: Any) -> dict:
+    """A small integer array as JSON: zlib-compressed little-endian bytes, base64 (a CoLA dev set
+    of 1,043 predictions takes well under 1 kB)."""
+    import base64
+    import zlib
+
+    import numpy as np
+
+    a = np.asarray(values)
+    dtype = "<i1" if a.size == 0 or (a.min() >= -128 and a.max() < 128) else "<i4"
+    return {"dtype": dtype, "n": int(a.size),
+            "zlib_base64": base64.b64encode(zlib.compress(a.astype(dtype).tobytes(), 9)).decode()}
+
+
+def decode_array(encoded: dict) -> Any:
+    """The numpy array of ``encode_array``."""
+    import base64
+    import zlib
+
+    import numpy as np
+
+    a = np.frombuffer(zlib.decompress(base64.b64decode(encoded["zlib_base64"])), dtype=encoded["dtype"])
+    if a.size != encoded["n"]:
+        raise ValueError(f"expected {encoded['n']} values, decoded {a.size}")
+    return a

@@ -108,8 +108,11 @@ def predict_logits(model: torch.nn.Module, split: Split, device: torch.device, b
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
-def evaluate(data: TaskData, model: torch.nn.Module, device: torch.device) -> dict:
-    """Metrics of the task on each evaluation split: {split: {metric: value}}."""
+def evaluate(data: TaskData, model: torch.nn.Module, device: torch.device,
+             predictions: dict | None = None) -> dict:
+    """Metrics of the task on each evaluation split: {split: {metric: value}}; for tasks scored
+    by class predictions, ``predictions`` (when given) receives {split: predicted class per
+    example}, for paired example-level statistics."""
     from bench.tasks import TASKS
 
     custom = TASKS[data.name].evaluate
@@ -120,4 +123,6 @@ def evaluate(data: TaskData, model: torch.nn.Module, device: torch.device) -> di
         split = data.splits[name]
         preds = predict_logits(model, split, device).argmax(axis=1)
         scores[name] = score(data.name, split.labels, preds)
+        if predictions is not None:
+            predictions[name] = preds
     return scores

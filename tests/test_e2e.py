@@ -14,7 +14,8 @@ from helpers import GLUE, bench_cli, records
 
 REPO = Path(__file__).resolve().parents[1]
 REPORT_FILES = {"jobs.csv", "by_combination.csv", "summary_by_k.csv", "budget.csv", "teachers.csv",
-                "by_k.png", "by_k.pdf", "budget.png", "budget.pdf", "report.md"}
+                "robust_by_k.csv", "compare_k.csv", "expected_budget.csv", "robust_by_k.png", "expected_budget.png",
+                "by_k.png", "by_k.pdf", "budget.png", "budget.pdf", "report.md", "report.html"}
 
 
 @pytest.mark.slow
@@ -34,6 +35,18 @@ def test_quickstart_full_protocol(project):
     assert summary["k"].tolist() == [1, 2, 3, 4, 5, 6]
     assert summary["n_combinations"].tolist() == [6, 15, 20, 15, 6, 1]
     assert (summary["worst"] <= summary["mean"]).all() and (summary["mean"] <= summary["best"]).all()
+    # the report: paper, size-matched and interval columns side by side, and the verdict
+    report = (project / "reports" / "quickstart" / "report.md").read_text()
+    assert "| k | worst (paper) | worst (m=3) | worst 95% CI | best (paper) | best (m=3) | best 95% CI |" in report
+    assert "## Verdict" in report and "At k=6 the size-matched worst case" in report and "95% CI of the difference" in report
+    # each record keeps its per-example predictions: they reproduce its score
+    from bench.jobs import load_task
+    from bench.records import decode_array
+
+    rec = next(iter(recs.values()))
+    dev = load_task(rec["config"], str(project / ".cache" / "bench")).splits["dev"]
+    preds = decode_array(rec["predictions"]["dev"])
+    assert len(preds) == len(dev.labels) and float(np.mean(preds == dev.labels)) == pytest.approx(rec["score"])
     again = bench_cli("run", "quickstart.toml", "--no-report", cwd=project)
     assert again.returncode == 0 and "ran 0 jobs" in again.stderr
 

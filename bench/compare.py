@@ -1,0 +1,85 @@
+"""``bench compare``: several sweeps (e.g. TinyBERT vs DistilBERT, T=1 vs T=2) in one table and
+one figure of size-matched worst / best / mean per k with bootstrap intervals, from records only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from bench.aggregate import by_combination, jobs_frame, summary_by_k
+from bench.document import to_html, to_markdown
+from bench.errors import UserError
+from bench.plan import Plan
+from bench.records import atomic_write_bytes, load_records
+from bench.report import ReportOptions, _metric_label, save_figure, verdict
+from bench.tasks import LOWER_IS_BETTER
+
+
+def _label(name: str, point: dict) -> str:
+    return name + "".join(f", {g}={v:g}" for g, v in point.items())
+
+
+def compare_table(plans: list[Plan], options: ReportOptions = ReportOptions()) -> tuple[pd.DataFrame, list, list]:
+    """One row per (sweep and grid point, k): the paper's worst / best and the size-matched
+    statistics with intervals; and per sweep its metric label and its verdict."""
+    from bench.stats import robust_tables
+
+    frames, metrics, verdicts = [], [], []
+    for plan in plans:
+        sweep = plan.sweep
+        grid = sorted(sweep.grid)
+        planned = {j.key for j in plan.jobs}
+        records = [r for k, r in load_records(sweep.results_dir()).items() if k in planned and r["status"] == "ok"]
+        if not records:
+            raise UserError(f"{sweep.source}: sweep '{sweep.name}' has no ok records under {sweep.results_dir()}; "
+                            f"expected a sweep that has run (bench run {sweep.source})")
+        jobs = jobs_frame(records, grid)
+        higher = records[0]["metric"] not in LOWER_IS_BETTER
+        paper = summary_by_k(by_combination(jobs, grid), grid, higher)
+        robust, comparison = robust_tables(jobs, grid, options.m, higher, options.base_k, options.n_boot,
+                                           options.level, options.seed)
+        table = robust.merge(paper[[*grid, "k", "worst", "best"]], on=[*grid, "k"])
+        table.insert(0, "sweep", [_label(sweep.name, {g: row[g] for g in grid}) for _, row in table.iterrows()])
+        frames.append(table.drop(columns=grid))
+        metric = _metric_label(records[0])
+        metrics.append(metric)
+        verdicts.append(f"**{sweep.name}**: " + verdict(comparison, grid, metric, higher, options.level))
+    return pd.concat(frames, ignore_index=True), metrics, verdicts
+
+
+def write_comparison(plans: list[Plan], options: ReportOptions = ReportOptions(), out: Path | None = None) -> Path:
+    """compare.csv, compare.png/.pdf, compare.md and a self-contained compare.html; returns the folder
+    (default: reports/compare-<A>-vs-<B>)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bench.plots import plot_compare
+
+    names = [p.sweep.name for p in plans]
+    if len(set(names)) != len(names):
+        raise UserError(f"bench compare: expected sweeps with distinct names, got {', '.join(names)}")
+    out = out or Path(plans[0].sweep.paths.reports) / ("compare-" + "-vs-".join(names))
+    out.mkdir(parents=True, exist_ok=True)
+    table, metrics, verdicts = compare_table(plans, options)
+    atomic_write_bytes(out / "compare.csv", table.to_csv(index=False, float_format="%.6g").encode())
+    metric = metrics[0] if len(set(metrics)) == 1 else "score"
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    plot_compare(table, metric, title=" vs ".join(names), ax=ax)
+    fig.tight_layout()
+    save_figure(fig, out / "compare")
+    shown = table[["sweep", "k", "worst", "worst_m", "worst_m_lo", "worst_m_hi", "best", "best_m", "best_m_lo",
+                   "best_m_hi", "mean", "mean_lo", "mean_hi", "iqm", "m", "n_combinations", "n_runs"]]
+    blocks = [("h1", "Sweeps compared: " + " vs ".join(f"`{n}`" for n in names)),
+              ("p", "Per sweep (and grid point) and k: the paper's worst / best (min / max over a combination's "
+                    "runs, averaged over combinations), the size-matched worst / best of m runs and the mean, "
+                    f"with {options.level:.0%} bootstrap intervals over teacher and student seeds (`bench/stats.py`)."
+                    + ("" if len(set(metrics)) == 1 else f" The sweeps report different metrics: {', '.join(metrics)}.")),
+              ("table", shown), ("img", "compare.png", "sweeps compared"), ("h2", "Verdicts"),
+              *[("p", v) for v in verdicts], ("p", "Table: [compare.csv](compare.csv).")]
+    atomic_write_bytes(out / "compare.md", to_markdown(blocks).encode())
+    atomic_write_bytes(out / "compare.html", to_html(blocks, out, "Sweeps compared").encode())
+    return out
