@@ -84,7 +84,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = make_plan(_load(args))
     summary = run_sweep(plan, quiet=args.quiet, teachers_only=args.teachers_only)
     print(f"{plan.sweep.name}: trained {summary.teachers_trained} teachers, ran {summary.jobs_run} jobs "
-          f"({summary.jobs_ok} ok, {summary.jobs_failed} failed, {summary.jobs_skipped} not run: teacher failed; "
+          f"({summary.jobs_ok} ok, {summary.jobs_failed} failed, "
+          + (f"{summary.jobs_diverged} diverged, " if summary.jobs_diverged else "")
+          + f"{summary.jobs_skipped} not run: teacher failed; "
           f"{summary.already_done} were already recorded) in {summary.wall_seconds:.1f} s", file=sys.stderr)
     if not args.no_report:
         from bench.report import write_report
@@ -136,6 +138,34 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = write_comparison(plans, _report_options(args), Path(args.out) if args.out else None)
     print(f"comparison: {out / 'compare.md'} and {out / 'compare.html'}")
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Print what is done, failed, missing or damaged in a sweep and what a rerun would do."""
+    from bench.doctor import diagnose, format_diagnosis
+    from bench.plan import make_plan
+
+    d = diagnose(make_plan(_load(args)))
+    print(json.dumps(d, indent=1) if args.json else format_diagnosis(d))
+    return 0
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    """Run one job again from its record and compare the scores."""
+    from bench.queue import parse_device
+    from bench.rerun import find_record, rerun_job
+
+    try:
+        parse_device(args.device)
+    except ValueError as e:
+        raise UserError(f"--device: {e}") from None
+    path = find_record(args.record, args.results)
+    old, new = rerun_job(path, args.device, args.replace)
+    same = old.get("scores") == new["scores"]
+    print(f"job {old['key']}: score {new['score']!r} (recorded: {old.get('score')!r}); every score "
+          + ("identical, bit for bit" if same else "DIFFERS from the record")
+          + ("; the record was replaced" if args.replace else ""))
+    return 0 if same or args.replace else 1
 
 
 def _add_report_options(p: argparse.ArgumentParser) -> None:
@@ -196,13 +226,21 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("specs", nargs="+", metavar="SPEC")
     cmp.add_argument("--out", help="output folder (default: reports/compare-A-vs-B)")
     _add_report_options(cmp)
+    doc = sub.add_parser("doctor", help="what is done, failed, missing or damaged, and what a rerun would do")
+    doc.add_argument("spec")
+    doc.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
+    rr = sub.add_parser("rerun", help="run one job again from its record alone and compare its scores")
+    rr.add_argument("record", help="a record file, or a job key (or unique prefix) under --results")
+    rr.add_argument("--results", default="results", help="results root to search for a key (default: results)")
+    rr.add_argument("--device", default="cpu", help="cpu or cuda:N (default: cpu)")
+    rr.add_argument("--replace", action="store_true", help="replace the record with the new one")
     slurm = sub.add_parser("slurm-script", help="print the batch script of one Slurm worker job ([run.slurm])")
     slurm.add_argument("spec")
     return p
 
 
 COMMANDS = {"plan": cmd_plan, "run": cmd_run, "report": cmd_report, "compare": cmd_compare,
-            "slurm-script": cmd_slurm_script}
+            "doctor": cmd_doctor, "rerun": cmd_rerun, "slurm-script": cmd_slurm_script}
 
 
 def main(argv: list[str] | None = None) -> int:

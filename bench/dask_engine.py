@@ -81,10 +81,10 @@ def execute(payload: dict, share: float, timeout: float, max_jobs: int) -> dict:
             continue
         except WorkerError as e:
             worker.kill()
-            reply = {"status": "failed", "error": str(e)}
+            reply = {"status": "failed", "error": str(e), "kind": e.kind}
         except Exception as e:
             worker.kill()
-            reply = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+            reply = {"status": "failed", "error": f"{type(e).__name__}: {e}", "kind": "error"}
         break
     if reply["status"] != "ok" or (max_jobs and worker.jobs >= max_jobs):
         worker.stop()  # a fresh process for the next job, as the local queue does
@@ -112,6 +112,7 @@ def _outcome(future) -> dict:
         return future.result()
     except Exception as e:  # KilledWorker (its workers kept dying), cancelled, unpicklable payload ...
         return {"status": "failed", "error": f"{type(e).__name__}: {e}",
+                "kind": "crash" if type(e).__name__ == "KilledWorker" else "error",
                 "traceback": "".join(traceback.format_exception(e))}
 
 
@@ -123,7 +124,7 @@ def drive(client, items: list[Item], run, log_dir: Path, hooks, done_keys: set[s
     start = time.time()
     share = run.gpu_share()
     check_resources(client, share, run.worker_wait)
-    sched = Scheduler(items, set(done_keys), run.retries, hooks.on_final_failure, hooks.progress)
+    sched = Scheduler(items, set(done_keys), run.retries, hooks.on_final_failure, hooks.progress, run.retry_on)
     resources = {"GPU": share} if share > 0 else None
     log_dir = log_dir.resolve()
     live: dict[str, tuple] = {}  # future key -> (item, future)
@@ -146,6 +147,7 @@ def drive(client, items: list[Item], run, log_dir: Path, hooks, done_keys: set[s
             reply = _outcome(future)
             future.release()
             item.slot, item.traceback = reply.get("slot"), reply.get("traceback")
+            item.failure, item.step = reply.get("kind"), reply.get("step")
             if reply.get("fatal"):
                 sched.stop()
                 raise UserError(f"a Dask worker could not start a job process on slot {reply.get('slot')}: "

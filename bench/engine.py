@@ -34,7 +34,8 @@ def run_local(items: list[Item], run, log_dir: Path, hooks: Hooks, done_keys: se
     """The local device queue: ``run.devices`` x ``run.jobs_per_device`` worker processes."""
     slots = make_slots(run.devices, run.jobs_per_device, run.threads_per_job)
     return run_queue(items, slots, log_dir, run.retries, run.timeout, run.max_jobs_per_worker,
-                     hooks.on_final_failure, hooks.progress, done_keys=done_keys, is_done=hooks.is_done)
+                     hooks.on_final_failure, hooks.progress, done_keys=done_keys, is_done=hooks.is_done,
+                     retry_on=run.retry_on)
 
 
 def run_dask(items: list[Item], run, log_dir: Path, hooks: Hooks, done_keys: set[str]) -> QueueResult:

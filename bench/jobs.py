@@ -148,7 +148,7 @@ def run_distill(job: dict, device: Any) -> dict:
     record = {
         "key": job["key"], "sweep": job["plan"]["sweep"], "status": "ok", "attempts": job["attempt"],
         "error": None, **{k: job["plan"][k] for k in ("k", "combination", "primary", "repeat", "grid")},
-        "teacher_keys": config["teachers"], "config": config, "scores": scores, "metric": metric,
+        "teacher_keys": config["teachers"], "config": config, "paths": job["paths"], "scores": scores, "metric": metric,
         "score": scores[data.eval_splits[0]][metric], "score_split": data.eval_splits[0],
         "n_params": count_parameters(model), "fit": ctx.fit,
         "predictions": {split: encode_array(p) for split, p in predictions.items()},

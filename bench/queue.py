@@ -69,10 +69,17 @@ class Item:
     slot: str | None = None  # where the last attempt ran
     lost: int = 0  # times the worker was found dead before receiving it
     traceback: str | None = None  # of the last failed attempt, where the job raised
+    failure: str | None = None  # kind of the last failure: error, oom, diverged, crash, timeout
+    step: int | None = None  # diverged: the first step with a non-finite loss
 
 
 class WorkerError(Exception):
     """The worker process died, timed out or could not start."""
+
+    kind = "crash"
+
+
+RETRY_ON = ("error", "crash", "timeout", "oom")  # failure kinds retried by default; "diverged" is deterministic
 
 
 class WorkerGone(WorkerError):
@@ -109,7 +116,9 @@ class Worker:
             ready, _, _ = select.select([fd], [], [], wait)
             if not ready:
                 self.kill()
-                raise WorkerError(f"timed out after {timeout:g} s")
+                error = WorkerError(f"timed out after {timeout:g} s")
+                error.kind = "timeout"
+                raise error
             chunk = os.read(fd, 65536)
             if not chunk:
                 code = self.proc.wait()
@@ -154,9 +163,11 @@ class Scheduler:
     """Thread-safe state of one run: pending (waiting for deps), ready, running, finished."""
 
     def __init__(self, items: list[Item], done_keys: set[str], retries: int,
-                 on_final_failure: Callable[[Item], None], progress: Callable[[dict], None]):
+                 on_final_failure: Callable[[Item], None], progress: Callable[[dict], None],
+                 retry_on: tuple[str, ...] = RETRY_ON):
         self.lock = threading.Condition()
         self.retries, self.on_final_failure, self.progress = retries, on_final_failure, progress
+        self.retry_on = set(retry_on)
         self.done_keys = set(done_keys)
         self.failed_keys: set[str] = set()
         self.pending = [i for i in items]
@@ -240,7 +251,7 @@ class Scheduler:
                 self.result.done.append(item)
             else:
                 item.errors.append(error)
-                if item.attempts <= self.retries:
+                if item.attempts <= self.retries and (item.failure or "error") in self.retry_on:
                     item.ready_at = time.time()
                     self.ready.append(item)
                 else:
@@ -259,7 +270,8 @@ class Scheduler:
 def run_queue(items: list[Item], slots: list[Slot], log_dir: Path, retries: int, timeout: float,
               max_jobs_per_worker: int, on_final_failure: Callable[[Item], None],
               progress: Callable[[dict], None], done_keys: set[str] = frozenset(),
-              is_done: Callable[[Item], bool] = lambda item: False) -> QueueResult:
+              is_done: Callable[[Item], bool] = lambda item: False,
+              retry_on: tuple[str, ...] = RETRY_ON) -> QueueResult:
     """Run every item on the slots; returns what finished, failed and was skipped.
 
     ``is_done(item)`` tells whether a job whose reply was lost (worker killed or timed out just
@@ -268,27 +280,29 @@ def run_queue(items: list[Item], slots: list[Slot], log_dir: Path, retries: int,
     unexpected error in the driver, after the running jobs end. Nothing finished is lost.
     """
     start = time.time()
-    sched = Scheduler(items, set(done_keys), retries, on_final_failure, progress)
+    sched = Scheduler(items, set(done_keys), retries, on_final_failure, progress, retry_on)
     fatal: list[BaseException] = []
 
     def attempt(worker: Worker, slot: Slot, item: Item) -> tuple[bool, str | None]:
         item.attempts += 1
         item.slot = slot.name
-        item.traceback = None
+        item.traceback, item.failure, item.step = None, None, None
         payload = {**item.payload, "attempt": item.attempts, "slot": slot.name,
                    "device": slot.device, "queue_wait": max(0.0, time.time() - item.ready_at)}
         try:
             reply = worker.run(payload, timeout or None)
-            item.traceback = reply.get("traceback")
+            item.traceback, item.failure, item.step = reply.get("traceback"), reply.get("kind"), reply.get("step")
             return reply["status"] == "ok", reply.get("error")
         except WorkerGone:
             item.attempts -= 1  # the job never reached the worker
             raise
         except WorkerError as e:
             worker.kill()
+            item.failure = e.kind
             return False, str(e)
         except Exception as e:  # anything unexpected costs this attempt only
             worker.kill()
+            item.failure = "error"
             return False, f"{type(e).__name__}: {e}"
 
     def slot_loop(slot: Slot) -> None:

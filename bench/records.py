@@ -1,13 +1,15 @@
 """Job records: one JSON file per finished job, written atomically, and their loading.
 
 A record is the only source of tables and figures. Schema (``RECORD_FORMAT`` 1):
-``key, sweep, status ("ok" | "failed" | "skipped": not run, a job it waits for failed), attempts, error, k, combination, primary, repeat, grid,
+``key, sweep, status ("ok" | "failed" | "diverged": no score, a non-finite loss at ``diverged_at_step`` |
+"skipped": not run, a job it waits for failed), attempts, error, k, combination, primary, repeat, grid,
 teacher_keys, config, metric, score (on the task's first evaluation split), scores {split: {metric: value}}, timings {queue_wait, setup,
 train, eval, total}, device, slot, provenance {versions, git_commit, host, pid, finished}``;
 ok records add ``score_split, n_params, fit (steps, seconds per stage), teacher_work, torch_device, cuda_visible_devices, threads`` and
-``provenance.started`` and ``predictions`` {split: encoded array of the predicted class per
+``provenance.started``, ``paths`` (teachers root and cache: enough to rerun the job from its record) and ``predictions`` {split: encoded array of the predicted class per
 example, in split order; empty for tasks not scored by classes (lm)}, read with ``decode_array``; failed and skipped ones add ``errors`` (one per attempt) and ``traceback`` (where
-the job, or for a skipped one the failed job it waited for, raised) and have null scores and timings.
+the job, or for a skipped one the failed job it waited for, raised), ``error_kind`` (error, oom, crash,
+timeout, diverged) and have null scores and timings.
 """
 
 from __future__ import annotations
@@ -74,21 +76,39 @@ def record_path(results_dir: Path, key: str) -> Path:
     return records_dir(results_dir) / f"{key}.json"
 
 
-def load_records(results_dir: Path) -> dict[str, dict]:
-    """All records of a sweep by key; unreadable files (never written by us) are reported and skipped."""
+def _record_problem(path: Path) -> tuple[dict | None, str | None]:
+    try:
+        rec = read_json(path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return None, f"unreadable ({e})"
+    if not isinstance(rec, dict) or rec.get("key") != path.stem or "status" not in rec:
+        return None, "not a record of this job (no status, or its key differs from the file name)"
+    return rec, None
+
+
+def load_records(results_dir: Path, quarantine: bool = False) -> dict[str, dict]:
+    """All records of a sweep by key. A damaged file (truncated, corrupt, not a record) is skipped
+    with a warning; with ``quarantine`` (the driver, holding the sweep's lock) it is also moved to
+    ``results/<sweep>/quarantine/`` so that its job runs again."""
+    import sys
+    import time
+
     out: dict[str, dict] = {}
     folder = records_dir(results_dir)
     if not folder.is_dir():
         return out
     for p in sorted(folder.glob("*.json")):
-        try:
-            rec = read_json(p)
-        except (OSError, json.JSONDecodeError) as e:
-            import sys
-
-            print(f"warning: {p}: unreadable record skipped ({e})", file=sys.stderr)
+        rec, problem = _record_problem(p)
+        if rec is not None:
+            out[rec["key"]] = rec
             continue
-        out[rec["key"]] = rec
+        if quarantine:
+            dest = Path(results_dir) / "quarantine" / f"{p.name}.{int(time.time())}"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(p, dest)
+            print(f"warning: {p}: {problem}; moved to {dest}, the job runs again", file=sys.stderr)
+        else:
+            print(f"warning: {p}: {problem}; skipped", file=sys.stderr)
     return out
 
 

@@ -200,14 +200,16 @@ def write_report(plan: Plan, options: ReportOptions = ReportOptions()) -> Path:
     _save_csv(teachers, out / "teachers.csv")
     n_ok = int((jobs["status"] == "ok").sum()) if not jobs.empty else 0
     n_skipped = int((jobs["status"] == "skipped").sum()) if not jobs.empty else 0
+    n_diverged = int((jobs["status"] == "diverged").sum()) if not jobs.empty else 0
     blocks: list[tuple] = [
         ("h1", f"Sweep `{sweep.name}`"),
         ("p", f"Task `{sweep.task.name}`, method `{sweep.method.name}` "
               f"({', '.join(f'{k}={v:g}' for k, v in sweep.method.params.items())}), "
               f"N={sweep.teachers} teachers (`{sweep.teacher.model}`), students `{sweep.student.model}`, "
               f"k in {list(sweep.k)}, r={sweep.repeats} repeats" + (f", grid {dict(sweep.grid)}" if grid else "") + ". "
-              f"Runs recorded: {n_ok} ok, {n_skipped} not run (a teacher failed), "
-              f"{len(jobs) - n_ok - n_skipped} failed, {len(planned) - len(jobs)} missing of {len(planned)} planned."
+              f"Runs recorded: {n_ok} ok, {n_diverged} diverged (no score), {n_skipped} not run (a teacher failed), "
+              f"{len(jobs) - n_ok - n_skipped - n_diverged} failed, {len(planned) - len(jobs)} missing of "
+              f"{len(planned)} planned."
               + (f" Scores: student {_metric_label(records[0])}." if records else ""))]
     body: list[tuple] = []
     if not teachers.empty:

@@ -20,6 +20,8 @@ from bench.errors import UserError
 from bench.records import atomic_write_json, load_records, provenance, read_json, record_path, temp_owner
 from bench.teachers import teacher_done
 
+FINAL_STATUSES = ("ok", "diverged")  # a job with such a record is not run again
+
 
 @dataclass(frozen=True)
 class RunSummary:
@@ -29,6 +31,7 @@ class RunSummary:
     jobs_run: int
     jobs_ok: int
     jobs_failed: int
+    jobs_diverged: int
     jobs_skipped: int
     already_done: int
     wall_seconds: float
@@ -72,13 +75,14 @@ def distill_payload(plan: Plan, j: DistillJob) -> dict:
                      "primary": j.primary, "repeat": j.repeat, "grid": j.grid}}
 
 
-def pending_work(plan: Plan) -> tuple[list, list, dict]:
-    """Teachers that pending jobs need and that are not stored, distillation jobs without an ok
-    record, and the ok records of the plan."""
+def pending_work(plan: Plan, repair: bool = False) -> tuple[list, list, dict]:
+    """Teachers that pending jobs need and that are not stored, distillation jobs without a final
+    record, and the final records of the plan (``ok``, or ``diverged``: a deterministic outcome
+    that a rerun would repeat)."""
     task = plan.sweep.task.name
-    records = load_records(plan.sweep.results_dir())
+    records = load_records(plan.sweep.results_dir(), quarantine=repair)
     planned = {j.key for j in plan.jobs}
-    ok = {k: r for k, r in records.items() if r.get("status") == "ok" and k in planned}
+    ok = {k: r for k, r in records.items() if r.get("status") in FINAL_STATUSES and k in planned}
     jobs = [j for j in plan.jobs if j.key not in ok]
     needed = {k for j in jobs for k in j.teacher_keys}
     teachers = [t for t in plan.teachers
@@ -88,28 +92,111 @@ def pending_work(plan: Plan) -> tuple[list, list, dict]:
 
 def _record_ok(path: str) -> bool:
     try:
-        return read_json(path).get("status") == "ok"
+        return read_json(path).get("status") in FINAL_STATUSES
     except (OSError, ValueError):
         return False
 
 
-def sweep_lock(results: Path):
-    """Hold ``results/<sweep>/.lock`` for this run: two drivers on one sweep would race."""
+class SweepLock:
+    """``results/<sweep>/.lock``, held (flock) by the one driver of a sweep; it names its holder.
+    The kernel releases it when the holder dies, so a killed run leaves no lock behind: the next
+    run takes it over and says so."""
+
+    def __init__(self, results: Path):
+        import fcntl
+        import json
+        import socket
+
+        results.mkdir(parents=True, exist_ok=True)
+        self.path = results / ".lock"
+        self.file = open(self.path, "a+")
+        self.file.seek(0)
+        previous = self.file.read().strip()
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.close()
+            raise UserError(f"{results}: another `bench run` of this sweep is running: {_holder(previous)} "
+                            f"(lock {self.path}); wait for it or stop it") from None
+        if previous:
+            print(f"note: took over the lock of a run that ended without releasing it: {_holder(previous)}",
+                  file=sys.stderr)
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+                                    "command": " ".join(sys.argv)}) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        """Release the lock, leaving the file empty (a non-empty lock file means an unclean end)."""
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.flush()
+        self.file.close()
+
+
+def _holder(text: str) -> str:
+    import json
+
+    try:
+        h = json.loads(text)
+        return (f"pid {h['pid']} on {h['host']}, started {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(h['started']))}"
+                f" ({h['command']})")
+    except (ValueError, KeyError, TypeError):
+        return f"holder {text or 'unknown'}"
+
+
+def lock_holder(results: Path) -> str | None:
+    """Who holds the sweep's lock now, or None (for ``bench doctor``)."""
     import fcntl
 
-    results.mkdir(parents=True, exist_ok=True)
-    f = open(results / ".lock", "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        f.close()
-        raise UserError(f"{results}: another `bench run` of this sweep is running (lock {results / '.lock'})") from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"{os.getpid()}\n")
-    f.flush()
-    return f
+    path = results / ".lock"
+    if not path.is_file():
+        return None
+    with open(path) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            return _holder(f.read().strip())
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return None
+
+
+def sweep_lock(results: Path) -> SweepLock:
+    """Hold ``results/<sweep>/.lock`` for this run: two drivers on one sweep would race."""
+    return SweepLock(results)
+
+
+def preflight(plan: Plan) -> None:
+    """Check, before anything is written, that the output roots can be written and that the
+    task's local data reads as the loaders will read it; raises UserError naming the field."""
+    import tempfile
+
+    from bench.tasks import TASKS
+
+    sweep = plan.sweep
+    for field in ("teachers", "results", "reports", "cache"):
+        root = Path(getattr(sweep.paths, field)).absolute()
+        probe = root
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        problem = None
+        if not probe.is_dir():
+            problem = f"{probe} is not a folder"
+        else:
+            try:
+                with tempfile.TemporaryFile(dir=probe):
+                    pass
+            except OSError as e:
+                problem = f"cannot write in {probe} ({e.strerror})"
+        if problem:
+            from bench.errors import SpecError
+
+            raise SpecError(sweep.source, f"paths.{field}", f"expected a writable folder for {root}; {problem}")
+    check = TASKS[sweep.task.name].check
+    if check is not None:
+        check(sweep.task)
 
 
 def remove_stale_temporaries(plan: Plan) -> None:
@@ -129,6 +216,24 @@ def remove_stale_temporaries(plan: Plan) -> None:
             pid = tmp.name.rsplit("-", 1)[-1]
             if pid.isdigit() and not _alive(int(pid)):
                 shutil.rmtree(tmp, ignore_errors=True)
+
+
+def quarantine_damaged_teachers(plan: Plan) -> list[str]:
+    """Check every stored teacher of the plan against its meta.json; move damaged ones aside (they
+    are then trained again). Returns their keys."""
+    from bench.teachers import check_teacher, quarantine_teacher
+
+    root, task = plan.sweep.paths.teachers, plan.sweep.task.name
+    damaged = []
+    for t in plan.teachers:
+        if not teacher_done(root, task, t.key):
+            continue
+        problem = check_teacher(root, task, t.key)
+        if problem is not None:
+            dest = quarantine_teacher(root, task, t.key, problem)
+            print(f"warning: teacher {t.key}: {problem}; moved to {dest}, it is trained again", file=sys.stderr)
+            damaged.append(t.key)
+    return damaged
 
 
 def _alive(pid: int) -> bool:
@@ -153,6 +258,7 @@ def run_sweep(plan: Plan, quiet: bool = False, teachers_only: bool = False) -> R
     """Run every missing job of the plan on the sweep's device slots (or only its teachers)."""
     sweep = plan.sweep
     results = sweep.results_dir()
+    preflight(plan)
     lock = sweep_lock(results)
     try:
         return _run_locked(plan, quiet, teachers_only)
@@ -163,7 +269,8 @@ def run_sweep(plan: Plan, quiet: bool = False, teachers_only: bool = False) -> R
 def _run_locked(plan: Plan, quiet: bool, teachers_only: bool) -> RunSummary:
     sweep = plan.sweep
     remove_stale_temporaries(plan)
-    teachers, jobs, ok = pending_work(plan)
+    quarantine_damaged_teachers(plan)
+    teachers, jobs, ok = pending_work(plan, repair=True)
     if teachers_only:
         jobs = []
         teachers = [t for t in plan.teachers if not teacher_done(sweep.paths.teachers, sweep.task.name, t.key)]
@@ -182,7 +289,7 @@ def _run_locked(plan: Plan, quiet: bool, teachers_only: bool) -> RunSummary:
               f"{len(jobs)} of {len(plan.jobs)} distillation jobs to run "
               f"({len(ok)} already recorded)", file=sys.stderr)
     if not items:
-        return RunSummary(0, 0, 0, 0, 0, len(ok), 0.0)
+        return RunSummary(0, 0, 0, 0, 0, 0, len(ok), 0.0)
 
     from bench.tasks import TASKS
 
@@ -195,7 +302,8 @@ def _run_locked(plan: Plan, quiet: bool, teachers_only: bool) -> RunSummary:
             return
         p = item.payload
         atomic_write_json(p["record_path"], {
-            "key": item.key, "sweep": sweep.name, "status": "failed", "attempts": item.attempts,
+            "key": item.key, "sweep": sweep.name, "status": "diverged" if item.failure == "diverged" else "failed",
+            "error_kind": item.failure or "error", "diverged_at_step": item.step, "attempts": item.attempts,
             "error": item.errors[-1], "errors": item.errors, "traceback": item.traceback, **p["plan"],
             "teacher_keys": p["config"]["teachers"], "config": p["config"], "metric": metric,
             "scores": None, "score": None, "timings": None, "slot": item.slot,
@@ -233,7 +341,8 @@ def _run_locked(plan: Plan, quiet: bool, teachers_only: bool) -> RunSummary:
     return RunSummary(
         teachers_trained=n_teach, jobs_run=len(ran),
         jobs_ok=sum(1 for i in result.done if i.kind == "distill"),
-        jobs_failed=sum(1 for i in result.failed if i.kind == "distill"),
+        jobs_failed=sum(1 for i in result.failed if i.kind == "distill" and i.failure != "diverged"),
+        jobs_diverged=sum(1 for i in result.failed if i.kind == "distill" and i.failure == "diverged"),
         jobs_skipped=sum(1 for i in result.skipped if i.kind == "distill"),
         already_done=len(ok), wall_seconds=result.wall)
 

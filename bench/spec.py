@@ -111,6 +111,7 @@ class RunSpec:
     retries: int = 1  # extra attempts of a failed job within one run
     timeout: float = 0.0  # seconds per job attempt, 0: none
     max_jobs_per_worker: int = 0  # recycle a worker process after this many jobs, 0: never
+    retry_on: tuple[str, ...] = ("error", "crash", "timeout", "oom")  # failure kinds retried (docs/reliability.md)
     engine: str = "local"  # local | dask | slurm (bench/engine.py)
     scheduler: str = ""  # dask: a scheduler address or scheduler file; "": a local cluster on loopback
     gpus_per_job: float | None = None  # dask/slurm: GPU share per job; default 1/jobs_per_device on GPUs, else 0
@@ -418,6 +419,7 @@ def _run(data: Any, file: str) -> RunSpec:
 
 
 ENGINE_NAMES = ("local", "dask", "slurm")
+FAILURE_KINDS = ("error", "crash", "timeout", "oom", "diverged")
 
 
 def check_run(run: RunSpec, file: str, prefix: str) -> None:
@@ -436,6 +438,10 @@ def check_run(run: RunSpec, file: str, prefix: str) -> None:
     _positive(file, f"{prefix}.retries", run.retries, 0)
     _positive(file, f"{prefix}.timeout", run.timeout, 0)
     _positive(file, f"{prefix}.max_jobs_per_worker", run.max_jobs_per_worker, 0)
+    for i, kind in enumerate(run.retry_on):
+        if kind not in FAILURE_KINDS:
+            raise SpecError(file, f"{prefix}.retry_on[{i}]", f"unknown failure kind {kind!r}{did_you_mean(kind, FAILURE_KINDS)}; "
+                            f"expected some of: {', '.join(FAILURE_KINDS)}")
     if run.engine not in ENGINE_NAMES:
         raise SpecError(file, f"{prefix}.engine", f"unknown engine {run.engine!r}"
                         f"{did_you_mean(run.engine, ENGINE_NAMES)}; expected one of: {', '.join(ENGINE_NAMES)}")

@@ -200,7 +200,17 @@ def _read_glue_tsv(path: Path, fmt: GlueFormat) -> tuple[list[tuple[str, ...]], 
             except (IndexError, ValueError):
                 raise UserError(f"{path}:{lineno}: expected a label in column {fmt.label_col + 1} "
                                 f"and text in columns {[c + 1 for c in fmt.text_cols]}, got {row!r}") from None
+    if not texts:
+        raise UserError(f"{path}: expected at least one example (label in column {fmt.label_col + 1}, text in "
+                        f"columns {[c + 1 for c in fmt.text_cols]}), the file has none")
     return texts, np.asarray(labels, dtype=np.int64)
+
+
+def check_glue(spec: Any) -> None:
+    """Read a local GLUE folder's files as the loader will, so a bad file stops the run before
+    anything is written (the hub is not contacted here)."""
+    if spec.data is not None:
+        _glue_raw(spec, GLUE[spec.name])
 
 
 def _glue_raw(spec: Any, fmt: GlueFormat) -> dict[str, tuple[list, np.ndarray]]:
@@ -314,6 +324,7 @@ class TaskInfo:
     load: Callable[[Any, Path], TaskData]
     evaluate: Callable[[TaskData, Any, Any], dict] | None = None  # (data, model, device) -> scores
     teacher_outputs: Callable[[Any, TaskData, Any, Any], dict] | None = None  # (model, data, device, spec)
+    check: Callable[[Any], None] | None = None  # (task spec) -> raises UserError on bad local data
 
 
 # Metrics where lower is better: the worst case of a combination is then its maximum.
@@ -348,9 +359,9 @@ def load_cifar10(spec: Any, cache_dir: Path) -> TaskData:
 TASKS: dict[str, TaskInfo] = {
     "digits": TaskInfo("image", ("accuracy",), load_digits),
     "cifar10": TaskInfo("image", ("accuracy",), load_cifar10),
-    "cola": TaskInfo("text", ("mcc", "accuracy"), load_glue),
-    "mrpc": TaskInfo("text", ("accuracy", "f1"), load_glue),
-    "sst2": TaskInfo("text", ("accuracy",), load_glue),
+    "cola": TaskInfo("text", ("mcc", "accuracy"), load_glue, check=check_glue),
+    "mrpc": TaskInfo("text", ("accuracy", "f1"), load_glue, check=check_glue),
+    "sst2": TaskInfo("text", ("accuracy",), load_glue, check=check_glue),
     "lm": TaskInfo("lm", ("perplexity", "token_accuracy", "accuracy"), _lm_load, _lm_evaluate, _lm_teacher_outputs),
 }
 

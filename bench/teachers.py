@@ -29,6 +29,48 @@ def teacher_done(root: str | os.PathLike, task: str, key: str) -> bool:
     return (teacher_dir(root, task, key) / "meta.json").is_file()
 
 
+def file_digest(path: Path) -> dict:
+    """Size and sha256 of a file, as stored in a teacher's meta.json."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return {"bytes": path.stat().st_size, "sha256": h.hexdigest()}
+
+
+def check_teacher(root: str | os.PathLike, task: str, key: str) -> str | None:
+    """What is wrong with a stored teacher (unreadable meta.json, a missing, truncated or
+    altered file against the sizes and sha256 sums in its meta.json), or None when it is sound."""
+    folder = teacher_dir(root, task, key)
+    try:
+        meta = read_json(folder / "meta.json")
+    except (OSError, ValueError) as e:
+        return f"meta.json unreadable ({e})"
+    if not isinstance(meta, dict) or meta.get("key") != key:
+        return "meta.json does not describe this teacher"
+    for name in ("model.safetensors", "outputs.npz"):
+        path = folder / name
+        if not path.is_file():
+            return f"{name} missing"
+        want = meta.get("files", {}).get(name)
+        if want is not None and file_digest(path) != want:
+            return f"{name} truncated or altered (size or sha256 differs from meta.json)"
+    return None
+
+
+def quarantine_teacher(root: str | os.PathLike, task: str, key: str, reason: str) -> Path:
+    """Move a damaged teacher aside (``<root>/<task>/.quarantine/``) so it is trained again; returns
+    where it went."""
+    folder = teacher_dir(root, task, key)
+    dest = Path(root) / task / ".quarantine" / f"{key}-{int(time.time())}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(folder, dest)
+    (dest / "QUARANTINED.txt").write_text(f"{reason}\n")
+    return dest
+
+
 def task_spec(config: dict) -> TaskSpec:
     return TaskSpec(**config["task"])
 
@@ -75,6 +117,7 @@ def train_teacher(job: dict, data, device, started: float) -> dict:
         os.fsync(f.fileno())
     meta = {
         "key": job["key"], "index": job["plan"]["index"], "seed": spec.seed, "config": config,
+        "files": {name: file_digest(tmp / name) for name in ("model.safetensors", "outputs.npz")},
         "status": "ok", "scores": scores, "metric": metric, "score": scores[data.eval_splits[0]][metric],
         "n_params": count_parameters(model), "steps": fit["steps"],
         "timings": {"queue_wait": job["queue_wait"], "setup": t_setup - started,

@@ -49,6 +49,17 @@ def logits_loss(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.T
     return lambda model, batch, idx, labels: fn(model(**batch), idx, labels)
 
 
+class Diverged(RuntimeError):
+    """Training produced a non-finite loss: the run has no score (recorded as ``diverged``)."""
+
+    def __init__(self, step: int):
+        self.step = step
+        super().__init__(f"training diverged: non-finite loss at step {step}")
+
+
+DIVERGENCE_CHECK_EVERY = 25  # steps between host syncs that look for a non-finite loss
+
+
 def train(model: torch.nn.Module, split: Split, spec: Any, seed: int, loss_fn: LossFn,
           device: torch.device, extra_params: list | None = None) -> dict:
     """Train ``model`` on ``split`` for ``spec.epochs`` with the spec's optimizer and schedule.
@@ -57,7 +68,9 @@ def train(model: torch.nn.Module, split: Split, spec: Any, seed: int, loss_fn: L
     up per-example targets (cached teacher logits, laid out as ``predict_logits`` returns them):
     the example index, or on a split with training views ``example * n_views + view``, the view
     drawn for that example at this step. ``extra_params`` (e.g. projections of intermediate-layer
-    losses) are trained with the model. Returns step count and seconds.
+    losses) are trained with the model. Returns step count and seconds. Raises ``Diverged`` with
+    the first step whose loss is NaN or infinite (checked on the device, synced every
+    ``DIVERGENCE_CHECK_EVERY`` steps and at the end).
     """
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad] + list(extra_params or [])
@@ -68,6 +81,7 @@ def train(model: torch.nn.Module, split: Split, spec: Any, seed: int, loss_fn: L
     rng = np.random.default_rng(seed)
     labels_all = torch.from_numpy(split.labels)
     steps, start = 0, time.perf_counter()
+    first_bad = torch.tensor(-1, device=device)
     for _ in range(spec.epochs):
         order = rng.permutation(n)
         for b in range(0, n, spec.batch_size):
@@ -80,6 +94,9 @@ def train(model: torch.nn.Module, split: Split, spec: Any, seed: int, loss_fn: L
                 target = idx * split.n_views + view
             batch = {k: v.to(device, non_blocking=True) for k, v in split.batch(idx, view).items()}
             loss = loss_fn(model, batch, torch.from_numpy(target), labels_all[torch.from_numpy(idx)].to(device))
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), steps, first_bad)
+            if steps % DIVERGENCE_CHECK_EVERY == 0 and first_bad.item() >= 0:
+                raise Diverged(int(first_bad.item()))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if spec.max_grad_norm > 0:
@@ -87,6 +104,8 @@ def train(model: torch.nn.Module, split: Split, spec: Any, seed: int, loss_fn: L
             opt.step()
             sched.step()
             steps += 1
+    if first_bad.item() >= 0:
+        raise Diverged(int(first_bad.item()))
     return {"steps": steps, "seconds": time.perf_counter() - start}
 
 

@@ -7,7 +7,8 @@ The driver sets ``BENCH_DEVICE``, ``CUDA_VISIBLE_DEVICES`` and the thread counts
 
 Testing hooks (fault injection, documented in docs/architecture.md): ``BENCH_CRASH_ON=<key prefix>``
 makes the worker exit abruptly when it starts a job whose key has that prefix;
-``BENCH_RAISE_ON=<prefix>[,<prefix>...]`` makes such jobs raise. ``BENCH_EXIT_WITH_PARENT=1`` (set by the
+``BENCH_RAISE_ON=<prefix>[,<prefix>...]`` makes such jobs raise, ``BENCH_OOM_ON`` makes them
+raise torch's out-of-memory error. ``BENCH_EXIT_WITH_PARENT=1`` (set by the
 Dask engine) ends the worker, mid-job too, when the process that started it dies, so a killed
 Dask worker leaves no orphan holding its GPU while the job reruns elsewhere.
 """
@@ -59,6 +60,7 @@ def main() -> None:
     send({"ready": True, "pid": os.getpid(), "startup": time.perf_counter() - t0, "device": str(device)})
     crash_on = os.environ.get("BENCH_CRASH_ON")
     raise_on = tuple(p for p in os.environ.get("BENCH_RAISE_ON", "").split(",") if p)
+    oom_on = tuple(p for p in os.environ.get("BENCH_OOM_ON", "").split(",") if p)
     for line in sys.stdin:
         job = json.loads(line)
         if crash_on and job["key"].startswith(crash_on):
@@ -67,14 +69,27 @@ def main() -> None:
         try:
             if raise_on and job["key"].startswith(raise_on):
                 raise RuntimeError("injected fault (BENCH_RAISE_ON)")
+            if oom_on and job["key"].startswith(oom_on):
+                raise torch.OutOfMemoryError("simulated out of memory (BENCH_OOM_ON)")
             result = RUNNERS[job["kind"]](job, device)
             send({"key": job["key"], "status": "ok", "score": result.get("score"),
                   "seconds": time.perf_counter() - start})
         except Exception as e:
             tb = traceback.format_exc()
             print(tb, file=sys.stderr)
-            send({"key": job["key"], "status": "failed", "error": f"{type(e).__name__}: {e}",
-                  "traceback": tb, "seconds": time.perf_counter() - start})
+            send({"key": job["key"], "status": "failed", "error": f"{type(e).__name__}: {e}", "kind": failure_kind(e),
+                  "step": getattr(e, "step", None), "traceback": tb, "seconds": time.perf_counter() - start})
+
+
+def failure_kind(e: BaseException) -> str:
+    """What went wrong, for the retry policy (``run.retry_on``): diverged, oom or error."""
+    from bench.training import Diverged
+
+    if isinstance(e, Diverged):
+        return "diverged"
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or "out of memory" in str(e).lower():
+        return "oom"
+    return "error"
 
 
 def _exit_with_parent() -> None:
