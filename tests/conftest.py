@@ -1,8 +1,11 @@
-"""Shared fixtures."""
+"""Shared fixtures; tests in sub-folders (tests/faults) import ``helpers`` from here."""
 
+import sys
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
-"""The device queue on real (tiny) jobs: retries, failures recorded, crashes contained, GPU slots."""
+"""The local device queue on real (tiny) jobs: slots, GPU slots, errors in the driver. Faults: tests/faults/."""
 
 import json
-import shutil
 
 import pytest
 
@@ -20,50 +19,6 @@ def test_slots_and_their_environment():
     assert make_slots(("cpu",), 2)[0].env()["CUDA_VISIBLE_DEVICES"] == ""
     with pytest.raises(ValueError):
         parse_device("cuda")
-
-
-def test_failing_jobs_are_retried_then_recorded_and_a_rerun_finishes_them(project):
-    spec = digits_spec(project, n=2, r=1, run="retries = 1")
-    assert bench_cli("run", str(spec), "--no-report", cwd=project).returncode == 0
-    plan = make_plan(load_sweep(spec))
-    results = project / "results" / "tiny"
-    # break teacher 1's cached outputs and forget the records: its dependants must fail
-    outputs = project / "teachers" / "digits" / plan.teachers[1].key / "outputs.npz"
-    shutil.copy(outputs, project / "outputs.bak")
-    outputs.write_bytes(b"not an npz file")
-    shutil.rmtree(results / "records")
-    proc = bench_cli("run", str(spec), "--no-report", cwd=project)
-    assert proc.returncode == 1, proc.stderr
-    recs = records(results)
-    assert set(recs) == {j.key for j in plan.jobs}
-    for job in plan.jobs:
-        rec = recs[job.key]
-        if 1 in job.combination:
-            assert rec["status"] == "failed" and rec["attempts"] == 2, rec
-            assert len(rec["errors"]) == 2
-            assert f"{outputs}: cannot read the teacher's cached outputs" in rec["error"], rec["error"]
-        else:
-            assert rec["status"] == "ok" and rec["attempts"] == 1
-    assert "2 failed" in proc.stderr
-    # repair: the rerun runs exactly the failed jobs
-    shutil.copy(project / "outputs.bak", outputs)
-    proc = bench_cli("run", str(spec), "--no-report", cwd=project)
-    assert proc.returncode == 0, proc.stderr
-    assert "ran 2 jobs (2 ok" in proc.stderr
-    assert all(r["status"] == "ok" for r in records(results).values())
-
-
-def test_a_crashing_worker_costs_only_its_job(project):
-    spec = digits_spec(project, n=2, r=2, run="retries = 2")
-    plan = make_plan(load_sweep(spec))
-    victim = plan.jobs[1]
-    proc = bench_cli("run", str(spec), "--no-report", cwd=project, env={"BENCH_CRASH_ON": victim.key})
-    assert proc.returncode == 1
-    recs = records(project / "results" / "tiny")
-    assert set(recs) == {j.key for j in plan.jobs}
-    assert recs[victim.key]["status"] == "failed" and recs[victim.key]["attempts"] == 3
-    assert "worker process died" in recs[victim.key]["error"]
-    assert sum(r["status"] == "ok" for r in recs.values()) == len(plan.jobs) - 1
 
 
 def test_simulated_gpu_slots(project):
@@ -113,15 +68,3 @@ def test_unexpected_errors_cost_one_attempt_and_never_hang(tmp_path):
     errors = {i.key: i.errors for i in failures}
     assert all("TypeError" in e for e in errors["unsendable"])  # not JSON serializable
     assert all("KeyError" in e for e in errors["unknown"])
-
-
-def test_a_second_driver_on_the_same_sweep_is_refused(project):
-    from bench.run import sweep_lock
-
-    spec = digits_spec(project, n=1, r=1)
-    lock = sweep_lock(project / "results" / "tiny")
-    try:
-        proc = bench_cli("run", str(spec), cwd=project)
-    finally:
-        lock.close()
-    assert proc.returncode == 2 and "another `bench run` of this sweep is running" in proc.stderr
