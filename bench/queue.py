@@ -71,6 +71,7 @@ class Item:
     traceback: str | None = None  # of the last failed attempt, where the job raised
     failure: str | None = None  # kind of the last failure: error, oom, diverged, crash, timeout
     step: int | None = None  # diverged: the first step with a non-finite loss
+    unmet: int = 0  # dependencies not done yet (kept by the Scheduler)
 
 
 class WorkerError(Exception):
@@ -170,27 +171,43 @@ class Scheduler:
         self.retry_on = set(retry_on)
         self.done_keys = set(done_keys)
         self.failed_keys: set[str] = set()
-        self.pending = [i for i in items]
+        self.pending: dict[str, Item] = {}  # waiting for dependencies, by key
+        self.dependants: dict[str, list[Item]] = {}  # key -> pending items waiting for it
         self.ready: deque[Item] = deque()
         self.running = 0
         self.stopped = False
         self.result = QueueResult()
         self.total = len(items)
-        self._release()
-
-    def _release(self) -> None:
         now = time.time()
-        still = []
-        for item in self.pending:
-            if any(d in self.failed_keys for d in item.deps):
-                self.result.skipped.append(item)
-                self.failed_keys.add(item.key)
-            elif all(d in self.done_keys for d in item.deps):
+        for item in items:
+            unmet = [d for d in item.deps if d not in self.done_keys]
+            item.unmet = len(unmet)
+            if not unmet:
                 item.ready_at = now
                 self.ready.append(item)
-            else:
-                still.append(item)
-        self.pending = still
+                continue
+            self.pending[item.key] = item
+            for d in unmet:
+                self.dependants.setdefault(d, []).append(item)
+
+    def _done(self, key: str) -> None:
+        """``key`` finished: its dependants with nothing else to wait for become ready (O(dependants))."""
+        now = time.time()
+        for item in self.dependants.pop(key, []):
+            item.unmet -= 1
+            if item.unmet == 0 and self.pending.pop(item.key, None) is not None:
+                item.ready_at = now
+                self.ready.append(item)
+
+    def _failed(self, key: str) -> None:
+        """``key`` failed for good: everything that waits for it, directly or not, is skipped."""
+        stack = [key]
+        while stack:
+            for item in self.dependants.pop(stack.pop(), []):
+                if self.pending.pop(item.key, None) is not None:
+                    self.result.skipped.append(item)
+                    self.failed_keys.add(item.key)
+                    stack.append(item.key)
 
     def counts(self) -> dict:
         r = self.result
@@ -205,8 +222,8 @@ class Scheduler:
                     return None
                 if self.running == 0:
                     # nothing runs, so nothing pending can become ready: its dependencies are gone
-                    self.result.skipped.extend(self.pending)
-                    self.pending = []
+                    self.result.skipped.extend(self.pending.values())
+                    self.pending = {}
                     return None
                 self.lock.wait(timeout=1.0)
             self.running += 1
@@ -225,8 +242,8 @@ class Scheduler:
     def close(self) -> None:
         """End of the run: whatever still waits for a dependency will not run."""
         with self.lock:
-            self.result.skipped.extend(self.pending)
-            self.pending = []
+            self.result.skipped.extend(self.pending.values())
+            self.pending = {}
 
     def give_back(self, item: Item) -> None:
         """Return a taken item unrun (its attempt did not happen)."""
@@ -249,6 +266,7 @@ class Scheduler:
             if ok:
                 self.done_keys.add(item.key)
                 self.result.done.append(item)
+                self._done(item.key)
             else:
                 item.errors.append(error)
                 if item.attempts <= self.retries and (item.failure or "error") in self.retry_on:
@@ -257,8 +275,8 @@ class Scheduler:
                 else:
                     self.failed_keys.add(item.key)
                     self.result.failed.append(item)
+                    self._failed(item.key)
                     final_failure = True
-            self._release()
             self.lock.notify_all()
         if final_failure:
             self.on_final_failure(item)
