@@ -10,7 +10,7 @@ its 6 teachers trained first (not timed):
                interpreter start, imports (torch + bench), task data loading, teacher-cache
                loading (k=6), each measured here;
   scaling      sweep wall with 1 slot / with 2 slots (target >= 1.8 on a 2-core machine);
-  end to end   the quickstart's `bench run` wall (teachers included) in a fresh folder.
+  end to end   the quickstart's `bench run` wall (teachers, jobs and report) in a fresh folder.
 
     .venv/bin/python benchmarks/queue_efficiency.py [--repeats 3] [--skip-e2e]
 """
@@ -41,11 +41,11 @@ def _spec(folder: Path, repeats: int, slots: int) -> Path:
     return path
 
 
-def _run(folder: Path, *args: str) -> tuple[float, float]:
+def _run(folder: Path, *args: str, report: bool = False) -> tuple[float, float]:
     """(wall seconds of the command, the sweep seconds it prints)."""
     t0 = time.perf_counter()
-    proc = subprocess.run([*BENCH, "run", *args, "--quiet", "--no-report"], cwd=folder, capture_output=True,
-                          text=True, check=True)
+    proc = subprocess.run([*BENCH, "run", *args, "--quiet", *([] if report else ["--no-report"])], cwd=folder,
+                          capture_output=True, text=True, check=True)
     wall = time.perf_counter() - t0
     m = re.search(r"in ([\d.]+) s", proc.stderr)
     return wall, float(m.group(1)) if m else float("nan")
@@ -112,7 +112,7 @@ def main() -> None:
             fresh = folder / "fresh"
             fresh.mkdir()
             shutil.copy(REPO / "sweeps" / "quickstart.toml", fresh / "quickstart.toml")
-            e2e = _run(fresh, "quickstart.toml")
+            e2e = _run(fresh, "quickstart.toml", report=True)
     print(f"machine: {os.cpu_count()} cores; {two['jobs']} distillation jobs (quickstart, r={args.repeats}), "
           f"teachers trained beforehand")
     for r in (two, one):
@@ -123,8 +123,8 @@ def main() -> None:
     print("one-off costs a per-job process would pay: " + ", ".join(f"{k} {v:.0f}" for k, v in costs.items())
           + f" (ms); the mean job itself: {1000 * two['in_job'] / two['jobs']:.0f} ms")
     if e2e:
-        print(f"end to end: `bench run sweeps/quickstart.toml` in a fresh folder: {e2e[0]:.1f} s wall "
-              f"(sweep {e2e[1]:.1f} s), budget 300 s")
+        print(f"end to end: `bench run sweeps/quickstart.toml` (teachers, jobs, report) in a fresh folder: "
+              f"{e2e[0]:.1f} s wall (sweep {e2e[1]:.1f} s), budget 300 s")
 
 
 if __name__ == "__main__":
