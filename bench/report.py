@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.aggregate import budget, by_combination, jobs_frame, scores_by_grid, summary_by_k
-from bench.document import markdown_table, to_html, to_markdown
+from bench.document import to_html, to_markdown
 from bench.plan import Plan, grid_points
 from bench.records import atomic_write_bytes, load_records
 from bench.tasks import LOWER_IS_BETTER

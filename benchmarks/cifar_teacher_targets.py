@@ -19,7 +19,6 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from bench.cifar import load_cifar10

@@ -54,7 +54,7 @@ def main() -> None:
         from bench.run import distill_payload
         from bench.spec import load_sweep
         from bench.teachers import load_teacher_model, train_spec
-        from bench.training import logits_loss, set_seed, train
+        from bench.training import set_seed, train
 
         plan = make_plan(load_sweep(spec_path))
         cpu = torch.device("cpu")

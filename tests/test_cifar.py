@@ -6,7 +6,6 @@ import json
 import shutil
 import tarfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest

@@ -4,9 +4,7 @@ import json
 
 import pytest
 
-from bench.plan import make_plan
 from bench.queue import Item, make_slots, parse_device, run_queue
-from bench.spec import load_sweep
 from helpers import bench_cli, digits_spec, records
 
 

@@ -1,6 +1,5 @@
 """Tasks: the digits split, GLUE reading from the shared folder, tokenization cache, padding."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest

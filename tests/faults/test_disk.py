@@ -3,7 +3,6 @@ quarantine and redone; a full disk (the kernel's file size limit, EFBIG) never l
 record or teacher visible. After each, the records equal the plan exactly."""
 
 import json
-import os
 import resource
 import signal
 import subprocess
