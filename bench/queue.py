@@ -227,7 +227,10 @@ class Scheduler:
                     return None
                 self.lock.wait(timeout=1.0)
             self.running += 1
-            return self.ready.popleft()
+            item = self.ready.popleft()
+            counts = self.counts()
+        self.progress(counts)  # the running count includes the job just taken
+        return item
 
     def take_ready(self) -> list[Item]:
         """Every ready item at once, counted as running (for engines that queue work themselves)."""
@@ -237,7 +240,10 @@ class Scheduler:
             taken = list(self.ready)
             self.ready.clear()
             self.running += len(taken)
-            return taken
+            counts = self.counts()
+        if taken:
+            self.progress(counts)
+        return taken
 
     def close(self) -> None:
         """End of the run: whatever still waits for a dependency will not run."""

@@ -96,6 +96,9 @@ def test_a_full_disk_while_writing_leaves_no_partial_file(tmp_path):
 def test_a_sweep_on_a_full_disk_writes_no_partial_teacher_and_resumes(project):
     spec = digits_spec(project, n=2, r=1)
     plan = make_plan(load_sweep(spec))
+    from bench.tasks import TASKS
+
+    TASKS["digits"].load(plan.sweep.task, project / ".cache" / "bench")  # the data cache exists: teachers hit the limit
     proc = subprocess.run([sys.executable, "-m", "bench.cli", "run", str(spec), "--no-report", "--quiet"],
                           cwd=project, capture_output=True, text=True, preexec_fn=_limit_file_size(16_000),
                           timeout=200)
