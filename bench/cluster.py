@@ -61,7 +61,7 @@ def _config(run):
 
 
 @contextmanager
-def connect(run, log_dir: Path) -> Iterator:
+def connect(run) -> Iterator:
     """A Dask client: to ``run.scheduler`` (an address or a scheduler file) or to a new local cluster."""
     distributed = _distributed()
     with _config(run):
@@ -113,5 +113,5 @@ def slurm_client(run, log_dir: Path) -> Iterator:
     cluster = slurm_cluster(run, log_dir)
     with cluster:
         cluster.adapt(minimum=1, maximum=run.slurm.max_workers)
-        with _config(run), distributed.Client(cluster) as client:
+        with distributed.Client(cluster) as client:
             yield client

@@ -12,8 +12,8 @@ from bench.aggregate import by_combination, jobs_frame, summary_by_k
 from bench.document import to_html, to_markdown
 from bench.errors import UserError
 from bench.plan import Plan
-from bench.records import atomic_write_bytes, load_records
-from bench.report import ReportOptions, _metric_label, save_figure, verdict
+from bench.records import atomic_write_bytes
+from bench.report import ReportOptions, _metric_label, planned_records, save_figure, verdict
 from bench.tasks import LOWER_IS_BETTER
 
 
@@ -30,8 +30,7 @@ def compare_table(plans: list[Plan], options: ReportOptions = ReportOptions()) -
     for plan in plans:
         sweep = plan.sweep
         grid = sorted(sweep.grid)
-        planned = {j.key for j in plan.jobs}
-        records = [r for k, r in load_records(sweep.results_dir()).items() if k in planned and r["status"] == "ok"]
+        records = [r for r in planned_records(plan) if r["status"] == "ok"]
         if not records:
             raise UserError(f"{sweep.source}: sweep '{sweep.name}' has no ok records under {sweep.results_dir()}; "
                             f"expected a sweep that has run (bench run {sweep.source})")

@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 
 from bench.errors import UserError
-from bench.queue import Item, QueueResult, Scheduler, Slot, Worker, WorkerError, WorkerGone
+from bench.queue import Item, QueueResult, Scheduler, Slot, Worker, WorkerError, WorkerGone, run_job
 
 _STATE = threading.local()
 _THREAD_NUMBERS = itertools.count()
@@ -75,16 +75,10 @@ def execute(payload: dict, share: float, timeout: float, max_jobs: int) -> dict:
         job = {**payload, "slot": slot.name, "device": slot.device,
                "queue_wait": max(0.0, time.time() - payload["ready_at"])}
         try:
-            reply = worker.run(job, timeout or None)
+            reply = run_job(worker, job, timeout or None)
         except WorkerGone:  # died while idle: a fresh process, same attempt
             worker.stop()
             continue
-        except WorkerError as e:
-            worker.kill()
-            reply = {"status": "failed", "error": str(e), "kind": e.kind}
-        except Exception as e:
-            worker.kill()
-            reply = {"status": "failed", "error": f"{type(e).__name__}: {e}", "kind": "error"}
         break
     if reply["status"] != "ok" or (max_jobs and worker.jobs >= max_jobs):
         worker.stop()  # a fresh process for the next job, as the local queue does

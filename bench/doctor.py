@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench.plan import Plan
-from bench.records import _record_problem, records_dir
+from bench.records import record_problem, records_dir
 
 
 def _error_group(error: str | None) -> str:
@@ -31,7 +31,7 @@ def diagnose(plan: Plan) -> dict:
     folder = records_dir(sweep.results_dir())
     records, damaged, stale = {}, [], []
     for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        rec, problem = _record_problem(p)
+        rec, problem = record_problem(p)
         if rec is None:
             damaged.append({"file": str(p), "problem": problem})
         elif rec["key"] in planned:

@@ -43,7 +43,7 @@ def run_dask(items: list[Item], run, log_dir: Path, hooks: Hooks, done_keys: set
     from bench.cluster import connect
     from bench.dask_engine import drive
 
-    with connect(run, log_dir) as client:
+    with connect(run) as client:
         return drive(client, items, run, log_dir, hooks, done_keys)
 
 

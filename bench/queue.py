@@ -152,6 +152,22 @@ class Worker:
         self.proc = None
 
 
+def run_job(worker: Worker, payload: dict, timeout: float | None) -> dict:
+    """Send one job to a started worker and return its reply; a worker that dies or times out
+    during the job is killed and the reply says so (``kind`` crash or timeout), as does any other
+    error of the exchange. Raises WorkerGone when the worker was dead before the job reached it."""
+    try:
+        return worker.run(payload, timeout)
+    except WorkerGone:
+        raise
+    except WorkerError as e:
+        worker.kill()
+        return {"status": "failed", "error": str(e), "kind": e.kind}
+    except Exception as e:  # anything unexpected costs this attempt only
+        worker.kill()
+        return {"status": "failed", "error": f"{type(e).__name__}: {e}", "kind": "error"}
+
+
 @dataclass
 class QueueResult:
     done: list = field(default_factory=list)
@@ -170,7 +186,6 @@ class Scheduler:
         self.retries, self.on_final_failure, self.progress = retries, on_final_failure, progress
         self.retry_on = set(retry_on)
         self.done_keys = set(done_keys)
-        self.failed_keys: set[str] = set()
         self.pending: dict[str, Item] = {}  # waiting for dependencies, by key
         self.dependants: dict[str, list[Item]] = {}  # key -> pending items waiting for it
         self.ready: deque[Item] = deque()
@@ -206,7 +221,6 @@ class Scheduler:
             for item in self.dependants.pop(stack.pop(), []):
                 if self.pending.pop(item.key, None) is not None:
                     self.result.skipped.append(item)
-                    self.failed_keys.add(item.key)
                     stack.append(item.key)
 
     def counts(self) -> dict:
@@ -279,7 +293,6 @@ class Scheduler:
                     item.ready_at = time.time()
                     self.ready.append(item)
                 else:
-                    self.failed_keys.add(item.key)
                     self.result.failed.append(item)
                     self._failed(item.key)
                     final_failure = True
@@ -310,24 +323,15 @@ def run_queue(items: list[Item], slots: list[Slot], log_dir: Path, retries: int,
     def attempt(worker: Worker, slot: Slot, item: Item) -> tuple[bool, str | None]:
         item.attempts += 1
         item.slot = slot.name
-        item.traceback, item.failure, item.step = None, None, None
         payload = {**item.payload, "attempt": item.attempts, "slot": slot.name,
                    "device": slot.device, "queue_wait": max(0.0, time.time() - item.ready_at)}
         try:
-            reply = worker.run(payload, timeout or None)
-            item.traceback, item.failure, item.step = reply.get("traceback"), reply.get("kind"), reply.get("step")
-            return reply["status"] == "ok", reply.get("error")
+            reply = run_job(worker, payload, timeout or None)
         except WorkerGone:
             item.attempts -= 1  # the job never reached the worker
             raise
-        except WorkerError as e:
-            worker.kill()
-            item.failure = e.kind
-            return False, str(e)
-        except Exception as e:  # anything unexpected costs this attempt only
-            worker.kill()
-            item.failure = "error"
-            return False, f"{type(e).__name__}: {e}"
+        item.traceback, item.failure, item.step = reply.get("traceback"), reply.get("kind"), reply.get("step")
+        return reply["status"] == "ok", reply.get("error")
 
     def slot_loop(slot: Slot) -> None:
         worker = Worker(slot, log_dir / f"worker-{slot.name.replace(':', '').replace('#', '-')}.log")

@@ -76,7 +76,8 @@ def record_path(results_dir: Path, key: str) -> Path:
     return records_dir(results_dir) / f"{key}.json"
 
 
-def _record_problem(path: Path) -> tuple[dict | None, str | None]:
+def record_problem(path: Path) -> tuple[dict | None, str | None]:
+    """(the record, None) for a sound record file, else (None, what is wrong with it)."""
     try:
         rec = read_json(path)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -98,7 +99,7 @@ def load_records(results_dir: Path, quarantine: bool = False) -> dict[str, dict]
     if not folder.is_dir():
         return out
     for p in sorted(folder.glob("*.json")):
-        rec, problem = _record_problem(p)
+        rec, problem = record_problem(p)
         if rec is not None:
             out[rec["key"]] = rec
             continue

@@ -38,6 +38,12 @@ def teachers_frame(plan: Plan) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def planned_records(plan: Plan) -> list[dict]:
+    """The sweep's records of jobs in its current plan (records of an older config are left out)."""
+    planned = {j.key for j in plan.jobs}
+    return [r for k, r in load_records(plan.sweep.results_dir()).items() if k in planned]
+
+
 def _save_csv(df: pd.DataFrame, path: Path) -> None:
     atomic_write_bytes(path, df.to_csv(index=False, float_format="%.6g").encode())
 
@@ -193,7 +199,7 @@ def write_report(plan: Plan, options: ReportOptions = ReportOptions()) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     grid = sorted(sweep.grid)
     planned = {j.key for j in plan.jobs}
-    records = [r for k, r in load_records(sweep.results_dir()).items() if k in planned]
+    records = planned_records(plan)
     jobs = jobs_frame(records, grid)
     teachers = teachers_frame(plan)
     _save_csv(jobs, out / "jobs.csv")

@@ -218,15 +218,15 @@ def remove_stale_temporaries(plan: Plan) -> None:
                 shutil.rmtree(tmp, ignore_errors=True)
 
 
-def quarantine_damaged_teachers(plan: Plan) -> list[str]:
-    """Check every stored teacher of the plan against its meta.json; move damaged ones aside (they
-    are then trained again). Returns their keys."""
+def quarantine_damaged_teachers(plan: Plan, keys: set[str]) -> list[str]:
+    """Check the stored teachers among ``keys`` against their meta.json (sizes and sha256 sums);
+    move damaged ones aside (they are then trained again). Returns their keys."""
     from bench.teachers import check_teacher, quarantine_teacher
 
     root, task = plan.sweep.paths.teachers, plan.sweep.task.name
     damaged = []
     for t in plan.teachers:
-        if not teacher_done(root, task, t.key):
+        if t.key not in keys or not teacher_done(root, task, t.key):
             continue
         problem = check_teacher(root, task, t.key)
         if problem is not None:
@@ -269,8 +269,11 @@ def run_sweep(plan: Plan, quiet: bool = False, teachers_only: bool = False) -> R
 def _run_locked(plan: Plan, quiet: bool, teachers_only: bool) -> RunSummary:
     sweep = plan.sweep
     remove_stale_temporaries(plan)
-    quarantine_damaged_teachers(plan)
     teachers, jobs, ok = pending_work(plan, repair=True)
+    # only teachers that this run will use are read whole to check them
+    used = {t.key for t in plan.teachers} if teachers_only else {k for j in jobs for k in j.teacher_keys}
+    if quarantine_damaged_teachers(plan, used):
+        teachers, jobs, ok = pending_work(plan)
     if teachers_only:
         jobs = []
         teachers = [t for t in plan.teachers if not teacher_done(sweep.paths.teachers, sweep.task.name, t.key)]
@@ -300,15 +303,11 @@ def _run_locked(plan: Plan, quiet: bool, teachers_only: bool) -> RunSummary:
             print(f"{item.kind} {item.key} failed after {item.attempts} attempt(s): {item.errors[-1]}"
                   + (f"\n{item.traceback.rstrip()}" if item.traceback else ""), file=sys.stderr)
             return
-        p = item.payload
-        atomic_write_json(p["record_path"], {
-            "key": item.key, "sweep": sweep.name, "status": "diverged" if item.failure == "diverged" else "failed",
-            "error_kind": item.failure or "error", "diverged_at_step": item.step, "attempts": item.attempts,
-            "error": item.errors[-1], "errors": item.errors, "traceback": item.traceback, **p["plan"],
-            "teacher_keys": p["config"]["teachers"], "config": p["config"], "metric": metric,
-            "scores": None, "score": None, "timings": None, "slot": item.slot,
-            "device": item.slot.split("#")[0] if item.slot else None,
-            "provenance": {**provenance(), "finished": time.time()}})
+        atomic_write_json(item.payload["record_path"], unscored_record(
+            sweep.name, item, metric, "diverged" if item.failure == "diverged" else "failed",
+            error_kind=item.failure or "error", diverged_at_step=item.step, attempts=item.attempts,
+            error=item.errors[-1], errors=item.errors, traceback=item.traceback, slot=item.slot,
+            device=item.slot.split("#")[0] if item.slot else None))
 
     prep_by_key = {p.key: p for p in (*plan.augments, *plan.outputs)}
 
@@ -347,6 +346,16 @@ def _run_locked(plan: Plan, quiet: bool, teachers_only: bool) -> RunSummary:
         already_done=len(ok), wall_seconds=result.wall)
 
 
+def unscored_record(sweep_name: str, item: Item, metric: str, status: str, **fields) -> dict:
+    """The record of a distillation job without a score (failed, diverged or skipped): its plan
+    coordinates and config from the queue item, null scores and timings, and ``fields``."""
+    p = item.payload
+    return {"key": item.key, "sweep": sweep_name, "status": status, **p["plan"],
+            "teacher_keys": p["config"]["teachers"], "config": p["config"], "metric": metric,
+            "scores": None, "score": None, "timings": None, **fields,
+            "provenance": {**provenance(), "finished": time.time()}}
+
+
 def record_skipped(plan: Plan, result, metric: str) -> None:
     """A ``skipped`` record for each distillation job not run because a job it waits for failed
     (naming that job and its error), and one line per failed dependency on stderr."""
@@ -364,18 +373,14 @@ def record_skipped(plan: Plan, result, metric: str) -> None:
     for item in result.skipped:
         if item.kind != "distill":
             continue
-        p = item.payload
         cause = first_failure(item)
         why = (f"not run: {cause.kind} {cause.key} failed: {cause.errors[-1]}" if cause is not None
                else "not run: a job it waits for was not run")
         if cause is not None:
             blocked[cause.key] = blocked.get(cause.key, 0) + 1
-        atomic_write_json(p["record_path"], {
-            "key": item.key, "sweep": plan.sweep.name, "status": "skipped", "attempts": 0, "error": why,
-            "errors": [], "traceback": None if cause is None else cause.traceback, **p["plan"],
-            "teacher_keys": p["config"]["teachers"], "config": p["config"], "metric": metric,
-            "scores": None, "score": None, "timings": None, "slot": None, "device": None,
-            "provenance": {**provenance(), "finished": time.time()}})
+        atomic_write_json(item.payload["record_path"], unscored_record(
+            plan.sweep.name, item, metric, "skipped", attempts=0, error=why, errors=[],
+            traceback=None if cause is None else cause.traceback, slot=None, device=None))
     for key, n in blocked.items():
         print(f"{failed[key].kind} {key} failed: {n} distillation job(s) that need it were not run "
               f"(recorded as skipped; a rerun retries them)", file=sys.stderr)

@@ -29,6 +29,9 @@ def teacher_done(root: str | os.PathLike, task: str, key: str) -> bool:
     return (teacher_dir(root, task, key) / "meta.json").is_file()
 
 
+TEACHER_FILES = ("model.safetensors", "outputs.npz")  # checked against meta.json's sizes and sha256 sums
+
+
 def file_digest(path: Path) -> dict:
     """Size and sha256 of a file, as stored in a teacher's meta.json."""
     import hashlib
@@ -50,7 +53,7 @@ def check_teacher(root: str | os.PathLike, task: str, key: str) -> str | None:
         return f"meta.json unreadable ({e})"
     if not isinstance(meta, dict) or meta.get("key") != key:
         return "meta.json does not describe this teacher"
-    for name in ("model.safetensors", "outputs.npz"):
+    for name in TEACHER_FILES:
         path = folder / name
         if not path.is_file():
             return f"{name} missing"
@@ -117,7 +120,7 @@ def train_teacher(job: dict, data, device, started: float) -> dict:
         os.fsync(f.fileno())
     meta = {
         "key": job["key"], "index": job["plan"]["index"], "seed": spec.seed, "config": config,
-        "files": {name: file_digest(tmp / name) for name in ("model.safetensors", "outputs.npz")},
+        "files": {name: file_digest(tmp / name) for name in TEACHER_FILES},
         "status": "ok", "scores": scores, "metric": metric, "score": scores[data.eval_splits[0]][metric],
         "n_params": count_parameters(model), "steps": fit["steps"],
         "timings": {"queue_wait": job["queue_wait"], "setup": t_setup - started,
