@@ -48,14 +48,23 @@ def plot_by_k(summary: pd.DataFrame, metric: str = "score", title: str | None = 
 
 def plot_budget(budget: pd.DataFrame, metric: str = "score", title: str | None = None, ax: Any = None) -> Any:
     """Worst / best / mean case against the compute one student costs (teachers included; the
-    paper's Figures 4, 5, 7) from a ``budget`` table restricted to one grid point."""
+    paper's Figures 4, 5, 7) from a ``budget`` table restricted to one grid point; its ``policy``
+    column, when present, names what the student is charged for its teachers."""
     ax = _bands(budget, "compute_seconds", _axes(ax),
-                "compute per student, seconds (its k teachers' fine-tuning + its own job)", metric,
+                "compute per student, seconds (its k teachers' charge + its own job)", metric,
                 title or "Worst / best case vs compute budget")
     for _, row in budget.iterrows():
         ax.annotate(f"k={int(row['k'])}", (row["compute_seconds"], row["best"]), textcoords="offset points",
                     xytext=(0, 6), ha="center", fontsize="x-small")
+    if "policy" in budget:
+        _policy_note(ax, budget["policy"].iloc[0])
     return ax
+
+
+def _policy_note(ax: Any, policy: str) -> None:
+    """Print the teacher cost policy in the figure's lower left corner."""
+    ax.text(0.01, 0.01, f"teacher cost: {policy}", transform=ax.transAxes, fontsize="small",
+            va="bottom", ha="left", bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0})
 
 
 def plot_robust_by_k(robust: pd.DataFrame, paper: pd.DataFrame | None = None, metric: str = "score",
@@ -104,8 +113,7 @@ def plot_expected_budget(table: pd.DataFrame, metric: str = "score", title: str 
     ax.set_xlabel("compute spent on n = 1, 2, ... students, seconds (log)")
     ax.set_ylabel(f"student {metric}")
     ax.set_title(title or "Expected best / worst of n students vs compute")
-    ax.text(0.01, 0.01, f"teacher cost: {table['policy'].iloc[0]}", transform=ax.transAxes, fontsize="small",
-            va="bottom", ha="left", bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0})
+    _policy_note(ax, table["policy"].iloc[0])
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="x-small", ncol=2)
     return ax

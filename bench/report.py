@@ -261,7 +261,7 @@ def write_report(plan: Plan, options: ReportOptions = ReportOptions()) -> Path:
             teachers["key"], teachers["t_train"] + teachers["t_eval"] + teachers["t_cache"]))
         if all(k in tsec for keys in jobs["teacher_keys"] for k in keys.split(",")):
             policy = options.teacher_cost
-            bud = budget(jobs, charged_teacher_seconds(jobs, tsec, policy), grid, higher)
+            bud = budget(jobs, charged_teacher_seconds(jobs, tsec, policy), grid, higher).assign(policy=policy)
             _save_csv(bud, out / "budget.csv")
             expected = expected_by_budget(jobs, tsec, grid, policy, higher)
             _save_csv(expected, out / "expected_budget.csv")
