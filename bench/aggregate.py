@@ -17,6 +17,8 @@ from typing import Sequence
 
 import pandas as pd
 
+from bench.records import decode_array
+
 STAT_COLUMNS = ("worst", "best", "mean")
 
 
@@ -25,6 +27,15 @@ def _combination_order(col: pd.Series) -> pd.Series:
     if col.name == "combination":
         return col.map(lambda c: tuple(int(i) for i in c.split("-")))
     return col
+
+
+def _constant_predictions(record: dict) -> bool | None:
+    """Whether the run predicted one class for every example of its score split (None when the
+    record holds no predictions, e.g. language models)."""
+    encoded = (record.get("predictions") or {}).get(record.get("score_split", "dev"))
+    if not encoded:
+        return None
+    return bool(len(set(decode_array(encoded).tolist())) == 1)
 
 
 def jobs_frame(records: Sequence[dict], grid: Sequence[str] = ()) -> pd.DataFrame:
@@ -43,6 +54,7 @@ def jobs_frame(records: Sequence[dict], grid: Sequence[str] = ()) -> pd.DataFram
         for t, v in (r.get("timings") or {}).items():
             row[f"t_{t}"] = v
         row["teacher_keys"] = ",".join(r["teacher_keys"])
+        row["constant_predictions"] = _constant_predictions(r)
         rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:

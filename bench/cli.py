@@ -106,14 +106,13 @@ def _report_options(args: argparse.Namespace):
         raise UserError(f"--teacher-cost: unknown policy '{args.teacher_cost}'"
                         f"{did_you_mean(args.teacher_cost, TEACHER_COST_POLICIES)}; expected one of: "
                         f"{', '.join(TEACHER_COST_POLICIES)}")
-    for name in ("m", "boot", "base_k"):
+    for name in ("m", "base_k"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value}")
     if not 0 < args.level < 1:
         raise UserError(f"--level: expected a confidence level between 0 and 1, got {args.level}")
-    return ReportOptions(teacher_cost=args.teacher_cost, m=args.m, n_boot=args.boot, level=args.level,
-                         seed=args.seed, base_k=args.base_k)
+    return ReportOptions(teacher_cost=args.teacher_cost, m=args.m, level=args.level, base_k=args.base_k)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -171,10 +170,9 @@ def cmd_rerun(args: argparse.Namespace) -> int:
 def _add_report_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher-cost", default="full", help="what a student is charged for its teachers in the "
                    "compute figures: full (default), amortised (shared by the runs using them) or free")
-    p.add_argument("--m", type=int, help="runs per size-matched worst / best case (default: the repeats r)")
-    p.add_argument("--boot", type=int, default=2000, help="bootstrap draws (default 2000)")
-    p.add_argument("--level", type=float, default=0.95, help="confidence level (default 0.95)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--m", type=int, help="runs per size-matched worst / best case, at most r (default: the "
+                   "repeats r)")
+    p.add_argument("--level", type=float, default=0.95, help="confidence level of every interval (default 0.95)")
     p.add_argument("--base-k", type=int, default=1, help="the k the others are compared with (default 1)")
 
 

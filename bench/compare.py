@@ -1,5 +1,5 @@
 """``bench compare``: several sweeps (e.g. TinyBERT vs DistilBERT, T=1 vs T=2) in one table and
-one figure of size-matched worst / best / mean per k with bootstrap intervals, from records only.
+one figure of the size-matched gains of k teachers over the base k with calibrated intervals, from records only.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ def _label(name: str, point: dict) -> str:
 
 
 def compare_table(plans: list[Plan], options: ReportOptions = ReportOptions()) -> tuple[pd.DataFrame, list, list]:
-    """One row per (sweep and grid point, k): the paper's worst / best and the size-matched
-    statistics with intervals; and per sweep its metric label and its verdict."""
-    from bench.stats import robust_tables
+    """One row per (sweep and grid point, k): the paper's worst / best and single-teacher pooled
+    ones, the size-matched statistics and their calibrated gains over the base k; and per sweep
+    its metric label and its verdict."""
+    from bench.stats import degenerate_notes, robust_tables
 
     frames, metrics, verdicts = [], [], []
     for plan in plans:
@@ -37,14 +38,22 @@ def compare_table(plans: list[Plan], options: ReportOptions = ReportOptions()) -
         jobs = jobs_frame(records, grid)
         higher = records[0]["metric"] not in LOWER_IS_BETTER
         paper = summary_by_k(by_combination(jobs, grid), grid, higher)
-        robust, comparison = robust_tables(jobs, grid, options.m, higher, options.base_k, options.n_boot,
-                                           options.level, options.seed)
-        table = robust.merge(paper[[*grid, "k", "worst", "best"]], on=[*grid, "k"])
+        robust, comparison = robust_tables(jobs, grid, options.m, higher, options.base_k, options.level)
+        gains = [c for c in comparison.columns if c.startswith(("gain_", "p_"))] + ["mde_worst_m"]
+        table = (robust.merge(paper[[*grid, "k", "worst", "best"]], on=[*grid, "k"])
+                 .merge(comparison[[*grid, "k", *gains]], on=[*grid, "k"], how="left"))
+        table["base_k"] = options.base_k
+        for s in ("worst_m", "best_m", "mean"):  # the base k gains nothing over itself
+            base = table["k"] == options.base_k
+            table.loc[base, f"gain_{s}"] = 0.0
         table.insert(0, "sweep", [_label(sweep.name, {g: row[g] for g in grid}) for _, row in table.iterrows()])
         frames.append(table.drop(columns=grid))
         metric = _metric_label(records[0])
         metrics.append(metric)
-        verdicts.append(f"**{sweep.name}**: " + verdict(comparison, grid, metric, higher, options.level))
+        design = f"N={sweep.teachers} teachers, k in {list(sweep.k)}, r={sweep.repeats}, m={int(robust['m'].iloc[0])}"
+        merged = paper.merge(robust, on=[*grid, "k"], suffixes=("", "_r"))
+        verdicts.append(f"**{sweep.name}**: " + verdict(comparison, grid, metric, higher, options.level, merged, design,
+                                                         degenerate_notes(jobs, grid)))
     return pd.concat(frames, ignore_index=True), metrics, verdicts
 
 
@@ -70,12 +79,15 @@ def write_comparison(plans: list[Plan], options: ReportOptions = ReportOptions()
     plot_compare(table, metric, title=" vs ".join(names), ax=ax)
     fig.tight_layout()
     save_figure(fig, out / "compare")
-    shown = table[["sweep", "k", "worst", "worst_m", "worst_m_lo", "worst_m_hi", "best", "best_m", "best_m_lo",
-                   "best_m_hi", "mean", "mean_lo", "mean_hi", "iqm", "m", "n_combinations", "n_runs"]]
+    shown = table[["sweep", "k", "worst", "single_worst", "worst_m", "gain_worst_m", "gain_worst_m_lo", "gain_worst_m_hi",
+                   "best", "single_best", "best_m", "gain_best_m", "gain_best_m_lo", "gain_best_m_hi", "mean",
+                   "gain_mean", "iqm", "m", "n_combinations", "n_runs"]]
     blocks = [("h1", "Sweeps compared: " + " vs ".join(f"`{n}`" for n in names)),
               ("p", "Per sweep (and grid point) and k: the paper's worst / best (min / max over a combination's "
-                    "runs, averaged over combinations), the size-matched worst / best of m runs and the mean, "
-                    f"with {options.level:.0%} bootstrap intervals over teacher and student seeds (`bench/stats.py`)."
+                    "runs, averaged over combinations) and the single-teacher ones (its members' k=1 runs pooled), "
+                    "the size-matched worst / best of m runs and the mean, and each one's gain over the base k "
+                    f"(> 0 better) with its calibrated {options.level:.0%} interval (`bench/stats.py`, "
+                    "docs/statistics.md)."
                     + ("" if len(set(metrics)) == 1 else f" The sweeps report different metrics: {', '.join(metrics)}.")),
               ("table", shown), ("img", "compare.png", "sweeps compared"), ("h2", "Verdicts"),
               *[("p", v) for v in verdicts], ("p", "Table: [compare.csv](compare.csv).")]

@@ -1,19 +1,30 @@
-"""Robust statistics of a sweep: size-matched worst / best case, bootstrap confidence intervals,
-IQM, tests of k teachers against one, and expected scores against a compute budget.
+"""Calibrated statistics of a sweep: size-matched worst / best case, the contrast of k teachers
+against one with an interval that holds its level, the paper's single- vs multi-teacher
+comparison, degenerate results, and expected scores against a compute budget.
 
 Every function works on the **runs table** of ``bench.aggregate`` (one row per run: ``k``,
-``combination`` "0-3-4", ``repeat``, ``score``, ``status``, one column per grid axis, ``t_*``
-timings, ``teacher_keys``), restricted to ok runs where it matters. The paper's own aggregation
-stays in ``bench.aggregate``; this module adds what separates a robustness gain from the sample
-size effect of that aggregation (with a primary teacher a k-combination has r*k runs, so its
-min and max are extremes of more draws as k grows).
+``combination`` "0-3-4", ``primary`` (NA without one), ``repeat``, ``score``, ``status``, one
+column per grid axis, ``t_*`` timings, ``teacher_keys``), restricted to ok runs where it
+matters. The paper's own aggregation stays in ``bench.aggregate``.
 
-Sources are named in each docstring. Bootstrap draws use a fixed seed, so a report regenerated
-from the same records is identical.
+The method (docs/statistics.md has the why, the sources and the simulation that checks it):
+1. **Cells.** A cell is one (combination, primary) pair and its r student seeds. Its worst /
+   best case is the expected min / max of m of its runs (exact; m = r by default). Taking
+   extremes inside a cell, never across primaries, keeps the spread between primaries out of
+   the worst case, and every k's extremes are of m runs (size-matched).
+2. **Combinations.** A combination's statistic is the mean over its cells.
+3. **The k model.** Per grid point and statistic, an ordinary least-squares fit of the
+   combinations' statistics on one level per k plus additive teacher effects (each member
+   weighted 1/k: the teachers' logits are averaged). In a full design the k-level contrast
+   equals the plain difference of the per-k means, the teachers' own quality cancels from it,
+   and the residual spread between combinations, pooled over every k, is the noise that the
+   contrast must beat: the one k = N combination borrows it from the others. Intervals and
+   tests use Student's t with the residual degrees of freedom.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from math import comb
 from typing import Sequence
@@ -24,6 +35,8 @@ import pandas as pd
 from bench.aggregate import _ok
 
 TEACHER_COST_POLICIES = ("full", "amortised", "free")
+STATISTICS = ("worst_m", "best_m", "mean")
+POWER = 0.8  # the power at which the minimum detectable effect is stated
 
 
 # ---- order statistics ------------------------------------------------------------------------
@@ -45,7 +58,8 @@ def extreme_weights(n: int, m: int, which: str) -> np.ndarray:
 
 def expected_extreme(values: Sequence[float], m: int, which: str) -> float:
     """The expected min (``which="min"``) or max of m runs drawn without replacement from
-    ``values``; e.g. the expected max of 2 of {1, 2, 3} is 8/3."""
+    ``values``; e.g. the expected max of 2 of {1, 2, 3} is 8/3. It is the unbiased estimate
+    (a U-statistic) of the population's expected extreme of m runs."""
     x = np.sort(np.asarray(values, dtype=float))
     return float(extreme_weights(len(x), m, which) @ x)
 
@@ -62,131 +76,325 @@ def expected_best_of_n(values: Sequence[float], n: int, which: str = "max") -> f
     return float(x @ ((i / big) ** n - ((i - 1) / big) ** n))
 
 
-def iqm(values: Sequence[float], weights: Sequence[float] | None = None) -> float:
-    """The interquartile mean: the mean of the middle 50% of the runs, weighted by ``weights``
-    when given (a run's mass is cut at the 25% and 75% quantiles). Agarwal et al. 2021,
-    *Deep RL at the Edge of the Statistical Precipice* (rliable): robust to outlier runs, more
-    efficient than the median."""
-    x = np.asarray(values, dtype=float)
-    w = np.ones_like(x) if weights is None else np.asarray(weights, dtype=float)
-    keep = w > 0
-    x, w = x[keep], w[keep]
-    order = np.argsort(x, kind="stable")
-    x, w = x[order], w[order] / w.sum()
-    hi = np.cumsum(w)
-    lo = hi - w
-    inside = np.clip(np.minimum(hi, 0.75) - np.maximum(lo, 0.25), 0, None)
-    return float(inside @ x / inside.sum())
+def iqm(values: Sequence[float]) -> float:
+    """The interquartile mean as rliable defines it (Agarwal et al. 2021): scipy's
+    ``trim_mean(values, 0.25)``, the mean after cutting 25% of the runs from each end (whole
+    runs, rounded down). Robust to a few diverged or outlier runs."""
+    from scipy.stats import trim_mean
+
+    return float(trim_mean(np.asarray(values, dtype=float), 0.25))
 
 
-# ---- per combination and per k ----------------------------------------------------------------
+# ---- cells and combinations -------------------------------------------------------------------
 
-def _runs_per_combination(ok: pd.DataFrame, grid: Sequence[str]) -> list:
-    """[(grid values, k, combination, scores array, repeats array)] in table order."""
-    out = []
-    for key, g in ok.groupby([*grid, "k", "combination"], sort=True):
-        key = key if isinstance(key, tuple) else (key,)
-        out.append((tuple(key[:len(grid)]), int(key[len(grid)]), key[len(grid) + 1],
-                    g["score"].to_numpy(float), g["repeat"].to_numpy(int)))
+def default_m(jobs: pd.DataFrame) -> int:
+    """The default size of the size-matched worst / best case: the number of repeats r (the runs
+    of one cell)."""
+    return int(_ok(jobs)["repeat"].nunique())
+
+
+def _orient(higher_is_better: bool) -> tuple[str, str]:
+    """(which extreme is the worst, which the best)."""
+    return ("min", "max") if higher_is_better else ("max", "min")
+
+
+def _with_primary(jobs: pd.DataFrame) -> pd.DataFrame:
+    """``primary`` as an integer column, -1 where a method has none (so cells can be grouped)."""
+    out = jobs.copy()
+    col = out["primary"] if "primary" in out else pd.Series(pd.NA, index=out.index)
+    out["primary"] = pd.array(col, dtype="Int64").fillna(-1).astype(int)
     return out
 
 
-def default_m(jobs: pd.DataFrame) -> int:
-    """The default size of the size-matched worst / best case: the number of repeats r, which is
-    what a combination has without a primary teacher and what the paper's k=1 point has."""
-    ok = _ok(jobs)
-    return int(ok["repeat"].nunique())
+def cells(jobs: pd.DataFrame, grid: Sequence[str] = (), m: int | None = None,
+          higher_is_better: bool = True) -> pd.DataFrame:
+    """Per (grid point, k, combination, primary) cell (primary -1 without one): the expected worst
+    and best of m of its runs (``expected_extreme``), their mean, n_runs, and ``complete`` (False
+    when the cell has fewer than m ok runs: its statistics are NaN and it is left out)."""
+    ok = _with_primary(_ok(jobs))
+    m = m or default_m(ok)
+    lo, hi = _orient(higher_is_better)
+    keys = [*grid, "k", "combination", "primary"]
+    ok = ok.sort_values([*keys, "score"], kind="stable")
+    g = ok.groupby(keys, sort=False)
+    n = g["score"].transform("size").to_numpy()
+    rank = g.cumcount().to_numpy()  # 0 = the lowest score of its cell
+    w_lo, w_hi = np.zeros(len(ok)), np.zeros(len(ok))
+    for size in np.unique(n[n >= m]):
+        at = n == size
+        w_lo[at] = extreme_weights(int(size), m, lo)[rank[at]]
+        w_hi[at] = extreme_weights(int(size), m, hi)[rank[at]]
+    score = ok["score"].to_numpy(float)
+    frame = ok[keys].assign(worst_m=w_lo * score, best_m=w_hi * score, mean=score)
+    g = frame.groupby(keys, sort=True)
+    out = g[["worst_m", "best_m"]].sum()
+    out["mean"] = g["mean"].mean()
+    out["n_runs"] = g.size()
+    out = out.reset_index()
+    out["complete"] = out["n_runs"] >= m
+    out.loc[~out["complete"], ["worst_m", "best_m"]] = np.nan
+    return out
 
 
 def size_matched_by_combination(jobs: pd.DataFrame, grid: Sequence[str] = (), m: int | None = None,
                                 higher_is_better: bool = True) -> pd.DataFrame:
-    """Per (grid point, k, combination): the expected worst and best of m of its runs (drawn
-    without replacement; exact, ``expected_extreme``), its mean and n_runs. Unlike the paper's
-    min / max, every combination's extremes are of the same number of runs, whatever k."""
+    """Per (grid point, k, combination): worst_m, best_m and mean averaged over its complete
+    cells (one per primary), n_cells and n_runs. Unlike the paper's min / max over all of a
+    combination's runs, every k's extremes are of m runs of one cell, whatever k."""
+    return _per_combination(cells(jobs, grid, m, higher_is_better), grid)
+
+
+def _per_combination(cell_table: pd.DataFrame, grid: Sequence[str]) -> pd.DataFrame:
+    """``size_matched_by_combination`` from a ``cells`` table."""
+    c = cell_table[cell_table["complete"]]
+    g = c.groupby([*grid, "k", "combination"], sort=True)
+    out = g[list(STATISTICS)].mean()
+    out["n_cells"] = g.size()
+    out["n_runs"] = g["n_runs"].sum()
+    return out.reset_index()
+
+
+def single_teacher_by_combination(jobs: pd.DataFrame, grid: Sequence[str] = (), m: int | None = None,
+                                  higher_is_better: bool = True) -> pd.DataFrame:
+    """The paper's single-teacher side (Ilichev et al. 2021, section 5.2: "in single teacher mode
+    we simply reuse scores obtained with each teacher included in the combination"): per
+    (grid point, k, combination), from the k=1 runs of its members,
+
+    - ``single_worst`` / ``single_best``: the min / max over those runs pooled (k*r runs: the
+      paper's numbers, which fall / rise with k from the pool's size alone);
+    - ``single_worst_m`` / ``single_best_m``: the mean over members of each member's size-matched
+      worst / best of m (the expected worst of m students of one member chosen at random).
+
+    In a full design the size-matched single-teacher value at every k equals the k=1 value, so
+    the size-matched multi - single gap is the contrast of k against k=1. Combinations with a
+    member that has no k=1 run are left out."""
     ok = _ok(jobs)
-    m = m or default_m(ok)
-    lo, hi = ("min", "max") if higher_is_better else ("max", "min")
+    lo, hi = _orient(higher_is_better)
+    pick = {"min": min, "max": max}
+    ones = ok[ok["k"] == 1]
+    raw = {key: (g.min(), g.max(), len(g)) for key, g in ones.groupby([*grid, "combination"])["score"]}
+    sm = size_matched_by_combination(ones, grid, m, higher_is_better)
+    matched = {tuple(key): (w, b) for key, w, b in zip(sm[[*grid, "combination"]].itertuples(index=False),
+                                                      sm["worst_m"], sm["best_m"])}
     rows = []
-    for point, k, c, scores, _ in _runs_per_combination(ok, grid):
-        if len(scores) < m:
-            raise ValueError(f"combination {c} at k={k} has {len(scores)} runs; size-matched m={m} needs >= m")
-        rows.append({**dict(zip(grid, point)), "k": k, "combination": c,
-                     "worst_m": expected_extreme(scores, m, lo), "best_m": expected_extreme(scores, m, hi),
-                     "mean": float(scores.mean()), "n_runs": len(scores)})
-    return pd.DataFrame(rows)
-
-
-def _draw_stats(groups: list, teacher_w: np.ndarray, seed_mult: np.ndarray, m: int, lo: str, hi: str) -> dict:
-    """Statistics per k for one set of weights: teacher weights (combination weight = product
-    of its teachers') and integer multiplicities of the student seeds (repeats)."""
-    per_k: dict[int, list] = {}
-    for k, teachers, scores, repeats in groups:
-        mult = seed_mult[repeats]
-        if mult.sum() < m:
+    for key in ok[[*grid, "k", "combination"]].drop_duplicates().itertuples(index=False):
+        point, k, c = tuple(key[:len(grid)]), key[len(grid)], key[len(grid) + 1]
+        members = [(*point, t) for t in c.split("-")]
+        if not all(mb in raw for mb in members):
             continue
-        expanded = np.repeat(scores, mult)
-        w_c = float(np.prod(teacher_w[teachers]))
-        per_k.setdefault(k, []).append((w_c, expected_extreme(expanded, m, lo), expected_extreme(expanded, m, hi),
-                                        float(expanded.mean()), scores, mult))
-    out = {}
-    for k, rows in per_k.items():
-        w = np.array([r[0] for r in rows])
-        w = w / w.sum()
-        run_values = np.concatenate([r[4] for r in rows])
-        run_w = np.concatenate([wc * r[5] / r[5].sum() for wc, r in zip(w, rows)])
-        out[k] = {"worst_m": float(w @ [r[1] for r in rows]), "best_m": float(w @ [r[2] for r in rows]),
-                  "mean": float(w @ [r[3] for r in rows]), "iqm": iqm(run_values, run_w)}
-    return out
+        row = {**dict(zip(grid, point)), "k": k, "combination": c,
+               "single_worst": float(pick[lo](raw[mb][0 if lo == "min" else 1] for mb in members)),
+               "single_best": float(pick[hi](raw[mb][0 if hi == "min" else 1] for mb in members)),
+               "n_pooled": sum(raw[mb][2] for mb in members)}
+        if all(mb in matched for mb in members):
+            row["single_worst_m"] = float(np.mean([matched[mb][0] for mb in members]))
+            row["single_best_m"] = float(np.mean([matched[mb][1] for mb in members]))
+        rows.append(row)
+    cols = [*grid, "k", "combination", "single_worst", "single_best", "n_pooled", "single_worst_m", "single_best_m"]
+    return pd.DataFrame(rows).reindex(columns=cols)
 
 
-def _groups(ok: pd.DataFrame) -> tuple[list, int, int]:
-    rows = _runs_per_combination(ok, ())
-    n_teachers = 1 + max(max(int(t) for t in c.split("-")) for _, _, c, _, _ in rows)
-    n_repeats = 1 + int(ok["repeat"].max())
-    groups = [(k, np.array([int(t) for t in c.split("-")]), s, r) for _, k, c, s, r in rows]
-    return groups, n_teachers, n_repeats
+# ---- the k model -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class KFit:
+    """An OLS fit of one statistic of the combinations (one grid point) on k levels and additive
+    teacher effects. ``coef[:len(ks)]`` are the k levels and ``proj`` maps the data to ``coef``.
+    A combination averaging n cells has residual variance sigma_g2 + sigma_c2 / n: ``ms_g`` is
+    the residual mean square (on ``df_g`` df), ``sigma_c2`` a cell's own variance (on ``df_c``;
+    0 without a primary, when each combination is one cell), ``share`` = 1 / n per combination,
+    ``lev_share`` = sum_c (1 - h_c) share_c / df_g (h: leverages). ``teacher_effects`` is False
+    when the design could not separate them from the k levels (then they are left out)."""
+
+    ks: tuple[int, ...]
+    counts: tuple[int, ...]  # combinations per k
+    coef: np.ndarray
+    proj: np.ndarray
+    share: np.ndarray
+    ms_g: float
+    df_g: int
+    sigma_c2: float
+    df_c: float
+    lev_share: float
+    teacher_effects: bool
+
+    def variance(self, vec: np.ndarray, extra_cell: float = 0.0) -> tuple[float, float]:
+        """Var(vec @ coef) and its degrees of freedom. The variance is a linear combination of
+        the two mean squares, c1 ms_g + c2 sigma_c2 with c1 = sum g^2, c2 = sum g^2 share - c1
+        lev_share (g = vec @ proj), floored at the part the cells alone give (sigma_g2 >= 0);
+        the df by Satterthwaite (1946). ``extra_cell`` adds to every cell's variance (a what-if
+        for planning)."""
+        if self.df_g <= 0:
+            return float("nan"), 0.0
+        g2 = (vec @ self.proj) ** 2
+        c1 = float(g2.sum())
+        cells_part = float(g2 @ self.share)
+        c2 = cells_part - c1 * self.lev_share
+        a, b = c1 * self.ms_g, c2 * self.sigma_c2
+        var = max(a + b, self.sigma_c2 * cells_part)
+        denom = a * a / self.df_g + (b * b / self.df_c if self.sigma_c2 > 0 else 0.0)
+        df = var * var / denom if denom > 0 else float(self.df_g)
+        return var + extra_cell * cells_part, df
 
 
-def bootstrap_by_k(jobs: pd.DataFrame, m: int, higher_is_better: bool = True, n_boot: int = 2000,
-                   seed: int = 0) -> tuple[dict, dict]:
-    """Point estimates and bootstrap draws of the per-k statistics of one grid point.
-
-    The resampling follows how a sweep is made: teacher seeds and student seeds are two crossed
-    factors (every combination shares teachers with others; repeat j uses the same student seed
-    in every combination), so runs are not independent and resampling runs or combinations
-    would understate the uncertainty. Each draw (a two-way "pigeonhole" bootstrap, Owen 2007,
-    *The pigeonhole bootstrap*, Ann. Appl. Stat.) reweights the teachers with Bayesian-bootstrap
-    weights (Rubin 1981; Dirichlet(1, ..., 1), so no combination vanishes, which integer
-    resampling of N=6 teachers would do to k=6 almost always) and resamples the student seeds
-    with replacement. A combination's weight is the product of its teachers' weights. Limits:
-    at k = N the single combination is fixed, so its interval reflects student seeds only; the
-    teachers' own fine-tuning noise beyond these N seeds is not in any interval.
-
-    Returns ({k: {stat: value}}, {k: {stat: array of n_boot draws}}) for stat in worst_m,
-    best_m, mean, iqm.
-    """
-    ok = _ok(jobs)
-    groups, n_teachers, n_repeats = _groups(ok)
-    lo, hi = ("min", "max") if higher_is_better else ("max", "min")
-    point = _draw_stats(groups, np.ones(n_teachers), np.ones(n_repeats, dtype=int), m, lo, hi)
-    rng = np.random.default_rng(seed)
-    draws: dict[int, dict[str, list]] = {k: {s: [] for s in ("worst_m", "best_m", "mean", "iqm")} for k in point}
-    for _ in range(n_boot):
-        tw = rng.dirichlet(np.ones(n_teachers)) * n_teachers
-        sm = rng.multinomial(n_repeats, np.full(n_repeats, 1 / n_repeats))
-        for k, stats in _draw_stats(groups, tw, sm, m, lo, hi).items():
-            for s, v in stats.items():
-                draws[k][s].append(v)
-    return point, {k: {s: np.array(v) for s, v in d.items()} for k, d in draws.items()}
+def _design(per_comb: pd.DataFrame, teacher_effects: bool) -> tuple[np.ndarray, tuple[int, ...]]:
+    ks = tuple(sorted(int(k) for k in per_comb["k"].unique()))
+    members = [[int(t) for t in c.split("-")] for c in per_comb["combination"]]
+    cols = [(per_comb["k"].to_numpy() == k).astype(float) for k in ks]
+    if teacher_effects:
+        teachers = sorted({t for ms in members for t in ms})[1:]  # the first is the reference
+        cols += [np.array([(t in ms) / len(ms) for ms in members]) for t in teachers]
+    return np.column_stack(cols), ks
 
 
-def _ci(draws: np.ndarray, level: float) -> tuple[float, float]:
-    d = draws[np.isfinite(draws)]
-    if len(d) == 0:
-        return (float("nan"), float("nan"))
-    a = (1 - level) / 2
-    return float(np.quantile(d, a)), float(np.quantile(d, 1 - a))
+def cell_variance(cell_table: pd.DataFrame, stat: str) -> tuple[float, int]:
+    """The variance of one cell's ``stat`` around its combination, once the primaries' own
+    effects are taken out (least squares on combination and primary indicators over the cells
+    of the combinations with more than one), with its df; (0, 0) without a primary."""
+    c = cell_table[np.isfinite(cell_table[stat].to_numpy(float)) & (cell_table["primary"] >= 0)]
+    size = c.groupby("combination")["combination"].transform("size")
+    c = c[size > 1]
+    if c.empty:
+        return 0.0, 0
+    y = c[stat].to_numpy(float)
+    groups = c.groupby("combination", sort=False)
+    prim = pd.get_dummies(c["primary"]).to_numpy(float)[:, 1:]
+    # combination indicators absorbed by demeaning within each combination (Frisch-Waugh-Lovell)
+    y_d = y - groups[stat].transform("mean").to_numpy(float)
+    p_d = prim - pd.DataFrame(prim, index=c.index).groupby(c["combination"]).transform("mean").to_numpy(float)
+    coef, *_ = np.linalg.lstsq(p_d, y_d, rcond=None)
+    resid = y_d - p_d @ coef
+    df = len(c) - groups.ngroups - (np.linalg.matrix_rank(p_d) if p_d.size else 0)
+    return (float(resid @ resid) / df if df > 0 else float("nan")), int(df)
 
+
+def fit_k_model(per_comb: pd.DataFrame, stat: str, cell_var: tuple[float, int] = (0.0, 0)) -> KFit:
+    """Fit ``stat`` of the combinations of one grid point (rows of ``size_matched_by_combination``)
+    as level(k) + the mean of its members' teacher effects + residual, by least squares.
+
+    The residual of a combination averaging n cells has variance sigma_g2 + sigma_c2 / n, with
+    sigma_c2 from ``cell_var`` (``cell_variance``: the spread of cells within combinations) and
+    sigma_g2 by moments from the residual sum of squares (``KFit.variance``). Without a primary
+    every combination is one cell and this is ordinary least squares. Teacher effects are left
+    out when the design cannot separate them from the k levels."""
+    data = per_comb[np.isfinite(per_comb[stat].to_numpy(float))]
+    y = data[stat].to_numpy(float)
+    for teacher_effects in (True, False):
+        x, ks = _design(data, teacher_effects)
+        if np.linalg.matrix_rank(x) == x.shape[1]:
+            break
+    inv = np.linalg.inv(x.T @ x)
+    proj = inv @ x.T
+    coef = proj @ y
+    df = len(y) - x.shape[1]
+    resid = y - x @ coef
+    sigma_c2, df_c = cell_var
+    sigma_c2 = sigma_c2 if df_c > 0 and np.isfinite(sigma_c2) else 0.0
+    share = 1.0 / data["n_cells"].to_numpy(float)
+    lev = np.einsum("ij,ji->i", x, proj)
+    counts = tuple(int((data["k"] == k).sum()) for k in ks)
+    return KFit(ks, counts, coef, proj, share, float(resid @ resid) / df if df > 0 else float("nan"), df,
+                sigma_c2, float(df_c) if df_c else float("inf"), float((1 - lev) @ share) / df if df > 0 else 0.0,
+                teacher_effects)
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """level(k) - level(base) of a ``KFit``: estimate, standard error, t interval at ``level``,
+    two-sided p-value and (Satterthwaite) df; NaN interval and p when the design leaves no
+    residual degrees of freedom (too small to tell)."""
+
+    estimate: float
+    se: float
+    lo: float
+    hi: float
+    p: float
+    df: float
+
+
+def _vector(fit: KFit, k: int, base_k: int) -> np.ndarray:
+    vec = np.zeros(len(fit.coef))
+    vec[fit.ks.index(k)], vec[fit.ks.index(base_k)] = 1.0, -1.0
+    return vec
+
+
+def contrast(fit: KFit, k: int, base_k: int, level: float = 0.95) -> Contrast:
+    """The k-level contrast of ``fit`` with a Student-t interval."""
+    from scipy.stats import t as student
+
+    vec = _vector(fit, k, base_k)
+    est = float(vec @ fit.coef)
+    var, df = fit.variance(vec)
+    if not df > 0 or not np.isfinite(var):
+        return Contrast(est, float("nan"), float("nan"), float("nan"), float("nan"), df)
+    se = float(np.sqrt(var))
+    q = float(student.ppf(0.5 + level / 2, df))
+    p = float(2 * student.sf(abs(est) / se, df)) if se > 0 else (0.0 if est != 0 else 1.0)
+    return Contrast(est, se, est - q * se, est + q * se, p, df)
+
+
+def minimum_detectable(se: float, df: float, level: float = 0.95, power: float = POWER) -> float:
+    """The smallest true contrast that a two-sided t test at ``1 - level`` detects with
+    probability ``power``: (t_{(1+level)/2} + t_power) * se on df degrees of freedom."""
+    from scipy.stats import t as student
+
+    if not df > 0 or not np.isfinite(se):
+        return float("nan")
+    return float((student.ppf(0.5 + level / 2, df) + student.ppf(power, df)) * se)
+
+
+@lru_cache(maxsize=256)
+def extreme_noise_factor(m: int, r: int, draws: int = 10000) -> float:
+    """Var of the expected min of m of r runs (``expected_extreme``) when the runs are iid
+    N(0, 1): the share of the run noise that reaches one cell's worst case. A fixed-seed Monte
+    Carlo (same answer every call); 1/r when m = 1 (the mean)."""
+    if m == 1:
+        return 1.0 / r
+    z = np.sort(np.random.default_rng(12345).standard_normal((draws, r)), axis=1)
+    return float((z @ extreme_weights(r, m, "min")).var())
+
+
+def run_noise_variance(jobs: pd.DataFrame) -> tuple[float, int]:
+    """The variance of one run around its cell once the student seed's shared effect is taken
+    out (two-way residual, cell x repeat, within each k of one grid point; cells missing a
+    repeat are left out), with its df; NaN with r = 1."""
+    ok = _with_primary(_ok(jobs))
+    r = ok["repeat"].nunique()
+    ss, df = 0.0, 0
+    for _, g in ok.groupby("k"):
+        g = g.sort_values(["combination", "primary", "repeat"])
+        size = g.groupby(["combination", "primary"], sort=False)["score"].transform("size").to_numpy()
+        a = g["score"].to_numpy(float)[size == r].reshape(-1, r)
+        if a.shape[0] < 2 or r < 2:
+            continue
+        resid = a - a.mean(1, keepdims=True) - a.mean(0, keepdims=True) + a.mean()
+        ss += float((resid ** 2).sum())
+        df += (a.shape[0] - 1) * (r - 1)
+    return (ss / df if df else float("nan")), df
+
+
+def repeats_needed(fit: KFit, k: int, base_k: int, target: float, sub: pd.DataFrame, m: int,
+                   level: float = 0.95, max_r: int = 50) -> int | None:
+    """The smallest number of repeats r' (m fixed) at which the minimum detectable worst-case
+    contrast of k against base_k falls to ``target``. The run noise that reaches a cell
+    (``run_noise_variance`` x ``extreme_noise_factor``) shrinks with r'; the rest of the fitted
+    variance (combination and cell effects) does not. None when no r' <= max_r would, or with
+    r = 1 (the split is not identifiable). An approximation for planning, stated as such."""
+    r = int(sub["repeat"].nunique())
+    w2, _ = run_noise_variance(sub)
+    vec = _vector(fit, k, base_k)
+    if r < 2 or not np.isfinite(w2) or fit.df_g <= 0:
+        return None
+    for r2 in range(max(r, m), max_r + 1):
+        var, df = fit.variance(vec, extra_cell=(extreme_noise_factor(m, r2) - extreme_noise_factor(m, r)) * w2)
+        if minimum_detectable(np.sqrt(max(var, 0.0)), df, level) <= target:
+            return r2
+        if extreme_noise_factor(m, r2) < 0.05 * extreme_noise_factor(m, r):
+            break  # the run noise is all but gone: more repeats change nothing
+    return None
+
+
+# ---- per k tables ------------------------------------------------------------------------------
 
 def _grid_points(ok: pd.DataFrame, grid: Sequence[str]) -> list[tuple[dict, pd.DataFrame]]:
     if not grid:
@@ -195,86 +403,129 @@ def _grid_points(ok: pd.DataFrame, grid: Sequence[str]) -> list[tuple[dict, pd.D
             for key, g in ok.groupby(list(grid), sort=True)]
 
 
-def _bootstraps(ok: pd.DataFrame, grid: Sequence[str], m: int, higher_is_better: bool, n_boot: int,
-                seed: int) -> list:
-    """[(grid point, its runs, estimates, draws)] of ``bootstrap_by_k`` for each grid point."""
-    return [(point, sub, *bootstrap_by_k(sub, m, higher_is_better, n_boot, seed))
-            for point, sub in _grid_points(ok, grid)]
-
-
-def _summary_rows(boots: list, m: int, level: float) -> pd.DataFrame:
+def _summary_rows(point: dict, sub: pd.DataFrame, per_comb: pd.DataFrame, single: pd.DataFrame,
+                  fits: dict, base_k: int, m: int, level: float) -> list[dict]:
     rows = []
-    for point, sub, est, draws in boots:
-        for k in sorted(est):
-            row = {**point, "k": k}
-            for s in ("worst_m", "best_m", "mean", "iqm"):
-                row[s] = est[k][s]
-                row[f"{s}_lo"], row[f"{s}_hi"] = _ci(draws[k][s], level)
-            at_k = sub[sub["k"] == k]
-            row.update(m=m, n_combinations=at_k["combination"].nunique(), n_runs=len(at_k))
-            rows.append(row)
-    return pd.DataFrame(rows)
+    for k in sorted(per_comb["k"].unique()):
+        at = per_comb[per_comb["k"] == k]
+        sk = single[single["k"] == k]
+        row = {**point, "k": int(k), **{s: float(at[s].mean()) for s in STATISTICS},
+               "iqm": iqm(sub.loc[sub["k"] == k, "score"]),
+               "single_worst": sk["single_worst"].mean(), "single_best": sk["single_best"].mean(),
+               "single_worst_m": sk["single_worst_m"].mean(), "single_best_m": sk["single_best_m"].mean()}
+        for s in STATISTICS:
+            testable = k != base_k and base_k in fits[s].ks
+            c = contrast(fits[s], int(k), base_k, level) if testable else Contrast(*(float("nan"),) * 6)
+            row.update({f"d_{s}": c.estimate, f"d_{s}_lo": c.lo, f"d_{s}_hi": c.hi})
+        row.update(m=m, n_combinations=len(at), n_cells=int(at["n_cells"].sum()), n_runs=int((sub["k"] == k).sum()))
+        rows.append(row)
+    return rows
 
 
-def _comparison_rows(boots: list, base_k: int, m: int, higher_is_better: bool, level: float) -> pd.DataFrame:
-    from scipy.stats import mannwhitneyu
-
-    sign = 1.0 if higher_is_better else -1.0
+def _comparison_rows(point: dict, sub: pd.DataFrame, per_comb: pd.DataFrame, fits: dict, base_k: int, m: int,
+                     higher: bool, level: float) -> list[dict]:
+    sign = 1.0 if higher else -1.0
+    worst_fit = fits["worst_m"]
+    if base_k not in worst_fit.ks:
+        return []
     rows = []
-    for point, sub, est, draws in boots:
-        if base_k not in est:
+    for k in worst_fit.ks:
+        if k == base_k:
             continue
-        per_comb = size_matched_by_combination(sub, (), m, higher_is_better)
-        base_vals = sign * per_comb.loc[per_comb["k"] == base_k, "worst_m"].to_numpy()
-        for k in sorted(est):
-            if k == base_k:
-                continue
-            vals = sign * per_comb.loc[per_comb["k"] == k, "worst_m"].to_numpy()
-            lo, hi = _ci(sign * (draws[k]["worst_m"] - draws[base_k]["worst_m"]), level)
-            u = mannwhitneyu(vals, base_vals, alternative="two-sided")
-            rows.append({**point, "k": k, "base_k": base_k, "m": m,
-                         "worst_m": est[k]["worst_m"], "worst_m_base": est[base_k]["worst_m"],
-                         "diff": sign * (est[k]["worst_m"] - est[base_k]["worst_m"]), "diff_lo": lo, "diff_hi": hi,
-                         "p_mwu": float(u.pvalue), "p_improve": float(u.statistic) / (len(vals) * len(base_vals)),
-                         "n_k": len(vals), "n_base": len(base_vals)})
-    return pd.DataFrame(rows)
-
-
-def robust_summary(jobs: pd.DataFrame, grid: Sequence[str] = (), m: int | None = None,
-                   higher_is_better: bool = True, n_boot: int = 2000, level: float = 0.95,
-                   seed: int = 0) -> pd.DataFrame:
-    """Per (grid point, k): the size-matched worst / best case of m runs (mean over combinations
-    of ``size_matched_by_combination``), the mean and the IQM of the runs, each with a
-    ``level`` bootstrap percentile interval (``bootstrap_by_k``; for the extremes the interval
-    is wide on the good side: a resampled set's min cannot fall below the sample's), plus m,
-    n_combinations and n_runs."""
-    return robust_tables(jobs, grid, m, higher_is_better, n_boot=n_boot, level=level, seed=seed)[0]
-
-
-def compare_to_base(jobs: pd.DataFrame, grid: Sequence[str] = (), base_k: int = 1, m: int | None = None,
-                    higher_is_better: bool = True, n_boot: int = 2000, level: float = 0.95,
-                    seed: int = 0) -> pd.DataFrame:
-    """Per (grid point, k != base_k): is the size-matched worst case at k better than at base_k?
-
-    ``diff`` = worst_m(k) - worst_m(base) (sign turned so that > 0 is better for lower-is-better
-    metrics), with a bootstrap interval from the same paired draws as ``bootstrap_by_k``;
-    ``p_mwu`` = the two-sided Mann-Whitney U test (scipy) of the combinations' size-matched
-    worst cases at k against those at base_k (it treats combinations as independent, which
-    shared teachers are not: read it with the interval); ``p_improve`` = the probability of
-    improvement P(X_k > X_base) + P(=)/2 over those combination pairs (= U / (n_k n_base);
-    Agarwal et al. 2021, rliable), and ``n_k``, ``n_base`` combinations.
-    """
-    return robust_tables(jobs, grid, m, higher_is_better, base_k, n_boot, level, seed)[1]
+        row = {**point, "k": k, "base_k": base_k, "m": m, "r": int(sub["repeat"].nunique()),
+               "primary": bool(sub["primary"].notna().any()) if "primary" in sub else False}
+        for s in STATISTICS:
+            c = contrast(fits[s], k, base_k, level)
+            lo, hi = sorted((sign * c.lo, sign * c.hi)) if np.isfinite(c.lo) else (c.lo, c.hi)
+            row.update({f"gain_{s}": sign * c.estimate, f"gain_{s}_lo": lo, f"gain_{s}_hi": hi,
+                        f"p_{s}": c.p, f"se_{s}": c.se})
+        worst = contrast(worst_fit, k, base_k, level)
+        row["df"] = worst.df
+        row["mde_worst_m"] = minimum_detectable(worst.se, worst.df, level)
+        row["worst_m_k"] = float(per_comb.loc[per_comb["k"] == k, "worst_m"].mean())
+        row["worst_m_base"] = float(per_comb.loc[per_comb["k"] == base_k, "worst_m"].mean())
+        # the verdict's row (largest k) alone carries the planning figure
+        last = k == max(worst_fit.ks) and np.isfinite(row["mde_worst_m"])
+        row["repeats_needed"] = repeats_needed(worst_fit, k, base_k, row["mde_worst_m"] / 2, sub, m, level) \
+            if last else None
+        row["teacher_effects"] = worst_fit.teacher_effects
+        row["n_k"], row["n_base"] = worst_fit.counts[worst_fit.ks.index(k)], worst_fit.counts[worst_fit.ks.index(base_k)]
+        rows.append(row)
+    return rows
 
 
 def robust_tables(jobs: pd.DataFrame, grid: Sequence[str] = (), m: int | None = None,
-                  higher_is_better: bool = True, base_k: int = 1, n_boot: int = 2000, level: float = 0.95,
-                  seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``robust_summary`` and ``compare_to_base`` from one set of bootstrap draws."""
+                  higher_is_better: bool = True, base_k: int = 1,
+                  level: float = 0.95) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The size-matched statistics per k and the contrasts of every k against ``base_k``.
+
+    First table, per (grid point, k): worst_m, best_m, mean (means over combinations of
+    ``size_matched_by_combination``), iqm (rliable's, over the runs at k), the paper's
+    single-teacher pooled worst / best and their size-matched versions
+    (``single_teacher_by_combination``), and for each statistic s the fitted contrast against
+    base_k, ``d_s`` with its ``level`` interval ``d_s_lo``, ``d_s_hi`` (raw direction: for
+    perplexity a negative d is better); m, n_combinations, n_cells, n_runs.
+
+    Second table, per (grid point, k != base_k): ``gain_s`` = the contrast turned so that > 0 is
+    better (lower perplexity too), its interval and two-sided p-value ``p_s`` for s in
+    worst_m, best_m, mean; df; ``mde_worst_m`` = the smallest worst-case change this design
+    detects with 80% power; ``repeats_needed`` (largest k only) = the repeats that would halve
+    it (approximate, see ``repeats_needed``); n_k, n_base combinations.
+    """
     ok = _ok(jobs)
     m = m or default_m(ok)
-    boots = _bootstraps(ok, grid, m, higher_is_better, n_boot, seed)
-    return _summary_rows(boots, m, level), _comparison_rows(boots, base_k, m, higher_is_better, level)
+    summary, comparison = [], []
+    for point, sub in _grid_points(ok, grid):
+        cell_table = cells(sub, (), m, higher_is_better)
+        per_comb = _per_combination(cell_table, ())
+        if per_comb.empty:
+            continue
+        single = single_teacher_by_combination(sub, (), m, higher_is_better)
+        fits = {s: fit_k_model(per_comb, s, cell_variance(cell_table, s)) for s in STATISTICS}
+        summary += _summary_rows(point, sub, per_comb, single, fits, base_k, m, level)
+        comparison += _comparison_rows(point, sub, per_comb, fits, base_k, m, higher_is_better, level)
+    return pd.DataFrame(summary), pd.DataFrame(comparison)
+
+
+def call(row: pd.Series | dict, stat: str = "worst_m") -> str:
+    """The verdict's reading of one comparison row: "better" / "worse" when the interval of the
+    gain excludes 0 (on the good / bad side), "unclear" when it includes 0, "untestable" when
+    the design leaves no residual degrees of freedom."""
+    lo, hi = row[f"gain_{stat}_lo"], row[f"gain_{stat}_hi"]
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "untestable"
+    return "better" if lo > 0 else "worse" if hi < 0 else "unclear"
+
+
+# ---- degenerate results ----------------------------------------------------------------------
+
+def degenerate_notes(jobs: pd.DataFrame, grid: Sequence[str] = ()) -> list[str]:
+    """Sentences naming what makes the results unfit for a conclusion: every ok run with the
+    same headline score (per grid point), runs whose predictions are one class for every
+    example (column ``constant_predictions`` of the runs table), and score columns equal in
+    every run (e.g. an accuracy stuck at 0)."""
+    ok = _ok(jobs)
+    notes = []
+    if ok.empty:
+        return notes
+    for point, sub in _grid_points(ok, grid):
+        where = "".join(f" at {g}={v:g}" for g, v in point.items())
+        if len(sub) > 1 and sub["score"].nunique() == 1:
+            notes.append(f"every run{where} has the same score ({sub['score'].iloc[0]:.4g}): "
+                         "nothing varies, so nothing about k can be concluded")
+    if "constant_predictions" in ok:
+        n = int(ok["constant_predictions"].fillna(False).astype(bool).sum())
+        if n:
+            notes.append(f"{n} of {len(ok)} runs predict the same class for every example (a constant "
+                         "classifier): their scores say nothing about distillation")
+    skip = {"score", "repeat", "k", "attempts", "n_params", "constant_predictions", *grid}
+    for col in ok.columns:
+        if col in skip or col.startswith("t_") or not pd.api.types.is_numeric_dtype(ok[col]):
+            continue
+        values = ok[col].dropna()
+        if len(values) > 1 and values.nunique() == 1 and "_" in col:
+            notes.append(f"`{col}` is {values.iloc[0]:.4g} in every run: at its floor or ceiling, uninformative here")
+    return notes
 
 
 # ---- compute budget --------------------------------------------------------------------------
@@ -298,12 +549,13 @@ def charged_teacher_seconds(jobs: pd.DataFrame, teacher_seconds: dict[str, float
 
 
 def expected_by_budget(jobs: pd.DataFrame, teacher_seconds: dict[str, float], grid: Sequence[str] = (),
-                       policy: str = "full", higher_is_better: bool = True, max_n: int = 20) -> pd.DataFrame:
-    """Per (grid point, k, n = 1..max_n students trained): the compute spent (n x the mean cost
-    of one run at k: its job's seconds plus teacher seconds under ``policy``) and the expected
-    best, worst and mean score of those n students, each drawn at random from all runs at k
-    (Dodge et al. 2019's expected validation performance, ``expected_best_of_n``; the worst is
-    its mirror). Answers: for a budget of B seconds, which k gives the best expected outcome?"""
+                       policy: str = "full", higher_is_better: bool = True) -> pd.DataFrame:
+    """Per (grid point, k, n = 1 .. the runs at k): the compute spent (n x the mean cost of one
+    run at k: its job's seconds plus teacher seconds under ``policy``) and the expected best,
+    worst and mean score of n students drawn at random from the runs at k (Dodge et al. 2019's
+    expected validation performance, ``expected_best_of_n``; the worst is its mirror). n stops
+    at the number of runs at k: past it the curve only repeats the sample's extreme. Answers:
+    for a budget of B seconds, which k gives the best expected outcome?"""
     ok = _ok(jobs).copy()
     charged = charged_teacher_seconds(ok, teacher_seconds, policy)
     ok["cost"] = ok["t_total"] + ok["teacher_keys"].map(lambda keys: sum(charged[t] for t in keys.split(",")))
@@ -312,7 +564,7 @@ def expected_by_budget(jobs: pd.DataFrame, teacher_seconds: dict[str, float], gr
     for point, sub in _grid_points(ok, grid):
         for k, at_k in sub.groupby("k", sort=True):
             scores, cost = at_k["score"].to_numpy(float), float(at_k["cost"].mean())
-            for n in range(1, max_n + 1):
+            for n in range(1, len(scores) + 1):
                 rows.append({**point, "k": int(k), "n": n, "compute_seconds": n * cost, "policy": policy,
                              "expected_best": expected_best_of_n(scores, n, good),
                              "expected_worst": expected_best_of_n(scores, n, bad), "mean": float(scores.mean())})

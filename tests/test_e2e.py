@@ -37,8 +37,11 @@ def test_quickstart_full_protocol(project):
     assert (summary["worst"] <= summary["mean"]).all() and (summary["mean"] <= summary["best"]).all()
     # the report: paper, size-matched and interval columns side by side, and the verdict
     report = (project / "reports" / "quickstart" / "report.md").read_text()
-    assert "| k | worst (paper) | worst (m=3) | worst 95% CI | best (paper) | best (m=3) | best 95% CI |" in report
-    assert "## Verdict" in report and "At k=6 the size-matched worst case" in report and "95% CI of the difference" in report
+    assert "| k | worst (paper) | worst (m=3) | worst vs k=1 (95% CI) | best (paper) | best (m=3) | best vs k=1 (95% CI) |" \
+        in report
+    assert "## Verdict" in report and "At k=6 the size-matched worst case" in report and "95% CI of the gain" in report
+    # the paper's single- vs multi-teacher comparison, raw and size-matched
+    assert "| k | worst: multi (paper) | worst: single pooled (paper) | worst: gap (paper) |" in report
     # each record keeps its per-example predictions: they reproduce its score
     from bench.jobs import load_task
     from bench.records import decode_array

@@ -9,11 +9,11 @@ def test_report_is_reproducible_and_self_contained(project):
     spec = digits_spec(project, n=3, r=2)
     assert bench_cli("run", str(spec), "--no-report", cwd=project).returncode == 0
     out = project / "reports" / "tiny"
-    first = bench_cli("report", str(spec), "--boot", "200", cwd=project)
+    first = bench_cli("report", str(spec), cwd=project)
     assert first.returncode == 0, first.stderr
     files = {p.name: p.read_bytes() for p in out.iterdir()}
     assert {"report.md", "report.html", "robust_by_k.csv", "compare_k.csv", "robust_by_k.pdf"} <= set(files)
-    again = bench_cli("report", str(spec), "--boot", "200", cwd=project)
+    again = bench_cli("report", str(spec), cwd=project)
     assert again.returncode == 0
     changed = [name for name, data in files.items() if (out / name).read_bytes() != data]
     assert not changed, f"regenerated differently: {changed}"
@@ -23,7 +23,7 @@ def test_report_is_reproducible_and_self_contained(project):
     robust = pd.read_csv(out / "robust_by_k.csv")
     assert list(robust["k"]) == [1, 2, 3] and list(robust["m"]) == [2, 2, 2]
     # the teacher cost policy is a report option and is said in the report
-    amortised = bench_cli("report", str(spec), "--boot", "200", "--teacher-cost", "amortised", cwd=project)
+    amortised = bench_cli("report", str(spec), "--teacher-cost", "amortised", cwd=project)
     assert amortised.returncode == 0
     assert "Teacher cost policy: **amortised**" in (out / "report.md").read_text()
     assert set(pd.read_csv(out / "expected_budget.csv")["policy"]) == {"amortised"}
@@ -36,7 +36,7 @@ def test_compare_overlays_two_sweeps(project):
     b = digits_spec(project, name="t1", n=3, r=2, extra="temperature = 1.0\n")
     for spec in (a, b):
         assert bench_cli("run", str(spec), "--no-report", cwd=project).returncode == 0
-    proc = bench_cli("compare", str(a), str(b), "--boot", "100", cwd=project)
+    proc = bench_cli("compare", str(a), str(b), cwd=project)
     assert proc.returncode == 0, proc.stderr
     out = project / "reports" / "compare-t4-vs-t1"
     table = pd.read_csv(out / "compare.csv")

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from bench.records import decode_array, encode_array
-from bench.stats import (charged_teacher_seconds, compare_to_base, expected_best_of_n, expected_by_budget,
-                         expected_extreme, extreme_weights, iqm, robust_summary, size_matched_by_combination)
+from bench.stats import (call, charged_teacher_seconds, degenerate_notes, expected_best_of_n, expected_by_budget,
+                         expected_extreme, extreme_weights, iqm, minimum_detectable, robust_tables,
+                         single_teacher_by_combination, size_matched_by_combination)
 
 
 def test_expected_extremes_without_replacement():
@@ -34,13 +33,12 @@ def test_expected_best_of_n_with_replacement():
     assert expected_best_of_n([1, 2, 3], 1) == pytest.approx(2.0)
 
 
-def test_iqm():
-    # the middle half of 1..8 is 3,4,5,6
+def test_iqm_is_rliables():
+    # rliable: scipy's trim_mean(x, 0.25), whole runs cut from each end; the middle half of 1..8 is 3..6
     assert iqm(range(1, 9)) == pytest.approx(4.5)
-    # 4 values: the middle half is the 2nd and 3rd; an outlier does not move it
-    assert iqm([1, 2, 3, 1000]) == pytest.approx(2.5)
-    # weights: doubling a value is the same as repeating it
-    assert iqm([1, 2, 3, 4], [2, 1, 1, 1]) == pytest.approx(iqm([1, 1, 2, 3, 4]))
+    assert iqm([1, 2, 3, 1000]) == pytest.approx(2.5)  # an outlier does not move it
+    # 6 runs: int(0.25 * 6) = 1 cut from each end (a fractional trim would weigh 2 and 5 by half)
+    assert iqm([1, 2, 3, 4, 5, 100]) == pytest.approx(3.5)
 
 
 def _runs(rows):
@@ -65,39 +63,104 @@ def test_size_matched_extremes_do_not_grow_with_the_number_of_runs():
     assert flipped[flipped["k"] == 2].iloc[0]["worst_m"] == pytest.approx(4.4 / 6)
 
 
-def _sweep(effect: float, n_teachers: int = 4, repeats: int = 3, seed: int = 0):
-    """Runs for k = 1 and 2 where each extra teacher adds ``effect`` to every score."""
-    from itertools import combinations
-
-    rng = np.random.default_rng(seed)
+def _full(values: dict[str, float], repeats: int = 1, primary: bool = False) -> pd.DataFrame:
+    """A runs table from {combination: score} (every repeat the same score unless varied)."""
     rows = []
-    for k in (1, 2):
-        for c in combinations(range(n_teachers), k):
-            for r in range(repeats):
-                rows.append((k, "-".join(map(str, c)), r, 0.5 + effect * (k - 1) + 0.01 * rng.standard_normal()))
-    return _runs(rows)
+    for c, v in values.items():
+        members = [int(t) for t in c.split("-")]
+        for p in (members if primary else [None]):
+            rows += [{"k": len(members), "combination": c, "primary": p, "repeat": r, "score": v, "status": "ok",
+                      "teacher_keys": ",".join(f"t{i}" for i in members), "t_total": 1.0} for r in range(repeats)]
+    df = pd.DataFrame(rows)
+    df["primary"] = df["primary"].astype("Int64")
+    return df
 
 
-def test_bootstrap_intervals_hold_the_estimate_and_are_reproducible():
-    jobs = _sweep(0.0)
-    a = robust_summary(jobs, n_boot=300, seed=1)
-    b = robust_summary(jobs, n_boot=300, seed=1)
-    pd.testing.assert_frame_equal(a, b)  # a fixed seed gives the same report
-    for s in ("mean", "worst_m", "best_m", "iqm"):
-        assert (a[f"{s}_lo"] <= a[s] + 1e-12).all() and (a[s] <= a[f"{s}_hi"] + 1e-12).all()
-    assert list(a["n_combinations"]) == [4, 6] and list(a["m"]) == [3, 3]
+def test_the_k_contrast_by_hand():
+    # N=3, one run per combination; scores = k level + mean of members' teacher effects + residual.
+    # Teacher effects (0, 0.03, 0.06) cancel from the contrast; the residual spread is what it must beat.
+    t = np.array([0.0, 0.03, 0.06])
+    level = {1: 0.50, 2: 0.52, 3: 0.55}
+    resid = {"0": 0.01, "1": -0.01, "2": 0.0, "0-1": 0.005, "0-2": -0.005, "1-2": 0.0, "0-1-2": 0.0}
+    values = {c: level[len(c.split("-"))] + t[[int(i) for i in c.split("-")]].mean() + e for c, e in resid.items()}
+    summary, comparison = robust_tables(_full(values))
+    row = comparison[comparison["k"] == 3].iloc[0]
+    # in a full design the contrast is the plain difference of the per-k means (teacher means cancel)
+    means = {k: np.mean([v for c, v in values.items() if len(c.split("-")) == k]) for k in (1, 2, 3)}
+    assert row["gain_worst_m"] == pytest.approx(means[3] - means[1])
+    # by hand: OLS of 7 combinations on 3 k levels + 2 teacher effects -> 2 residual df, and the
+    # variance of level(3) - level(1) is sigma^2 x [L (X'X)^-1 L'] from the design
+    x = np.array([[1, 0, 0, 0, 0], [1, 0, 0, 1, 0], [1, 0, 0, 0, 1], [0, 1, 0, .5, 0], [0, 1, 0, 0, .5],
+                  [0, 1, 0, .5, .5], [0, 0, 1, 1 / 3, 1 / 3]])
+    y = np.array([values[c] for c in ("0", "1", "2", "0-1", "0-2", "1-2", "0-1-2")])
+    beta, rss, *_ = np.linalg.lstsq(x, y, rcond=None)
+    vec = np.array([-1, 0, 1, 0, 0])
+    se = np.sqrt(rss[0] / 2 * vec @ np.linalg.inv(x.T @ x) @ vec)
+    assert row["df"] == 2 and row["se_worst_m"] == pytest.approx(se)
+    from scipy.stats import t as student
+    assert row["gain_worst_m_lo"] == pytest.approx(vec @ beta - student.ppf(0.975, 2) * se)
+    assert row["p_worst_m"] == pytest.approx(2 * student.sf(abs(vec @ beta) / se, 2))
+    # the per-k table carries the same contrast in the metric's own direction
+    assert summary.set_index("k").loc[3, "d_worst_m"] == pytest.approx(means[3] - means[1])
 
 
-def test_a_real_gain_is_detected_and_no_gain_is_not():
-    gain = compare_to_base(_sweep(0.05), n_boot=300).iloc[0]
-    assert gain["diff"] == pytest.approx(0.05, abs=0.01)
-    assert gain["diff_lo"] > 0 and gain["p_mwu"] < 0.05 and gain["p_improve"] == 1.0
-    none = compare_to_base(_sweep(0.0), n_boot=300).iloc[0]
-    assert none["diff_lo"] < 0 < none["diff_hi"]
-    # probability of improvement by hand: k=2 combos {0.6, 0.7} vs base {0.6}: (0.5 + 1) / 2
-    jobs = _runs([(1, "0", 0, 0.6), (2, "0-1", 0, 0.6), (2, "0-2", 0, 0.7), (1, "1", 0, 0.6), (1, "2", 0, 0.6)])
-    row = compare_to_base(jobs, m=1, n_boot=50).iloc[0]
-    assert row["p_improve"] == pytest.approx(float(Fraction(3, 4)))
+def test_lower_is_better_turns_the_gain_not_the_estimate():
+    values = {"0": 100.0, "1": 102.0, "2": 101.0, "0-1": 99.0, "0-2": 99.5, "1-2": 100.5, "0-1-2": 98.0}
+    summary, comparison = robust_tables(_full(values), higher_is_better=False)
+    row = comparison[comparison["k"] == 3].iloc[0]
+    assert summary.set_index("k").loc[3, "d_worst_m"] == pytest.approx(98.0 - 101.0)  # perplexity fell by 3
+    assert row["gain_worst_m"] == pytest.approx(3.0)  # ... which is a gain of 3
+    assert row["gain_worst_m_lo"] <= row["gain_worst_m"] <= row["gain_worst_m_hi"]
+
+
+def test_a_design_too_small_gives_no_interval_and_says_so():
+    # N=2: 3 combinations, 2 k levels + 1 teacher effect: no residual degrees of freedom
+    _, comparison = robust_tables(_full({"0": 0.5, "1": 0.6, "0-1": 0.7}))
+    row = comparison.iloc[0]
+    assert row["gain_worst_m"] == pytest.approx(0.7 - 0.55)
+    assert np.isnan(row["gain_worst_m_lo"]) and call(row) == "untestable"
+
+
+def test_worst_case_is_taken_within_a_primary_never_across():
+    # k=2 with a primary: two cells of 2 runs; each cell's worst of m=2 is its min
+    jobs = _runs([(1, "0", 0, 0.5), (1, "0", 1, 0.7), (1, "1", 0, 0.6), (1, "1", 1, 0.8)])
+    jobs["primary"] = pd.array([0, 0, 1, 1], dtype="Int64")
+    k2 = _runs([(2, "0-1", 0, 0.5), (2, "0-1", 1, 0.6), (2, "0-1", 0, 0.7), (2, "0-1", 1, 0.8)])
+    k2["primary"] = pd.array([0, 0, 1, 1], dtype="Int64")
+    per = size_matched_by_combination(pd.concat([jobs, k2]), m=2)
+    # cells {.5,.6} and {.7,.8}: worst (.5 + .7) / 2, not the pooled worst of 2 of 4 (3.4 / 6)
+    assert per[per["k"] == 2].iloc[0]["worst_m"] == pytest.approx(0.6)
+    assert per[per["k"] == 2].iloc[0]["n_cells"] == 2
+
+
+def test_single_teacher_pooled_and_size_matched():
+    values = {"0": 0.50, "1": 0.60, "0-1": 0.58}
+    jobs = _full(values, repeats=2)
+    jobs.loc[(jobs["combination"] == "0") & (jobs["repeat"] == 1), "score"] = 0.54
+    single = single_teacher_by_combination(jobs).set_index("combination")
+    # the paper: min / max over the k=1 runs of 0 and 1 pooled: {.50, .54, .60, .60}
+    assert single.loc["0-1", "single_worst"] == pytest.approx(0.50)
+    assert single.loc["0-1", "single_best"] == pytest.approx(0.60) and single.loc["0-1", "n_pooled"] == 4
+    # size-matched: mean over members of each one's worst of m=2: (.50 + .60) / 2
+    assert single.loc["0-1", "single_worst_m"] == pytest.approx(0.55)
+
+
+def test_degenerate_results_are_named():
+    flat = _full({"0": 0.0, "1": 0.0, "0-1": 0.0})
+    assert any("same score" in n for n in degenerate_notes(flat))
+    const = _full({"0": 0.5, "1": 0.6, "0-1": 0.7}).assign(constant_predictions=[True, False, False])
+    assert any("1 of 3 runs predict the same class" in n for n in degenerate_notes(const))
+    stuck = _full({"0": 0.5, "1": 0.6, "0-1": 0.7}).assign(lambada_accuracy=0.0)
+    assert any("`lambada_accuracy` is 0" in n for n in degenerate_notes(stuck))
+    assert degenerate_notes(_full({"0": 0.5, "1": 0.6, "0-1": 0.7})) == []
+
+
+def test_minimum_detectable_effect():
+    from scipy.stats import norm
+
+    # with many df the t quantiles are the normal ones: (1.96 + 0.84) x se
+    assert minimum_detectable(1.0, 10_000) == pytest.approx(norm.ppf(0.975) + norm.ppf(0.8), rel=1e-3)
+    assert np.isnan(minimum_detectable(1.0, 0))
 
 
 def test_teacher_cost_policies():
@@ -106,9 +169,10 @@ def test_teacher_cost_policies():
     assert charged_teacher_seconds(jobs, seconds, "full") == seconds
     assert charged_teacher_seconds(jobs, seconds, "free") == {"t0": 0.0, "t1": 0.0}
     assert charged_teacher_seconds(jobs, seconds, "amortised") == {"t0": 5.0, "t1": 10.0}  # 2 runs use each
-    table = expected_by_budget(jobs, seconds, policy="amortised", max_n=2)
-    k2 = table[(table["k"] == 2) & (table["n"] == 2)].iloc[0]
-    assert k2["compute_seconds"] == pytest.approx(2 * (1.0 + 15.0)) and k2["policy"] == "amortised"
+    table = expected_by_budget(jobs, seconds, policy="amortised")
+    k1 = table[(table["k"] == 1) & (table["n"] == 2)].iloc[0]
+    assert k1["compute_seconds"] == pytest.approx(2 * (1.0 + 7.5)) and k1["policy"] == "amortised"
+    assert table.groupby("k")["n"].max().to_dict() == {1: 2, 2: 1}  # n stops at the runs at k: no extrapolation
     with pytest.raises(ValueError, match="unknown teacher cost policy"):
         charged_teacher_seconds(jobs, seconds, "cheap")
 
