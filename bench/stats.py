@@ -198,43 +198,47 @@ def single_teacher_by_combination(jobs: pd.DataFrame, grid: Sequence[str] = (), 
 
 @dataclass(frozen=True)
 class KFit:
-    """An OLS fit of one statistic of the combinations (one grid point) on k levels and additive
-    teacher effects. ``coef[:len(ks)]`` are the k levels and ``proj`` maps the data to ``coef``.
-    A combination averaging n cells has residual variance sigma_g2 + sigma_c2 / n: ``ms_g`` is
-    the residual mean square (on ``df_g`` df), ``sigma_c2`` a cell's own variance (on ``df_c``;
-    0 without a primary, when each combination is one cell), ``share`` = 1 / n per combination,
-    ``lev_share`` = sum_c (1 - h_c) share_c / df_g (h: leverages). ``teacher_effects`` is False
-    when the design could not separate them from the k levels (then they are left out)."""
+    """A least-squares fit of one statistic of the combinations (one grid point) on k levels and
+    additive teacher effects, with a variance function for the residuals.
+
+    ``coef[:len(ks)]`` are the k levels; ``proj`` maps the data to ``coef``. The residual of a
+    combination at k has variance a + b / k (``var_a``, ``var_b`` >= 0): a is the spread that
+    more teachers do not touch, b / k what shrinks as k teachers (or k primaries' cells) are
+    averaged. ``inv_k`` = 1/k and ``share`` = 1 / cells per combination; ``weights`` maps the
+    squared scaled residuals to (a, b); ``df`` the residual degrees of freedom of the fit.
+    ``teacher_effects`` is False when the design could not separate them (then left out)."""
 
     ks: tuple[int, ...]
     counts: tuple[int, ...]  # combinations per k
     coef: np.ndarray
     proj: np.ndarray
+    inv_k: np.ndarray
     share: np.ndarray
-    ms_g: float
-    df_g: int
-    sigma_c2: float
-    df_c: float
-    lev_share: float
+    weights: np.ndarray  # 2 x n: (a, b) = weights @ squared scaled residuals
+    scale: np.ndarray  # 1 / (1 - leverage), 0 where the leverage is 1: squared residual -> scaled
+    resid_map: np.ndarray  # I - hat matrix: data -> residuals
+    var_a: float
+    var_b: float
+    df: int
     teacher_effects: bool
 
     def variance(self, vec: np.ndarray, extra_cell: float = 0.0) -> tuple[float, float]:
-        """Var(vec @ coef) and its degrees of freedom. The variance is a linear combination of
-        the two mean squares, c1 ms_g + c2 sigma_c2 with c1 = sum g^2, c2 = sum g^2 share - c1
-        lev_share (g = vec @ proj), floored at the part the cells alone give (sigma_g2 >= 0);
-        the df by Satterthwaite (1946). ``extra_cell`` adds to every cell's variance (a what-if
-        for planning)."""
-        if self.df_g <= 0:
+        """Var(vec @ coef) = sum_c g_c^2 (a + b / k_c) with g = vec @ proj, and its degrees of
+        freedom. The estimate is a quadratic form r'Dr in the residuals r ~ N(0, M S M) (M = I -
+        hat matrix, S = diag(a + b / k)), so df = 2 E^2 / Var = tr(DMSM)^2 / tr((DMSM)^2)
+        (Satterthwaite 1946; exactly n - p when b = 0). ``extra_cell`` adds to every cell's
+        variance (a what-if for planning)."""
+        if self.df <= 0:
             return float("nan"), 0.0
         g2 = (vec @ self.proj) ** 2
-        c1 = float(g2.sum())
-        cells_part = float(g2 @ self.share)
-        c2 = cells_part - c1 * self.lev_share
-        a, b = c1 * self.ms_g, c2 * self.sigma_c2
-        var = max(a + b, self.sigma_c2 * cells_part)
-        denom = a * a / self.df_g + (b * b / self.df_c if self.sigma_c2 > 0 else 0.0)
-        df = var * var / denom if denom > 0 else float(self.df_g)
-        return var + extra_cell * cells_part, df
+        coeffs = np.array([g2.sum(), g2 @ self.inv_k])
+        var = float(coeffs @ [self.var_a, self.var_b])
+        d = (coeffs @ self.weights) * self.scale  # r'Dr = the estimate, D diagonal
+        sig2 = self.var_a + self.var_b * self.inv_k
+        dms = d[:, None] * (self.resid_map * sig2[None, :]) @ self.resid_map  # D M S M
+        tr2 = float(np.einsum("ij,ji->", dms, dms))
+        df = float(np.trace(dms)) ** 2 / tr2 if tr2 > 0 else float(self.df)
+        return var + extra_cell * float(g2 @ self.share), df
 
 
 def _design(per_comb: pd.DataFrame, teacher_effects: bool) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -247,55 +251,54 @@ def _design(per_comb: pd.DataFrame, teacher_effects: bool) -> tuple[np.ndarray, 
     return np.column_stack(cols), ks
 
 
-def cell_variance(cell_table: pd.DataFrame, stat: str) -> tuple[float, int]:
-    """The variance of one cell's ``stat`` around its combination, once the primaries' own
-    effects are taken out (least squares on combination and primary indicators over the cells
-    of the combinations with more than one), with its df; (0, 0) without a primary."""
-    c = cell_table[np.isfinite(cell_table[stat].to_numpy(float)) & (cell_table["primary"] >= 0)]
-    size = c.groupby("combination")["combination"].transform("size")
-    c = c[size > 1]
-    if c.empty:
-        return 0.0, 0
-    y = c[stat].to_numpy(float)
-    groups = c.groupby("combination", sort=False)
-    prim = pd.get_dummies(c["primary"]).to_numpy(float)[:, 1:]
-    # combination indicators absorbed by demeaning within each combination (Frisch-Waugh-Lovell)
-    y_d = y - groups[stat].transform("mean").to_numpy(float)
-    p_d = prim - pd.DataFrame(prim, index=c.index).groupby(c["combination"]).transform("mean").to_numpy(float)
-    coef, *_ = np.linalg.lstsq(p_d, y_d, rcond=None)
-    resid = y_d - p_d @ coef
-    df = len(c) - groups.ngroups - (np.linalg.matrix_rank(p_d) if p_d.size else 0)
-    return (float(resid @ resid) / df if df > 0 else float("nan")), int(df)
+def _variance_function(e2: np.ndarray, lev: np.ndarray, inv_k: np.ndarray, df: int) -> tuple[np.ndarray, float, float]:
+    """(weights, a, b) of the residual variance a + b / k, from the squared scaled residuals
+    ``e2``; a combination fitted exactly (leverage 1, e.g. the one at k = N) carries no weight.
+    Constrained to a, b >= 0: b < 0 gives one variance for every k (the residual mean square),
+    a < 0 the fit of b alone."""
+    n = len(e2)
+    if df <= 0:
+        return np.zeros((2, n)), float("nan"), float("nan")
+    usable = lev < 1 - 1e-9
+    flat = np.vstack([(1 - lev) / df, np.zeros(n)])  # a = RSS / df, b = 0
+    if len(np.unique(inv_k[usable])) < 2:
+        return flat, *(flat @ e2)
+    weights = np.zeros((2, n))
+    weights[:, usable] = np.linalg.pinv(np.column_stack([np.ones(usable.sum()), inv_k[usable]]))
+    a, b = weights @ e2
+    if b < 0:
+        return flat, *(flat @ e2)
+    if a < 0:
+        weights = np.zeros((2, n))
+        weights[1, usable] = inv_k[usable] / float(inv_k[usable] @ inv_k[usable])
+        a, b = weights @ e2
+    return weights, float(a), float(b)
 
 
-def fit_k_model(per_comb: pd.DataFrame, stat: str, cell_var: tuple[float, int] = (0.0, 0)) -> KFit:
+def fit_k_model(per_comb: pd.DataFrame, stat: str) -> KFit:
     """Fit ``stat`` of the combinations of one grid point (rows of ``size_matched_by_combination``)
-    as level(k) + the mean of its members' teacher effects + residual, by least squares.
-
-    The residual of a combination averaging n cells has variance sigma_g2 + sigma_c2 / n, with
-    sigma_c2 from ``cell_var`` (``cell_variance``: the spread of cells within combinations) and
-    sigma_g2 by moments from the residual sum of squares (``KFit.variance``). Without a primary
-    every combination is one cell and this is ordinary least squares. Teacher effects are left
-    out when the design cannot separate them from the k levels."""
+    as level(k) + the mean of its members' teacher effects + residual, by least squares, and the
+    residual variance as a + b / k: least squares of the squared residuals scaled by 1 / (1 -
+    leverage) (unbiased under constant variance; MacKinnon & White 1985's HC2) on (1, 1/k), with
+    a, b >= 0. Teacher effects are left out when the design cannot separate them."""
     data = per_comb[np.isfinite(per_comb[stat].to_numpy(float))]
     y = data[stat].to_numpy(float)
     for teacher_effects in (True, False):
         x, ks = _design(data, teacher_effects)
         if np.linalg.matrix_rank(x) == x.shape[1]:
             break
-    inv = np.linalg.inv(x.T @ x)
-    proj = inv @ x.T
+    proj = np.linalg.inv(x.T @ x) @ x.T
     coef = proj @ y
     df = len(y) - x.shape[1]
     resid = y - x @ coef
-    sigma_c2, df_c = cell_var
-    sigma_c2 = sigma_c2 if df_c > 0 and np.isfinite(sigma_c2) else 0.0
-    share = 1.0 / data["n_cells"].to_numpy(float)
     lev = np.einsum("ij,ji->i", x, proj)
+    inv_k = 1.0 / data["k"].to_numpy(float)
+    scale = np.where(lev < 1 - 1e-9, 1 / np.clip(1 - lev, 1e-9, None), 0.0)
+    e2 = resid ** 2 * scale
+    weights, var_a, var_b = _variance_function(e2, lev, inv_k, df)
     counts = tuple(int((data["k"] == k).sum()) for k in ks)
-    return KFit(ks, counts, coef, proj, share, float(resid @ resid) / df if df > 0 else float("nan"), df,
-                sigma_c2, float(df_c) if df_c else float("inf"), float((1 - lev) @ share) / df if df > 0 else 0.0,
-                teacher_effects)
+    return KFit(ks, counts, coef, proj, inv_k, 1.0 / data["n_cells"].to_numpy(float), weights, scale,
+                np.eye(len(y)) - x @ proj, var_a, var_b, df, teacher_effects)
 
 
 @dataclass(frozen=True)
@@ -358,13 +361,13 @@ def run_noise_variance(jobs: pd.DataFrame) -> tuple[float, int]:
     """The variance of one run around its cell once the student seed's shared effect is taken
     out (two-way residual, cell x repeat, within each k of one grid point; cells missing a
     repeat are left out), with its df; NaN with r = 1."""
-    ok = _with_primary(_ok(jobs))
+    ok = _with_primary(_ok(jobs)).sort_values(["k", "combination", "primary", "repeat"])
     r = ok["repeat"].nunique()
+    size = ok.groupby(["k", "combination", "primary"], sort=False)["score"].transform("size").to_numpy()
+    full = ok[size == r]
     ss, df = 0.0, 0
-    for _, g in ok.groupby("k"):
-        g = g.sort_values(["combination", "primary", "repeat"])
-        size = g.groupby(["combination", "primary"], sort=False)["score"].transform("size").to_numpy()
-        a = g["score"].to_numpy(float)[size == r].reshape(-1, r)
+    for k in np.unique(full["k"].to_numpy()):
+        a = full["score"].to_numpy(float)[full["k"].to_numpy() == k].reshape(-1, r)
         if a.shape[0] < 2 or r < 2:
             continue
         resid = a - a.mean(1, keepdims=True) - a.mean(0, keepdims=True) + a.mean()
@@ -383,7 +386,7 @@ def repeats_needed(fit: KFit, k: int, base_k: int, target: float, sub: pd.DataFr
     r = int(sub["repeat"].nunique())
     w2, _ = run_noise_variance(sub)
     vec = _vector(fit, k, base_k)
-    if r < 2 or not np.isfinite(w2) or fit.df_g <= 0:
+    if r < 2 or not np.isfinite(w2) or fit.df <= 0:
         return None
     for r2 in range(max(r, m), max_r + 1):
         var, df = fit.variance(vec, extra_cell=(extreme_noise_factor(m, r2) - extreme_noise_factor(m, r)) * w2)
@@ -405,19 +408,20 @@ def _grid_points(ok: pd.DataFrame, grid: Sequence[str]) -> list[tuple[dict, pd.D
 
 def _summary_rows(point: dict, sub: pd.DataFrame, per_comb: pd.DataFrame, single: pd.DataFrame,
                   fits: dict, base_k: int, m: int, level: float) -> list[dict]:
+    by_k = per_comb.groupby("k")
+    means = by_k[list(STATISTICS)].mean()
+    cells_at = by_k["n_cells"].sum()
+    singles = single.groupby("k")[["single_worst", "single_best", "single_worst_m", "single_best_m"]].mean()
+    runs = {int(k): g.to_numpy(float) for k, g in sub.groupby("k")["score"]}
     rows = []
-    for k in sorted(per_comb["k"].unique()):
-        at = per_comb[per_comb["k"] == k]
-        sk = single[single["k"] == k]
-        row = {**point, "k": int(k), **{s: float(at[s].mean()) for s in STATISTICS},
-               "iqm": iqm(sub.loc[sub["k"] == k, "score"]),
-               "single_worst": sk["single_worst"].mean(), "single_best": sk["single_best"].mean(),
-               "single_worst_m": sk["single_worst_m"].mean(), "single_best_m": sk["single_best_m"].mean()}
+    for k in means.index:
+        row = {**point, "k": int(k), **means.loc[k].to_dict(), "iqm": iqm(runs[int(k)]),
+               **(singles.loc[k].to_dict() if k in singles.index else {})}
         for s in STATISTICS:
             testable = k != base_k and base_k in fits[s].ks
             c = contrast(fits[s], int(k), base_k, level) if testable else Contrast(*(float("nan"),) * 6)
             row.update({f"d_{s}": c.estimate, f"d_{s}_lo": c.lo, f"d_{s}_hi": c.hi})
-        row.update(m=m, n_combinations=len(at), n_cells=int(at["n_cells"].sum()), n_runs=int((sub["k"] == k).sum()))
+        row.update(m=m, n_combinations=int(by_k.size()[k]), n_cells=int(cells_at[k]), n_runs=len(runs[int(k)]))
         rows.append(row)
     return rows
 
@@ -481,7 +485,7 @@ def robust_tables(jobs: pd.DataFrame, grid: Sequence[str] = (), m: int | None = 
         if per_comb.empty:
             continue
         single = single_teacher_by_combination(sub, (), m, higher_is_better)
-        fits = {s: fit_k_model(per_comb, s, cell_variance(cell_table, s)) for s in STATISTICS}
+        fits = {s: fit_k_model(per_comb, s) for s in STATISTICS}
         summary += _summary_rows(point, sub, per_comb, single, fits, base_k, m, level)
         comparison += _comparison_rows(point, sub, per_comb, fits, base_k, m, higher_is_better, level)
     return pd.DataFrame(summary), pd.DataFrame(comparison)

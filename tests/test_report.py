@@ -45,3 +45,35 @@ def test_compare_overlays_two_sweeps(project):
     assert "**t4**: At k=3" in md and "**t1**: At k=3" in md and (out / "compare.png").is_file()
     same = bench_cli("compare", str(a), str(a), cwd=project)
     assert same.returncode == 2 and "distinct names" in same.stderr
+
+
+def _verdict_of(values: dict, higher: bool = True, metric: str = "dev accuracy") -> str:
+    """The report's verdict on a one-run-per-combination runs table {combination: score}."""
+    from bench.report import verdict
+    from bench.stats import degenerate_notes, robust_tables
+
+    jobs = pd.DataFrame([{"k": len(c.split("-")), "combination": c, "repeat": 0, "score": v, "status": "ok",
+                          "teacher_keys": c, "t_total": 1.0} for c, v in values.items()])
+    summary, comparison = robust_tables(jobs, higher_is_better=higher)
+    return verdict(comparison, [], metric, higher, 0.95, None, "N=3, r=1", degenerate_notes(jobs))
+
+
+THREE = ("0", "1", "2", "0-1", "0-2", "1-2", "0-1-2")
+
+
+def test_verdict_reads_lower_is_better_metrics_the_right_way():
+    # perplexity falls clearly with k (a gain), with a little noise between combinations
+    ppl = dict(zip(THREE, (120.0, 121.0, 119.5, 110.2, 109.6, 110.1, 100.0)))
+    text = _verdict_of(ppl, higher=False, metric="val perplexity")
+    assert "lower (better) than at k=1" in text and "More teachers improved the worst case" in text
+    assert "higher (better)" not in text and "raised" not in text
+
+
+def test_verdict_refuses_degenerate_and_too_small_designs():
+    flat = _verdict_of(dict(zip(THREE, [0.0] * 7)), metric="dev mcc")
+    assert flat.startswith("Caution: every run has the same score") and "No verdict" in flat
+    small = _verdict_of({"0": 0.5, "1": 0.6, "0-1": 0.7})
+    assert "too small to tell anything about k" in small and "CI" not in small
+    # a noisy null with N=3, r=1: an interval, and the design's limit in words
+    noisy = _verdict_of(dict(zip(THREE, (0.50, 0.56, 0.53, 0.55, 0.51, 0.54, 0.52))))
+    assert "95% CI of the gain" in noisy and "cannot reliably tell a worst-case change smaller than" in noisy

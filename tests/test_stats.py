@@ -8,7 +8,7 @@ import pytest
 
 from bench.records import decode_array, encode_array
 from bench.stats import (call, charged_teacher_seconds, degenerate_notes, expected_best_of_n, expected_by_budget,
-                         expected_extreme, extreme_weights, iqm, minimum_detectable, robust_tables,
+                         expected_extreme, extreme_weights, fit_k_model, iqm, minimum_detectable, robust_tables,
                          single_teacher_by_combination, size_matched_by_combination)
 
 
@@ -81,7 +81,9 @@ def test_the_k_contrast_by_hand():
     # Teacher effects (0, 0.03, 0.06) cancel from the contrast; the residual spread is what it must beat.
     t = np.array([0.0, 0.03, 0.06])
     level = {1: 0.50, 2: 0.52, 3: 0.55}
-    resid = {"0": 0.01, "1": -0.01, "2": 0.0, "0-1": 0.005, "0-2": -0.005, "1-2": 0.0, "0-1-2": 0.0}
+    # residuals larger at k=2 than at k=1: the variance function's b / k term fits below 0, so one
+    # variance serves every k (the ordinary least-squares case, checked by hand below)
+    resid = {"0": 0.0, "1": 0.0, "2": 0.0, "0-1": 0.01, "0-2": -0.01, "1-2": 0.0, "0-1-2": 0.0}
     values = {c: level[len(c.split("-"))] + t[[int(i) for i in c.split("-")]].mean() + e for c, e in resid.items()}
     summary, comparison = robust_tables(_full(values))
     row = comparison[comparison["k"] == 3].iloc[0]
@@ -96,12 +98,31 @@ def test_the_k_contrast_by_hand():
     beta, rss, *_ = np.linalg.lstsq(x, y, rcond=None)
     vec = np.array([-1, 0, 1, 0, 0])
     se = np.sqrt(rss[0] / 2 * vec @ np.linalg.inv(x.T @ x) @ vec)
-    assert row["df"] == 2 and row["se_worst_m"] == pytest.approx(se)
+    per = size_matched_by_combination(_full(values))
+    assert fit_k_model(per, "worst_m").var_b == 0.0
+    assert row["df"] == pytest.approx(2) and row["se_worst_m"] == pytest.approx(se)
     from scipy.stats import t as student
     assert row["gain_worst_m_lo"] == pytest.approx(vec @ beta - student.ppf(0.975, 2) * se)
     assert row["p_worst_m"] == pytest.approx(2 * student.sf(abs(vec @ beta) / se, 2))
     # the per-k table carries the same contrast in the metric's own direction
     assert summary.set_index("k").loc[3, "d_worst_m"] == pytest.approx(means[3] - means[1])
+
+
+def test_residual_variance_falls_with_k_when_the_residuals_do():
+    from bench.stats import _variance_function
+
+    inv_k = np.array([1, 1, 1, 0.5, 0.5, 0.5, 0.25])
+    lev = np.zeros(7)
+    # squared residuals exactly a + b/k with a = 1, b = 2 -> recovered
+    w, a, b = _variance_function(1 + 2 * inv_k, lev, inv_k, df=5)
+    assert (a, b) == (pytest.approx(1.0), pytest.approx(2.0))
+    # growing with k (b < 0) -> one variance for all: the residual mean square sum (1-h) e^2 / df
+    w, a, b = _variance_function(3 - 2 * inv_k, lev, inv_k, df=7)
+    assert b == 0 and a == pytest.approx(float(np.sum(3 - 2 * inv_k)) / 7)
+    # a combination fitted exactly (leverage 1) carries no weight
+    lev[-1] = 1.0
+    w, a, b = _variance_function(1 + 2 * inv_k, lev, inv_k, df=4)
+    assert w[:, -1].tolist() == [0.0, 0.0] and (a, b) == (pytest.approx(1.0), pytest.approx(2.0))
 
 
 def test_lower_is_better_turns_the_gain_not_the_estimate():
