@@ -155,6 +155,21 @@ def side_by_side(paper: pd.DataFrame, robust: pd.DataFrame, grid: list[str], lev
     return out
 
 
+def contrasts_table(comparison: pd.DataFrame, grid: list[str], level: float) -> pd.DataFrame:
+    """The comparison table as a reader wants it: per (grid point, k) each statistic's gain over
+    the base k with its interval and p-value, the df, the minimum detectable worst-case change
+    and the combinations on each side (every column in compare_k.csv)."""
+    out = comparison[[*grid, "k"]].copy()
+    for stat, name in (("worst_m", "worst"), ("best_m", "best"), ("mean", "mean")):
+        out[f"{name} gain ({level:.0%} CI)"] = [_with_ci(*v) for v in zip(
+            *(comparison[f"gain_{stat}{s}"] for s in ("", "_lo", "_hi")))]
+        out[f"{name} p"] = comparison[f"p_{stat}"]
+    out["df"] = [f"{d:.1f}" for d in comparison["df"]]
+    out["worst: smallest detectable"] = comparison["mde_worst_m"]
+    out["combinations (k / base)"] = [f"{a} / {b}" for a, b in zip(comparison["n_k"], comparison["n_base"])]
+    return out
+
+
 def paper_comparison(paper: pd.DataFrame, robust: pd.DataFrame, grid: list[str], level: float) -> pd.DataFrame:
     """Per (grid point, k): Ilichev et al.'s single- vs multi-teacher comparison (section 5.2),
     as the paper computes it (min / max over a combination's runs against the min / max over
@@ -238,7 +253,7 @@ def verdict(comparison: pd.DataFrame, grid: list[str], metric: str, higher_is_be
             f"combination{' and primary' if row.get('primary') else ''}; student {metric}) is {_direction(row['gain_worst_m'], higher_is_better)} than at "
             f"k={base} {level_pair}: {level:.0%} CI of the gain [{row['gain_worst_m_lo']:+.4f}, "
             f"{row['gain_worst_m_hi']:+.4f}], p = {row['p_worst_m']:.2g} (t on {row['df']:.0f} df; teacher quality "
-            "and the student seeds' shared effect cancel, the spread between combinations is pooled over every k).")
+            "and the student seeds' shared effect cancel, the spread between combinations is modelled from every k).")
         sentences.append({"better": "More teachers improved the worst case beyond the seed noise.",
                           "worse": "More teachers made the worst case worse beyond the seed noise.",
                           "unclear": "No change of the worst case beyond the seed noise is shown."}[reading])
@@ -347,11 +362,12 @@ def write_report(plan: Plan, options: ReportOptions = ReportOptions()) -> Path:
                        "combinations, none where a k has one combination):"),
                  ("img", "by_k.png", "worst / best case per k, paper"),
                  ("h2", f"k teachers vs k={options.base_k}: every contrast"),
-                 ("p", "gain_* = the size-matched statistic at k minus at the base k, turned so that > 0 is better, "
-                       f"with its {options.level:.0%} interval and two-sided p-value; df = the degrees of freedom of "
-                       "the worst-case test; mde_worst_m = the smallest worst-case change this design detects with "
-                       "80% power; repeats_needed (largest k) = the repeats that would halve it (approximate)."),
-                 ("table", comparison)]
+                 ("p", "gain = the size-matched statistic at k minus at the base k, turned so that > 0 is better "
+                       f"(lower perplexity too), with its {options.level:.0%} interval and two-sided p-value; df: of "
+                       "the worst-case test (Satterthwaite); smallest detectable: the worst-case change this design "
+                       "detects with 80% power. Every column, and the repeats that would halve the smallest "
+                       "detectable change, in compare_k.csv."),
+                 ("table", contrasts_table(comparison, grid, options.level))]
         tsec = {} if teachers.empty else dict(zip(
             teachers["key"], teachers["t_train"] + teachers["t_eval"] + teachers["t_cache"]))
         if all(k in tsec for keys in jobs["teacher_keys"] for k in keys.split(",")):

@@ -13,13 +13,14 @@ The method (docs/statistics.md has the why, the sources and the simulation that 
    extremes inside a cell, never across primaries, keeps the spread between primaries out of
    the worst case, and every k's extremes are of m runs (size-matched).
 2. **Combinations.** A combination's statistic is the mean over its cells.
-3. **The k model.** Per grid point and statistic, an ordinary least-squares fit of the
-   combinations' statistics on one level per k plus additive teacher effects (each member
-   weighted 1/k: the teachers' logits are averaged). In a full design the k-level contrast
-   equals the plain difference of the per-k means, the teachers' own quality cancels from it,
-   and the residual spread between combinations, pooled over every k, is the noise that the
-   contrast must beat: the one k = N combination borrows it from the others. Intervals and
-   tests use Student's t with the residual degrees of freedom.
+3. **The k model.** Per grid point and statistic, a least-squares fit of the combinations'
+   statistics on one level per k plus additive teacher effects (each member weighted 1/k: the
+   teachers' logits are averaged). In a full design the k-level contrast equals the plain
+   difference of the per-k means and the teachers' own quality cancels from it; what it must
+   beat is the spread between combinations, modelled as a + b/k (b/k: what averaging k
+   teachers or k primaries' cells shrinks) from every k's residuals, so the one k = N
+   combination borrows its noise from the others. Intervals and tests use Student's t with
+   Satterthwaite degrees of freedom.
 """
 
 from __future__ import annotations
