@@ -36,6 +36,7 @@ class Method:
     convention: str  # the loss convention, recorded with every result
     features: str = "none"  # which teacher work is done online, recorded with every result
     check: Callable[[Any, Any, str], None] | None = None  # (teacher spec, student spec, file)
+    seed_offsets: tuple[int, ...] = (0,)  # data-order seeds a run derives from its seed s: s + offset
 
     def defaults(self) -> dict[str, float]:
         return {k: p.default for k, p in self.params.items()}
@@ -147,6 +148,7 @@ METHODS: dict[str, Method] = {
                    "teacher, padding excluded; PLD: soft CE(p_mean(T) || p_s(T)), batchmean",
         features="online: primary teacher hidden states and attention scores (ILD)",
         check=_check_tinybert,
+        seed_offsets=(0, 1),  # ILD uses the run's seed, PLD seed + 1
     ),
     "distilbert": Method(
         name="distilbert",

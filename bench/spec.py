@@ -313,6 +313,20 @@ def _grid(data: Any, method: MethodSpec, file: str) -> dict:
     return grid
 
 
+def _check_seeds(teacher: TrainSpec, student: TrainSpec, n: int, repeats: int, offsets: tuple[int, ...],
+                 file: str) -> None:
+    """Refuse a student seed (or a data-order seed the method derives from it) that is also a
+    teacher's seed: that student would replay the teacher's exact batch (and view) order."""
+    teachers = {teacher.seed + i for i in range(n)}
+    students = {student.seed + j + o for j in range(repeats) for o in offsets}
+    clash = sorted(teachers & students)
+    if clash:
+        raise SpecError(file, "student.seed", f"student seeds {student.seed}..{max(students)} (student.seed + repeat"
+                        f"{' + data-order offsets ' + str(list(offsets)) if offsets != (0,) else ''}) overlap teacher "
+                        f"seeds {teacher.seed}..{teacher.seed + n - 1} (teacher.seed + i) at {clash[:5]}; expected "
+                        f"disjoint ranges, e.g. student.seed = {teacher.seed + n}")
+
+
 def parse_sweep(data: dict, file: str) -> Sweep:
     """Validate a parsed TOML document and build the Sweep; raises SpecError on the first problem."""
     from bench.tasks import TASKS, check_models
@@ -384,6 +398,7 @@ def parse_sweep(data: dict, file: str) -> Sweep:
 
     if METHODS[method.name].check is not None:
         METHODS[method.name].check(teacher, student, file)
+    _check_seeds(teacher, student, n, repeats, METHODS[method.name].seed_offsets, file)
     grid = _grid(data.get("grid", {}), method, file)
     run = _run(data.get("run", {}), file)
     check_run(run, file, "run")

@@ -38,6 +38,9 @@ def _error(capsys, path: Path, *cmd: str) -> str:
     ('name = "kd"', 'name = "tinybert"', ["teacher.model", "method 'tinybert' distils BERT-family encoders"]),
     ('name = "kd"', 'name = "tinybert"\nild_epochs = 1.5', ["method.ild_epochs", "expected an integer"]),
     ("[run]", "[grid]\ntemperature = []\n[run]", ["grid.temperature", "non-empty list"]),
+    # a student seed equal to a teacher's replays that teacher's data order (teachers use 10..12)
+    ("lr = 0.01\n\n[method]", "lr = 0.01\nseed = 12\n\n[method]",
+     ["student.seed", "overlap teacher seeds 10..12", "at [12]", "e.g. student.seed = 13"]),
     ("[run]", "[grid]\ntau = [1, 2]\n[run]", ["grid.tau", "not a parameter of method 'kd'"]),
     ("threads_per_job = 1", "retries = -1", ["run.retries", "expected a value >= 0"]),
     ("threads_per_job = 1", "timeout = nan", ["run.timeout", "expected a finite number, got nan"]),
