@@ -18,6 +18,16 @@ def test_kd_loss_matches_hand_computation_t1():
     assert kd_loss(s, t, y, temperature=1.0, alpha=0.5).item() == pytest.approx(0.5 * ce + 0.5 * kl, rel=1e-6)
 
 
+def test_kl_direction_is_teacher_to_student():
+    # KL(p_t || p_s) (forward, Hinton et al. 2015), not Gholami & Omar's printed KL(p_s || p_t):
+    # with p_t = (3/4, 1/4) and p_s = (1/2, 1/2) the two differ (0.1308 vs 0.1438)
+    s, t, y = torch.tensor([[0.0, 0.0]]), torch.tensor([[math.log(3.0), 0.0]]), torch.tensor([0])
+    forward = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
+    reverse = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
+    got = kd_loss(s, t, y, temperature=1.0, alpha=0.0).item()
+    assert got == pytest.approx(forward, rel=1e-6) and abs(got - reverse) > 0.01
+
+
 def test_kd_loss_has_t_squared_factor():
     s = torch.tensor([[0.0, 0.0]])
     t = torch.tensor([[math.log(3.0), 0.0]])
