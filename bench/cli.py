@@ -164,6 +164,9 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     print(f"job {old['key']}: score {new['score']!r} (recorded: {old.get('score')!r}); every score "
           + ("identical, bit for bit" if same else "DIFFERS from the record")
           + ("; the record was replaced" if args.replace else ""))
+    if not old.get("deterministic"):
+        print("note: the record was made without run.deterministic; on a GPU its scores need not reproduce bit "
+              "for bit (CPU runs do)")
     return 0 if same or args.replace else 1
 
 

@@ -159,6 +159,7 @@ def run_distill(job: dict, device: Any) -> dict:
                     "eval": t_eval - t_train, "total": t_eval - started},
         "device": job["device"], "slot": job["slot"], "torch_device": str(device),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "threads": torch.get_num_threads(),
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
         "provenance": {**provenance(), "started": wall_start, "finished": time.time()},
     }
     atomic_write_json(job["record_path"], record)

@@ -47,7 +47,8 @@ def rerun_job(record_file: Path, device: str = "cpu", replace: bool = False) -> 
     payload = {"kind": "distill", "key": old["key"], "config": old["config"], "paths": paths,
                "record_path": str(Path(out).resolve()),
                "plan": {"sweep": old["sweep"], **{k: old[k] for k in ("k", "combination", "primary", "repeat", "grid")}},
-               "attempt": 1, "slot": f"{device}#rerun", "device": device, "queue_wait": 0.0}
+               "attempt": 1, "slot": f"{device}#rerun", "device": device, "queue_wait": 0.0,
+               "deterministic": bool(old.get("deterministic"))}
     worker = Worker(Slot(f"{device}#rerun", device, int(old.get("threads") or 1)), scratch / "worker.log")
     try:
         worker.start()

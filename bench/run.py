@@ -42,16 +42,21 @@ def _paths(plan: Plan) -> dict:
     return {"teachers": os.path.abspath(p.teachers), "cache": os.path.abspath(p.cache)}
 
 
+def _common(plan: Plan) -> dict:
+    """Payload fields every job kind carries: output roots and run options the worker applies."""
+    return {"paths": _paths(plan), "deterministic": plan.sweep.run.deterministic}
+
+
 def teacher_payload(plan: Plan, t: TeacherJob) -> dict:
     """What a worker needs to fine-tune teacher ``t`` (the driver adds slot, attempt, queue wait)."""
-    return {"kind": "teacher", "key": t.key, "config": t.config, "paths": _paths(plan),
+    return {"kind": "teacher", "key": t.key, "config": t.config, **_common(plan),
             "plan": {"sweep": plan.sweep.name, "index": t.index}}
 
 
 def prep_payload(plan: Plan, job: AugmentJob | OutputsJob) -> dict:
     """What a worker needs for an augmentation run or a teacher's outputs on one."""
     kind = "augment" if isinstance(job, AugmentJob) else "teacher-outputs"
-    return {"kind": kind, "key": job.key, "config": job.config, "paths": _paths(plan),
+    return {"kind": kind, "key": job.key, "config": job.config, **_common(plan),
             "plan": {"sweep": plan.sweep.name}}
 
 
@@ -69,7 +74,7 @@ def prep_done(plan: Plan, job: AugmentJob | OutputsJob) -> bool:
 
 def distill_payload(plan: Plan, j: DistillJob) -> dict:
     """What a worker needs to run distillation job ``j`` and write its record."""
-    return {"kind": "distill", "key": j.key, "config": j.config, "paths": _paths(plan),
+    return {"kind": "distill", "key": j.key, "config": j.config, **_common(plan),
             "record_path": str(record_path(plan.sweep.results_dir(), j.key).resolve()),
             "plan": {"sweep": plan.sweep.name, "k": j.k, "combination": list(j.combination),
                      "primary": j.primary, "repeat": j.repeat, "grid": j.grid}}

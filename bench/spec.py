@@ -118,6 +118,7 @@ class RunSpec:
     worker_wait: float = 60.0  # dask/slurm: seconds to wait for a first worker, 0: forever
     dashboard: str = ""  # dask local cluster: dashboard address ("8787" binds 127.0.0.1:8787); "": none
     slurm: SlurmSpec = SlurmSpec()
+    deterministic: bool = False  # torch deterministic algorithms (+ cuBLAS workspace): GPU reruns match bit for bit
 
     def gpu_share(self) -> float:
         """The GPU share one job requests from a Dask cluster (0: a CPU job)."""

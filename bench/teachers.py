@@ -85,6 +85,7 @@ def train_spec(model: dict, seed: int) -> TrainSpec:
 
 def train_teacher(job: dict, data, device, started: float) -> dict:
     """Fine-tune the teacher of ``job``, cache its logits on every split, store it; returns its meta."""
+    import torch
     import torch.nn.functional as F
     from safetensors.torch import save_model
 
@@ -127,6 +128,7 @@ def train_teacher(job: dict, data, device, started: float) -> dict:
                     "train": t_train - t_setup, "eval": t_eval - t_train, "cache": t_cache - t_eval,
                     "total": time.perf_counter() - started},
         "device": job["device"], "slot": job["slot"], "attempt": job["attempt"],
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
         "provenance": {**provenance(), "started": time.time() - (time.perf_counter() - started),
                        "finished": time.time()},
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from typing import Any, Callable
@@ -10,6 +11,18 @@ import numpy as np
 import torch
 
 from bench.tasks import Split, TaskData, score
+
+
+def set_determinism(on: bool) -> None:
+    """``run.deterministic``: torch's deterministic algorithms (an op without one raises) and,
+    for cuBLAS on GPUs, a fixed workspace (CUBLAS_WORKSPACE_CONFIG=:4096:8, set before the first
+    matmul of the process); cuDNN autotuning off. Without it a GPU rerun may differ in the last
+    bits; CPU runs of this project are deterministic either way."""
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on)
+    torch.backends.cudnn.deterministic = on
+    torch.backends.cudnn.benchmark = False
 
 
 def set_seed(seed: int) -> None:

@@ -52,6 +52,7 @@ def main() -> None:
         torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
         device = resolve_device(os.environ.get("BENCH_DEVICE", "cpu"))
         from bench.jobs import RUNNERS
+        from bench.training import set_determinism
     except Exception as e:  # reported to the driver, which stops the sweep
         send({"ready": False, "error": f"{type(e).__name__}: {e}"})
         return
@@ -71,6 +72,7 @@ def main() -> None:
                 raise RuntimeError("injected fault (BENCH_RAISE_ON)")
             if oom_on and job["key"].startswith(oom_on):
                 raise torch.OutOfMemoryError("simulated out of memory (BENCH_OOM_ON)")
+            set_determinism(bool(job.get("deterministic")))
             result = RUNNERS[job["kind"]](job, device)
             send({"key": job["key"], "status": "ok", "score": result.get("score"),
                   "seconds": time.perf_counter() - start})

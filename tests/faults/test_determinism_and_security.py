@@ -43,6 +43,19 @@ def test_bench_rerun_reruns_one_job_from_its_record_alone(project, tmp_path):
     assert json.loads(record.read_text())["scores"] == json.loads(copy.read_text())["scores"]
     missing = bench_cli("rerun", "ffffffff", cwd=project)
     assert missing.returncode == 2 and "no record found" in missing.stderr
+    # made without run.deterministic: the rerun says a GPU need not reproduce it
+    assert json.loads(record.read_text())["deterministic"] is False
+    assert "made without run.deterministic" in proc.stdout
+
+
+def test_run_deterministic_is_applied_and_recorded(project):
+    spec = digits_spec(project, n=2, r=1, run="deterministic = true\n")
+    assert bench_cli("run", str(spec), "--no-report", cwd=project).returncode == 0
+    recs = records(project / "results" / "tiny")
+    assert recs and all(r["deterministic"] is True for r in recs.values())
+    record = sorted((project / "results" / "tiny" / "records").glob("*.json"))[0]
+    proc = bench_cli("rerun", str(record), cwd=project)
+    assert proc.returncode == 0 and "bit for bit" in proc.stdout and "made without" not in proc.stdout
 
 
 def _calls(tree):
