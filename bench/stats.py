@@ -202,22 +202,22 @@ class KFit:
     """A least-squares fit of one statistic of the combinations (one grid point) on k levels and
     additive teacher effects, with a variance function for the residuals.
 
-    ``coef[:len(ks)]`` are the k levels; ``proj`` maps the data to ``coef``. The residual of a
-    combination at k has variance a + b / k (``var_a``, ``var_b`` >= 0): a is the spread that
-    more teachers do not touch, b / k what shrinks as k teachers (or k primaries' cells) are
-    averaged. ``inv_k`` = 1/k and ``share`` = 1 / cells per combination; ``weights`` maps the
-    squared scaled residuals to (a, b); ``df`` the residual degrees of freedom of the fit.
-    ``teacher_effects`` is False when the design could not separate them (then left out)."""
+    ``coef[:len(ks)]`` are the k levels; ``proj`` maps the data to ``coef``; ``resid_map`` (I -
+    hat matrix) maps it to the residuals. The residual of a combination at k has variance
+    a + b / k (``var_a``, ``var_b`` >= 0): a is the spread that more teachers do not touch, b / k
+    what shrinks as k teachers (or k primaries' cells) are averaged. ``weights`` maps the squared
+    residuals to (a, b); ``inv_k`` = 1/k and ``share`` = 1 / cells per combination; ``df`` the
+    residual degrees of freedom of the fit. ``teacher_effects`` is False when the design could
+    not separate them from the k levels (then they are left out)."""
 
     ks: tuple[int, ...]
     counts: tuple[int, ...]  # combinations per k
     coef: np.ndarray
     proj: np.ndarray
+    resid_map: np.ndarray
     inv_k: np.ndarray
     share: np.ndarray
-    weights: np.ndarray  # 2 x n: (a, b) = weights @ squared scaled residuals
-    scale: np.ndarray  # 1 / (1 - leverage), 0 where the leverage is 1: squared residual -> scaled
-    resid_map: np.ndarray  # I - hat matrix: data -> residuals
+    weights: np.ndarray  # 2 x n: (a, b) = weights @ squared residuals
     var_a: float
     var_b: float
     df: int
@@ -227,14 +227,14 @@ class KFit:
         """Var(vec @ coef) = sum_c g_c^2 (a + b / k_c) with g = vec @ proj, and its degrees of
         freedom. The estimate is a quadratic form r'Dr in the residuals r ~ N(0, M S M) (M = I -
         hat matrix, S = diag(a + b / k)), so df = 2 E^2 / Var = tr(DMSM)^2 / tr((DMSM)^2)
-        (Satterthwaite 1946; exactly n - p when b = 0). ``extra_cell`` adds to every cell's
-        variance (a what-if for planning)."""
-        if self.df <= 0:
+        (Satterthwaite 1946; n - p under one constant variance). ``extra_cell`` adds to every
+        cell's variance (a what-if for planning)."""
+        if self.df <= 0 or not np.isfinite(self.var_a):
             return float("nan"), 0.0
         g2 = (vec @ self.proj) ** 2
         coeffs = np.array([g2.sum(), g2 @ self.inv_k])
         var = float(coeffs @ [self.var_a, self.var_b])
-        d = (coeffs @ self.weights) * self.scale  # r'Dr = the estimate, D diagonal
+        d = coeffs @ self.weights  # r'Dr = the estimate, D diagonal
         sig2 = self.var_a + self.var_b * self.inv_k
         dms = d[:, None] * (self.resid_map * sig2[None, :]) @ self.resid_map  # D M S M
         tr2 = float(np.einsum("ij,ji->", dms, dms))
@@ -252,36 +252,36 @@ def _design(per_comb: pd.DataFrame, teacher_effects: bool) -> tuple[np.ndarray, 
     return np.column_stack(cols), ks
 
 
-def _variance_function(e2: np.ndarray, lev: np.ndarray, inv_k: np.ndarray, df: int) -> tuple[np.ndarray, float, float]:
-    """(weights, a, b) of the residual variance a + b / k, from the squared scaled residuals
-    ``e2``; a combination fitted exactly (leverage 1, e.g. the one at k = N) carries no weight.
-    Constrained to a, b >= 0: b < 0 gives one variance for every k (the residual mean square),
-    a < 0 the fit of b alone."""
-    n = len(e2)
+def _variance_function(r2: np.ndarray, resid_map: np.ndarray, inv_k: np.ndarray,
+                       df: int) -> tuple[np.ndarray, float, float]:
+    """(weights, a, b) of the residual variance a + b / k from the squared residuals ``r2``, by
+    the unbiased moment equations E[r^2] = (M o M) [1, 1/k] (a, b) (M = I - hat matrix, o the
+    elementwise product; Searle, Casella & McCulloch 1992, ch. 4), constrained to a, b >= 0:
+    b < 0 gives one variance for every k (the residual mean square, RSS / df), a < 0 the fit of
+    b alone. ``weights`` is linear: (a, b) = weights @ r2."""
+    n = len(r2)
     if df <= 0:
         return np.zeros((2, n)), float("nan"), float("nan")
-    usable = lev < 1 - 1e-9
-    flat = np.vstack([(1 - lev) / df, np.zeros(n)])  # a = RSS / df, b = 0
-    if len(np.unique(inv_k[usable])) < 2:
-        return flat, *(flat @ e2)
-    weights = np.zeros((2, n))
-    weights[:, usable] = np.linalg.pinv(np.column_stack([np.ones(usable.sum()), inv_k[usable]]))
-    a, b = weights @ e2
+    flat = np.vstack([np.ones(n) / df, np.zeros(n)])  # E[RSS] = df * a under one variance
+    moments = (resid_map * resid_map) @ np.column_stack([np.ones(n), inv_k])
+    if len(np.unique(inv_k)) < 2 or np.linalg.matrix_rank(moments) < 2:
+        return flat, *(flat @ r2)
+    weights = np.linalg.pinv(moments)
+    a, b = weights @ r2
     if b < 0:
-        return flat, *(flat @ e2)
+        return flat, *(flat @ r2)
     if a < 0:
-        weights = np.zeros((2, n))
-        weights[1, usable] = inv_k[usable] / float(inv_k[usable] @ inv_k[usable])
-        a, b = weights @ e2
+        col = moments[:, 1]
+        weights = np.vstack([np.zeros(n), col / float(col @ col)])
+        a, b = weights @ r2
     return weights, float(a), float(b)
 
 
 def fit_k_model(per_comb: pd.DataFrame, stat: str) -> KFit:
     """Fit ``stat`` of the combinations of one grid point (rows of ``size_matched_by_combination``)
     as level(k) + the mean of its members' teacher effects + residual, by least squares, and the
-    residual variance as a + b / k: least squares of the squared residuals scaled by 1 / (1 -
-    leverage) (unbiased under constant variance; MacKinnon & White 1985's HC2) on (1, 1/k), with
-    a, b >= 0. Teacher effects are left out when the design cannot separate them."""
+    residual variance as a + b / k (``_variance_function``). Teacher effects are left out when
+    the design cannot separate them from the k levels."""
     data = per_comb[np.isfinite(per_comb[stat].to_numpy(float))]
     y = data[stat].to_numpy(float)
     for teacher_effects in (True, False):
@@ -291,15 +291,13 @@ def fit_k_model(per_comb: pd.DataFrame, stat: str) -> KFit:
     proj = np.linalg.inv(x.T @ x) @ x.T
     coef = proj @ y
     df = len(y) - x.shape[1]
-    resid = y - x @ coef
-    lev = np.einsum("ij,ji->i", x, proj)
+    resid_map = np.eye(len(y)) - x @ proj
+    resid = resid_map @ y
     inv_k = 1.0 / data["k"].to_numpy(float)
-    scale = np.where(lev < 1 - 1e-9, 1 / np.clip(1 - lev, 1e-9, None), 0.0)
-    e2 = resid ** 2 * scale
-    weights, var_a, var_b = _variance_function(e2, lev, inv_k, df)
+    weights, var_a, var_b = _variance_function(resid ** 2, resid_map, inv_k, df)
     counts = tuple(int((data["k"] == k).sum()) for k in ks)
-    return KFit(ks, counts, coef, proj, inv_k, 1.0 / data["n_cells"].to_numpy(float), weights, scale,
-                np.eye(len(y)) - x @ proj, var_a, var_b, df, teacher_effects)
+    return KFit(ks, counts, coef, proj, resid_map, inv_k, 1.0 / data["n_cells"].to_numpy(float), weights,
+                var_a, var_b, df, teacher_effects)
 
 
 @dataclass(frozen=True)
@@ -329,11 +327,11 @@ def contrast(fit: KFit, k: int, base_k: int, level: float = 0.95) -> Contrast:
     vec = _vector(fit, k, base_k)
     est = float(vec @ fit.coef)
     var, df = fit.variance(vec)
-    if not df > 0 or not np.isfinite(var):
+    if not df > 0 or not var > 0:  # no noise could be estimated: nothing to test against
         return Contrast(est, float("nan"), float("nan"), float("nan"), float("nan"), df)
     se = float(np.sqrt(var))
     q = float(student.ppf(0.5 + level / 2, df))
-    p = float(2 * student.sf(abs(est) / se, df)) if se > 0 else (0.0 if est != 0 else 1.0)
+    p = float(2 * student.sf(abs(est) / se, df))
     return Contrast(est, se, est - q * se, est + q * se, p, df)
 
 

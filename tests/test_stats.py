@@ -111,18 +111,27 @@ def test_the_k_contrast_by_hand():
 def test_residual_variance_falls_with_k_when_the_residuals_do():
     from bench.stats import _variance_function
 
-    inv_k = np.array([1, 1, 1, 0.5, 0.5, 0.5, 0.25])
-    lev = np.zeros(7)
-    # squared residuals exactly a + b/k with a = 1, b = 2 -> recovered
-    w, a, b = _variance_function(1 + 2 * inv_k, lev, inv_k, df=5)
+    inv_k = np.array([1, 1, 1, 0.5, 0.5, 0.5, 1 / 3])
+    # with M = I the moment equations are plain least squares: r^2 = a + b/k with a = 1, b = 2
+    w, a, b = _variance_function(1 + 2 * inv_k, np.eye(7), inv_k, df=5)
     assert (a, b) == (pytest.approx(1.0), pytest.approx(2.0))
-    # growing with k (b < 0) -> one variance for all: the residual mean square sum (1-h) e^2 / df
-    w, a, b = _variance_function(3 - 2 * inv_k, lev, inv_k, df=7)
+    # growing with k (b < 0) -> one variance for all: RSS / df
+    w, a, b = _variance_function(3 - 2 * inv_k, np.eye(7), inv_k, df=7)
     assert b == 0 and a == pytest.approx(float(np.sum(3 - 2 * inv_k)) / 7)
-    # a combination fitted exactly (leverage 1) carries no weight
-    lev[-1] = 1.0
-    w, a, b = _variance_function(1 + 2 * inv_k, lev, inv_k, df=4)
-    assert w[:, -1].tolist() == [0.0, 0.0] and (a, b) == (pytest.approx(1.0), pytest.approx(2.0))
+    # unbiased for a real design: fed its expectation E[r^2] = (M o M)(a + b/k), it returns (a, b)
+    from itertools import combinations
+
+    from bench.stats import _design
+
+    combos = pd.DataFrame({"combination": ["-".join(map(str, c)) for k in range(1, 5)
+                                           for c in combinations(range(4), k)]})
+    combos["k"] = combos["combination"].str.count("-") + 1
+    x, _ = _design(combos, teacher_effects=True)  # N=4: 15 combinations, 4 levels + 3 teachers
+    m = np.eye(15) - x @ np.linalg.inv(x.T @ x) @ x.T
+    inv_k = 1 / combos["k"].to_numpy(float)
+    w, a, b = _variance_function((m * m) @ (0.5 + 1.5 * inv_k), m, inv_k, df=8)
+    assert (a, b) == (pytest.approx(0.5), pytest.approx(1.5))
+    assert w[:, -1].tolist() == pytest.approx([0.0, 0.0], abs=1e-9)  # the k=4 combination is fitted exactly
 
 
 def test_lower_is_better_turns_the_gain_not_the_estimate():
