@@ -8,7 +8,8 @@ Every function takes ``grid`` = the names of those grid columns (``()`` without 
 The paper's statistics (Ilichev et al. 2021, Figures 2-7): for each combination the min (worst
 case), max (best case) and mean over all its runs; for each k the mean of those over the C(N,k)
 combinations, with the standard deviation over combinations (ddof=0: the combinations are the
-whole population, not a sample; so k=N has std 0) as the band.
+whole population, not a sample) as the band; k=N has one combination, so no spread (the figures
+draw no band there rather than a band of zero width).
 """
 
 from __future__ import annotations

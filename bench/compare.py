@@ -13,7 +13,7 @@ from bench.document import to_html, to_markdown
 from bench.errors import UserError
 from bench.plan import Plan
 from bench.records import atomic_write_bytes
-from bench.report import ReportOptions, _metric_label, planned_records, save_figure, verdict
+from bench.report import ReportOptions, _metric_label, check_m, planned_records, save_figure, verdict
 from bench.tasks import LOWER_IS_BETTER
 
 
@@ -31,6 +31,7 @@ def compare_table(plans: list[Plan], options: ReportOptions = ReportOptions()) -
     for plan in plans:
         sweep = plan.sweep
         grid = sorted(sweep.grid)
+        check_m(options, sweep.repeats)
         records = [r for r in planned_records(plan) if r["status"] == "ok"]
         if not records:
             raise UserError(f"{sweep.source}: sweep '{sweep.name}' has no ok records under {sweep.results_dir()}; "
@@ -39,6 +40,9 @@ def compare_table(plans: list[Plan], options: ReportOptions = ReportOptions()) -
         higher = records[0]["metric"] not in LOWER_IS_BETTER
         paper = summary_by_k(by_combination(jobs, grid), grid, higher)
         robust, comparison = robust_tables(jobs, grid, options.m, higher, options.base_k, options.level)
+        if robust.empty or comparison.empty:
+            raise UserError(f"{sweep.source}: sweep '{sweep.name}' has no complete runs at k={options.base_k} and at "
+                            f"another k to compare; expected a sweep that has run (bench run {sweep.source})")
         gains = [c for c in comparison.columns if c.startswith(("gain_", "p_"))] + ["mde_worst_m"]
         table = (robust.merge(paper[[*grid, "k", "worst", "best"]], on=[*grid, "k"])
                  .merge(comparison[[*grid, "k", *gains]], on=[*grid, "k"], how="left"))
@@ -53,7 +57,7 @@ def compare_table(plans: list[Plan], options: ReportOptions = ReportOptions()) -
         design = f"N={sweep.teachers} teachers, k in {list(sweep.k)}, r={sweep.repeats}, m={int(robust['m'].iloc[0])}"
         merged = paper.merge(robust, on=[*grid, "k"], suffixes=("", "_r"))
         verdicts.append(f"**{sweep.name}**: " + verdict(comparison, grid, metric, higher, options.level, merged, design,
-                                                         degenerate_notes(jobs, grid)))
+                                                         degenerate_notes(jobs, grid), planned_k=max(sweep.k)))
     return pd.concat(frames, ignore_index=True), metrics, verdicts
 
 

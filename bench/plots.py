@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-STYLE = {"worst": ("tab:red", "worst case (min over runs)"),
-         "best": ("tab:green", "best case (max over runs)"),
+STYLE = {"worst": ("tab:red", "worst case (worst run of a combination)"),
+         "best": ("tab:green", "best case (best run of a combination)"),
          "mean": ("tab:blue", "mean over runs")}
 
 

@@ -128,6 +128,12 @@ class ReportOptions:
     base_k: int = 1  # k compared against
 
 
+def check_m(options: ReportOptions, repeats: int) -> None:
+    """--m must fit in one cell: at most the repeats r."""
+    if options.m is not None and options.m > repeats:
+        raise UserError(f"--m: expected at most r={repeats} (the runs of one combination and primary), got {options.m}")
+
+
 def _with_ci(value: float, lo: float, hi: float) -> str:
     """"+0.0012 [-0.0030, 0.0054]"; the value alone where no interval exists."""
     if not math.isfinite(value):
@@ -192,8 +198,27 @@ def paper_comparison(paper: pd.DataFrame, robust: pd.DataFrame, grid: list[str],
     return out
 
 
+def gap_notes(jobs: pd.DataFrame, grid: list[str], robust: pd.DataFrame, higher: bool, n_diverged: int) -> list[str]:
+    """Sentences naming what the statistics leave out: diverged runs (no score; leaving them out
+    flatters the worst case) and cells with fewer than m ok runs."""
+    from bench.stats import cells
+
+    notes = []
+    if n_diverged:
+        notes.append(f"{n_diverged} run(s) diverged and have no score; they are left out, which flatters the worst "
+                     "case")
+    if not robust.empty:
+        c = cells(jobs, grid, int(robust["m"].iloc[0]), higher)
+        short = c[~c["complete"]]
+        if len(short):
+            per_k = ", ".join(f"{n} at k={k}" for k, n in short.groupby("k").size().items())
+            notes.append(f"{len(short)} cell(s) have fewer than m={int(robust['m'].iloc[0])} ok runs and are left out "
+                         f"({per_k})")
+    return notes
+
+
 def _direction(gain: float, higher_is_better: bool) -> str:
-    """'0.0012 higher (better)' / 'lower (worse)'... for a gain (> 0 better) in the metric's terms."""
+    """'0.0012 higher (better)' / '... lower (worse)' for a gain (> 0 better) in the metric's terms."""
     if gain == 0:
         return "no different"
     up = (gain > 0) == higher_is_better
@@ -202,30 +227,45 @@ def _direction(gain: float, higher_is_better: bool) -> str:
 
 def _plan_sentence(row: pd.Series, design: str, level: float) -> str:
     """What the design can tell apart, and what would tell more (``stats.repeats_needed``)."""
-    mde = row["mde_worst_m"]
-    out = (f"This design ({design}) cannot reliably tell a worst-case change smaller than {mde:.4f} from noise "
-           f"({POWER:.0%} power at the {1 - level:.0%} level)")
-    need = row.get("repeats_needed")
-    if need is not None and isinstance(need, (int, float)) and math.isfinite(need):
-        return out + f"; about r = {int(need)} repeats (same m) would halve that (an approximation)."
-    if row.get("r", 2) < 2:
-        return out + "; with r = 1 the run noise cannot be told from the spread between combinations, so more " \
-                     "repeats (r >= 2) are needed before the report can say how many."
-    return out + "; more repeats would not halve it: most of that noise is the spread between teacher " \
-                 "combinations, which repeats do not reduce."
+    out = (f"This design ({design}) cannot reliably tell a worst-case change smaller than {row['mde_worst_m']:.4f} "
+           f"from noise ({POWER:.0%} power at the {1 - level:.0%} level)")
+    need, share = row.get("repeats_needed"), row.get("run_noise_share")
+    if need is not None and pd.notna(need):
+        return out + (f"; run noise is about {share:.0%} of that noise, and about r = {int(need)} repeats (same m, "
+                      "set with --m) would halve it (an approximation).")
+    if share is None or not pd.notna(share):
+        return out + "; with r = 1 the run noise cannot be told from the spread between combinations, so r >= 2 is " \
+                     "needed before the report can say how many repeats would help."
+    return out + (f"; run noise is about {share:.0%} of that noise, so no number of repeats up to 50 would halve it: "
+                  "the rest is the spread between teacher combinations, which repeats do not reduce.")
+
+
+def _paper_sentence(a: pd.Series, row: pd.Series, higher_is_better: bool) -> str:
+    """The paper's single- vs multi-teacher comparison at the verdict's k, raw and size-matched,
+    as gains (> 0: multi-teacher better); '' where the numbers are missing."""
+    sign = 1.0 if higher_is_better else -1.0
+    if not all(pd.notna(a.get(c)) for c in ("single_worst", "single_worst_m", "worst", "worst_m")):
+        return ""
+    raw, matched = sign * (a["worst"] - a["single_worst"]), sign * (a["worst_m"] - a["single_worst_m"])
+    same = int(row["base_k"]) == 1 and abs(matched - row["gain_worst_m"]) < 1e-9
+    return (f"The paper's comparison at k={int(row['k'])}: the multi-teacher worst case (over a combination's runs) is "
+            f"{a['worst']:.4f} against {a['single_worst']:.4f} for the same teachers' k=1 runs pooled, a gain of "
+            f"{raw:+.4f} for multiple teachers; size-matched (m={int(row['m'])} runs of one cell on each side) the gain "
+            f"is {matched:+.4f}" + (" (the contrast above)" if same else "") + f", so {raw - matched:+.4f} of the "
+            "paper's gain comes from the number of runs each side takes its extreme over.")
 
 
 def verdict(comparison: pd.DataFrame, grid: list[str], metric: str, higher_is_better: bool, level: float,
-            summary: pd.DataFrame | None = None, design: str = "", notes: list[str] | None = None) -> str:
+            summary: pd.DataFrame | None = None, design: str = "", notes: list[str] | None = None,
+            planned_k: int | None = None) -> str:
     """One paragraph per grid point, each sentence a calibrated quantity (docs/statistics.md):
     at the largest k, the size-matched worst case against the base k with its interval and
     reading (``stats.call``), what the design can and cannot tell, the best case, and the
     paper's single- vs multi-teacher comparison raw and size-matched. Degenerate results
-    (``stats.degenerate_notes``) come first; a headline that does not vary gives no verdict."""
-    notes = notes or []
-    head = "".join(f"Caution: {n}. " for n in notes)
-    if any("same score" in n for n in notes):
-        return head + "No verdict: the scores do not vary, so the sweep says nothing about k."
+    (``stats.degenerate_notes``) come first; a grid point whose scores do not vary gets no
+    verdict; when the largest planned k (``planned_k``) has no complete combination, the
+    comparison is at the largest k that has one, and the paragraph says so."""
+    head = "".join(f"Caution: {n}. " for n in notes or [])
     if comparison.empty:
         return head + "No verdict: the sweep has no complete runs at the base k and at another k to compare."
     sentences = []
@@ -239,24 +279,31 @@ def verdict(comparison: pd.DataFrame, grid: list[str], metric: str, higher_is_be
         k, base = int(row["k"]), int(row["base_k"])
         where = ", ".join(f"{g}={v:g}" for g, v in zip(grid, point))
         lead = f"At {where}, at" if where else "At"
+        if row.get("constant"):
+            sentences.append(f"{'At ' + where + ', e' if where else 'E'}very run has the same score: no verdict.")
+            continue
+        if planned_k is not None and k < planned_k:
+            sentences.append(f"k={planned_k} has no combination with m={int(row['m'])} complete runs yet, so the "
+                             f"comparison is at k={k}.")
         reading = call(row)
-        level_pair = f"({row['worst_m_k']:.4f} vs {row['worst_m_base']:.4f})"
+        means = f"(per-k means {row['worst_m_k']:.4f} vs {row['worst_m_base']:.4f})"
+        subject = (f"the size-matched worst case (expected worst of m={int(row['m'])} runs of one teacher combination"
+                   f"{' and primary' if row.get('primary') else ''}; student {metric})")
         if reading == "untestable":
             sentences.append(
-                f"{lead} k={k} the size-matched worst case (expected worst of m={int(row['m'])} runs, student "
-                f"{metric}) is {_direction(row['gain_worst_m'], higher_is_better)} than at k={base} {level_pair}, "
-                f"but this design ({design or 'as run'}) leaves no residual degrees of freedom to estimate the noise: "
-                "too small to tell anything about k. At least 3 teachers with every k would give an interval.")
+                f"{lead} k={k} {subject} is {_direction(row['gain_worst_m'], higher_is_better)} than at k={base} "
+                f"{means}, but this design ({design or 'as run'}) leaves no noise to test against (no residual "
+                "degrees of freedom, or combinations that do not vary): too small to tell anything about k. At least "
+                "3 teachers with every k would give an interval.")
             continue
         sentences.append(
-            f"{lead} k={k} the size-matched worst case (expected worst of m={int(row['m'])} runs of one teacher "
-            f"combination{' and primary' if row.get('primary') else ''}; student {metric}) is {_direction(row['gain_worst_m'], higher_is_better)} than at "
-            f"k={base} {level_pair}: {level:.0%} CI of the gain [{row['gain_worst_m_lo']:+.4f}, "
-            f"{row['gain_worst_m_hi']:+.4f}], p = {row['p_worst_m']:.2g} (t on {row['df']:.0f} df; teacher quality "
-            "and the student seeds' shared effect cancel, the spread between combinations is modelled from every k).")
-        sentences.append({"better": "More teachers improved the worst case beyond the seed noise.",
-                          "worse": "More teachers made the worst case worse beyond the seed noise.",
-                          "unclear": "No change of the worst case beyond the seed noise is shown."}[reading])
+            f"{lead} k={k} {subject} is {_direction(row['gain_worst_m'], higher_is_better)} than at k={base} {means}: "
+            f"{level:.0%} CI of the gain [{row['gain_worst_m_lo']:+.4f}, {row['gain_worst_m_hi']:+.4f}], p = "
+            f"{row['p_worst_m']:.2g} (t on {row['df']:.1f} df; the fit takes out each teacher's own quality, and the "
+            "noise is the spread between teacher combinations and seeds, modelled from every k).")
+        sentences.append({"better": "More teachers improved the worst case beyond that noise.",
+                          "worse": "More teachers made the worst case worse beyond that noise.",
+                          "unclear": "No change of the worst case beyond that noise is shown."}[reading])
         if reading == "unclear":
             sentences.append(_plan_sentence(row, design or "as run", level))
         best = call(row, "best_m")
@@ -267,16 +314,9 @@ def verdict(comparison: pd.DataFrame, grid: list[str], metric: str, higher_is_be
                "unclear": " (no change shown)."}.get(best, "."))
         if paper_sub is not None:
             at = paper_sub[paper_sub["k"] == k]
-            if not at.empty and math.isfinite(at["single_worst"].iloc[0]):
-                a = at.iloc[0]
-                sentences.append(
-                    f"The paper's comparison at k={k}: the multi-teacher worst case (over a combination's runs) is "
-                    f"{a['worst']:.4f} against {a['single_worst']:.4f} for the same teachers' k=1 runs pooled, a gap "
-                    f"of {a['worst'] - a['single_worst']:+.4f}; size-matched (m={int(row['m'])} runs on each side) "
-                    f"the gap is {a['worst_m'] - a['single_worst_m']:+.4f} (the contrast above), so "
-                    f"{(a['worst'] - a['single_worst']) - (a['worst_m'] - a['single_worst_m']):+.4f} of the paper's "
-                    "gap comes from the number of runs each side takes its extreme over.")
-    return head + " ".join(sentences)
+            if not at.empty:
+                sentences.append(_paper_sentence(at.iloc[0], row, higher_is_better))
+    return head + " ".join(s for s in sentences if s)
 
 
 def write_report(plan: Plan, options: ReportOptions = ReportOptions()) -> Path:
@@ -285,9 +325,7 @@ def write_report(plan: Plan, options: ReportOptions = ReportOptions()) -> Path:
     from bench.stats import charged_teacher_seconds, degenerate_notes, expected_by_budget, robust_tables
 
     sweep = plan.sweep
-    if options.m is not None and options.m > sweep.repeats:
-        raise UserError(f"--m: expected at most r={sweep.repeats} (the runs of one combination and primary), "
-                        f"got {options.m}")
+    check_m(options, sweep.repeats)
     out = sweep.reports_dir()
     out.mkdir(parents=True, exist_ok=True)
     grid = sorted(sweep.grid)
@@ -324,13 +362,13 @@ def write_report(plan: Plan, options: ReportOptions = ReportOptions()) -> Path:
         robust, comparison = robust_tables(jobs, grid, options.m, higher, options.base_k, options.level)
         _save_csv(robust, out / "robust_by_k.csv")
         _save_csv(comparison, out / "compare_k.csv")
-        notes = degenerate_notes(jobs, grid)
+        notes = degenerate_notes(jobs, grid) + gap_notes(jobs, grid, robust, higher, n_diverged)
         design = (f"N={sweep.teachers} teachers, k in {list(sweep.k)}, r={sweep.repeats}, "
                   f"m={int(robust['m'].iloc[0]) if not robust.empty else '-'}")
         blocks += [("h2", "Verdict"),
                    ("p", verdict(comparison, grid, metric, higher, options.level,
                                  summary.merge(robust, on=[*grid, "k"], suffixes=("", "_r")) if not robust.empty else None,
-                                 design, notes))]
+                                 design, notes, planned_k=max(sweep.k)))]
         _figure(summary, grid, points, plot_by_k, metric, out / "by_k", extra={"single": robust} if not robust.empty else None)
         body += [("h2", "Worst / best case per k"),
                  ("p", "**Paper** (Ilichev et al. 2021): per combination the min / max over all its runs, averaged "
@@ -365,7 +403,7 @@ def write_report(plan: Plan, options: ReportOptions = ReportOptions()) -> Path:
                  ("p", "gain = the size-matched statistic at k minus at the base k, turned so that > 0 is better "
                        f"(lower perplexity too), with its {options.level:.0%} interval and two-sided p-value; df: of "
                        "the worst-case test (Satterthwaite); smallest detectable: the worst-case change this design "
-                       "detects with 80% power. Every column, and the repeats that would halve the smallest "
+                       f"detects with {POWER:.0%} power. Every column, and the repeats that would halve the smallest "
                        "detectable change, in compare_k.csv."),
                  ("table", contrasts_table(comparison, grid, options.level))]
         tsec = {} if teachers.empty else dict(zip(

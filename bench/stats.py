@@ -50,6 +50,8 @@ def extreme_weights(n: int, m: int, which: str) -> np.ndarray:
     *Order Statistics*, 2003, sec. 2.1)."""
     if not 1 <= m <= n:
         raise ValueError(f"expected 1 <= m <= n, got m={m}, n={n}")
+    if which not in ("min", "max"):
+        raise ValueError(f"expected which = 'min' or 'max', got {which!r}")
     i = np.arange(1, n + 1)
     top = [comb(n - j, m - 1) for j in i] if which == "min" else [comb(j - 1, m - 1) for j in i]
     w = np.array(top, dtype=float) / comb(n, m)
@@ -227,7 +229,7 @@ class KFit:
         """Var(vec @ coef) = sum_c g_c^2 (a + b / k_c) with g = vec @ proj, and its degrees of
         freedom. The estimate is a quadratic form r'Dr in the residuals r ~ N(0, M S M) (M = I -
         hat matrix, S = diag(a + b / k)), so df = 2 E^2 / Var = tr(DMSM)^2 / tr((DMSM)^2)
-        (Satterthwaite 1946; n - p under one constant variance). ``extra_cell`` adds to every
+        (Satterthwaite 1946; n - p under the one-variance fallback). ``extra_cell`` adds to every
         cell's variance (a what-if for planning)."""
         if self.df <= 0 or not np.isfinite(self.var_a):
             return float("nan"), 0.0
@@ -376,24 +378,27 @@ def run_noise_variance(jobs: pd.DataFrame) -> tuple[float, int]:
 
 
 def repeats_needed(fit: KFit, k: int, base_k: int, target: float, sub: pd.DataFrame, m: int,
-                   level: float = 0.95, max_r: int = 50) -> int | None:
-    """The smallest number of repeats r' (m fixed) at which the minimum detectable worst-case
-    contrast of k against base_k falls to ``target``. The run noise that reaches a cell
-    (``run_noise_variance`` x ``extreme_noise_factor``) shrinks with r'; the rest of the fitted
-    variance (combination and cell effects) does not. None when no r' <= max_r would, or with
-    r = 1 (the split is not identifiable). An approximation for planning, stated as such."""
+                   level: float = 0.95, max_r: int = 50) -> tuple[int | None, float]:
+    """(the smallest number of repeats r' (m fixed) at which the minimum detectable worst-case
+    contrast of k against base_k falls to ``target``, the share of the contrast's variance that
+    is run noise). The run noise that reaches a cell (``run_noise_variance`` x
+    ``extreme_noise_factor``, runs taken as independent within a cell) shrinks with r'; the rest
+    of the fitted variance (combination and cell effects) does not. r' is None when no r' <=
+    max_r would; the share is NaN with r = 1 (the split is not identifiable). An approximation
+    for planning, stated as such."""
     r = int(sub["repeat"].nunique())
     w2, _ = run_noise_variance(sub)
     vec = _vector(fit, k, base_k)
     if r < 2 or not np.isfinite(w2) or fit.df <= 0:
-        return None
+        return None, float("nan")
+    now, _ = fit.variance(vec)
+    noise, _ = fit.variance(vec, extra_cell=-extreme_noise_factor(m, r) * w2)
+    share = float(np.clip(1 - noise / now, 0, 1)) if now > 0 else float("nan")
     for r2 in range(max(r, m), max_r + 1):
         var, df = fit.variance(vec, extra_cell=(extreme_noise_factor(m, r2) - extreme_noise_factor(m, r)) * w2)
         if minimum_detectable(np.sqrt(max(var, 0.0)), df, level) <= target:
-            return r2
-        if extreme_noise_factor(m, r2) < 0.05 * extreme_noise_factor(m, r):
-            break  # the run noise is all but gone: more repeats change nothing
-    return None
+            return r2, share
+    return None, share
 
 
 # ---- per k tables ------------------------------------------------------------------------------
@@ -415,7 +420,7 @@ def _summary_rows(point: dict, sub: pd.DataFrame, per_comb: pd.DataFrame, single
     rows = []
     for k in means.index:
         row = {**point, "k": int(k), **means.loc[k].to_dict(), "iqm": iqm(runs[int(k)]),
-               **(singles.loc[k].to_dict() if k in singles.index else {})}
+               **(singles.loc[k].to_dict() if k in singles.index else dict.fromkeys(singles.columns, np.nan))}
         for s in STATISTICS:
             testable = k != base_k and base_k in fits[s].ks
             c = contrast(fits[s], int(k), base_k, level) if testable else Contrast(*(float("nan"),) * 6)
@@ -449,9 +454,10 @@ def _comparison_rows(point: dict, sub: pd.DataFrame, per_comb: pd.DataFrame, fit
         row["worst_m_base"] = float(per_comb.loc[per_comb["k"] == base_k, "worst_m"].mean())
         # the verdict's row (largest k) alone carries the planning figure
         last = k == max(worst_fit.ks) and np.isfinite(row["mde_worst_m"])
-        row["repeats_needed"] = repeats_needed(worst_fit, k, base_k, row["mde_worst_m"] / 2, sub, m, level) \
-            if last else None
+        row["repeats_needed"], row["run_noise_share"] = \
+            repeats_needed(worst_fit, k, base_k, row["mde_worst_m"] / 2, sub, m, level) if last else (None, np.nan)
         row["teacher_effects"] = worst_fit.teacher_effects
+        row["constant"] = bool(sub["score"].nunique() == 1)
         row["n_k"], row["n_base"] = worst_fit.counts[worst_fit.ks.index(k)], worst_fit.counts[worst_fit.ks.index(base_k)]
         rows.append(row)
     return rows

@@ -71,9 +71,24 @@ def test_verdict_reads_lower_is_better_metrics_the_right_way():
 
 def test_verdict_refuses_degenerate_and_too_small_designs():
     flat = _verdict_of(dict(zip(THREE, [0.0] * 7)), metric="dev mcc")
-    assert flat.startswith("Caution: every run has the same score") and "No verdict" in flat
+    assert flat.startswith("Caution: every run has the same score") and "no verdict" in flat
     small = _verdict_of({"0": 0.5, "1": 0.6, "0-1": 0.7})
     assert "too small to tell anything about k" in small and "CI" not in small
     # a noisy null with N=3, r=1: an interval, and the design's limit in words
     noisy = _verdict_of(dict(zip(THREE, (0.50, 0.56, 0.53, 0.55, 0.51, 0.54, 0.52))))
     assert "95% CI of the gain" in noisy and "cannot reliably tell a worst-case change smaller than" in noisy
+
+
+def test_verdict_names_a_missing_largest_k_and_a_sweep_without_k1():
+    from bench.report import verdict
+    from bench.stats import robust_tables
+
+    rows = [(c, v) for c, v in zip(THREE[:-1], (0.50, 0.56, 0.53, 0.55, 0.51, 0.54))]  # k=3 not run yet
+    jobs = pd.DataFrame([{"k": len(c.split("-")), "combination": c, "repeat": 0, "score": v, "status": "ok",
+                          "teacher_keys": c, "t_total": 1.0} for c, v in rows])
+    _, comparison = robust_tables(jobs)
+    assert "k=3 has no combination with m=1 complete runs yet, so the comparison is at k=2" in \
+        verdict(comparison, [], "dev accuracy", True, 0.95, None, "N=3", [], planned_k=3)
+    # no k=1 runs at all: the tables still have the single-teacher columns, empty
+    summary, comparison = robust_tables(jobs[jobs["k"] > 1], base_k=2)
+    assert summary["single_worst"].isna().all() and comparison.empty
