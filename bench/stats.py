@@ -259,8 +259,9 @@ def _variance_function(r2: np.ndarray, resid_map: np.ndarray, inv_k: np.ndarray,
     """(weights, a, b) of the residual variance a + b / k from the squared residuals ``r2``, by
     the unbiased moment equations E[r^2] = (M o M) [1, 1/k] (a, b) (M = I - hat matrix, o the
     elementwise product; Searle, Casella & McCulloch 1992, ch. 4), constrained to a, b >= 0:
-    b < 0 gives one variance for every k (the residual mean square, RSS / df), a < 0 the fit of
-    b alone. ``weights`` is linear: (a, b) = weights @ r2."""
+    b < 0 gives one variance for every k (the residual mean square, RSS / df); a < 0 sets a = 0
+    and keeps the jointly fitted b (conservative: the variance at every k is then at least the
+    unconstrained estimate). ``weights`` is linear: (a, b) = weights @ r2."""
     n = len(r2)
     if df <= 0:
         return np.zeros((2, n)), float("nan"), float("nan")
@@ -272,10 +273,9 @@ def _variance_function(r2: np.ndarray, resid_map: np.ndarray, inv_k: np.ndarray,
     a, b = weights @ r2
     if b < 0:
         return flat, *(flat @ r2)
-    if a < 0:
-        col = moments[:, 1]
-        weights = np.vstack([np.zeros(n), col / float(col @ col)])
-        a, b = weights @ r2
+    if a < 0:  # a := 0, b as jointly fitted: the variance at every k is then at least the unconstrained fit's
+        weights = np.vstack([np.zeros(n), weights[1]])
+        a = 0.0
     return weights, float(a), float(b)
 
 

@@ -16,7 +16,7 @@ scenarios have delta = 0 and noise(k) = 1. Effect scenarios shift the mean (delt
 run noise with k (noise(k) = 1/sqrt(k)); their truth (the population contrasts of the worst,
 best and mean of m runs) is computed by a large Monte-Carlo draw of the same model.
 
-    python benchmarks/calibration.py            # every scenario, 1000 sweeps each (~minutes)
+    python benchmarks/calibration.py            # every scenario, 500 sweeps each (docs/statistics.md: time)
     python benchmarks/calibration.py --reps 200 --quick
 
 Targets (issue 14): in every null scenario the two-sided false-positive rate of the verdict is
@@ -163,7 +163,7 @@ def fmt(pair: tuple[float, float]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--reps", type=int, default=1000, help="simulated sweeps per scenario (default 1000)")
+    p.add_argument("--reps", type=int, default=500, help="simulated sweeps per scenario (default 500)")
     p.add_argument("--jobs", type=int, default=-1, help="processes (joblib; default: every core)")
     p.add_argument("--quick", action="store_true", help="fewer scenarios (a smoke run)")
     args = p.parse_args(argv)
