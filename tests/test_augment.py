@@ -46,6 +46,7 @@ tokenizer = "all-minilm-l6-v2"
 model = "bert"
 [student]
 model = "bert"
+seed = 100
 [method]
 name = "tinybert"
 {augment}

@@ -23,6 +23,7 @@ model = "bert"
 pretrained = "all-minilm-l6-v2"
 [student]
 model = "bert"
+seed = 100
 params = {{ hidden_size = 32, num_hidden_layers = 1, num_attention_heads = 2, intermediate_size = 64 }}
 {paths}
 """
