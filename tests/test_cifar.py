@@ -185,6 +185,8 @@ def test_tiny_cifar_sweep_end_to_end(project):
     assert len(recs) == 3 and all(r["status"] == "ok" and r["score_split"] == "test" for r in recs.values())
     assert all(r["teacher_work"]["logits"] == "cached per (example, training view)" for r in recs.values())
     assert all(0.0 <= r["score"] <= 1.0 for r in recs.values())
+    # N=2, r=1: three combinations and three parameters, so the report refuses to guess
+    assert "too small to tell anything about k" in (project / "reports" / "cifar-toy" / "report.md").read_text()
     teachers = sorted((project / "teachers" / "cifar10").iterdir())
     with np.load(teachers[0] / "outputs.npz") as z:
         assert z["train"].shape == (400 * 4, 10) and z["test"].shape == (200, 10)

@@ -150,6 +150,9 @@ def test_tiny_lm_sweep_end_to_end(project):
     assert table["model"].tolist()[0].startswith("teachers") and len(table) == 3
     summary = pd.read_csv(project / "reports" / "lm-toy" / "summary_by_k.csv")
     assert (summary["worst"] >= summary["best"]).all()  # perplexity: the worst case is the largest
+    # the verdict reads perplexity the right way round: lower is better, whatever the direction
+    verdict = (project / "reports" / "lm-toy" / "report.md").read_text().split("## Verdict")[1].split("##")[0]
+    assert "higher (better)" not in verdict and "lower (worse)" not in verdict
 
 
 def test_lm_only_task_fields_are_refused_elsewhere():
