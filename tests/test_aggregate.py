@@ -84,7 +84,10 @@ def test_plots_draw_on_given_axes_and_return_them():
     fig, ax = plt.subplots()
     assert plot_by_k(summary, metric="accuracy", ax=ax) is ax
     assert ax.get_xlabel() == "number of teachers k" and "accuracy" in ax.get_ylabel()
-    assert len(ax.get_legend().get_texts()) == 3
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert len(labels) == 3 + (summary["n_combinations"] == 1).any()
+    if (summary["n_combinations"] == 1).any():  # k = N: one combination, no band drawn, and the legend says why
+        assert labels[-1] == "one combination: spread unknown"
     ax2 = plot_budget(budget(runs(), {"a": 1.0, "b": 2.0}))
     assert "seconds" in ax2.get_xlabel()
     plt.close("all")

@@ -149,7 +149,7 @@ def test_loader_names_an_unknown_class_folder(tmp_path):
 
 def _spec(**task) -> dict:
     return {"name": "c", "teachers": 2, "task": {"name": "cifar10", **task},
-            "teacher": {"model": "resnet20"}, "student": {"model": "resnet8"}}
+            "teacher": {"model": "resnet20"}, "student": {"model": "resnet8", "seed": 100}}
 
 
 def test_spec_errors_for_views_and_optimizers(tmp_path):

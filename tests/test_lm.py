@@ -117,7 +117,7 @@ def test_blocks_are_non_overlapping_windows():
 def _lm_spec(**task) -> dict:
     return {"name": "l", "teachers": 2,
             "task": {"name": "lm", "data": str(DATA / "lm-corpora" / "tinyshakespeare.txt"), **task},
-            "teacher": {"model": "gpt"}, "student": {"model": "gpt"}, "method": {"name": "lm-kd"}}
+            "teacher": {"model": "gpt"}, "student": {"model": "gpt", "seed": 100}, "method": {"name": "lm-kd"}}
 
 
 def test_lm_spec_errors():
