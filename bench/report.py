@@ -116,8 +116,6 @@ def _teachers_vs_students(jobs: pd.DataFrame, teachers: pd.DataFrame, grid: list
             ("table", table)]
 
 
-
-
 @dataclass(frozen=True)
 class ReportOptions:
     """Choices of the robust statistics (``bench report`` flags)."""
