@@ -13,7 +13,7 @@ from bench.document import to_html, to_markdown
 from bench.errors import UserError
 from bench.plan import Plan
 from bench.records import atomic_write_bytes
-from bench.report import ReportOptions, _metric_label, check_m, planned_records, save_figure, verdict
+from bench.report import ReportOptions, _metric_label, check_m, planned_records, save_figure, sweep_verdict
 from bench.tasks import LOWER_IS_BETTER
 
 
@@ -47,17 +47,13 @@ def compare_table(plans: list[Plan], options: ReportOptions = ReportOptions()) -
         table = (robust.merge(paper[[*grid, "k", "worst", "best"]], on=[*grid, "k"])
                  .merge(comparison[[*grid, "k", *gains]], on=[*grid, "k"], how="left"))
         table["base_k"] = options.base_k
-        for s in ("worst_m", "best_m", "mean"):  # the base k gains nothing over itself
-            base = table["k"] == options.base_k
-            table.loc[base, f"gain_{s}"] = 0.0
+        table.loc[table["k"] == options.base_k, ["gain_worst_m", "gain_best_m", "gain_mean"]] = 0.0  # none over itself
         table.insert(0, "sweep", [_label(sweep.name, {g: row[g] for g in grid}) for _, row in table.iterrows()])
         frames.append(table.drop(columns=grid))
         metric = _metric_label(records[0])
         metrics.append(metric)
-        design = f"N={sweep.teachers} teachers, k in {list(sweep.k)}, r={sweep.repeats}, m={int(robust['m'].iloc[0])}"
-        merged = paper.merge(robust, on=[*grid, "k"], suffixes=("", "_r"))
-        verdicts.append(f"**{sweep.name}**: " + verdict(comparison, grid, metric, higher, options.level, merged, design,
-                                                         degenerate_notes(jobs, grid), planned_k=max(sweep.k)))
+        verdicts.append(f"**{sweep.name}**: " + sweep_verdict(sweep, paper, robust, comparison, metric, higher,
+                                                               options.level, degenerate_notes(jobs, grid)))
     return pd.concat(frames, ignore_index=True), metrics, verdicts
 
 

@@ -317,6 +317,17 @@ def verdict(comparison: pd.DataFrame, grid: list[str], metric: str, higher_is_be
     return head + " ".join(s for s in sentences if s)
 
 
+def sweep_verdict(sweep, paper: pd.DataFrame, robust: pd.DataFrame, comparison: pd.DataFrame, metric: str,
+                  higher_is_better: bool, level: float, notes: list[str]) -> str:
+    """``verdict`` for one sweep: its design in words, the paper's per-k table merged with the
+    robust one, and its largest planned k (shared by ``bench report`` and ``bench compare``)."""
+    grid = sorted(sweep.grid)
+    design = (f"N={sweep.teachers} teachers, k in {list(sweep.k)}, r={sweep.repeats}, "
+              f"m={int(robust['m'].iloc[0]) if not robust.empty else '-'}")
+    merged = paper.merge(robust, on=[*grid, "k"], suffixes=("", "_r")) if not robust.empty else None
+    return verdict(comparison, grid, metric, higher_is_better, level, merged, design, notes, planned_k=max(sweep.k))
+
+
 def write_report(plan: Plan, options: ReportOptions = ReportOptions()) -> Path:
     """Build every table and figure of the sweep from its records; returns the report folder."""
     from bench.plots import plot_budget, plot_by_k, plot_expected_budget, plot_robust_by_k
@@ -361,12 +372,8 @@ def write_report(plan: Plan, options: ReportOptions = ReportOptions()) -> Path:
         _save_csv(robust, out / "robust_by_k.csv")
         _save_csv(comparison, out / "compare_k.csv")
         notes = degenerate_notes(jobs, grid) + gap_notes(jobs, grid, robust, higher, n_diverged)
-        design = (f"N={sweep.teachers} teachers, k in {list(sweep.k)}, r={sweep.repeats}, "
-                  f"m={int(robust['m'].iloc[0]) if not robust.empty else '-'}")
         blocks += [("h2", "Verdict"),
-                   ("p", verdict(comparison, grid, metric, higher, options.level,
-                                 summary.merge(robust, on=[*grid, "k"], suffixes=("", "_r")) if not robust.empty else None,
-                                 design, notes, planned_k=max(sweep.k)))]
+                   ("p", sweep_verdict(sweep, summary, robust, comparison, metric, higher, options.level, notes))]
         _figure(summary, grid, points, plot_by_k, metric, out / "by_k", extra={"single": robust} if not robust.empty else None)
         body += [("h2", "Worst / best case per k"),
                  ("p", "**Paper** (Ilichev et al. 2021): per combination the min / max over all its runs, averaged "
