@@ -411,7 +411,7 @@ def _grid_points(ok: pd.DataFrame, grid: Sequence[str]) -> list[tuple[dict, pd.D
 
 
 def _summary_rows(point: dict, sub: pd.DataFrame, per_comb: pd.DataFrame, single: pd.DataFrame,
-                  fits: dict, base_k: int, m: int, level: float) -> list[dict]:
+                  contrasts: dict, m: int) -> list[dict]:
     by_k = per_comb.groupby("k")
     means = by_k[list(STATISTICS)].mean()
     cells_at = by_k["n_cells"].sum()
@@ -422,18 +422,16 @@ def _summary_rows(point: dict, sub: pd.DataFrame, per_comb: pd.DataFrame, single
         row = {**point, "k": int(k), **means.loc[k].to_dict(), "iqm": iqm(runs[int(k)]),
                **(singles.loc[k].to_dict() if k in singles.index else dict.fromkeys(singles.columns, np.nan))}
         for s in STATISTICS:
-            testable = k != base_k and base_k in fits[s].ks
-            c = contrast(fits[s], int(k), base_k, level) if testable else Contrast(*(float("nan"),) * 6)
+            c = contrasts.get((s, int(k)), Contrast(*(float("nan"),) * 6))  # none at the base k
             row.update({f"d_{s}": c.estimate, f"d_{s}_lo": c.lo, f"d_{s}_hi": c.hi})
         row.update(m=m, n_combinations=int(by_k.size()[k]), n_cells=int(cells_at[k]), n_runs=len(runs[int(k)]))
         rows.append(row)
     return rows
 
 
-def _comparison_rows(point: dict, sub: pd.DataFrame, per_comb: pd.DataFrame, fits: dict, base_k: int, m: int,
-                     higher: bool, level: float) -> list[dict]:
+def _comparison_rows(point: dict, sub: pd.DataFrame, per_comb: pd.DataFrame, worst_fit: KFit, contrasts: dict,
+                     base_k: int, m: int, higher: bool, level: float) -> list[dict]:
     sign = 1.0 if higher else -1.0
-    worst_fit = fits["worst_m"]
     if base_k not in worst_fit.ks:
         return []
     rows = []
@@ -443,11 +441,11 @@ def _comparison_rows(point: dict, sub: pd.DataFrame, per_comb: pd.DataFrame, fit
         row = {**point, "k": k, "base_k": base_k, "m": m, "r": int(sub["repeat"].nunique()),
                "primary": bool(sub["primary"].notna().any()) if "primary" in sub else False}
         for s in STATISTICS:
-            c = contrast(fits[s], k, base_k, level)
+            c = contrasts[(s, k)]
             lo, hi = sorted((sign * c.lo, sign * c.hi)) if np.isfinite(c.lo) else (c.lo, c.hi)
             row.update({f"gain_{s}": sign * c.estimate, f"gain_{s}_lo": lo, f"gain_{s}_hi": hi,
                         f"p_{s}": c.p, f"se_{s}": c.se})
-        worst = contrast(worst_fit, k, base_k, level)
+        worst = contrasts[("worst_m", k)]
         row["df"] = worst.df
         row["mde_worst_m"] = minimum_detectable(worst.se, worst.df, level)
         row["worst_m_k"] = float(per_comb.loc[per_comb["k"] == k, "worst_m"].mean())
@@ -491,8 +489,11 @@ def robust_tables(jobs: pd.DataFrame, grid: Sequence[str] = (), m: int | None = 
             continue
         single = single_teacher_by_combination(sub, (), m, higher_is_better)
         fits = {s: fit_k_model(per_comb, s) for s in STATISTICS}
-        summary += _summary_rows(point, sub, per_comb, single, fits, base_k, m, level)
-        comparison += _comparison_rows(point, sub, per_comb, fits, base_k, m, higher_is_better, level)
+        contrasts = {(s, k): contrast(fit, k, base_k, level) for s, fit in fits.items()
+                     if base_k in fit.ks for k in fit.ks if k != base_k}  # each one once, for both tables
+        summary += _summary_rows(point, sub, per_comb, single, contrasts, m)
+        comparison += _comparison_rows(point, sub, per_comb, fits["worst_m"], contrasts, base_k, m, higher_is_better,
+                                       level)
     return pd.DataFrame(summary), pd.DataFrame(comparison)
 
 
