@@ -35,7 +35,7 @@ def forward_features(model: nn.Module, batch: dict, scores: bool = True) -> Feat
                 handles.append(getattr(att, name).register_forward_hook(
                     lambda _m, _inp, out, i=i, name=name: captured.__setitem__((i, name), out)))
     try:
-        out = model.hf(**batch, output_hidden_states=True)
+        out = model.hf(**model.inputs(batch), output_hidden_states=True)
     finally:
         for h in handles:
             h.remove()

@@ -83,9 +83,11 @@ def token_kd_loss(
 
 def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                        temperature: float = 1.0) -> torch.Tensor:
-    """TinyBERT's prediction-layer loss: -sum p_t log p_s at temperature T, batch mean."""
+    """TinyBERT's prediction-layer loss as its task_distill.py computes it: -p_t log p_s at
+    temperature T (no T^2), averaged over the batch AND the classes, i.e. the per-example soft
+    cross-entropy divided by the number of classes. The scale matters: gradients are clipped."""
     p_t = F.softmax(teacher_logits / temperature, dim=-1)
-    return -(p_t * F.log_softmax(student_logits / temperature, dim=-1)).sum(dim=-1).mean()
+    return -(p_t * F.log_softmax(student_logits / temperature, dim=-1)).mean()
 
 
 def masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -15,13 +15,17 @@ from bench.errors import SpecError
 
 @dataclass(frozen=True)
 class Param:
-    """A method parameter: its default and the range it must lie in (closed interval)."""
+    """A method parameter: its default and the range it (or each of its entries) must lie in.
 
-    default: float
+    ``kind`` is "number", "integer" or "indices" (a non-empty increasing list of integers, e.g.
+    teacher layers; not a grid axis). A ``None`` default means "the method decides at run time"
+    and the parameter is left out of the job's identity until the spec sets it."""
+
+    default: float | None
     low: float
     high: float
     doc: str
-    integer: bool = False
+    kind: str = "number"
 
 
 @dataclass(frozen=True)
@@ -35,19 +39,28 @@ class Method:
     doc: str
     convention: str  # the loss convention, recorded with every result
     features: str = "none"  # which teacher work is done online, recorded with every result
-    check: Callable[[Any, Any, str], None] | None = None  # (teacher spec, student spec, file)
+    check: Callable[[Any, Any, dict, str], None] | None = None  # (teacher spec, student spec, params, file)
     seed_offsets: tuple[int, ...] = (0,)  # data-order seeds a run derives from its seed s: s + offset
 
-    def defaults(self) -> dict[str, float]:
-        return {k: p.default for k, p in self.params.items()}
+    def defaults(self) -> dict[str, Any]:
+        return {k: p.default for k, p in self.params.items() if p.default is not None}
 
-    def check_param(self, key: str, value: Any, file: str, field: str) -> float:
+    def check_param(self, key: str, value: Any, file: str, field: str) -> Any:
+        """The validated value of parameter ``key`` (a float, an int or a tuple of ints)."""
         p = self.params[key]
-        if isinstance(value, bool) or not isinstance(value, int if p.integer else (int, float)):
-            raise SpecError(file, field, f"expected {'an integer' if p.integer else 'a number'}, got {value!r}")
+        if p.kind == "indices":
+            if not isinstance(value, list) or not value or any(
+                    isinstance(v, bool) or not isinstance(v, int) or not p.low <= v <= p.high for v in value) \
+                    or sorted(set(value)) != value:
+                raise SpecError(file, field, f"expected an increasing list of distinct integers in "
+                                f"[{p.low:g}, {p.high:g}] ({p.doc}), got {value!r}")
+            return tuple(value)
+        integer = p.kind == "integer"
+        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+            raise SpecError(file, field, f"expected {'an integer' if integer else 'a number'}, got {value!r}")
         if not p.low <= value <= p.high:
             raise SpecError(file, field, f"expected {p.low:g} <= {key} <= {p.high:g} ({p.doc}), got {value!r}")
-        return int(value) if p.integer else float(value)
+        return int(value) if integer else float(value)
 
 
 def _run_kd(ctx: Any) -> Any:
@@ -80,7 +93,7 @@ def _run_lm_kd(ctx: Any) -> Any:
     return train_lm_kd(ctx)
 
 
-def _models_of(kind: str, teacher: Any, student: Any, file: str, method: str, allowed: bool) -> None:
+def _models_of(kind: str, teacher: Any, student: Any, params: dict, file: str, method: str, allowed: bool) -> None:
     """Require (allowed=True) or forbid (False) model ``kind`` for both roles."""
     for role, spec in (("teacher", teacher), ("student", student)):
         if (spec.model == kind) != allowed:
@@ -95,16 +108,26 @@ def _bert_pair(teacher: Any, student: Any, file: str, method: str) -> None:
                             f"expected 'bert', got '{spec.model}'")
 
 
-def _check_tinybert(teacher: Any, student: Any, file: str) -> None:
+def _check_tinybert(teacher: Any, student: Any, params: dict, file: str) -> None:
     _bert_pair(teacher, student, file, "tinybert")
 
 
-def _check_distilbert(teacher: Any, student: Any, file: str) -> None:
+def _check_distilbert(teacher: Any, student: Any, params: dict, file: str) -> None:
+    """The student starts from ``student.pretrained`` or from the primary's ``layers``, not both;
+    layer indices are checked here when the teacher's depth is known without loading weights."""
     _bert_pair(teacher, student, file, "distilbert")
-    for key in ("pretrained", "params"):
-        if getattr(student, key):
-            raise SpecError(file, f"student.{key}", "method 'distilbert' builds the student from the primary "
-                            "teacher (every other layer); expected no student weights or config here")
+    if student.params:
+        raise SpecError(file, "student.params", "method 'distilbert' takes the student's config from "
+                        "student.pretrained or from the primary teacher; expected no student params")
+    layers = params.get("layers")
+    if student.pretrained and layers is not None:
+        raise SpecError(file, "method.layers", "the student starts from student.pretrained; expected no "
+                        "teacher layers to copy (or remove student.pretrained to build it from the primary)")
+    if layers is not None and teacher.pretrained is None:
+        depth = teacher.params.get("num_hidden_layers", 12)
+        if max(layers) >= depth:
+            raise SpecError(file, "method.layers", f"expected teacher layer indices below {depth} (the "
+                            f"teacher's num_hidden_layers), got {list(layers)}")
 
 
 KD_CONVENTION = "alpha*CE + (1-alpha)*T^2*KL(p_t||p_s), batchmean, t = mean of teacher logits"
@@ -140,12 +163,14 @@ METHODS: dict[str, Method] = {
         params={
             "temperature": Param(1.0, 1e-3, 1e3, "temperature of the prediction-layer soft cross-entropy"),
             "ild_epochs": Param(1, 0, 1000, "epochs of intermediate-layer distillation before student.epochs of "
-                                "prediction-layer distillation", integer=True),
+                                "prediction-layer distillation", kind="integer"),
+            "ild_lr": Param(None, 1e-8, 10.0, "learning rate of intermediate-layer distillation (TinyBERT's code: "
+                            "5e-5); default student.lr, which the prediction-layer stage uses"),
         },
         run=_run_tinybert,
         doc="TinyBERT task distillation: intermediate layers from the primary, predictions from the k-teacher mean",
         convention="ILD: MSE(E_S W_e, E_T) + sum_m MSE(H_S W_h, H_T[g(m)]) + MSE(attention scores), primary "
-                   "teacher, padding excluded; PLD: soft CE(p_mean(T) || p_s(T)), batchmean",
+                   "teacher, padding excluded; PLD: soft CE(p_mean(T) || p_s(T)), mean over batch and classes",
         features="online: primary teacher hidden states and attention scores (ILD)",
         check=_check_tinybert,
         seed_offsets=(0, 1),  # ILD uses the run's seed, PLD seed + 1
@@ -154,11 +179,16 @@ METHODS: dict[str, Method] = {
         name="distilbert",
         needs_primary=True,
         params={**KD_PARAMS,
-                "cos_weight": Param(1.0, 0.0, 100.0, "weight of the cosine loss on the last hidden states")},
+                "cos_weight": Param(1.0, 0.0, 100.0, "weight of the cosine loss on the last hidden states"),
+                "layers": Param(None, 0, 1000, "primary teacher layers the student starts from when "
+                                "student.pretrained is not set; default Sanh et al.'s [0, 2, 4, 7, 9, 11] for "
+                                "12-layer teachers, every other layer otherwise", kind="indices")},
         run=_run_distilbert,
-        doc="DistilBERT task distillation: student = primary teacher's every other layer; CE + KD (k-teacher "
-            "mean) + cosine loss to the primary's last hidden states",
-        convention=KD_CONVENTION + " + cos_weight * mean over tokens (1 - cos(h_S, h_primary))",
+        doc="DistilBERT task distillation: student = student.pretrained (the paper: distilbert-base-uncased) or "
+            "the primary teacher's `layers`; CE + KD (k-teacher mean) + cosine loss to the primary's last hidden "
+            "states",
+        convention=KD_CONVENTION + " + cos_weight * mean over tokens (1 - cos(h_S, h_primary)); student init: "
+                   "student.pretrained, else primary layers (default [0,2,4,7,9,11] if 12, else every other)",
         features="online: primary teacher last hidden states",
         check=_check_distilbert,
     ),

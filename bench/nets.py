@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
@@ -103,14 +105,20 @@ class CausalLM(nn.Module):
 
 
 class SequenceClassifier(nn.Module):
-    """Wraps a transformers sequence-classification model so that forward returns logits."""
+    """Wraps a transformers sequence-classification model so that forward returns logits. Batch
+    entries the model does not take are dropped (DistilBERT has no token_type_ids)."""
 
     def __init__(self, hf_model: nn.Module):
         super().__init__()
         self.hf = hf_model
+        self.accepts = frozenset(inspect.signature(hf_model.forward).parameters)
+
+    def inputs(self, batch: dict) -> dict:
+        """The entries of ``batch`` the wrapped model's forward accepts."""
+        return {k: v for k, v in batch.items() if k in self.accepts}
 
     def forward(self, **batch: torch.Tensor) -> torch.Tensor:
-        return self.hf(**batch).logits
+        return self.hf(**self.inputs(batch)).logits
 
 
 class CifarResNet(nn.Module):

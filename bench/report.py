@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -48,6 +49,11 @@ def planned_records(plan: Plan) -> list[dict]:
 
 def _save_csv(df: pd.DataFrame, path: Path) -> None:
     atomic_write_bytes(path, df.to_csv(index=False, float_format="%.6g").encode())
+
+
+def _param_text(value: Any) -> str:
+    """A method parameter as the report prints it: numbers short, lists as lists."""
+    return str(list(value)) if isinstance(value, (list, tuple)) else f"{value:g}"
 
 
 def _metric_label(record: dict) -> str:
@@ -350,7 +356,7 @@ def write_report(plan: Plan, options: ReportOptions = ReportOptions()) -> Path:
     blocks: list[tuple] = [
         ("h1", f"Sweep `{sweep.name}`"),
         ("p", f"Task `{sweep.task.name}`, method `{sweep.method.name}` "
-              f"({', '.join(f'{k}={v:g}' for k, v in sweep.method.params.items())}), "
+              f"({', '.join(f'{k}={_param_text(v)}' for k, v in sweep.method.params.items())}), "
               f"N={sweep.teachers} teachers (`{sweep.teacher.model}`), students `{sweep.student.model}`, "
               f"k in {list(sweep.k)}, r={sweep.repeats} repeats" + (f", grid {dict(sweep.grid)}" if grid else "") + ". "
               f"Runs recorded: {n_ok} ok, {n_diverged} diverged (no score), {n_skipped} not run (a teacher failed), "

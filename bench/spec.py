@@ -305,6 +305,9 @@ def _grid(data: Any, method: MethodSpec, file: str) -> dict:
         if axis not in m.params:
             raise SpecError(file, f"grid.{axis}", f"not a parameter of method '{method.name}'"
                             f"{did_you_mean(axis, m.params)}; expected one of: {', '.join(m.params)}")
+        if m.params[axis].kind == "indices":
+            raise SpecError(file, f"grid.{axis}", f"'{axis}' is a list and not a grid axis; expected it in "
+                            "[method] and a numeric parameter here")
         if not isinstance(values, list) or not values:
             raise SpecError(file, f"grid.{axis}", f"expected a non-empty list of values, got {values!r}")
         checked = tuple(m.check_param(axis, v, file, f"grid.{axis}[{i}]") for i, v in enumerate(values))
@@ -398,7 +401,7 @@ def parse_sweep(data: dict, file: str) -> Sweep:
     from bench.methods import METHODS
 
     if METHODS[method.name].check is not None:
-        METHODS[method.name].check(teacher, student, file)
+        METHODS[method.name].check(teacher, student, method.params, file)
     _check_seeds(teacher, student, n, repeats, METHODS[method.name].seed_offsets, file)
     grid = _grid(data.get("grid", {}), method, file)
     run = _run(data.get("run", {}), file)

@@ -9,14 +9,19 @@ from bench.losses import attention_mse, cosine_hidden_loss, layer_map, masked_ms
 
 
 def test_soft_cross_entropy_by_hand():
+    """TinyBERT's code averages -p_t log p_s over batch and classes: per example, the soft
+    cross-entropy over C classes divided by C."""
     s = torch.tensor([[0.0, 0.0]])
     t = torch.tensor([[math.log(3.0), 0.0]])  # p_t = (3/4, 1/4)
-    assert soft_cross_entropy(s, t).item() == pytest.approx(math.log(2))  # -sum p_t log(1/2)
+    assert soft_cross_entropy(s, t).item() == pytest.approx(math.log(2) / 2)  # -sum p_t log(1/2), / 2 classes
     s2 = torch.tensor([[math.log(3.0), 0.0]])
-    expected = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))  # the teacher's entropy
+    expected = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25)) / 2  # the teacher's entropy / 2 classes
     assert soft_cross_entropy(s2, t).item() == pytest.approx(expected)
-    # temperature: T=2 on logits (2 ln 3, 0) is T=1 on (ln 3, 0)
+    # temperature: T=2 on logits (2 ln 3, 0) is T=1 on (ln 3, 0); no T^2 factor
     assert soft_cross_entropy(s2 * 2, t * 2, temperature=2.0).item() == pytest.approx(expected)
+    # two examples: the mean of the two
+    both = soft_cross_entropy(torch.cat([s, s2]), torch.cat([t, t])).item()
+    assert both == pytest.approx((math.log(2) / 2 + expected) / 2)
 
 
 def test_masked_mse_ignores_padding():
@@ -73,21 +78,39 @@ def test_attention_scores_are_the_pre_softmax_scores():
         torch.testing.assert_close(mine.softmax(-1), theirs)
 
 
-def test_distilbert_student_takes_every_other_layer():
+def _tiny_bert(layers):
     from transformers import AutoModelForSequenceClassification, BertConfig
 
-    from bench.distilbert import every_other_layer
     from bench.nets import SequenceClassifier
 
-    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=6, num_attention_heads=2,
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=layers, num_attention_heads=2,
                         intermediate_size=32, num_labels=2)
-    teacher = SequenceClassifier(AutoModelForSequenceClassification.from_config(config))
-    student = every_other_layer(teacher)
-    assert student.hf.config.num_hidden_layers == 3 and teacher.hf.config.num_hidden_layers == 6
+    return SequenceClassifier(AutoModelForSequenceClassification.from_config(config))
+
+
+@pytest.mark.parametrize("depth,layers,expected", [
+    (6, None, [0, 2, 4]),  # every other layer
+    (12, None, [0, 2, 4, 7, 9, 11]),  # Sanh et al.'s extraction for 12-layer teachers
+    (12, (1, 5, 11), [1, 5, 11]),  # set in the spec: method.layers
+])
+def test_distilbert_student_takes_the_primary_layers(depth, layers, expected):
+    from bench.distilbert import primary_layers
+
+    teacher = _tiny_bert(depth)
+    student = primary_layers(teacher, layers)
+    assert student.hf.config.num_hidden_layers == len(expected) and teacher.hf.config.num_hidden_layers == depth
     t_layers, s_layers = teacher.hf.bert.encoder.layer, student.hf.bert.encoder.layer
-    for i, j in enumerate([0, 2, 4]):
+    for i, j in enumerate(expected):
         torch.testing.assert_close(s_layers[i].attention.self.query.weight, t_layers[j].attention.self.query.weight)
         torch.testing.assert_close(s_layers[i].output.dense.weight, t_layers[j].output.dense.weight)
     torch.testing.assert_close(student.hf.classifier.weight, teacher.hf.classifier.weight)
     torch.testing.assert_close(student.hf.bert.embeddings.word_embeddings.weight,
                                teacher.hf.bert.embeddings.word_embeddings.weight)
+
+
+def test_distilbert_layers_beyond_the_teacher_are_refused():
+    from bench.distilbert import primary_layers
+
+    with pytest.raises(ValueError, match="the teacher has 6 layers"):
+        primary_layers(_tiny_bert(6), (0, 6))
+

@@ -46,9 +46,9 @@ STUDENTS = {
 }
 
 
-def _job(project, method):
+def _job(project, method, student=None):
     spec = project / f"{method}.toml"
-    spec.write_text(SPEC.format(method=method, glue=GLUE, student=STUDENTS[method]))
+    spec.write_text(SPEC.format(method=method, glue=GLUE, student=STUDENTS[method] if student is None else student))
     plan = make_plan(load_sweep(spec))
     cpu = torch.device("cpu")
     for t in plan.teachers:
@@ -110,6 +110,20 @@ def test_tinybert_job_uses_primary_features_and_mean_logits(project, monkeypatch
     assert record["fit"]["ild_steps"] > 0
 
 
+def test_tinybert_ild_runs_at_ild_lr_and_pld_at_student_lr(project, monkeypatch):
+    """TinyBERT's code runs ILD at 5e-5 and PLD at 3e-5: two learning rates, one per stage."""
+    spec = STUDENTS["tinybert"] + "\nlr = 3e-5"
+    monkeypatch.setitem(STUDENTS, "tinybert", spec)
+    _, _, payload, _ = _job(project, "tinybert")
+    payload["config"]["method"]["params"]["ild_lr"] = 5e-5
+    stages = []
+    real = tinybert.train
+    monkeypatch.setattr(tinybert, "train", lambda model, split, train_spec, *a, **kw:
+                        stages.append((train_spec.epochs, train_spec.lr)) or real(model, split, train_spec, *a, **kw))
+    assert run_distill(payload, torch.device("cpu"))["status"] == "ok"
+    assert stages == [(1, 5e-5), (1, 3e-5)]  # (ILD epochs, ILD lr), (PLD epochs, student.lr)
+
+
 def test_distilbert_job_starts_from_primary_and_uses_mean_logits(project, monkeypatch):
     plan, job, payload, mean = _job(project, "distilbert")
     loaded = _spy_teacher_loads(monkeypatch, distilbert)
@@ -118,9 +132,9 @@ def test_distilbert_job_starts_from_primary_and_uses_mean_logits(project, monkey
     real_kd = distilbert.kd_loss
     monkeypatch.setattr(distilbert, "kd_loss", lambda s, t, y, temp, a: targets.append(t.detach().clone())
                         or real_kd(s, t, y, temp, a))
-    real_init = distilbert.every_other_layer
-    monkeypatch.setattr(distilbert, "every_other_layer",
-                        lambda teacher: inits.append(teacher) or real_init(teacher))
+    real_init = distilbert.primary_layers
+    monkeypatch.setattr(distilbert, "primary_layers",
+                        lambda teacher, layers: inits.append(teacher) or real_init(teacher, layers))
     record = run_distill(payload, torch.device("cpu"))
     assert [key for key, _ in loaded] == [plan.teachers[1].key]
     assert inits == [loaded[0][1]]  # the student is built from the primary
@@ -129,3 +143,42 @@ def test_distilbert_job_starts_from_primary_and_uses_mean_logits(project, monkey
     seen = torch.cat(targets).numpy()
     np.testing.assert_allclose(np.sort(seen, axis=0), np.sort(mean.astype(np.float32), axis=0), rtol=1e-5, atol=1e-6)
     assert record["n_params"] > 0 and record["status"] == "ok"
+
+
+def test_distilbert_student_from_pretrained_folder_as_the_paper_does(project, monkeypatch):
+    """The paper initialises every student from distilbert-base-uncased: here a tiny DistilBERT
+    saved to a folder, same width as the teacher; the student must start from its weights (and
+    run without token_type_ids, which DistilBERT does not take)."""
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    torch.manual_seed(1)
+    folder = project / "tiny-distilbert"
+    DistilBertForSequenceClassification(DistilBertConfig(
+        vocab_size=30522, dim=24, n_layers=1, n_heads=2, hidden_dim=32, max_position_embeddings=64)
+    ).save_pretrained(folder)
+    plan, job, payload, _ = _job(project, "distilbert", student=f'pretrained = "{folder}"')
+    inits = []
+    real = distilbert.initial_student
+    monkeypatch.setattr(distilbert, "initial_student",
+                        lambda ctx, teacher: inits.append(real(ctx, teacher)) or inits[-1])
+    saved = DistilBertForSequenceClassification.from_pretrained(folder)
+    original = saved.distilbert.transformer.layer[0].ffn.lin1.weight.detach().clone()
+    record = run_distill(payload, torch.device("cpu"))
+    assert record["status"] == "ok"
+    student = inits[0]
+    assert student.hf.config.model_type == "distilbert" and student.hf.config.n_layers == 1
+    moved = student.hf.distilbert.transformer.layer[0].ffn.lin1.weight.detach()
+    assert not torch.equal(moved, original)  # trained from there ...
+    assert (moved - original).abs().max() < 0.05  # ... a small step away after one short epoch
+
+
+def test_distilbert_student_width_must_match_the_teacher(project):
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    folder = project / "narrow"
+    DistilBertForSequenceClassification(DistilBertConfig(
+        vocab_size=30522, dim=16, n_layers=1, n_heads=2, hidden_dim=32, max_position_embeddings=64)
+    ).save_pretrained(folder)
+    _, _, payload, _ = _job(project, "distilbert", student=f'pretrained = "{folder}"')
+    with pytest.raises(ValueError, match="hidden size 16, the teacher 24"):
+        run_distill(payload, torch.device("cpu"))

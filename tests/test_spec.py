@@ -70,13 +70,33 @@ def test_toml_syntax_error_and_missing_file(project, capsys):
     assert "cannot read the spec file" in capsys.readouterr().err
 
 
-def test_distilbert_student_comes_from_the_teacher(project, capsys):
+_DISTIL = ('name = "d"\nteachers = 2\n[task]\nname = "cola"\ntokenizer = "all-minilm-l6-v2"\n'
+           '[teacher]\nmodel = "bert"\nparams = {{ num_hidden_layers = 6 }}\n[student]\nmodel = "bert"\nseed = 5\n{student}\n'
+           '[method]\nname = "distilbert"\n{method}\n')
+
+
+@pytest.mark.parametrize("student,method,expected", [
+    ('pretrained = "x"', "layers = [0, 2]", ["method.layers", "the student starts from student.pretrained"]),
+    ("", "layers = [0, 6]", ["method.layers", "below 6 (the teacher's num_hidden_layers)", "[0, 6]"]),
+    ("", "layers = [2, 0]", ["method.layers", "increasing list of distinct integers"]),
+    ("", "layers = 3", ["method.layers", "got 3"]),
+    ("params = { hidden_size = 8 }", "", ["student.params", "expected no student params"]),
+    ("", "[grid]\nlayers = [[0], [1]]", ["grid.layers", "not a grid axis"]),
+])
+def test_distilbert_student_init_errors(project, capsys, student, method, expected):
     path = project / "d.toml"
-    path.write_text('name = "d"\nteachers = 2\n[task]\nname = "cola"\ntokenizer = "all-minilm-l6-v2"\n'
-                    '[teacher]\nmodel = "bert"\n[student]\nmodel = "bert"\npretrained = "x"\n'
-                    '[method]\nname = "distilbert"\n')
+    path.write_text(_DISTIL.format(student=student, method=method))
     err = _error(capsys, path, "plan")
-    assert "student.pretrained" in err and "builds the student from the primary teacher" in err
+    for piece in expected:
+        assert piece in err, err
+
+
+def test_distilbert_student_init_choices_load(project):
+    path = project / "d.toml"
+    path.write_text(_DISTIL.format(student='pretrained = "distilbert-base-uncased"', method=""))
+    assert "layers" not in load_sweep(path).method.params  # run-time default: the key does not carry it
+    path.write_text(_DISTIL.format(student="", method="layers = [0, 3, 5]"))
+    assert load_sweep(path).method.params["layers"] == (0, 3, 5)
 
 
 def test_non_utf8_spec(project, capsys):
