@@ -56,6 +56,9 @@ def jobs_frame(records: Sequence[dict], grid: Sequence[str] = ()) -> pd.DataFram
             row[f"t_{t}"] = v
         row["teacher_keys"] = ",".join(r["teacher_keys"])
         row["constant_predictions"] = _constant_predictions(r)
+        fidelity = (r.get("teacher_work") or {}).get("cache_fidelity")
+        if fidelity:  # LM top-K caches: how well the cached KD gradient matches the exact one
+            row["cache_grad_cosine"] = fidelity["grad_cosine"]
         rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:

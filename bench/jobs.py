@@ -71,6 +71,7 @@ class DistillContext:
     device: Any
     teacher_outputs: tuple = ()  # each teacher's stored outputs as loaded (e.g. the LM's top-K caches)
     fit: dict = field(default_factory=dict)  # the recipe reports steps and seconds here
+    teacher_work: dict = field(default_factory=dict)  # the recipe adds notes on its teacher targets here
 
 
 def with_augmented_train(config: dict, data: Any, cache: str, augment: str) -> Any:
@@ -154,7 +155,7 @@ def run_distill(job: dict, device: Any) -> dict:
         "predictions": {split: encode_array(p) for split, p in predictions.items()},
         "teacher_work": {"logits": "cached" + (" (augmented examples included)" if augment else "")
                          + (" per (example, training view)" if data.splits["train"].n_views else ""),
-                         "features": METHODS[config["method"]["name"]].features},
+                         "features": METHODS[config["method"]["name"]].features, **ctx.teacher_work},
         "timings": {"queue_wait": job["queue_wait"], "setup": t_setup - started, "train": t_train - t_setup,
                     "eval": t_eval - t_train, "total": t_eval - started},
         "device": job["device"], "slot": job["slot"], "torch_device": str(device),

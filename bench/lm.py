@@ -215,7 +215,9 @@ def teacher_topk(model: Any, data: Any, device: Any, k: int, batch_size: int = 3
     ``topk_idx`` (int32) and ``topk_val`` (float16), shape (blocks, max_length, K); and
     ``tail_logit`` (float32, (blocks, max_length)): the logit that, given to each of the V - K
     other tokens, keeps their total probability at T = 1 exact (log of their mean exp-logit;
-    -inf when K = V)."""
+    -inf when K = V); and ``fidelity`` (float32, one row per FIDELITY_TEMPERATURES: T, gradient
+    cosine, loss ratio of this cache against the exact logits, ``cache_fidelity``, for a uniform
+    student on the fidelity sample)."""
     import torch
 
     model.to(device).eval()
@@ -230,8 +232,14 @@ def teacher_topk(model: Any, data: Any, device: Any, k: int, batch_size: int = 3
             idx_out.append(top.indices.to(torch.int32).cpu().numpy())
             val_out.append(top.values.to(torch.float16).cpu().numpy())
             tail_out.append(tail_logit(logits, top.values).cpu().numpy())
-    return {"topk_idx": np.concatenate(idx_out), "topk_val": np.concatenate(val_out),
-            "tail_logit": np.concatenate(tail_out)}
+    out = {"topk_idx": np.concatenate(idx_out), "topk_val": np.concatenate(val_out),
+           "tail_logit": np.concatenate(tail_out)}
+    sample = fidelity_sample(data)
+    exact = full_logits(model, data, device, sample)
+    uniform = torch.zeros_like(exact)  # a student that knows nothing yet
+    rows = [cache_fidelity([exact], [sample_cache(out, sample)], uniform, t) for t in FIDELITY_TEMPERATURES]
+    out["fidelity"] = np.array([[r["temperature"], r["grad_cosine"], r["loss_ratio"]] for r in rows], np.float32)
+    return out
 
 
 def mean_tail(tails: list[np.ndarray]) -> np.ndarray:
@@ -272,6 +280,80 @@ def union_target(indices: list[np.ndarray], values: list[np.ndarray]) -> tuple[n
     return union.reshape(*shape, -1), mean.reshape(*shape, -1)
 
 
+# --------------------------------------------------------------------------- cache fidelity
+
+FIDELITY_POSITIONS = 1024  # training positions (the first ones) on which a cache's fidelity is measured
+FIDELITY_TEMPERATURES = (1.0, 2.0, 4.0)  # measured for each teacher's own cache when it is written
+
+
+def cache_fidelity(exact: list[Any], outputs: list[dict], student_logits: Any, temperature: float) -> dict:
+    """How well the cached k-teacher target stands in for the exact one, on some positions.
+
+    ``exact``: each teacher's full next-token logits (positions, V); ``outputs``: the same
+    teachers' cache entries at those positions (``topk_idx``, ``topk_val``, ``tail_logit``);
+    ``student_logits`` (positions, V): the student the KD term is evaluated for. Returns the
+    cosine between the gradients (w.r.t. the student logits) of the cached and of the exact KD
+    term ``T^2 KL``, and the ratio cached / exact of that term, over all the positions."""
+    import torch
+
+    from bench.losses import token_kd_loss
+
+    ids, vals = union_target([o["topk_idx"] for o in outputs], [o["topk_val"] for o in outputs])
+    tail = torch.from_numpy(mean_tail([o["tail_logit"] for o in outputs])).reshape(-1)
+    s = student_logits.detach().float().reshape(-1, student_logits.shape[-1])
+    n, vocab = s.shape
+    mean = torch.stack([e.float().reshape(n, vocab) for e in exact]).mean(0)
+    labels, ones = torch.zeros(n, dtype=torch.long), torch.ones(n)
+
+    def term(target_ids: Any, target_logits: Any, tail_logits: Any) -> tuple[float, Any]:
+        x = s.clone().requires_grad_(True)
+        loss = token_kd_loss(x, target_ids, target_logits, labels, ones, temperature, 0.0, tail_logits=tail_logits)
+        loss.backward()
+        return float(loss.detach()), x.grad.reshape(-1)
+
+    cached, g_cached = term(torch.from_numpy(ids).reshape(n, -1).long(), torch.from_numpy(vals).reshape(n, -1), tail)
+    full, g_full = term(torch.arange(vocab).expand(n, vocab), mean, None)
+    cosine = float(torch.nn.functional.cosine_similarity(g_cached, g_full, dim=0))
+    return {"grad_cosine": cosine, "loss_ratio": cached / full if full > 0 else 1.0, "positions": n,
+            "temperature": temperature}
+
+
+def fidelity_sample(data: Any) -> np.ndarray:
+    """The training blocks that hold the first FIDELITY_POSITIONS positions (cache fidelity)."""
+    return np.arange(min(-(-FIDELITY_POSITIONS // data.shape.context), len(data.splits["train"])))
+
+
+def sample_cache(output: dict, idx: np.ndarray) -> dict:
+    """A teacher cache's entries at the fidelity sample's positions, flattened to (positions, ...)."""
+    return {name: output[name][idx].reshape(-1, *output[name].shape[2:])[:FIDELITY_POSITIONS]
+            for name in ("topk_idx", "topk_val", "tail_logit")}
+
+
+def full_logits(model: Any, data: Any, device: Any, idx: np.ndarray) -> Any:
+    """A model's next-token logits (positions, V) at the fidelity sample's positions of training
+    blocks ``idx``, float32 on the CPU."""
+    import torch
+
+    model.to(device).eval()
+    with torch.no_grad():
+        batch = {n: v.to(device) for n, v in data.splits["train"].batch(idx).items()}
+        return model(**batch).float().flatten(0, 1)[:FIDELITY_POSITIONS].cpu()
+
+
+def job_cache_fidelity(ctx: Any, student: Any) -> dict:
+    """The fidelity of this job's k-teacher cached target at its temperature, for the student as
+    initialised, on the fidelity sample (k teacher forwards on a few blocks)."""
+    from bench.teachers import load_teacher_model
+
+    idx = fidelity_sample(ctx.data)
+    exact = [full_logits(load_teacher_model(ctx.teachers_root, ctx.data.name, key, ctx.data.shape, ctx.device),
+                         ctx.data, ctx.device, idx) for key in ctx.teacher_keys]
+    logits = full_logits(student, ctx.data, ctx.device, idx)
+    student.train()
+    return cache_fidelity(exact, [sample_cache(o, idx) for o in ctx.teacher_outputs], logits,
+                          ctx.params["temperature"])
+
+
 # --------------------------------------------------------------------------- the method
 
 def train_lm_kd(ctx: Any) -> Any:
@@ -285,6 +367,8 @@ def train_lm_kd(ctx: Any) -> Any:
 
     set_seed(ctx.seed)
     model = MODELS[ctx.spec.model].build(ctx.spec, ctx.data.shape)
+    if ctx.params["alpha"] < 1.0:  # eval-mode forwards: the random streams of training are untouched
+        ctx.teacher_work["cache_fidelity"] = job_cache_fidelity(ctx, model)
     ids, logits = union_target([o["topk_idx"] for o in ctx.teacher_outputs],
                                [o["topk_val"] for o in ctx.teacher_outputs])
     tail = torch.from_numpy(mean_tail([o["tail_logit"] for o in ctx.teacher_outputs]))

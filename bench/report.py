@@ -202,12 +202,25 @@ def paper_comparison(paper: pd.DataFrame, robust: pd.DataFrame, grid: list[str],
     return out
 
 
+FIDELITY_TARGET = 0.99  # gradient cosine of the LM cache's KD term against the exact one
+
+
 def gap_notes(jobs: pd.DataFrame, grid: list[str], robust: pd.DataFrame, higher: bool, n_diverged: int) -> list[str]:
-    """Sentences naming what the statistics leave out: diverged runs (no score; leaving them out
-    flatters the worst case) and cells with fewer than m ok runs."""
+    """Sentences naming what the statistics leave out or rest on: diverged runs (no score;
+    leaving them out flatters the worst case), cells with fewer than m ok runs, and LM runs whose
+    cached teacher target gave a KD gradient with cosine below FIDELITY_TARGET to the exact one."""
     from bench.stats import cells
 
     notes = []
+    if "cache_grad_cosine" in jobs:
+        low = jobs[jobs["cache_grad_cosine"] < FIDELITY_TARGET]
+        if len(low):
+            worst = low.loc[low["cache_grad_cosine"].idxmin()]
+            where = ", ".join(f"{g}={worst[g]:g}" for g in grid)
+            notes.append(f"in {len(low)} run(s) the teachers' top-K cache gives a KD gradient with cosine below "
+                         f"{FIDELITY_TARGET} to the exact one (lowest {worst['cache_grad_cosine']:.3f} at k={worst['k']}"
+                         + (f", {where}" if where else "") + "); those runs distil an approximate target: raise "
+                         "task.teacher_topk (docs/lm.md)")
     if n_diverged:
         notes.append(f"{n_diverged} run(s) diverged and have no score; they are left out, which flatters the worst "
                      "case")

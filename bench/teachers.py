@@ -129,6 +129,8 @@ def train_teacher(job: dict, data, device, started: float) -> dict:
                     "total": time.perf_counter() - started},
         "device": job["device"], "slot": job["slot"], "attempt": job["attempt"],
         "deterministic": torch.are_deterministic_algorithms_enabled(),
+        **({"cache_fidelity": [dict(zip(("temperature", "grad_cosine", "loss_ratio"), map(float, row)))
+                               for row in outputs["fidelity"]]} if "fidelity" in outputs else {}),
         "provenance": {**provenance(), "started": time.time() - (time.perf_counter() - started),
                        "finished": time.time()},
     }

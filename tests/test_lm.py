@@ -144,6 +144,14 @@ def test_tiny_lm_sweep_end_to_end(project):
     for r in recs.values():
         assert set(r["scores"]) == {"val", "lambada"} and 0 <= r["scores"]["lambada"]["accuracy"] <= 1
         assert 1 < r["score"] < 1024  # better than... at most the vocabulary for a trained model
+    for meta in (project / "teachers" / "lm").glob("*/meta.json"):  # each cache's own fidelity, k = 1
+        rows = json.loads(meta.read_text())["cache_fidelity"]
+        assert [r["temperature"] for r in rows] == [1.0, 2.0, 4.0]
+        assert all(0 < r["grad_cosine"] <= 1 + 1e-6 and r["loss_ratio"] > 0 for r in rows)
+    for r in recs.values():  # the cache's fidelity at the job's temperature, measured and recorded
+        fidelity = r["teacher_work"]["cache_fidelity"]
+        assert fidelity["temperature"] == r["config"]["method"]["params"]["temperature"]
+        assert 0 < fidelity["grad_cosine"] <= 1 + 1e-6 and fidelity["loss_ratio"] > 0
     import pandas as pd
 
     table = pd.read_csv(project / "reports" / "lm-toy" / "scores_by_grid.csv")
@@ -196,3 +204,41 @@ def test_token_kd_loss_with_a_tail_bucket_by_hand():
     full.backward()
     assert torch.isfinite(s2.grad).all()
     assert full.item() == pytest.approx(kd_loss(s, torch.tensor([[2.0, 1.0, 0.0, 0.0]]), torch.tensor([0]), 2.0, 0.3).item(), rel=1e-5)
+
+
+def test_cache_fidelity_by_hand():
+    """V = 3, K = 1, a uniform student, T = 1: the cache keeps token 0 and the tail's total mass
+    exactly, but not how the tail splits (p1 != p2), so the gradient on tokens 1 and 2 is off."""
+    from bench.lm import cache_fidelity, tail_logit
+
+    logits = torch.tensor([[2.0, 0.0, -2.0]])
+    top = torch.topk(logits, 1, dim=-1)
+    cache = {"topk_idx": top.indices.int().numpy(), "topk_val": top.values.half().numpy(),
+             "tail_logit": tail_logit(logits, top.values).numpy()}
+    got = cache_fidelity([logits], [cache], torch.zeros(1, 3), 1.0)
+    p = torch.softmax(logits, -1)[0].double()
+    q = torch.full((3,), 1 / 3, dtype=torch.float64)
+    exact_grad = q - p
+    bucket = p[1] + p[2]
+    cached_grad = torch.stack([q[0] - p[0], q[1] - bucket / 2, q[2] - bucket / 2])
+    cos = float(exact_grad @ cached_grad / exact_grad.norm() / cached_grad.norm())
+    assert got["grad_cosine"] == pytest.approx(cos, abs=1e-3)
+    exact_kl = float((p * (p / q).log()).sum())
+    cached_kl = float(p[0] * (p[0] / q[0]).log() + bucket * (bucket / (2 / 3)).log())
+    assert got["loss_ratio"] == pytest.approx(cached_kl / exact_kl, abs=1e-3)
+    assert got["grad_cosine"] < 0.999 and got["loss_ratio"] < 1
+
+
+def test_cache_fidelity_is_exact_when_the_cache_keeps_every_logit():
+    from bench.lm import cache_fidelity, tail_logit
+
+    torch.manual_seed(0)
+    teachers = [torch.randn(5, 7) * 3 for _ in range(2)]
+    caches = []
+    for t in teachers:
+        top = torch.topk(t, 7, dim=-1)
+        caches.append({"topk_idx": top.indices.int().numpy(), "topk_val": top.values.half().numpy(),
+                       "tail_logit": tail_logit(t, top.values).numpy()})
+    for temp in (1.0, 4.0):
+        got = cache_fidelity([t.half().float() for t in teachers], caches, torch.randn(5, 7), temp)
+        assert got["grad_cosine"] == pytest.approx(1.0, abs=1e-5) and got["loss_ratio"] == pytest.approx(1.0, abs=1e-4)

@@ -92,3 +92,14 @@ def test_verdict_names_a_missing_largest_k_and_a_sweep_without_k1():
     # no k=1 runs at all: the tables still have the single-teacher columns, empty
     summary, comparison = robust_tables(jobs[jobs["k"] > 1], base_k=2)
     assert summary["single_worst"].isna().all() and comparison.empty
+
+
+def test_low_lm_cache_fidelity_is_named_in_the_notes():
+    from bench.report import gap_notes
+
+    jobs = pd.DataFrame({"k": [1, 3, 3], "temperature": [1.0, 4.0, 1.0], "status": ["ok"] * 3,
+                         "cache_grad_cosine": [0.999, 0.93, 0.985]})
+    notes = gap_notes(jobs, ["temperature"], pd.DataFrame(), False, 0)
+    assert len(notes) == 1
+    assert "in 2 run(s)" in notes[0] and "lowest 0.930 at k=3, temperature=4" in notes[0]
+    assert gap_notes(jobs.assign(cache_grad_cosine=0.995), ["temperature"], pd.DataFrame(), False, 0) == []
