@@ -210,8 +210,12 @@ def tail_logit(logits: Any, top_values: Any) -> Any:
     return lse_all + torch.log1p(-share) - math.log(vocab - k)
 
 
+CACHE_FIELDS = ("topk_idx", "topk_val", "tail_logit")  # a top-K cache; a dense one holds "logits"
+
+
 def teacher_topk(model: Any, data: Any, device: Any, k: int, batch_size: int = 32) -> dict[str, np.ndarray]:
-    """A teacher's K largest next-token logits at every position of every training block:
+    """The teacher cache. With k = 0 (or k >= V): every next-token logit, ``logits`` (float16,
+    (blocks, max_length, V)), exact up to float16. Otherwise its K largest next-token logits at every position of every training block:
     ``topk_idx`` (int32) and ``topk_val`` (float16), shape (blocks, max_length, K); and
     ``tail_logit`` (float32, (blocks, max_length)): the logit that, given to each of the V - K
     other tokens, keeps their total probability at T = 1 exact (log of their mean exp-logit;
@@ -222,29 +226,53 @@ def teacher_topk(model: Any, data: Any, device: Any, k: int, batch_size: int = 3
 
     model.to(device).eval()
     train = data.splits["train"]
-    k = min(k, data.shape.vocab_size)
-    idx_out, val_out, tail_out = [], [], []
+    dense = k == 0 or k >= data.shape.vocab_size
+    parts: dict[str, list] = {name: [] for name in (("logits",) if dense else CACHE_FIELDS)}
     with torch.no_grad():
         for b in range(0, len(train), batch_size):
             idx = np.arange(b, min(b + batch_size, len(train)))
             logits = model(**{n: v.to(device) for n, v in train.batch(idx).items()}).float()
+            if dense:
+                parts["logits"].append(logits.to(torch.float16).cpu().numpy())
+                continue
             top = torch.topk(logits, k, dim=-1)
-            idx_out.append(top.indices.to(torch.int32).cpu().numpy())
-            val_out.append(top.values.to(torch.float16).cpu().numpy())
-            tail_out.append(tail_logit(logits, top.values).cpu().numpy())
-    out = {"topk_idx": np.concatenate(idx_out), "topk_val": np.concatenate(val_out),
-           "tail_logit": np.concatenate(tail_out)}
+            parts["topk_idx"].append(top.indices.to(torch.int32).cpu().numpy())
+            parts["topk_val"].append(top.values.to(torch.float16).cpu().numpy())
+            parts["tail_logit"].append(tail_logit(logits, top.values).cpu().numpy())
+    out = {name: np.concatenate(arrays) for name, arrays in parts.items()}
     sample = fidelity_sample(data)
     exact = full_logits(model, data, device, sample)
     uniform = torch.zeros_like(exact)  # a student that knows nothing yet
-    rows = [cache_fidelity([exact], [sample_cache(out, sample)], uniform, t) for t in FIDELITY_TEMPERATURES]
-    out["fidelity"] = np.array([[r["temperature"], r["grad_cosine"], r["loss_ratio"]] for r in rows], np.float32)
+    rows = [(t, cache_fidelity([exact], [sample_cache(out, sample)], uniform, t)) for t in FIDELITY_TEMPERATURES]
+    out["fidelity"] = np.array([[t, r["grad_cosine"], r["loss_ratio"]] for t, r in rows], np.float32)
     return out
 
 
 def mean_tail(tails: list[np.ndarray]) -> np.ndarray:
     """The k-teacher logit of every token outside the union: the mean of the teachers' tail logits."""
     return np.mean(np.stack([np.asarray(t, dtype=np.float32) for t in tails]), axis=0)
+
+
+def mean_dense(logits: list[np.ndarray], rows: int = 4096) -> np.ndarray:
+    """The mean of k dense caches (float16, (..., V)), accumulated in float32 a chunk of rows at
+    a time so that the peak memory stays one float16 copy above the inputs."""
+    flat = [np.asarray(lg).reshape(-1, lg.shape[-1]) for lg in logits]
+    out = np.empty(flat[0].shape, dtype=np.float16)
+    for a in range(0, len(out), rows):
+        out[a:a + rows] = sum(f[a:a + rows].astype(np.float32) for f in flat) / len(flat)
+    return out.reshape(logits[0].shape)
+
+
+def kd_target(outputs: list[dict]) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """The k-teacher target from the teachers' caches: (token ids, logits, tail logits). Dense
+    caches give (None, the mean logits over the whole vocabulary, None): exact. Top-K caches give
+    ``union_target`` and ``mean_tail``: an approximation (docs/lm.md)."""
+    if all("logits" in o for o in outputs):
+        return None, mean_dense([o["logits"] for o in outputs]), None
+    if any("logits" in o for o in outputs):
+        raise ValueError("the k teachers' caches mix dense and top-K logits; retrain them with one task.teacher_topk")
+    ids, vals = union_target([o["topk_idx"] for o in outputs], [o["topk_val"] for o in outputs])
+    return ids, vals, mean_tail([o["tail_logit"] for o in outputs])
 
 
 def union_target(indices: list[np.ndarray], values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -298,24 +326,25 @@ def cache_fidelity(exact: list[Any], outputs: list[dict], student_logits: Any, t
 
     from bench.losses import token_kd_loss
 
-    ids, vals = union_target([o["topk_idx"] for o in outputs], [o["topk_val"] for o in outputs])
-    tail = torch.from_numpy(mean_tail([o["tail_logit"] for o in outputs])).reshape(-1)
+    ids, vals, tail = kd_target(outputs)
     s = student_logits.detach().float().reshape(-1, student_logits.shape[-1])
     n, vocab = s.shape
     mean = torch.stack([e.float().reshape(n, vocab) for e in exact]).mean(0)
     labels, ones = torch.zeros(n, dtype=torch.long), torch.ones(n)
+    every = torch.arange(vocab).expand(n, vocab)
 
     def term(target_ids: Any, target_logits: Any, tail_logits: Any) -> tuple[float, Any]:
         x = s.clone().requires_grad_(True)
         loss = token_kd_loss(x, target_ids, target_logits, labels, ones, temperature, 0.0, tail_logits=tail_logits)
         loss.backward()
-        return float(loss.detach()), x.grad.reshape(-1)
+        return float(loss.detach()), x.grad.reshape(-1).double()
 
-    cached, g_cached = term(torch.from_numpy(ids).reshape(n, -1).long(), torch.from_numpy(vals).reshape(n, -1), tail)
-    full, g_full = term(torch.arange(vocab).expand(n, vocab), mean, None)
-    cosine = float(torch.nn.functional.cosine_similarity(g_cached, g_full, dim=0))
-    return {"grad_cosine": cosine, "loss_ratio": cached / full if full > 0 else 1.0, "positions": n,
-            "temperature": temperature}
+    cached, g_cached = term(every if ids is None else torch.from_numpy(ids).reshape(n, -1).long(),
+                            torch.from_numpy(vals).float().reshape(n, -1),
+                            None if tail is None else torch.from_numpy(tail).reshape(-1))
+    full, g_full = term(every, mean, None)
+    cosine = float(g_cached @ g_full / (g_cached.norm() * g_full.norm()).clamp_min(1e-300))
+    return {"grad_cosine": cosine, "loss_ratio": cached / full if full > 0 else 1.0}
 
 
 def fidelity_sample(data: Any) -> np.ndarray:
@@ -326,7 +355,12 @@ def fidelity_sample(data: Any) -> np.ndarray:
 def sample_cache(output: dict, idx: np.ndarray) -> dict:
     """A teacher cache's entries at the fidelity sample's positions, flattened to (positions, ...)."""
     return {name: output[name][idx].reshape(-1, *output[name].shape[2:])[:FIDELITY_POSITIONS]
-            for name in ("topk_idx", "topk_val", "tail_logit")}
+            for name in ("logits", *CACHE_FIELDS) if name in output}
+
+
+def cache_kind(output: dict) -> str:
+    """How a teacher cache stores the logits, as records say it."""
+    return "all logits (float16)" if "logits" in output else f"top-{output['topk_val'].shape[-1]} + tail bucket"
 
 
 def full_logits(model: Any, data: Any, device: Any, idx: np.ndarray) -> Any:
@@ -340,25 +374,31 @@ def full_logits(model: Any, data: Any, device: Any, idx: np.ndarray) -> Any:
         return model(**batch).float().flatten(0, 1)[:FIDELITY_POSITIONS].cpu()
 
 
-def job_cache_fidelity(ctx: Any, student: Any) -> dict:
-    """The fidelity of this job's k-teacher cached target at its temperature, for the student as
-    initialised, on the fidelity sample (k teacher forwards on a few blocks)."""
+def job_cache_fidelity(ctx: Any, students: dict) -> dict:
+    """The fidelity of this job's k-teacher cached target at its temperature on the fidelity
+    sample, for each of ``students`` (name -> the student's logits there, e.g. as initialised
+    and as trained): k teacher forwards on a few blocks."""
     from bench.teachers import load_teacher_model
 
     idx = fidelity_sample(ctx.data)
     exact = [full_logits(load_teacher_model(ctx.teachers_root, ctx.data.name, key, ctx.data.shape, ctx.device),
                          ctx.data, ctx.device, idx) for key in ctx.teacher_keys]
-    logits = full_logits(student, ctx.data, ctx.device, idx)
-    student.train()
-    return cache_fidelity(exact, [sample_cache(o, idx) for o in ctx.teacher_outputs], logits,
-                          ctx.params["temperature"])
+    cached = [sample_cache(o, idx) for o in ctx.teacher_outputs]
+    out: dict = {"temperature": ctx.params["temperature"], "positions": len(exact[0]),
+                 "cache": cache_kind(ctx.teacher_outputs[0])}
+    for name, logits in students.items():
+        out[name] = cache_fidelity(exact, cached, logits, ctx.params["temperature"])
+    out["grad_cosine"] = min(out[name]["grad_cosine"] for name in students)
+    return out
 
 
 # --------------------------------------------------------------------------- the method
 
 def train_lm_kd(ctx: Any) -> Any:
     """Token-level KD of a causal LM: ``alpha*CE + (1-alpha)*T^2*KL`` per token against the mean
-    of the k teachers' cached top-K next-token logits (``union_target``) and their tail logits."""
+    of the k teachers' cached next-token logits (``kd_target``: exact from dense caches, top-K
+    union + tail bucket otherwise). When the KD term is used, records how faithful the cached
+    target's gradient is for the student as initialised and as trained (``job_cache_fidelity``)."""
     import torch
 
     from bench.losses import token_kd_loss
@@ -367,20 +407,27 @@ def train_lm_kd(ctx: Any) -> Any:
 
     set_seed(ctx.seed)
     model = MODELS[ctx.spec.model].build(ctx.spec, ctx.data.shape)
-    if ctx.params["alpha"] < 1.0:  # eval-mode forwards: the random streams of training are untouched
-        ctx.teacher_work["cache_fidelity"] = job_cache_fidelity(ctx, model)
-    ids, logits = union_target([o["topk_idx"] for o in ctx.teacher_outputs],
-                               [o["topk_val"] for o in ctx.teacher_outputs])
-    tail = torch.from_numpy(mean_tail([o["tail_logit"] for o in ctx.teacher_outputs]))
-    ids, logits = torch.from_numpy(ids), torch.from_numpy(logits)
+    measure = ctx.params["alpha"] < 1.0  # the KD term is used: how faithful is its cached target?
+    sample = fidelity_sample(ctx.data)
+    initial = full_logits(model, ctx.data, ctx.device, sample) if measure else None  # eval mode: no RNG used
+    model.train()
+    ids, logits, tail = kd_target(list(ctx.teacher_outputs))
+    ids = None if ids is None else torch.from_numpy(ids)
+    logits = torch.from_numpy(logits)
+    tail = None if tail is None else torch.from_numpy(tail)
     t, alpha = ctx.params["temperature"], ctx.params["alpha"]
 
     def loss(model: Any, batch: dict, target: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         out = model(**batch).flatten(0, 1)
         dev = out.device
-        return token_kd_loss(out, ids[target].flatten(0, 1).to(dev).long(), logits[target].flatten(0, 1).to(dev),
+        support = (torch.arange(out.shape[-1], device=dev).expand_as(out) if ids is None
+                   else ids[target].flatten(0, 1).to(dev).long())
+        return token_kd_loss(out, support, logits[target].flatten(0, 1).to(dev).float(),
                              labels.flatten(), torch.ones(out.shape[0], device=dev), t, alpha,
-                             tail_logits=tail[target].flatten().to(dev))
+                             tail_logits=None if tail is None else tail[target].flatten().to(dev))
 
     ctx.fit.update(train(model, ctx.data.splits["train"], ctx.spec, ctx.seed, loss, ctx.device))
+    if measure:
+        ctx.teacher_work["cache_fidelity"] = job_cache_fidelity(
+            ctx, {"init": initial, "final": full_logits(model, ctx.data, ctx.device, sample)})
     return model

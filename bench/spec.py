@@ -36,7 +36,7 @@ class TaskSpec:
     split_seed: int = 0  # fixes subsets, the digits train/dev/test split and the training views
     views: int = 0  # cifar10: crop/flip views per training image (0: none, 162: all; bench/cifar.py)
     vocab_size: int = 1024  # lm: size of the BPE vocabulary trained on the corpus (tokenizer = "bpe")
-    teacher_topk: int = 64  # lm: next-token logits kept per position in the teacher cache (bench/lm.py)
+    teacher_topk: int = 64  # lm: next-token logits kept per position in the teacher cache; 0: all (bench/lm.py)
     lambada: str | None = None  # lm: LAMBADA jsonl (OpenAI format) for last-word accuracy / perplexity
 
 
@@ -426,7 +426,7 @@ def _check_lm_task(task: TaskSpec, file: str) -> None:
     if task.lambada is not None and not os.path.isfile(task.lambada):
         raise SpecError(file, "task.lambada", f"expected an existing LAMBADA jsonl file, got {task.lambada!r}")
     _positive(file, "task.vocab_size", task.vocab_size, 258)
-    _positive(file, "task.teacher_topk", task.teacher_topk)
+    _positive(file, "task.teacher_topk", task.teacher_topk, 0)
 
 
 def _run(data: Any, file: str) -> RunSpec:

@@ -3,7 +3,7 @@ full vocabulary, measured where it matters, on the KD gradient.
 
 For the stored teachers of an LM sweep (default: sweeps/cpu/lm-wikitext.toml; train them first
 with `bench run SPEC --teachers-only`), on the first training positions, for each K and T:
-  - bytes per position of the cache against full float16 logits;
+  - bytes per position of the cache (K = 0: every logit in float16, what `teacher_topk = 0` keeps);
   - the teacher mass outside the top K (one teacher);
   - ``bench.lm.cache_fidelity``: the cosine between the gradient (w.r.t. the student logits) of
     the cached KD term T^2 KL and of the exact one, and the ratio cached / exact of that term,
@@ -35,8 +35,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def cache_of(logits: torch.Tensor, k: int) -> dict:
-    """What the teacher job would cache with top-K = k, from full logits (positions, V)."""
-    top = torch.topk(logits, min(k, logits.shape[-1]), dim=-1)
+    """What the teacher job would cache with task.teacher_topk = k, from full logits (positions, V)."""
+    if k == 0 or k >= logits.shape[-1]:
+        return {"logits": logits.half().numpy()}
+    top = torch.topk(logits, k, dim=-1)
     return {"topk_idx": top.indices.int().numpy(), "topk_val": top.values.half().numpy(),
             "tail_logit": tail_logit(logits, top.values).numpy()}
 
@@ -45,7 +47,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("spec", nargs="?", default=str(REPO / "sweeps" / "cpu" / "lm-wikitext.toml"))
     ap.add_argument("--positions", type=int, default=4096)
-    ap.add_argument("--topk", type=int, nargs="+", default=[64, 256, 512, 1024])
+    ap.add_argument("--topk", type=int, nargs="+", default=[64, 256, 1024, 0], help="0: all logits (dense)")
     ap.add_argument("--temperatures", type=float, nargs="+", default=None, help="default: the sweep's grid")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -78,12 +80,14 @@ def main() -> None:
         caches = [cache_of(t, k) for t in teachers]
         for temp in temps:
             p = torch.softmax(teachers[0] / temp, -1)
-            tail = float(1 - p.gather(1, torch.from_numpy(caches[0]["topk_idx"]).long()).sum(-1).mean())
+            tail = 0.0 if "logits" in caches[0] else \
+                float(1 - p.gather(1, torch.from_numpy(caches[0]["topk_idx"]).long()).sum(-1).mean())
             one_init = cache_fidelity(teachers[:1], caches[:1], init, temp)
             one_trained = cache_fidelity(teachers[:1], caches[:1], teachers[1], temp)
             all_init = cache_fidelity(teachers, caches, init, temp)
             all_trained = cache_fidelity(teachers, caches, teachers[0], temp)
-            print(f"| {k} | {6 * min(k, vocab) + 4:,} | {temp:g} | {tail:.3f} | {one_init['grad_cosine']:.4f} | "
+            size = 2 * vocab if "logits" in caches[0] else 6 * k + 4
+            print(f"| {k or 'all'} | {size:,} | {temp:g} | {tail:.3f} | {one_init['grad_cosine']:.4f} | "
                   f"{one_trained['grad_cosine']:.4f} | {all_init['grad_cosine']:.4f} | "
                   f"{all_trained['grad_cosine']:.4f} | {one_init['loss_ratio']:.3f} | {all_init['loss_ratio']:.3f} |",
                   flush=True)

@@ -134,8 +134,10 @@ def test_lm_spec_errors():
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (DATA / "lambada").is_dir(), reason="../shared/data not present")
-def test_tiny_lm_sweep_end_to_end(project):
+@pytest.mark.parametrize("topk", [16, 0])
+def test_tiny_lm_sweep_end_to_end(project, topk):
     spec = (REPO / "sweeps" / "lm-toy.toml").read_text().replace('"../shared/data', json.dumps(str(DATA))[:-1])
+    spec = spec.replace("teacher_topk = 16", f"teacher_topk = {topk}")
     (project / "lm-toy.toml").write_text(spec)
     proc = bench_cli("run", "lm-toy.toml", cwd=project)
     assert proc.returncode == 0, proc.stderr
@@ -147,11 +149,17 @@ def test_tiny_lm_sweep_end_to_end(project):
     for meta in (project / "teachers" / "lm").glob("*/meta.json"):  # each cache's own fidelity, k = 1
         rows = json.loads(meta.read_text())["cache_fidelity"]
         assert [r["temperature"] for r in rows] == [1.0, 2.0, 4.0]
-        assert all(0 < r["grad_cosine"] <= 1 + 1e-6 and r["loss_ratio"] > 0 for r in rows)
+        assert all(0 < r["grad_cosine"] <= 1 + 1e-9 and r["loss_ratio"] > 0 for r in rows)
+        assert topk or all(r["grad_cosine"] > 0.9999 for r in rows)
     for r in recs.values():  # the cache's fidelity at the job's temperature, measured and recorded
         fidelity = r["teacher_work"]["cache_fidelity"]
         assert fidelity["temperature"] == r["config"]["method"]["params"]["temperature"]
-        assert 0 < fidelity["grad_cosine"] <= 1 + 1e-6 and fidelity["loss_ratio"] > 0
+        assert fidelity["grad_cosine"] == min(fidelity["init"]["grad_cosine"], fidelity["final"]["grad_cosine"])
+        if topk:
+            assert fidelity["cache"] == f"top-{topk} + tail bucket" and 0 < fidelity["grad_cosine"] <= 1 + 1e-9
+        else:  # every logit kept: exact up to float16
+            assert fidelity["cache"] == "all logits (float16)" and fidelity["grad_cosine"] > 0.9999
+            assert abs(fidelity["final"]["loss_ratio"] - 1) < 1e-3
     import pandas as pd
 
     table = pd.read_csv(project / "reports" / "lm-toy" / "scores_by_grid.csv")
@@ -242,3 +250,18 @@ def test_cache_fidelity_is_exact_when_the_cache_keeps_every_logit():
     for temp in (1.0, 4.0):
         got = cache_fidelity([t.half().float() for t in teachers], caches, torch.randn(5, 7), temp)
         assert got["grad_cosine"] == pytest.approx(1.0, abs=1e-5) and got["loss_ratio"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_dense_caches_give_the_exact_mean_target_and_do_not_mix_with_top_k():
+    from bench.lm import kd_target
+
+    rng = np.random.default_rng(0)
+    dense = [{"logits": rng.normal(size=(3, 5, 7)).astype(np.float16)} for _ in range(3)]
+    ids, mean, tail = kd_target(dense)
+    assert ids is None and tail is None and mean.shape == (3, 5, 7)
+    expected = np.mean([d["logits"].astype(np.float32) for d in dense], axis=0)
+    np.testing.assert_allclose(mean.astype(np.float32), expected, atol=2e-3)  # float16 storage
+    topk = {"topk_idx": np.zeros((3, 5, 1), np.int32), "topk_val": np.zeros((3, 5, 1), np.float16),
+            "tail_logit": np.zeros((3, 5), np.float32)}
+    with pytest.raises(ValueError, match="mix dense and top-K"):
+        kd_target([dense[0], topk])
