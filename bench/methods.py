@@ -170,7 +170,7 @@ METHODS: dict[str, Method] = {
         run=_run_tinybert,
         doc="TinyBERT task distillation: intermediate layers from the primary, predictions from the k-teacher mean",
         convention="ILD: MSE(E_S W_e, E_T) + sum_m MSE(H_S W_h, H_T[g(m)]) + MSE(attention scores), primary "
-                   "teacher, padding excluded; PLD: soft CE(p_mean(T) || p_s(T)), mean over batch and classes",
+                   "teacher, padding excluded, constant lr; PLD: soft CE(p_mean(T) || p_s(T)), mean over batch and classes",
         features="online: primary teacher hidden states and attention scores (ILD)",
         check=_check_tinybert,
         seed_offsets=(0, 1),  # ILD uses the run's seed, PLD seed + 1

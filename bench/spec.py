@@ -239,7 +239,7 @@ def _positive(file: str, name: str, value: float, minimum: float = 1) -> None:
 
 
 OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("linear", "step")
+SCHEDULES = ("linear", "step", "constant")
 
 
 def _check_train(spec: TrainSpec, file: str, role: str) -> None:

@@ -4,7 +4,8 @@ Stage 1, intermediate-layer distillation (ILD), from the PRIMARY teacher only, c
 embedding MSE (E_S W_e vs E_T), hidden-state MSE per mapped layer (H_S W_h vs H_T, layer map
 g(m) = m * L_T / L_S) and attention-score MSE (pre-softmax, averaged over heads); W_e and W_h
 are learnt projections, present only where the widths differ. Padded positions are excluded
-from every MSE. ILD runs at ``ild_lr`` (TinyBERT's code: 5e-5) when set, else at student.lr.
+from every MSE. ILD runs at the constant rate ``ild_lr`` (TinyBERT's code: 5e-5, no warmup, no
+decay) when set, else at student.lr.
 Stage 2, prediction-layer distillation (PLD), at student.lr: soft cross-entropy at temperature T
 against the mean of the k teachers' cached logits, averaged over batch and classes as TinyBERT's
 task_distill.py does.
@@ -57,7 +58,9 @@ def train_tinybert(ctx: Any) -> nn.Module:
         w_e = _projection(cs.hidden_size, ct.hidden_size).to(ctx.device)
         w_h = _projection(cs.hidden_size, ct.hidden_size).to(ctx.device)
         extra = list(w_e.parameters()) + list(w_h.parameters())
-        ild_spec = dataclasses.replace(ctx.spec, epochs=ild_epochs, lr=ctx.params.get("ild_lr", ctx.spec.lr))
+        # TinyBERT's task_distill.py: the ILD stage runs at a constant rate (BertAdam schedule 'none')
+        ild_spec = dataclasses.replace(ctx.spec, epochs=ild_epochs, lr=ctx.params.get("ild_lr", ctx.spec.lr),
+                                       schedule="constant", warmup_ratio=0.0)
         fit = train(student, split, ild_spec, ctx.seed,
                     lambda model, batch, idx, y: ild_loss(model, teacher, batch, w_e, w_h, mapping),
                     ctx.device, extra_params=extra)

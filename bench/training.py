@@ -33,8 +33,9 @@ def set_seed(seed: int) -> None:
 
 
 def _schedule(spec: Any, total_steps: int) -> Callable[[int], float]:
-    """The learning-rate factor at each step: linear warmup (both schedules), then linear decay to 0
-    ("linear") or x0.1 at each milestone fraction of the steps ("step", He et al. 2016)."""
+    """The learning-rate factor at each step: linear warmup (every schedule), then linear decay to
+    0 ("linear"), x0.1 at each milestone fraction of the steps ("step", He et al. 2016) or none
+    ("constant", TinyBERT's intermediate-layer stage)."""
     warmup = int(total_steps * spec.warmup_ratio)
     bounds = [int(total_steps * m) for m in spec.milestones]
 
@@ -43,6 +44,8 @@ def _schedule(spec: Any, total_steps: int) -> Callable[[int], float]:
             return (step + 1) / warmup
         if spec.schedule == "step":
             return 0.1 ** sum(step >= b for b in bounds)
+        if spec.schedule == "constant":
+            return 1.0
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return factor

@@ -118,10 +118,12 @@ def test_tinybert_ild_runs_at_ild_lr_and_pld_at_student_lr(project, monkeypatch)
     payload["config"]["method"]["params"]["ild_lr"] = 5e-5
     stages = []
     real = tinybert.train
-    monkeypatch.setattr(tinybert, "train", lambda model, split, train_spec, *a, **kw:
-                        stages.append((train_spec.epochs, train_spec.lr)) or real(model, split, train_spec, *a, **kw))
+    monkeypatch.setattr(tinybert, "train", lambda model, split, train_spec, *a, **kw: stages.append(
+        (train_spec.epochs, train_spec.lr, train_spec.schedule, train_spec.warmup_ratio))
+        or real(model, split, train_spec, *a, **kw))
     assert run_distill(payload, torch.device("cpu"))["status"] == "ok"
-    assert stages == [(1, 5e-5), (1, 3e-5)]  # (ILD epochs, ILD lr), (PLD epochs, student.lr)
+    # ILD: ild_lr, constant (TinyBERT's schedule 'none'); PLD: student.lr with the student's schedule
+    assert stages == [(1, 5e-5, "constant", 0.0), (1, 3e-5, "linear", 0.0)]
 
 
 def test_distilbert_job_starts_from_primary_and_uses_mean_logits(project, monkeypatch):

@@ -104,6 +104,8 @@ def test_step_schedule():
     assert [f(0), f(49), f(50), f(74), f(75), f(99)] == [1.0, 1.0, 0.1, 0.1, pytest.approx(0.01), pytest.approx(0.01)]
     warm = _schedule(TrainSpec(model="resnet8", schedule="step", warmup_ratio=0.1), 100)
     assert warm(0) == pytest.approx(0.1) and warm(9) == 1.0 and warm(60) == pytest.approx(0.1)
+    flat = _schedule(TrainSpec(model="resnet8", schedule="constant", warmup_ratio=0.0), 100)
+    assert [flat(0), flat(50), flat(99)] == [1.0, 1.0, 1.0]  # TinyBERT's ILD stage
 
 
 def _write_tarball(root: Path, per_class: int = 2, bad_class: str | None = None) -> None:
