@@ -214,8 +214,9 @@ CACHE_FIELDS = ("topk_idx", "topk_val", "tail_logit")  # a top-K cache; a dense 
 
 
 def teacher_topk(model: Any, data: Any, device: Any, k: int, batch_size: int = 32) -> dict[str, np.ndarray]:
-    """The teacher cache. With k = 0 (or k >= V): every next-token logit, ``logits`` (float16,
-    (blocks, max_length, V)), exact up to float16. Otherwise its K largest next-token logits at every position of every training block:
+    """A teacher's cache of next-token logits at every position of every training block. With
+    k = 0 (or k >= V): every logit, ``logits`` (float16, (blocks, max_length, V)), exact up to
+    float16. Otherwise the K largest:
     ``topk_idx`` (int32) and ``topk_val`` (float16), shape (blocks, max_length, K); and
     ``tail_logit`` (float32, (blocks, max_length)): the logit that, given to each of the V - K
     other tokens, keeps their total probability at T = 1 exact (log of their mean exp-logit;
@@ -318,7 +319,8 @@ def cache_fidelity(exact: list[Any], outputs: list[dict], student_logits: Any, t
     """How well the cached k-teacher target stands in for the exact one, on some positions.
 
     ``exact``: each teacher's full next-token logits (positions, V); ``outputs``: the same
-    teachers' cache entries at those positions (``topk_idx``, ``topk_val``, ``tail_logit``);
+    teachers' cache entries at those positions (dense ``logits``, or ``topk_idx``, ``topk_val``,
+    ``tail_logit``);
     ``student_logits`` (positions, V): the student the KD term is evaluated for. Returns the
     cosine between the gradients (w.r.t. the student logits) of the cached and of the exact KD
     term ``T^2 KL``, and the ratio cached / exact of that term, over all the positions."""
