@@ -610,6 +610,10 @@ def _statistics(sweep, jobs, grid, points, options, metric, higher, n_diverged, 
     _save_csv(robust, out / "robust_by_k.csv", outputs)
     _save_csv(comparison, out / "compare_k.csv", outputs)
     notes = degenerate_notes(jobs, grid) + gap_notes(jobs, grid, robust, higher, n_diverged)
+    m = int(robust["m"].iloc[0]) if not robust.empty else None
+    if options.m is None and m is not None and m < sweep.repeats:
+        notes.append(f"the size-matched statistics take extremes of m={m} runs (the repeats that have an ok run), "
+                     f"not of r={sweep.repeats}: a partial sweep (set --m to choose)")
     blocks += [("h2", "Verdict"),
                ("p", sweep_verdict(sweep, summary, robust, comparison, metric, higher, options.level, notes))]
     _figure(summary, grid, points, plot_by_k, metric, out / "by_k",
