@@ -1,15 +1,27 @@
 """Job records: one JSON file per finished job, written atomically, and their loading.
 
 A record is the only source of tables and figures. Schema (``RECORD_FORMAT`` 1):
-``key, sweep, status ("ok" | "failed" | "diverged": no score, a non-finite loss at ``diverged_at_step`` |
-"skipped": not run, a job it waits for failed), attempts, error, k, combination, primary, repeat, grid,
-teacher_keys, config, metric, score (on the task's first evaluation split), scores {split: {metric: value}}, timings {queue_wait, setup,
-train, eval, total}, device, slot, provenance {versions, git_commit, host, pid, finished}``;
-ok records add ``score_split, n_params, fit (steps, seconds per stage), teacher_work, torch_device, cuda_visible_devices, threads`` and
-``provenance.started``, ``paths`` (teachers root and cache: enough to rerun the job from its record) and ``predictions`` {split: encoded array of the predicted class per
-example, in split order; empty for tasks not scored by classes (lm)}, read with ``decode_array``; failed and skipped ones add ``errors`` (one per attempt) and ``traceback`` (where
-the job, or for a skipped one the failed job it waited for, raised), ``error_kind`` (error, oom, crash,
-timeout, diverged) and have null scores and timings.
+``key, sweep, status ("ok" | "failed" | "diverged": no score, a non-finite loss at
+``diverged_at_step`` | "skipped": not run, a job it waits for failed), attempts, error, k,
+combination, primary, repeat, grid, teacher_keys, config, metric, score (on the task's first
+evaluation split), scores {split: {metric: value}}, timings {queue_wait, setup, train, eval,
+total}, device, slot, provenance {versions, git_commit, host, pid, finished}``; ok records add
+``score_split, n_params, fit (steps, seconds per stage), teacher_work, torch_device,
+cuda_visible_devices, threads`` and ``provenance.started``, ``paths`` (teachers root and cache:
+enough to rerun the job from its record) and ``predictions`` {split: encoded array of the
+predicted class per example, in split order; empty for tasks not scored by classes (lm)}, read
+with ``decode_array``; failed and skipped ones add ``errors`` (one per attempt) and
+``traceback`` (where the job, or for a skipped one the failed job it waited for, raised),
+``error_kind`` (error, oom, crash, timeout, diverged) and have null scores and timings.
+
+A record file is **sound** (``record_problem``) when it is a regular file of at most
+MAX_JSON_BYTES nested at most MAX_JSON_DEPTH deep (``read_json``), holds the fields above that
+its status requires with their types (``schema_problem``: every record key, status, k,
+combination, repeat, grid, teacher_keys, config; ok ones metric, a numeric score, scores,
+timings with a total, decodable predictions; failed and skipped ones an error string; none but
+ok ones a score), its key is its file name and the ``stable_hash`` of its own config, and it
+sits where the plan puts that key (same k, combination, primary, repeat, grid, teachers).
+Anything else is damaged: skipped with a named warning by readers, quarantined by the driver.
 """
 
 from __future__ import annotations
@@ -50,6 +62,11 @@ def current_umask() -> int:
     return mask
 
 
+def file_mode() -> int:
+    """The mode ``open`` gives a new file: 0666 less the umask (for files a library creates 0600)."""
+    return 0o666 & ~current_umask()
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write a file so that readers see either nothing or all of it, even after a kill. Its mode is
     what ``open`` would give (0666 less the umask), not mkstemp's 0600, so that colleagues sharing
@@ -63,7 +80,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise OSError(e.errno, e.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o666 & ~current_umask())
+            os.fchmod(f.fileno(), file_mode())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -475,5 +492,6 @@ def decode_array(encoded: dict) -> Any:
     except (zlib.error, binascii.Error) as e:
         raise ValueError(f"cannot decode ({e})") from None
     if len(raw) != want or inflate.unconsumed_tail:
-        raise ValueError(f"expected {encoded['n']} values, decoded {'more' if len(raw) > want else len(raw) // dtype.itemsize}")
+        got = "more" if len(raw) > want else len(raw) // dtype.itemsize
+        raise ValueError(f"expected {encoded['n']} values, decoded {got}")
     return np.frombuffer(raw, dtype=dtype)

@@ -488,7 +488,8 @@ def coverage_notes(plan: Plan, cov: pd.DataFrame, records: dict[str, dict], dama
         match = _SKIPPED_CAUSE.match(rec.get("error") or "") if rec["status"] == "skipped" else None
         if match:
             kind, key, error = match.groups()
-            causes[(kind, key, error.splitlines()[0][:200])] = causes.get((kind, key, error.splitlines()[0][:200]), 0) + 1
+            cause = (kind, key, error.splitlines()[0][:200])
+            causes[cause] = causes.get(cause, 0) + 1
     for (kind, key, error), n in sorted(causes.items()):
         who = f"teacher {index[key]} ({key})" if key in index else f"{kind} {key}"
         notes.append(f"{n} run(s) were not run because {who} failed: {error}; a `bench run` retries it, then them")
@@ -633,7 +634,7 @@ def _statistics(sweep, jobs, grid, points, options, metric, higher, n_diverged, 
     if not robust.empty:
         body += [("table", side_by_side(summary, robust, grid, options.level, options.base_k))]
     else:
-        body += [("p", f"No size-matched statistic: no cell (combination and primary) has m ok runs yet.")]
+        body += [("p", "No size-matched statistic: no cell (combination and primary) has m ok runs yet.")]
     if not comparison.empty:
         _figure(comparison, grid, points, plot_robust_by_k, metric, out / "robust_by_k", outputs=outputs)
         body += [("img", "robust_by_k.png", "size-matched gain of k teachers over the base k")]

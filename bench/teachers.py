@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.records import atomic_write_json, provenance, read_json, teacher_meta_problem
+from bench.records import atomic_write_json, file_mode, provenance, read_json, teacher_meta_problem
 from bench.spec import TaskSpec, TrainSpec
 
 
@@ -116,6 +116,7 @@ def train_teacher(job: dict, data, device, started: float) -> dict:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_model(model.cpu(), str(tmp / "model.safetensors"))
+    os.chmod(tmp / "model.safetensors", file_mode())  # safetensors creates it 0600, whatever the umask
     with open(tmp / "outputs.npz", "wb") as f:
         np.savez(f, **outputs)
         f.flush()
