@@ -12,7 +12,7 @@ from bench.aggregate import by_combination, jobs_frame, summary_by_k
 from bench.document import to_html, to_markdown
 from bench.errors import UserError
 from bench.plan import Plan
-from bench.records import atomic_write_bytes
+from bench.records import atomic_write_bytes, folder_lock, remove_stale_temps
 from bench.report import ReportOptions, _metric_label, check_m, planned_records, save_figure, sweep_verdict
 from bench.tasks import LOWER_IS_BETTER
 
@@ -59,7 +59,21 @@ def compare_table(plans: list[Plan], options: ReportOptions = ReportOptions()) -
 
 def write_comparison(plans: list[Plan], options: ReportOptions = ReportOptions(), out: Path | None = None) -> Path:
     """compare.csv, compare.png/.pdf, compare.md and a self-contained compare.html; returns the folder
-    (default: reports/compare-<A>-vs-<B>)."""
+    (default: reports/compare-<A>-vs-<B>), written under its lock (a second comparison into the
+    same folder waits)."""
+    names = [p.sweep.name for p in plans]
+    if len(set(names)) != len(names):
+        raise UserError(f"bench compare: expected sweeps with distinct names, got {', '.join(names)}")
+    out = out or Path(plans[0].sweep.paths.reports) / ("compare-" + "-vs-".join(names))
+    table, metrics, verdicts = compare_table(plans, options)
+    with folder_lock(out, "bench compare of these sweeps"):
+        remove_stale_temps(out)
+        _write(out, table, metrics, verdicts, names, options)
+    return out
+
+
+def _write(out: Path, table: pd.DataFrame, metrics: list, verdicts: list, names: list, options: ReportOptions) -> None:
+    """compare.csv, the figure, compare.md and compare.html into ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -67,12 +81,6 @@ def write_comparison(plans: list[Plan], options: ReportOptions = ReportOptions()
 
     from bench.plots import plot_compare
 
-    names = [p.sweep.name for p in plans]
-    if len(set(names)) != len(names):
-        raise UserError(f"bench compare: expected sweeps with distinct names, got {', '.join(names)}")
-    out = out or Path(plans[0].sweep.paths.reports) / ("compare-" + "-vs-".join(names))
-    out.mkdir(parents=True, exist_ok=True)
-    table, metrics, verdicts = compare_table(plans, options)
     atomic_write_bytes(out / "compare.csv", table.to_csv(index=False, float_format="%.6g").encode())
     metric = metrics[0] if len(set(metrics)) == 1 else "score"
     fig, ax = plt.subplots(figsize=(7.5, 5))
@@ -93,4 +101,3 @@ def write_comparison(plans: list[Plan], options: ReportOptions = ReportOptions()
               *[("p", v) for v in verdicts], ("p", "Table: [compare.csv](compare.csv).")]
     atomic_write_bytes(out / "compare.md", to_markdown(blocks).encode())
     atomic_write_bytes(out / "compare.html", to_html(blocks, out, "Sweeps compared").encode())
-    return out

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench.plan import Plan
-from bench.records import record_problem, records_dir
+from bench.records import record_files, record_problem
 
 
 def _error_group(error: str | None) -> str:
@@ -28,10 +28,9 @@ def diagnose(plan: Plan) -> dict:
 
     sweep = plan.sweep
     planned = {j.key: j for j in plan.jobs}
-    folder = records_dir(sweep.results_dir())
     records, damaged, stale = {}, [], []
-    for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        rec, problem = record_problem(p)
+    for p in record_files(sweep.results_dir()):
+        rec, problem = record_problem(p, planned.get(p.name[:-len(".json")]))
         if rec is None:
             damaged.append({"file": str(p), "problem": problem})
         elif rec["key"] in planned:

@@ -1,15 +1,27 @@
 """Job records: one JSON file per finished job, written atomically, and their loading.
 
 A record is the only source of tables and figures. Schema (``RECORD_FORMAT`` 1):
-``key, sweep, status ("ok" | "failed" | "diverged": no score, a non-finite loss at ``diverged_at_step`` |
-"skipped": not run, a job it waits for failed), attempts, error, k, combination, primary, repeat, grid,
-teacher_keys, config, metric, score (on the task's first evaluation split), scores {split: {metric: value}}, timings {queue_wait, setup,
-train, eval, total}, device, slot, provenance {versions, git_commit, host, pid, finished}``;
-ok records add ``score_split, n_params, fit (steps, seconds per stage), teacher_work, torch_device, cuda_visible_devices, threads`` and
-``provenance.started``, ``paths`` (teachers root and cache: enough to rerun the job from its record) and ``predictions`` {split: encoded array of the predicted class per
-example, in split order; empty for tasks not scored by classes (lm)}, read with ``decode_array``; failed and skipped ones add ``errors`` (one per attempt) and ``traceback`` (where
-the job, or for a skipped one the failed job it waited for, raised), ``error_kind`` (error, oom, crash,
-timeout, diverged) and have null scores and timings.
+``key, sweep, status ("ok" | "failed" | "diverged": no score, a non-finite loss at
+``diverged_at_step`` | "skipped": not run, a job it waits for failed), attempts, error, k,
+combination, primary, repeat, grid, teacher_keys, config, metric, score (on the task's first
+evaluation split), scores {split: {metric: value}}, timings {queue_wait, setup, train, eval,
+total}, device, slot, provenance {versions, git_commit, host, pid, finished}``; ok records add
+``score_split, n_params, fit (steps, seconds per stage), teacher_work, torch_device,
+cuda_visible_devices, threads`` and ``provenance.started``, ``paths`` (teachers root and cache:
+enough to rerun the job from its record) and ``predictions`` {split: encoded array of the
+predicted class per example, in split order; empty for tasks not scored by classes (lm)}, read
+with ``decode_array``; failed and skipped ones add ``errors`` (one per attempt) and
+``traceback`` (where the job, or for a skipped one the failed job it waited for, raised),
+``error_kind`` (error, oom, crash, timeout, diverged) and have null scores and timings.
+
+A record file is **sound** (``record_problem``) when it is a regular file of at most
+MAX_JSON_BYTES nested at most MAX_JSON_DEPTH deep (``read_json``), holds the fields above that
+its status requires with their types (``schema_problem``: every record key, status, k,
+combination, repeat, grid, teacher_keys, config; ok ones metric, a numeric score, scores,
+timings with a total, decodable predictions; failed and skipped ones an error string; none but
+ok ones a score), its key is its file name and the ``stable_hash`` of its own config, and it
+sits where the plan puts that key (same k, combination, primary, repeat, grid, teachers).
+Anything else is damaged: skipped with a named warning by readers, quarantined by the driver.
 """
 
 from __future__ import annotations
@@ -17,31 +29,69 @@ from __future__ import annotations
 import json
 import os
 import platform
+import stat
 import subprocess
+import sys
 import tempfile
+import time
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 RECORD_FORMAT = 1
+STATUSES = ("ok", "failed", "diverged", "skipped")
+# Reading a JSON file (a record, a teacher's meta.json) is bounded: real records are a few kB (a
+# digits record 2.6 kB; predictions of CIFAR-10's 10,000 test images encode to about 6 kB; a failed
+# record's tracebacks some kB), so 16 MiB is far above any of them and far below memory trouble.
+MAX_JSON_BYTES = 16 << 20
+MAX_JSON_DEPTH = 64  # a record nests 5 deep; a deeper file is not a record (and json would recurse)
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` sets it, racing other threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode ``open`` gives a new file: 0666 less the umask (for files a library creates 0600)."""
+    return 0o666 & ~current_umask()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write a file so that readers see either nothing or all of it, even after a kill."""
+    """Write a file so that readers see either nothing or all of it, even after a kill. Its mode is
+    what ``open`` would give (0666 less the umask), not mkstemp's 0600, so that colleagues sharing
+    the output folders can read it. An OSError (a full disk, a missing permission) is raised again
+    naming ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), file_mode())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError):
+            raise OSError(e.errno, e.strerror, str(path)) from None
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -63,9 +113,41 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n").encode())
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+def _json_depth(text: str) -> int:
+    """How deep arrays and objects nest in a JSON text (strings skipped), without recursing."""
+    import re
+    from itertools import accumulate
+
+    brackets = re.sub(r'"(?:[^"\\]|\\.)*"', "", text)
+    steps = [1 if c in "[{" else -1 for c in brackets if c in "[]{}"]
+    return max(accumulate(steps), default=0)
+
+
+def read_json(path: str | os.PathLike, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """A JSON file that must be a regular file (not a symbolic link, FIFO, device or folder: such
+    a file could block or never end), of at most ``max_bytes`` and nested at most MAX_JSON_DEPTH
+    deep. Raises OSError, or ValueError saying what is wrong."""
+    path = Path(path)
+    if path.is_symlink():
+        raise ValueError("a symbolic link, expected a regular file")
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a regular file (a folder, FIFO or device)")
+        if info.st_size > max_bytes:
+            raise ValueError(f"{info.st_size} bytes, more than the {max_bytes} a JSON file of bench may hold")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"more than the {max_bytes} bytes a JSON file of bench may hold")
+    text = data.decode("utf-8")
+    if _json_depth(text) > MAX_JSON_DEPTH:
+        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return json.loads(text)
 
 
 def records_dir(results_dir: Path) -> Path:
@@ -76,41 +158,270 @@ def record_path(results_dir: Path, key: str) -> Path:
     return records_dir(results_dir) / f"{key}.json"
 
 
-def record_problem(path: Path) -> tuple[dict | None, str | None]:
-    """(the record, None) for a sound record file, else (None, what is wrong with it)."""
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _kind(v: Any) -> str:
+    return "null" if v is None else type(v).__name__
+
+
+# field -> (test, what is expected): every record, then per status (absent optional fields pass)
+_COMMON = {
+    "key": (lambda v: isinstance(v, str), "a string"),
+    "status": (lambda v: v in STATUSES, f"one of {', '.join(STATUSES)}"),
+    "k": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "combination": (lambda v: isinstance(v, list) and all(_is_int(i) and i >= 0 for i in v),
+                    "a list of teacher indices"),
+    "repeat": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "grid": (lambda v: isinstance(v, dict), "an object"),
+    "teacher_keys": (lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v), "a list of keys"),
+    "config": (lambda v: isinstance(v, dict), "an object"),
+}
+_OPTIONAL = {
+    "primary": (lambda v: v is None or _is_int(v), "a teacher index or null"),
+    "attempts": (lambda v: v is None or _is_int(v), "an integer"),
+    "error": (lambda v: v is None or isinstance(v, str), "a string or null"),
+}
+_SCORES = (lambda v: isinstance(v, dict) and all(isinstance(m, dict) and all(_is_number(x) for x in m.values())
+                                                 for m in v.values()), "{split: {metric: number}}")
+_BY_STATUS = {
+    "ok": {"metric": (lambda v: isinstance(v, str), "a string"),
+           "score": (_is_number, "a number"),
+           "scores": _SCORES,
+           "timings": (lambda v: isinstance(v, dict) and _is_number(v.get("total"))
+                       and all(x is None or _is_number(x) for x in v.values()), "{stage: seconds} with a total")},
+    "failed": {"error": (lambda v: isinstance(v, str), "the error, a string")},
+    "skipped": {"error": (lambda v: isinstance(v, str), "why it was not run, a string")},
+    "diverged": {},
+}
+_OK_OPTIONAL = {
+    "score_split": (lambda v: isinstance(v, str), "a split name"),
+    "n_params": (lambda v: v is None or _is_int(v), "an integer"),
+    "predictions": (lambda v: isinstance(v, dict), "{split: encoded array}"),
+}
+_UNSCORED = {  # a record of a job without a score has none
+    "score": (lambda v: v is None, "null (no score without status ok)"),
+    "scores": (lambda v: v is None, "null (no scores without status ok)"),
+    "diverged_at_step": (lambda v: v is None or _is_int(v), "an integer or null"),
+    "errors": (lambda v: v is None or isinstance(v, list), "a list of errors"),
+    "traceback": (lambda v: v is None or isinstance(v, str), "a string or null"),
+}
+
+
+def _field_problem(obj: dict, required: dict, optional: dict) -> str | None:
+    """The first field of ``obj`` missing from ``required`` or failing its test (``optional``
+    fields are tested when present), as 'field ...: expected ..., got ...'; None if all pass."""
+    for name, (test, expected) in required.items():
+        if name not in obj:
+            return f"field '{name}' missing"
+        if not test(obj[name]):
+            return f"field '{name}': expected {expected}, got {_kind(obj[name])}"
+    for name, (test, expected) in optional.items():
+        if name in obj and not test(obj[name]):
+            return f"field '{name}': expected {expected}, got {_kind(obj[name])}"
+    return None
+
+
+_TEACHER_META = {
+    "key": (lambda v: isinstance(v, str), "a string"),
+    "seed": (_is_int, "an integer"),
+    "config": (lambda v: isinstance(v, dict) and isinstance(v.get("model"), dict), "an object with a model"),
+    "metric": (lambda v: isinstance(v, str), "a string"),
+    "score": (_is_number, "a number"),
+    "scores": _SCORES,
+    "timings": (lambda v: isinstance(v, dict) and all(_is_number(v.get(t)) for t in ("train", "eval"))
+                and all(x is None or _is_number(x) for x in v.values()), "{stage: seconds} with train and eval"),
+}
+_TEACHER_OPTIONAL = {"n_params": (lambda v: v is None or _is_int(v), "an integer"),
+                     "files": (lambda v: isinstance(v, dict), "{file: size and sha256}")}
+
+
+def teacher_meta_problem(meta: Any, key: str) -> str | None:
+    """What makes a teacher's meta.json unusable (not an object, a missing or mistyped field the
+    report or a student reads, another teacher's key), or None."""
+    if not isinstance(meta, dict):
+        return f"meta.json is not a JSON object (got {_kind(meta)})"
+    problem = _field_problem(meta, _TEACHER_META, _TEACHER_OPTIONAL)
+    if problem is None and meta["key"] != key:
+        problem = "it describes another teacher (its key differs)"
+    return None if problem is None else f"meta.json: {problem}"
+
+
+def schema_problem(rec: Any) -> str | None:
+    """What makes ``rec`` not a record of the schema above (the first problem found: a missing
+    field, a wrong type, fields that contradict each other, predictions that do not decode), or
+    None."""
+    if not isinstance(rec, dict):
+        return f"not a JSON object (got {_kind(rec)})"
+    status = rec.get("status")
+    problem = _field_problem(rec, {**_COMMON, **_BY_STATUS.get(status, {})},
+                             {**_OPTIONAL, **(_OK_OPTIONAL if status == "ok" else _UNSCORED)})
+    if problem is not None:
+        return problem + (f" (status {status})" if status in STATUSES else "")
+    if not len(rec["combination"]) == len(rec["teacher_keys"]) == rec["k"]:
+        return f"k={rec['k']} but {len(rec['combination'])} teacher indices and {len(rec['teacher_keys'])} teacher keys"
+    if rec["teacher_keys"] != rec["config"].get("teachers"):
+        return "field 'teacher_keys' differs from the config's teachers"
+    for split, encoded in (rec.get("predictions") or {}).items() if status == "ok" else ():
+        try:
+            decode_array(encoded)
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            return f"field 'predictions.{split}': not an encoded array ({e})"
+    return None
+
+
+def record_problem(path: Path, job: Any = None) -> tuple[dict | None, str | None]:
+    """(the record, None) for a sound record file, else (None, what is wrong with it). Sound: a
+    regular file (``read_json``'s bounds) holding a record of the schema (``schema_problem``)
+    whose key is its file name and the ``stable_hash`` of its own config (a record copied under
+    another job's name is not sound); with ``job`` (the plan's job of that key), its plan
+    coordinates (k, combination, primary, repeat, grid, teachers) must be the job's."""
+    from bench.plan import stable_hash
+
     try:
         rec = read_json(path)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:
         return None, f"unreadable ({e})"
-    if not isinstance(rec, dict) or rec.get("key") != path.stem or "status" not in rec:
-        return None, "not a record of this job (no status, or its key differs from the file name)"
-    return rec, None
+    problem = schema_problem(rec)
+    if problem is None and rec["key"] != Path(path).stem:
+        problem = f"its key {rec['key']!r} differs from the file name"
+    if problem is None and stable_hash(rec["config"]) != rec["key"]:
+        problem = "its config is not the one of its key (another job's record, or an altered one)"
+    if problem is None and job is not None:
+        want = {"k": job.k, "combination": list(job.combination), "primary": job.primary, "repeat": job.repeat,
+                "grid": dict(job.grid), "teacher_keys": list(job.teacher_keys)}
+        wrong = [name for name, value in want.items() if rec.get(name) != value]
+        if wrong:
+            problem = f"field '{wrong[0]}' is {rec.get(wrong[0])!r}, the plan says {want[wrong[0]]!r}"
+    return (rec, None) if problem is None else (None, f"not a sound record: {problem}")
 
 
-def load_records(results_dir: Path, quarantine: bool = False) -> dict[str, dict]:
-    """All records of a sweep by key. A damaged file (truncated, corrupt, not a record) is skipped
-    with a warning; with ``quarantine`` (the driver, holding the sweep's lock) it is also moved to
-    ``results/<sweep>/quarantine/`` so that its job runs again."""
-    import sys
-    import time
-
-    out: dict[str, dict] = {}
+def record_files(results_dir: Path) -> list[Path]:
+    """Every entry named ``*.json`` under ``records/`` (whatever its kind: a folder or a FIFO named
+    so is a damaged record too), sorted."""
     folder = records_dir(results_dir)
-    if not folder.is_dir():
-        return out
-    for p in sorted(folder.glob("*.json")):
-        rec, problem = record_problem(p)
+    try:
+        return sorted(p for p in folder.iterdir() if p.name.endswith(".json") and not p.name.startswith("."))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def quarantine_file(results_dir: Path, path: Path) -> Path:
+    """Move a damaged record aside to ``results/<sweep>/quarantine/``; returns where it went."""
+    dest = Path(results_dir) / "quarantine" / f"{path.name}.{int(time.time())}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, dest)
+    return dest
+
+
+def scan_records(results_dir: Path, jobs: Iterable[Any] = ()) -> tuple[dict[str, dict], list[tuple[Path, str]]]:
+    """The sound records of a sweep by key (``record_problem``; ``jobs``: the plan's jobs, whose
+    records must match their coordinates) and every damaged file with what is wrong with it."""
+    by_key = {j.key: j for j in jobs}
+    out: dict[str, dict] = {}
+    damaged: list[tuple[Path, str]] = []
+    for p in record_files(results_dir):
+        rec, problem = record_problem(p, by_key.get(p.name[:-len(".json")]))
         if rec is not None:
             out[rec["key"]] = rec
-            continue
+        else:
+            damaged.append((p, problem))
+    return out, damaged
+
+
+def load_records(results_dir: Path, quarantine: bool = False, jobs: Iterable[Any] = ()) -> dict[str, dict]:
+    """``scan_records``, with a warning naming each damaged file (truncated, corrupt, not a
+    record, not a regular file, too large); with ``quarantine`` (the driver, holding the sweep's
+    lock) it is also moved to ``results/<sweep>/quarantine/`` so that its job runs again."""
+    out, damaged = scan_records(results_dir, jobs)
+    for p, problem in damaged:
         if quarantine:
-            dest = Path(results_dir) / "quarantine" / f"{p.name}.{int(time.time())}"
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(p, dest)
+            dest = quarantine_file(results_dir, p)
             print(f"warning: {p}: {problem}; moved to {dest}, the job runs again", file=sys.stderr)
         else:
             print(f"warning: {p}: {problem}; skipped", file=sys.stderr)
     return out
+
+
+def _owner_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(folder: Path, min_age: float = 0.0) -> list[Path]:
+    """Delete under ``folder`` (recursively) the temporaries a killed process left: files of
+    ``atomic_write_bytes`` (``.<name>.<pid>-<random>.tmp``) and teacher folders being built
+    (``.<key>.tmp-<pid>``) whose process is gone and that are older than ``min_age`` seconds
+    (for roots shared with runs on other hosts, whose processes this host cannot see). Returns
+    what was removed. A file of a live process is never touched."""
+    import shutil
+
+    removed: list[Path] = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    now = time.time()
+    for top, dirs, files in os.walk(folder):
+        for name in [*dirs, *files]:
+            if not name.startswith("."):
+                continue
+            path = Path(top) / name
+            if name.endswith(".tmp") and name in files:
+                pid = temp_owner(path)
+            elif ".tmp-" in name and name in dirs and name.rsplit("-", 1)[-1].isdigit():
+                pid = int(name.rsplit("-", 1)[-1])
+            else:
+                continue
+            try:
+                old = now - path.lstat().st_mtime >= min_age
+            except FileNotFoundError:
+                continue
+            if pid is not None and _owner_alive(pid) or not old:
+                continue
+            if name in dirs:
+                shutil.rmtree(path, ignore_errors=True)
+                dirs.remove(name)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+@contextmanager
+def folder_lock(folder: Path, what: str) -> Iterator[None]:
+    """Hold ``folder/.lock`` (an flock, released by the kernel if the holder dies) while writing
+    ``folder``; a second writer says one line and waits for the first."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            print(f"waiting: another {what} is writing {folder} ({f.read().strip() or 'pid unknown'})",
+                  file=sys.stderr)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            f.flush()
 
 
 @lru_cache(maxsize=1)
@@ -163,13 +474,24 @@ def encode_array(values: Any) -> dict:
 
 
 def decode_array(encoded: dict) -> Any:
-    """The numpy array of ``encode_array``."""
+    """The numpy array of ``encode_array``; its decompressed size is bounded by the ``n`` it
+    claims (a record cannot make a reader inflate gigabytes)."""
     import base64
+    import binascii
     import zlib
 
     import numpy as np
 
-    a = np.frombuffer(zlib.decompress(base64.b64decode(encoded["zlib_base64"])), dtype=encoded["dtype"])
-    if a.size != encoded["n"]:
-        raise ValueError(f"expected {encoded['n']} values, decoded {a.size}")
-    return a
+    if encoded["dtype"] not in ("<i1", "<i4") or not _is_int(encoded["n"]) or not 0 <= encoded["n"] <= MAX_JSON_BYTES:
+        raise ValueError(f"expected dtype <i1 or <i4 and 0 <= n <= {MAX_JSON_BYTES}")
+    dtype = np.dtype(encoded["dtype"])
+    want = encoded["n"] * dtype.itemsize
+    try:
+        inflate = zlib.decompressobj()
+        raw = inflate.decompress(base64.b64decode(encoded["zlib_base64"], validate=True), want + 1)
+    except (zlib.error, binascii.Error) as e:
+        raise ValueError(f"cannot decode ({e})") from None
+    if len(raw) != want or inflate.unconsumed_tail:
+        got = "more" if len(raw) > want else len(raw) // dtype.itemsize
+        raise ValueError(f"expected {encoded['n']} values, decoded {got}")
+    return np.frombuffer(raw, dtype=dtype)

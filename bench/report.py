@@ -10,7 +10,10 @@ the same. Nothing is random, so the same records give the same report, byte for 
 
 from __future__ import annotations
 
+import io
 import math
+import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,34 +24,74 @@ from bench.aggregate import budget, by_combination, jobs_frame, scores_by_grid, 
 from bench.document import to_html, to_markdown
 from bench.errors import UserError
 from bench.plan import Plan, grid_points
-from bench.records import atomic_write_bytes, load_records
+from bench.records import (atomic_write_bytes, folder_lock, load_records, read_json, remove_stale_temps,
+                           scan_records, teacher_meta_problem)
 from bench.stats import POWER, call
 from bench.tasks import LOWER_IS_BETTER
-from bench.teachers import load_meta, teacher_done
+from bench.teachers import teacher_dir, teacher_done
 
 
-def teachers_frame(plan: Plan) -> pd.DataFrame:
-    """One row per stored teacher of the plan: index, seed, dev score, timings, device."""
+def teachers_frame(plan: Plan, problems: list[str] | None = None) -> pd.DataFrame:
+    """One row per stored teacher of the plan: index, seed, dev score, timings, device. A teacher
+    whose meta.json cannot be read or lacks what the report reads is left out, and named in
+    ``problems``."""
     rows = []
     for t in plan.teachers:
         if not teacher_done(plan.sweep.paths.teachers, plan.sweep.task.name, t.key):
             continue
-        m = load_meta(plan.sweep.paths.teachers, plan.sweep.task.name, t.key)
+        path = teacher_dir(plan.sweep.paths.teachers, plan.sweep.task.name, t.key) / "meta.json"
+        try:
+            m = read_json(path)
+            problem = teacher_meta_problem(m, t.key)
+        except (OSError, ValueError) as e:
+            problem = f"meta.json unreadable ({e})"
+        if problem is not None:
+            if problems is not None:
+                problems.append(f"teacher {t.index} ({t.key}): {problem}; left out of the teachers' table and of "
+                                "the compute figures (a `bench run` that needs it trains it again)")
+            continue
         rows.append({"index": t.index, "key": t.key, "seed": m["seed"], "score": m["score"],
-                     "metric": m["metric"], "n_params": m.get("n_params"), "device": m["device"],
+                     "metric": m["metric"], "n_params": m.get("n_params"), "device": m.get("device"),
                      **{f"{split}_{name}": v for split, values in m["scores"].items() for name, v in values.items()},
                      **{f"t_{k}": v for k, v in m["timings"].items()}})
     return pd.DataFrame(rows)
 
 
 def planned_records(plan: Plan) -> list[dict]:
-    """The sweep's records of jobs in its current plan (records of an older config are left out)."""
+    """The sweep's sound records of jobs in its current plan (records of an older config are left
+    out, damaged ones skipped with a warning naming them)."""
     planned = {j.key for j in plan.jobs}
-    return [r for k, r in load_records(plan.sweep.results_dir()).items() if k in planned]
+    return [r for k, r in load_records(plan.sweep.results_dir(), jobs=plan.jobs).items() if k in planned]
 
 
-def _save_csv(df: pd.DataFrame, path: Path) -> None:
-    atomic_write_bytes(path, df.to_csv(index=False, float_format="%.6g").encode())
+class _Outputs:
+    """The files one report writes into its folder, so that a file an earlier report wrote and
+    this one does not (a figure whose data are gone) is removed rather than left beside it."""
+
+    TABLES = ("jobs.csv", "coverage.csv", "by_combination.csv", "summary_by_k.csv", "robust_by_k.csv",
+              "compare_k.csv", "budget.csv", "expected_budget.csv", "scores_by_grid.csv", "teachers.csv")
+    FIGURES = ("by_k", "robust_by_k", "budget", "expected_budget")
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.written: set[str] = set()
+
+    def write(self, name: str, data: bytes) -> None:
+        atomic_write_bytes(self.folder / name, data)
+        self.written.add(name)
+
+    def remove_others(self) -> None:
+        for name in (*self.TABLES, *(f"{f}.{e}" for f in self.FIGURES for e in ("png", "pdf"))):
+            if name not in self.written:
+                (self.folder / name).unlink(missing_ok=True)
+
+
+def _save_csv(df: pd.DataFrame, path: Path, outputs: _Outputs | None = None) -> None:
+    data = df.to_csv(index=False, float_format="%.6g").encode()
+    if outputs is not None:
+        outputs.write(path.name, data)
+    else:
+        atomic_write_bytes(path, data)
 
 
 def _param_text(value: Any) -> str:
@@ -62,7 +105,7 @@ def _metric_label(record: dict) -> str:
 
 
 def _figure(table: pd.DataFrame, grid: list[str], points: list[dict], draw, metric: str, out: Path,
-            extra: dict[str, pd.DataFrame] | None = None) -> None:
+            extra: dict[str, pd.DataFrame] | None = None, outputs: _Outputs | None = None) -> None:
     """One panel per grid point: ``draw(rows of the point, metric=, title=, ax=, **extra rows)``."""
     import matplotlib
 
@@ -89,21 +132,30 @@ def _figure(table: pd.DataFrame, grid: list[str], points: list[dict], draw, metr
     for ax in list(axes.flat)[n:]:
         ax.set_axis_off()
     fig.tight_layout()
-    save_figure(fig, out)
+    save_figure(fig, out, outputs)
 
 
-def save_figure(fig, out: Path) -> None:
-    """Write ``out``.png and .pdf atomically, without creation dates (same input, same bytes)."""
+def save_figure(fig, out: Path, outputs: _Outputs | None = None) -> None:
+    """Write ``out``.png and .pdf atomically (rendered in memory, written through a temp file of
+    this process: two reports at once never share a temporary name), without creation dates
+    (same input, same bytes)."""
     import matplotlib.pyplot as plt
 
-    for ext, meta in (("png", {"Software": None}), ("pdf", {"CreationDate": None, "Producer": None})):
-        tmp = out.with_suffix(f".tmp.{ext}")
-        fig.savefig(tmp, dpi=130, format=ext, metadata=meta, bbox_inches="tight")
-        tmp.replace(out.with_suffix(f".{ext}"))
-    plt.close(fig)
+    try:
+        for ext, meta in (("png", {"Software": None}), ("pdf", {"CreationDate": None, "Producer": None})):
+            buf = io.BytesIO()
+            fig.savefig(buf, dpi=130, format=ext, metadata=meta, bbox_inches="tight")
+            name = out.with_suffix(f".{ext}")
+            if outputs is not None:
+                outputs.write(name.name, buf.getvalue())
+            else:
+                atomic_write_bytes(name, buf.getvalue())
+    finally:
+        plt.close(fig)
 
 
-def _teachers_vs_students(jobs: pd.DataFrame, teachers: pd.DataFrame, grid: list[str], out: Path) -> list[tuple]:
+def _teachers_vs_students(jobs: pd.DataFrame, teachers: pd.DataFrame, grid: list[str], out: Path,
+                          outputs: _Outputs | None = None) -> list[tuple]:
     """Every metric per grid point, students (mean over runs) next to the teachers (mean over the
     N), with parameter counts: the shape of Gholami & Omar's Tables 3-4."""
     table = scores_by_grid(jobs, grid)
@@ -116,7 +168,7 @@ def _teachers_vs_students(jobs: pd.DataFrame, teachers: pd.DataFrame, grid: list
         row = {"model": f"teachers (mean of {len(teachers)})", **teachers[cols].mean(numeric_only=True).to_dict(),
                "n_runs": len(teachers), "n_params": teachers["n_params"].iloc[0]}
         table = pd.concat([pd.DataFrame([row]), table], ignore_index=True)[table.columns]
-    _save_csv(table, out / "scores_by_grid.csv")
+    _save_csv(table, out / "scores_by_grid.csv", outputs)
     return [("h2", "Teachers vs students, every metric"),
             ("p", "Students: mean over all their runs (every k) at each grid point; teachers: mean over the N."),
             ("table", table)]
@@ -228,7 +280,10 @@ def gap_notes(jobs: pd.DataFrame, grid: list[str], robust: pd.DataFrame, higher:
         c = cells(jobs, grid, int(robust["m"].iloc[0]), higher)
         short = c[~c["complete"]]
         if len(short):
-            per_k = ", ".join(f"{n} at k={k}" for k, n in short.groupby("k").size().items())
+            per_k = _names([f"{n} at k={k} (" + ", ".join(
+                f"{row['combination']}" + (f" primary {row['primary']}" if row["primary"] >= 0 else "")
+                + "".join(f" {g}={row[g]:g}" for g in grid) + f": {row['n_runs']} ok" for _, row in at.iterrows())
+                + ")" for k, at in short.groupby("k") for n in [len(at)]])
             notes.append(f"{len(short)} cell(s) have fewer than m={int(robust['m'].iloc[0])} ok runs and are left out "
                          f"({per_k})")
     return notes
@@ -347,25 +402,164 @@ def sweep_verdict(sweep, paper: pd.DataFrame, robust: pd.DataFrame, comparison: 
     return verdict(comparison, grid, metric, higher_is_better, level, merged, design, notes, planned_k=max(sweep.k))
 
 
+_LIST_AT_MOST = 12  # named items per gap sentence; coverage.csv lists every one
+
+
+def _names(items: list[str]) -> str:
+    """Items joined, at most _LIST_AT_MOST of them and how many more."""
+    more = len(items) - _LIST_AT_MOST
+    return "; ".join(items[:_LIST_AT_MOST]) + (f"; and {more} more (coverage.csv lists every one)" if more > 0 else "")
+
+
+def _where(grid: list[str], values) -> str:
+    return ", ".join(f"{g}={v:g}" for g, v in zip(grid, values))
+
+
+def coverage(plan: Plan, records: dict[str, dict], damaged: set[str]) -> pd.DataFrame:
+    """Per planned cell (grid point, k, combination, primary): runs planned, and how many are ok,
+    diverged, failed, skipped (not run: a teacher failed), damaged (a record file that is not a
+    sound record) and missing (no record: not run yet, or still running)."""
+    grid = sorted(plan.sweep.grid)
+    states = ("ok", "diverged", "failed", "skipped", "damaged", "missing")
+    rows: dict[tuple, dict] = {}
+    for j in plan.jobs:
+        cell = (*(j.grid[g] for g in grid), j.k, "-".join(map(str, j.combination)), j.primary)
+        row = rows.setdefault(cell, {"planned": 0, **dict.fromkeys(states, 0)})
+        row["planned"] += 1
+        rec = records.get(j.key)
+        row[rec["status"] if rec else "damaged" if j.key in damaged else "missing"] += 1
+    out = pd.DataFrame([{**dict(zip([*grid, "k", "combination", "primary"], cell)), **row}
+                        for cell, row in rows.items()])
+    if not out.empty:
+        out["primary"] = out["primary"].astype("Int64")
+    return out
+
+
+def coverage_by_k(cov: pd.DataFrame, grid: list[str]) -> pd.DataFrame:
+    """``coverage`` summed per (grid point, k), as the report shows it."""
+    table = cov.groupby([*grid, "k"], sort=True)[["planned", "ok", "diverged", "failed", "skipped", "damaged",
+                                                  "missing"]].sum().reset_index()
+    return table.rename(columns={"skipped": "not run (a teacher failed)", "damaged": "damaged record"})
+
+
+_SKIPPED_CAUSE = re.compile(r"not run: (\S+) ([0-9a-f]{8,}) failed: (.*)")
+
+
+def coverage_notes(plan: Plan, cov: pd.DataFrame, records: dict[str, dict], damaged: list[tuple[Path, str]],
+                   teacher_problems: list[str], running: str | None) -> list[str]:
+    """Sentences naming every gap of a partial sweep: that a run is still going, grid points and
+    k without an ok run, incomplete combinations (how many runs missing and why), runs not run
+    because a teacher failed (naming it and its error), teachers not stored or unreadable, and
+    damaged record files."""
+    sweep, grid = plan.sweep, sorted(plan.sweep.grid)
+    notes = []
+    if running:
+        notes.append(f"A `bench run` of this sweep is running ({running}): this report is a snapshot, and runs "
+                     "counted missing may still come")
+    if cov.empty:
+        return notes
+    if not records:
+        notes.append("No run is recorded yet: no statistic can be computed")
+    for point, sub in (cov.groupby(grid, sort=True) if grid else [((), cov)]):
+        point = point if isinstance(point, tuple) else (point,)
+        where = _where(grid, point)
+        if records and sub["ok"].sum() == 0 and grid:
+            notes.append(f"No ok run at {where}: no statistic at this grid point")
+            continue
+        for k, at_k in sub.groupby("k", sort=True):
+            if records and at_k["ok"].sum() == 0:
+                notes.append(f"No ok run at k={k}{', ' + where if where else ''}: no statistic at this k")
+    short = cov[cov["ok"] < cov["planned"]]
+    if len(short) and records:
+        why = ("diverged", "failed", "skipped", "damaged", "missing")
+        label = {"skipped": "not run (a teacher failed)", "damaged": "damaged record"}
+        items = []
+        for _, row in short.iterrows():
+            cell = f"combination {row['combination']} at k={row['k']}" + (
+                f" (primary {row['primary']})" if pd.notna(row["primary"]) else "") + (
+                f", {_where(grid, [row[g] for g in grid])}" if grid else "")
+            reasons = ", ".join(f"{row[w]} {label.get(w, w)}" for w in why if row[w])
+            items.append(f"{cell}: {row['ok']} of {row['planned']} runs ok ({reasons})")
+        notes.append(f"{len(short)} of {len(cov)} planned cells (combination and primary, their r runs) are "
+                     f"incomplete: " + _names(items))
+    index = {t.key: t.index for t in plan.teachers}
+    causes: dict[tuple, int] = {}
+    for rec in records.values():
+        match = _SKIPPED_CAUSE.match(rec.get("error") or "") if rec["status"] == "skipped" else None
+        if match:
+            kind, key, error = match.groups()
+            cause = (kind, key, error.splitlines()[0][:200])
+            causes[cause] = causes.get(cause, 0) + 1
+    for (kind, key, error), n in sorted(causes.items()):
+        who = f"teacher {index[key]} ({key})" if key in index else f"{kind} {key}"
+        notes.append(f"{n} run(s) were not run because {who} failed: {error}; a `bench run` retries it, then them")
+    missing_teachers = [t for t in plan.teachers if not teacher_done(sweep.paths.teachers, sweep.task.name, t.key)]
+    if missing_teachers and (cov["ok"] < cov["planned"]).any():
+        notes.append("teacher(s) not stored (not trained yet, or their training failed): "
+                     + ", ".join(f"{t.index} ({t.key})" for t in missing_teachers))
+    notes += teacher_problems
+    if damaged:
+        notes.append(f"{len(damaged)} record file(s) are damaged and left out (a `bench run` moves them to "
+                     f"quarantine and runs their jobs again): " + _names([f"{p.name}: {why}" for p, why in damaged]))
+    return notes
+
+
 def write_report(plan: Plan, options: ReportOptions = ReportOptions()) -> Path:
-    """Build every table and figure of the sweep from its records; returns the report folder."""
+    """Build every table and figure of the sweep from its records; returns the report folder.
+
+    Works on any partial sweep (failed, diverged, skipped or missing runs, a run still going,
+    no records at all): statistics are computed where the data allow and every gap is named.
+    One report of a sweep at a time (``reports/<sweep>/.lock``; a second one waits); the
+    temporaries of killed reports are removed first."""
+    check_m(options, plan.sweep.repeats)
+    out = plan.sweep.reports_dir()
+    with folder_lock(out, "bench report of this sweep"):
+        remove_stale_temps(out)
+        outputs = _Outputs(out)
+        _write_report(plan, options, out, outputs)
+        outputs.remove_others()
+    return out
+
+
+def _guarded(what: str, build, blocks: list[tuple]) -> None:
+    """Run ``build()`` (which appends to ``blocks``); if it fails on records this code did not
+    foresee, the report says so in one paragraph and the rest of it is still written (file
+    errors, e.g. a full disk, are not caught: they end the command with one line)."""
+    try:
+        build()
+    except (OSError, UserError):
+        raise
+    except Exception as e:  # noqa: BLE001 - the report must be written whatever the records hold
+        line = f"{what} could not be computed from these records ({type(e).__name__}: {e})"
+        print(f"warning: {line}", file=sys.stderr)
+        blocks.append(("p", f"**{line}.** The coverage above and jobs.csv are complete."))
+
+
+def _write_report(plan: Plan, options: ReportOptions, out: Path, outputs: _Outputs) -> None:
     from bench.plots import plot_budget, plot_by_k, plot_expected_budget, plot_robust_by_k
+    from bench.run import lock_holder
     from bench.stats import charged_teacher_seconds, degenerate_notes, expected_by_budget, robust_tables
 
     sweep = plan.sweep
-    check_m(options, sweep.repeats)
-    out = sweep.reports_dir()
-    out.mkdir(parents=True, exist_ok=True)
     grid = sorted(sweep.grid)
     planned = {j.key for j in plan.jobs}
-    records = planned_records(plan)
+    found, damaged = scan_records(sweep.results_dir(), plan.jobs)
+    for p, problem in damaged:
+        print(f"warning: {p}: {problem}; skipped", file=sys.stderr)
+    by_key = {k: r for k, r in found.items() if k in planned}
+    records = [r for j in plan.jobs if (r := by_key.get(j.key)) is not None]
+    damaged_keys = {p.name[:-len(".json")] for p, _ in damaged}
     jobs = jobs_frame(records, grid)
-    teachers = teachers_frame(plan)
-    _save_csv(jobs, out / "jobs.csv")
-    _save_csv(teachers, out / "teachers.csv")
-    n_ok = int((jobs["status"] == "ok").sum()) if not jobs.empty else 0
-    n_skipped = int((jobs["status"] == "skipped").sum()) if not jobs.empty else 0
-    n_diverged = int((jobs["status"] == "diverged").sum()) if not jobs.empty else 0
+    teacher_problems: list[str] = []
+    teachers = teachers_frame(plan, teacher_problems)
+    cov = coverage(plan, by_key, damaged_keys)
+    _save_csv(jobs, out / "jobs.csv", outputs)
+    _save_csv(teachers, out / "teachers.csv", outputs)
+    _save_csv(cov, out / "coverage.csv", outputs)
+    counts = jobs["status"].value_counts().to_dict() if not jobs.empty else {}
+    n_ok, n_skipped, n_diverged = (int(counts.get(s, 0)) for s in ("ok", "skipped", "diverged"))
+    ok_records = [r for r in records if r["status"] == "ok"]
+    n_stale = len(found) - len(by_key)
     blocks: list[tuple] = [
         ("h1", f"Sweep `{sweep.name}`"),
         ("p", f"Task `{sweep.task.name}`, method `{sweep.method.name}` "
@@ -373,95 +567,133 @@ def write_report(plan: Plan, options: ReportOptions = ReportOptions()) -> Path:
               f"N={sweep.teachers} teachers (`{sweep.teacher.model}`), students `{sweep.student.model}`, "
               f"k in {list(sweep.k)}, r={sweep.repeats} repeats" + (f", grid {dict(sweep.grid)}" if grid else "") + ". "
               f"Runs recorded: {n_ok} ok, {n_diverged} diverged (no score), {n_skipped} not run (a teacher failed), "
-              f"{len(jobs) - n_ok - n_skipped - n_diverged} failed, {len(planned) - len(jobs)} missing of "
-              f"{len(planned)} planned."
-              + (f" Scores: student {_metric_label(records[0])}." if records else ""))]
+              f"{int(counts.get('failed', 0))} failed, {len(planned) - len(records)} missing of "
+              f"{len(planned)} planned" + (f" ({len(damaged_keys & planned)} of them with a damaged record)"
+                                           if damaged_keys & planned else "") + "."
+              + (f" Scores: student {_metric_label(ok_records[0])}." if ok_records else "")
+              + (f" {n_stale} record(s) of another configuration are ignored." if n_stale else ""))]
+    gaps = coverage_notes(plan, cov, by_key, damaged, teacher_problems, lock_holder(sweep.results_dir()))
+    if gaps or n_ok < len(planned):
+        blocks += [("h2", "Coverage"),
+                   ("p", "Runs per k (coverage.csv: per combination and primary). Statistics below use the ok runs "
+                         "only; a cell (combination and primary) with fewer than m ok runs is left out of the "
+                         "size-matched ones."),
+                   ("table", coverage_by_k(cov, grid)), *[("p", f"{g}.") for g in gaps]]
     body: list[tuple] = []
     if not teachers.empty:
         body += [("h2", "Teachers"), ("table", teachers.drop(columns=["key"]))]
     if n_ok:
-        metric = _metric_label(records[0])
-        comb = by_combination(jobs, grid)
-        higher = records[0]["metric"] not in LOWER_IS_BETTER
-        summary = summary_by_k(comb, grid, higher)
-        _save_csv(comb, out / "by_combination.csv")
-        _save_csv(summary, out / "summary_by_k.csv")
+        metric = _metric_label(ok_records[0])
+        higher = ok_records[0]["metric"] not in LOWER_IS_BETTER
         points = grid_points(sweep)
-        robust, comparison = robust_tables(jobs, grid, options.m, higher, options.base_k, options.level)
-        _save_csv(robust, out / "robust_by_k.csv")
-        _save_csv(comparison, out / "compare_k.csv")
-        notes = degenerate_notes(jobs, grid) + gap_notes(jobs, grid, robust, higher, n_diverged)
-        blocks += [("h2", "Verdict"),
-                   ("p", sweep_verdict(sweep, summary, robust, comparison, metric, higher, options.level, notes))]
-        _figure(summary, grid, points, plot_by_k, metric, out / "by_k", extra={"single": robust} if not robust.empty else None)
-        body += [("h2", "Worst / best case per k"),
-                 ("p", "**Paper** (Ilichev et al. 2021): per combination the min / max over all its runs, averaged "
-                       "over the combinations of each k (with a primary teacher a combination has r*k runs, so these "
-                       "are extremes of more draws as k grows). **Size-matched** (m runs): per cell (one "
-                       "combination and primary, its r student seeds) the expected min / max of m of its runs "
-                       "(exact), averaged over a combination's cells and then over the combinations of each k. "
-                       f"**vs k={options.base_k}**: the change of each size-matched statistic against k="
-                       f"{options.base_k} with its {options.level:.0%} interval, from a least-squares fit of the "
-                       "combinations on k and their teachers' effects (Student t; the one k=N combination borrows "
-                       "its noise from the spread between combinations at every k; docs/statistics.md, checked by "
-                       "simulation in benchmarks/calibration.py). For perplexity a negative change is better. "
-                       "**IQM**: rliable's interquartile mean of the runs at k (no interval).")]
-        if not robust.empty:
-            body += [("table", side_by_side(summary, robust, grid, options.level, options.base_k))]
-        if not comparison.empty:
-            _figure(comparison, grid, points, plot_robust_by_k, metric, out / "robust_by_k")
-            body += [("img", "robust_by_k.png", "size-matched gain of k teachers over the base k")]
-        body += [("h2", "Single teacher vs multiple teachers (the paper's comparison)"),
-                 ("p", "Per combination, the paper compares the multi-teacher students' min / max with the min / "
-                       "max over the k=1 runs of its members pooled (k*r runs). Pooling more runs alone lowers the "
-                       "pooled min and raises the pooled max as k grows, so the paper's gap mixes the effect of "
-                       "more teachers with the number of runs. Size-matched, both sides are the expected worst / "
-                       "best of m runs of one cell; the single-teacher side is then the k=1 value at every k, and "
-                       "the gap is the contrast of k against k=1.")]
-        if not robust.empty:
-            body += [("table", paper_comparison(summary, robust, grid, options.level))]
-        body += [("p", "The paper's figure (multi-teacher solid, single-teacher pooled dashed; bands ±1 std over "
-                       "combinations, none where a k has one combination):"),
-                 ("img", "by_k.png", "worst / best case per k, paper"),
-                 ("h2", f"k teachers vs k={options.base_k}: every contrast"),
-                 ("p", "gain = the size-matched statistic at k minus at the base k, turned so that > 0 is better "
-                       f"(lower perplexity too), with its {options.level:.0%} interval and two-sided p-value; df: of "
-                       "the worst-case test (Satterthwaite); smallest detectable: the worst-case change this design "
-                       f"detects with {POWER:.0%} power. Every column, and the repeats that would halve the smallest "
-                       "detectable change, in compare_k.csv."),
-                 ("table", contrasts_table(comparison, grid, options.level))]
-        tsec = {} if teachers.empty else dict(zip(
-            teachers["key"], teachers["t_train"] + teachers["t_eval"] + teachers["t_cache"]))
-        if all(k in tsec for keys in jobs["teacher_keys"] for k in keys.split(",")):
-            policy = options.teacher_cost
-            bud = budget(jobs, charged_teacher_seconds(jobs, tsec, policy), grid, higher).assign(policy=policy)
-            _save_csv(bud, out / "budget.csv")
-            expected = expected_by_budget(jobs, tsec, grid, policy, higher)
-            _save_csv(expected, out / "expected_budget.csv")
-            _figure(bud, grid, points, plot_budget, metric, out / "budget")
-            _figure(expected, grid, points, plot_expected_budget, metric, out / "expected_budget")
-            at_r = expected[expected["n"] == sweep.repeats]
-            body += [
-                ("h2", "Against compute"),
-                ("p", f"Teacher cost policy: **{policy}** (`bench report --teacher-cost full|amortised|free`: "
-                      "each student charged its k teachers' whole cost, the cost shared by the runs that use "
-                      "each teacher, or none). A teacher's cost is its fine-tuning, evaluation and output "
-                      "caching (train + eval + cache); a student's is its job (setup + train + eval). "
-                      "compute_seconds: per student, averaged over combinations."),
-                ("table", bud[[*grid, "k", "compute_seconds", "teacher_seconds", "student_seconds",
-                               "worst", "best", "mean"]]),
-                ("img", "budget.png", "worst / best case against compute"),
-                ("p", f"Expected best and worst of n students drawn from the runs at each k against what they "
-                      f"cost (Dodge et al. 2019, expected validation performance), n up to the runs at k (no "
-                      f"extrapolation); n = r = {sweep.repeats} here, every n in expected_budget.csv:"),
-                ("table", at_r[[*grid, "k", "n", "compute_seconds", "expected_best", "expected_worst", "mean"]]),
-                ("img", "expected_budget.png", "expected best / worst against compute"),
-            ]
-        body += _teachers_vs_students(jobs, teachers, grid, out)
-    tables = [n for n in ("jobs.csv", "by_combination.csv", "summary_by_k.csv", "robust_by_k.csv", "compare_k.csv",
-                          "budget.csv", "expected_budget.csv", "scores_by_grid.csv", "teachers.csv")
-              if (out / n).exists()]
+        _guarded("The statistics per k", lambda: _statistics(
+            sweep, jobs, grid, points, options, metric, higher, n_diverged, out, outputs, blocks, body,
+            plot_by_k, plot_robust_by_k, robust_tables, degenerate_notes), body)
+        _guarded("The compute figures", lambda: _compute(
+            sweep, jobs, teachers, grid, points, options, metric, higher, out, outputs, body,
+            plot_budget, plot_expected_budget, charged_teacher_seconds, expected_by_budget), body)
+        _guarded("The teachers-vs-students table", lambda: body.extend(
+            _teachers_vs_students(jobs, teachers, grid, out, outputs)), body)
+    tables = [n for n in _Outputs.TABLES if n in outputs.written]
     blocks += body + [("p", "Tables: " + ", ".join(f"[{n}]({n})" for n in tables) + ".")]
     atomic_write_bytes(out / "report.md", to_markdown(blocks).encode())
     atomic_write_bytes(out / "report.html", to_html(blocks, out, f"Sweep {sweep.name}").encode())
-    return out
+
+
+def _statistics(sweep, jobs, grid, points, options, metric, higher, n_diverged, out, outputs, blocks, body,
+                plot_by_k, plot_robust_by_k, robust_tables, degenerate_notes) -> None:
+    """The verdict, the paper's and the size-matched statistics per k, and their figures."""
+    comb = by_combination(jobs, grid)
+    summary = summary_by_k(comb, grid, higher)
+    _save_csv(comb, out / "by_combination.csv", outputs)
+    _save_csv(summary, out / "summary_by_k.csv", outputs)
+    robust, comparison = robust_tables(jobs, grid, options.m, higher, options.base_k, options.level)
+    _save_csv(robust, out / "robust_by_k.csv", outputs)
+    _save_csv(comparison, out / "compare_k.csv", outputs)
+    notes = degenerate_notes(jobs, grid) + gap_notes(jobs, grid, robust, higher, n_diverged)
+    m = int(robust["m"].iloc[0]) if not robust.empty else None
+    if options.m is None and m is not None and m < sweep.repeats:
+        notes.append(f"the size-matched statistics take extremes of m={m} runs (the repeats that have an ok run), "
+                     f"not of r={sweep.repeats}: a partial sweep (set --m to choose)")
+    blocks += [("h2", "Verdict"),
+               ("p", sweep_verdict(sweep, summary, robust, comparison, metric, higher, options.level, notes))]
+    _figure(summary, grid, points, plot_by_k, metric, out / "by_k",
+            extra={"single": robust} if not robust.empty else None, outputs=outputs)
+    body += [("h2", "Worst / best case per k"),
+             ("p", "**Paper** (Ilichev et al. 2021): per combination the min / max over all its runs, averaged "
+                   "over the combinations of each k (with a primary teacher a combination has r*k runs, so these "
+                   "are extremes of more draws as k grows). **Size-matched** (m runs): per cell (one "
+                   "combination and primary, its r student seeds) the expected min / max of m of its runs "
+                   "(exact), averaged over a combination's cells and then over the combinations of each k. "
+                   f"**vs k={options.base_k}**: the change of each size-matched statistic against k="
+                   f"{options.base_k} with its {options.level:.0%} interval, from a least-squares fit of the "
+                   "combinations on k and their teachers' effects (Student t; the one k=N combination borrows "
+                   "its noise from the spread between combinations at every k; docs/statistics.md, checked by "
+                   "simulation in benchmarks/calibration.py). For perplexity a negative change is better. "
+                   "**IQM**: rliable's interquartile mean of the runs at k (no interval).")]
+    if not robust.empty:
+        body += [("table", side_by_side(summary, robust, grid, options.level, options.base_k))]
+    else:
+        body += [("p", "No size-matched statistic: no cell (combination and primary) has m ok runs yet.")]
+    if not comparison.empty:
+        _figure(comparison, grid, points, plot_robust_by_k, metric, out / "robust_by_k", outputs=outputs)
+        body += [("img", "robust_by_k.png", "size-matched gain of k teachers over the base k")]
+    body += [("h2", "Single teacher vs multiple teachers (the paper's comparison)"),
+             ("p", "Per combination, the paper compares the multi-teacher students' min / max with the min / "
+                   "max over the k=1 runs of its members pooled (k*r runs). Pooling more runs alone lowers the "
+                   "pooled min and raises the pooled max as k grows, so the paper's gap mixes the effect of "
+                   "more teachers with the number of runs. Size-matched, both sides are the expected worst / "
+                   "best of m runs of one cell; the single-teacher side is then the k=1 value at every k, and "
+                   "the gap is the contrast of k against k=1.")]
+    if not robust.empty:
+        body += [("table", paper_comparison(summary, robust, grid, options.level))]
+    body += [("p", "The paper's figure (multi-teacher solid, single-teacher pooled dashed; bands ±1 std over "
+                   "combinations, none where a k has one combination):"),
+             ("img", "by_k.png", "worst / best case per k, paper"),
+             ("h2", f"k teachers vs k={options.base_k}: every contrast")]
+    if comparison.empty:
+        body += [("p", f"No contrast: it needs cells with m ok runs at k={options.base_k} and at another k.")]
+        return
+    body += [("p", "gain = the size-matched statistic at k minus at the base k, turned so that > 0 is better "
+                   f"(lower perplexity too), with its {options.level:.0%} interval and two-sided p-value; df: of "
+                   "the worst-case test (Satterthwaite); smallest detectable: the worst-case change this design "
+                   f"detects with {POWER:.0%} power. Every column, and the repeats that would halve the smallest "
+                   "detectable change, in compare_k.csv."),
+             ("table", contrasts_table(comparison, grid, options.level))]
+
+
+def _compute(sweep, jobs, teachers, grid, points, options, metric, higher, out, outputs, body,
+             plot_budget, plot_expected_budget, charged_teacher_seconds, expected_by_budget) -> None:
+    """Worst / best case and expected best / worst of n students against compute (when every
+    teacher of the ok runs has a readable meta.json with its timings)."""
+    tsec = {} if teachers.empty else dict(zip(
+        teachers["key"], teachers["t_train"] + teachers["t_eval"] + teachers.get("t_cache", 0.0)))
+    ok = jobs[jobs["status"] == "ok"]
+    if not all(k in tsec for keys in ok["teacher_keys"] for k in keys.split(",")):
+        body += [("h2", "Against compute"),
+                 ("p", "Not drawn: a teacher of the ok runs has no readable meta.json with its timings.")]
+        return
+    policy = options.teacher_cost
+    bud = budget(jobs, charged_teacher_seconds(jobs, tsec, policy), grid, higher).assign(policy=policy)
+    _save_csv(bud, out / "budget.csv", outputs)
+    expected = expected_by_budget(jobs, tsec, grid, policy, higher)
+    _save_csv(expected, out / "expected_budget.csv", outputs)
+    _figure(bud, grid, points, plot_budget, metric, out / "budget", outputs=outputs)
+    _figure(expected, grid, points, plot_expected_budget, metric, out / "expected_budget", outputs=outputs)
+    at_r = expected[expected["n"] == sweep.repeats]
+    body += [
+        ("h2", "Against compute"),
+        ("p", f"Teacher cost policy: **{policy}** (`bench report --teacher-cost full|amortised|free`: "
+              "each student charged its k teachers' whole cost, the cost shared by the runs that use "
+              "each teacher, or none). A teacher's cost is its fine-tuning, evaluation and output "
+              "caching (train + eval + cache); a student's is its job (setup + train + eval). "
+              "compute_seconds: per student, averaged over combinations."),
+        ("table", bud[[*grid, "k", "compute_seconds", "teacher_seconds", "student_seconds",
+                       "worst", "best", "mean"]]),
+        ("img", "budget.png", "worst / best case against compute"),
+        ("p", f"Expected best and worst of n students drawn from the runs at each k against what they "
+              f"cost (Dodge et al. 2019, expected validation performance), n up to the runs at k (no "
+              f"extrapolation); n = r = {sweep.repeats} here, every n in expected_budget.csv:"),
+        ("table", at_r[[*grid, "k", "n", "compute_seconds", "expected_best", "expected_worst", "mean"]]),
+        ("img", "expected_budget.png", "expected best / worst against compute"),
+    ]

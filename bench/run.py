@@ -17,7 +17,7 @@ from bench.plan import AugmentJob, DistillJob, OutputsJob, Plan, TeacherJob
 from bench.engine import Hooks, run_engine
 from bench.queue import Item
 from bench.errors import UserError
-from bench.records import atomic_write_json, load_records, provenance, read_json, record_path, temp_owner
+from bench.records import atomic_write_json, load_records, provenance, read_json, record_path, remove_stale_temps
 from bench.teachers import teacher_done
 
 FINAL_STATUSES = ("ok", "diverged")  # a job with such a record is not run again
@@ -85,7 +85,7 @@ def pending_work(plan: Plan, repair: bool = False) -> tuple[list, list, dict]:
     record, and the final records of the plan (``ok``, or ``diverged``: a deterministic outcome
     that a rerun would repeat)."""
     task = plan.sweep.task.name
-    records = load_records(plan.sweep.results_dir(), quarantine=repair)
+    records = load_records(plan.sweep.results_dir(), quarantine=repair, jobs=plan.jobs)
     planned = {j.key for j in plan.jobs}
     ok = {k: r for k, r in records.items() if r.get("status") in FINAL_STATUSES and k in planned}
     jobs = [j for j in plan.jobs if j.key not in ok]
@@ -205,22 +205,13 @@ def preflight(plan: Plan) -> None:
 
 
 def remove_stale_temporaries(plan: Plan) -> None:
-    """Delete what a killed run left half-written: record temp files and teacher temp folders
-    whose process is gone. Finished records and teachers are never touched."""
-    import shutil
-
-    folder = plan.sweep.results_dir() / "records"
-    if folder.is_dir():
-        for tmp in folder.glob(".*.tmp"):
-            pid = temp_owner(tmp)
-            if pid is None or not _alive(pid):  # a worker of a killed driver may still be writing
-                tmp.unlink(missing_ok=True)
-    task_root = Path(plan.sweep.paths.teachers) / plan.sweep.task.name
-    if task_root.is_dir():
-        for tmp in task_root.glob(".*.tmp-*"):
-            pid = tmp.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and not _alive(int(pid)):
-                shutil.rmtree(tmp, ignore_errors=True)
+    """Delete what killed processes left half-written (``records.remove_stale_temps``): temp files
+    and teacher temp folders whose process is gone, under the sweep's results and reports, its
+    task's teachers and the cache. Finished files, and temps of live processes, are never touched."""
+    sweep = plan.sweep
+    for folder in (sweep.results_dir(), sweep.reports_dir(), Path(sweep.paths.teachers) / sweep.task.name,
+                   Path(sweep.paths.cache)):
+        remove_stale_temps(folder)
 
 
 def quarantine_damaged_teachers(plan: Plan, keys: set[str]) -> list[str]:
@@ -239,16 +230,6 @@ def quarantine_damaged_teachers(plan: Plan, keys: set[str]) -> list[str]:
             print(f"warning: teacher {t.key}: {problem}; moved to {dest}, it is trained again", file=sys.stderr)
             damaged.append(t.key)
     return damaged
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _progress_bar(total: int):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.records import atomic_write_json, provenance, read_json
+from bench.records import atomic_write_json, file_mode, provenance, read_json, teacher_meta_problem
 from bench.spec import TaskSpec, TrainSpec
 
 
@@ -51,8 +51,9 @@ def check_teacher(root: str | os.PathLike, task: str, key: str) -> str | None:
         meta = read_json(folder / "meta.json")
     except (OSError, ValueError) as e:
         return f"meta.json unreadable ({e})"
-    if not isinstance(meta, dict) or meta.get("key") != key:
-        return "meta.json does not describe this teacher"
+    problem = teacher_meta_problem(meta, key)
+    if problem is not None:
+        return problem
     for name in TEACHER_FILES:
         path = folder / name
         if not path.is_file():
@@ -115,6 +116,7 @@ def train_teacher(job: dict, data, device, started: float) -> dict:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_model(model.cpu(), str(tmp / "model.safetensors"))
+    os.chmod(tmp / "model.safetensors", file_mode())  # safetensors creates it 0600, whatever the umask
     with open(tmp / "outputs.npz", "wb") as f:
         np.savez(f, **outputs)
         f.flush()
