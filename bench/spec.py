@@ -414,6 +414,12 @@ def parse_sweep(data: dict, file: str) -> Sweep:
         raise SpecError(file, "augment.p", f"expected a probability 0 <= p <= 1, got {augment.p}")
     if augment.factor and TASKS[task.name].modality != "text":
         raise SpecError(file, "augment.factor", f"augmentation is for text tasks; task '{task.name}' is not one")
+    from bench.models import check_pretrained_source
+
+    if task.tokenizer not in (None, "bpe"):
+        check_pretrained_source(task.tokenizer, file, "task.tokenizer")
+    if augment.factor:
+        check_pretrained_source(augment.model, file, "augment.model")
     return Sweep(name=name, task=task, teacher=teacher, student=student, method=method, teachers=n,
                  k=tuple(sorted(k)), repeats=repeats, grid=grid, run=run, paths=paths, augment=augment,
                  source=file)
