@@ -142,7 +142,8 @@ def _check_report_options(sweep, options) -> None:
 
     check_m(options, sweep.repeats)
     if options.base_k not in sweep.k:
-        raise UserError(f"--base-k: expected one of the sweep's k ({', '.join(map(str, sweep.k))}), got {options.base_k}")
+        raise UserError(f"--base-k: expected one of the sweep's k ({', '.join(map(str, sweep.k))}), "
+                        f"got {options.base_k}")
 
 
 def cmd_report(args: argparse.Namespace) -> int:

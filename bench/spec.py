@@ -294,7 +294,8 @@ def _check_train(spec: TrainSpec, file: str, role: str) -> None:
                             f"expected one of: {', '.join(choices)}")
     if not 0 <= spec.momentum < 1:
         raise SpecError(file, f"{role}.momentum", f"expected 0 <= momentum < 1, got {spec.momentum}")
-    if len(spec.milestones) > 100 or list(spec.milestones) != sorted(spec.milestones) or not all(0 < m < 1 for m in spec.milestones):
+    milestones = list(spec.milestones)
+    if len(milestones) > 100 or milestones != sorted(milestones) or not all(0 < m < 1 for m in milestones):
         raise SpecError(file, f"{role}.milestones", f"expected increasing fractions of training between 0 and 1, "
                         f"got {list(spec.milestones)}")
     MODELS[spec.model].check(spec, file, role)

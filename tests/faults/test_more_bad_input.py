@@ -100,7 +100,8 @@ BOMBS = [
     ('repeats = 1', 'repeats = 1000000000', "field 'repeats': expected a value <= 10,000"),
     ('jobs_per_device = 2', 'jobs_per_device = 1000000', "field 'run.jobs_per_device': expected a value <= 64"),
     ('devices = ["cpu"]', 'devices = [' + ', '.join(['"cpu"'] * 65) + ']', "field 'run.devices': expected at most 64"),
-    ('devices = ["cpu"]', 'devices = [' + ', '.join(['"cpu"'] * 2000) + ']', "field 'run.devices': expected at most 1000"),
+    ('devices = ["cpu"]', 'devices = [' + ', '.join(['"cpu"'] * 2000) + ']',
+     "field 'run.devices': expected at most 1000"),
     ('threads_per_job = 1', 'threads_per_job = 100000000', "field 'run.threads_per_job': expected a value <= 1,024"),
     ('jobs_per_device = 2', 'jobs_per_device = 2\ntimeout = 1e300', "field 'run.timeout': expected a value <="),
     ('epochs = 3', 'epochs = 1000000000000', "field 'teacher.epochs': expected a value <= 100,000"),
@@ -205,4 +206,5 @@ def test_odd_states_of_the_output_folders_are_named_in_one_line(project, finishe
     if records.is_dir() and case != "a record is a folder":
         _first(records).unlink()
     rel = str(target.relative_to(project))
-    _refused(project, "tiny.toml", "--quiet", pieces=[f"error: {rel}: expected a " + ("folder" if was_folder else "file")])
+    expected = f"error: {rel}: expected a " + ("folder" if was_folder else "file")
+    _refused(project, "tiny.toml", "--quiet", pieces=[expected])
