@@ -43,8 +43,8 @@ def load_candidates(name: str) -> Candidates:
 
     hf_logging.set_verbosity_error()
     source = resolve_pretrained(name)
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    mlm, info = AutoModelForMaskedLM.from_pretrained(source, output_loading_info=True)
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    mlm, info = AutoModelForMaskedLM.from_pretrained(source, output_loading_info=True, trust_remote_code=False)
     has_head = not any("predictions" in k or k.startswith("cls") for k in info["missing_keys"])
     mlm.eval()
     emb = mlm.get_input_embeddings().weight.detach()

@@ -84,7 +84,7 @@ def _arrays_from_hub() -> dict[str, np.ndarray]:
 
     arrays = {}
     for split in ("train", "test"):
-        ds = datasets.load_dataset("uoft-cs/cifar10", split=split)
+        ds = datasets.load_dataset("uoft-cs/cifar10", split=split, trust_remote_code=False)
         arrays[f"{split}/x"] = np.stack([np.asarray(im.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
                                          for im in ds["img"]])
         arrays[f"{split}/y"] = np.asarray(ds["label"], dtype=np.int64)

@@ -17,7 +17,8 @@ def _load(args: argparse.Namespace):
     devices = getattr(args, "devices", None)
     scheduler = getattr(args, "scheduler", None)
     engine = getattr(args, "engine", None) or ("dask" if scheduler else None)
-    return with_run_overrides(sweep, devices=tuple(d.strip() for d in devices.split(",")) if devices else None,
+    # an empty --devices is an error (no device), not "no option": only None means "not given"
+    return with_run_overrides(sweep, devices=None if devices is None else tuple(d.strip() for d in devices.split(",")),
                               jobs_per_device=getattr(args, "jobs_per_device", None),
                               retries=getattr(args, "retries", None), engine=engine, scheduler=scheduler,
                               gpus_per_job=getattr(args, "gpus_per_job", None))
@@ -76,12 +77,23 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overridden(args: argparse.Namespace) -> frozenset[str]:
+    """The [run] fields the command line replaces (errors then name the option)."""
+    names = ("devices", "jobs_per_device", "retries", "engine", "scheduler", "gpus_per_job")
+    return frozenset(n for n in names if getattr(args, n, None) is not None)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run every missing or failed job, then write the report."""
+    """Check every option and what the run needs of this machine (devices, engine, network,
+    output layout), then run every missing or failed job and write the report."""
     from bench.plan import make_plan
+    from bench.preflight import check_before_run
     from bench.run import run_sweep
 
+    options = _report_options(args)  # before any work: a typo here must not cost a sweep
     plan = make_plan(_load(args))
+    _check_report_options(plan.sweep, options)
+    check_before_run(plan, _overridden(args))
     summary = run_sweep(plan, quiet=args.quiet, teachers_only=args.teachers_only)
     print(f"{plan.sweep.name}: trained {summary.teachers_trained} teachers, ran {summary.jobs_run} jobs "
           f"({summary.jobs_ok} ok, {summary.jobs_failed} failed, "
@@ -91,8 +103,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.no_report:
         from bench.report import write_report
 
-        out = write_report(plan, _report_options(args))
+        out = write_report(plan, options)
         print(f"report: {out / 'report.md'}", file=sys.stderr)
+    if args.teachers_only:
+        from bench.teachers import teacher_done
+
+        missing = [t.key for t in plan.teachers
+                   if not teacher_done(plan.sweep.paths.teachers, plan.sweep.task.name, t.key)]
+        if missing:
+            print(f"{plan.sweep.name}: {len(missing)} of {len(plan.teachers)} teachers failed "
+                  f"({', '.join(missing[:5])}{'...' if len(missing) > 5 else ''})", file=sys.stderr)
+            return 1
     return 0 if summary.jobs_failed == 0 and summary.jobs_skipped == 0 else 1
 
 
@@ -115,12 +136,25 @@ def _report_options(args: argparse.Namespace):
     return ReportOptions(teacher_cost=args.teacher_cost, m=args.m, level=args.level, base_k=args.base_k)
 
 
+def _check_report_options(sweep, options) -> None:
+    """The report options that depend on the sweep: --m at most r, --base-k one of its k."""
+    from bench.report import check_m
+
+    check_m(options, sweep.repeats)
+    if options.base_k not in sweep.k:
+        raise UserError(f"--base-k: expected one of the sweep's k ({', '.join(map(str, sweep.k))}), "
+                        f"got {options.base_k}")
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """Write tables and figures from the sweep's records."""
     from bench.plan import make_plan
     from bench.report import write_report
 
-    out = write_report(make_plan(_load(args)), _report_options(args))
+    options = _report_options(args)
+    plan = make_plan(_load(args))
+    _check_report_options(plan.sweep, options)
+    out = write_report(plan, options)
     print(f"report: {out / 'report.md'} and {out / 'report.html'}")
     return 0
 

@@ -28,11 +28,16 @@ def _distributed():
     return distributed
 
 
+LOOPBACK = "127.0.0.1"
+
+
 def dashboard_address(value: str) -> str | None:
-    """The dashboard address to bind: '' -> none, '8787' -> 127.0.0.1:8787, 'host:port' as named."""
+    """The dashboard address to bind: '' -> none, '8787' or ':8787' -> 127.0.0.1:8787, 'host:port' as
+    named (the only way to listen beyond loopback)."""
     if not value:
         return None
-    return f"127.0.0.1:{value}" if value.isdigit() else value
+    port = value.removeprefix(":")
+    return f"{LOOPBACK}:{port}" if port.isdigit() else value
 
 
 def local_cluster(devices: tuple[str, ...], threads: int, job_threads: int = 0, dashboard: str = ""):
@@ -45,11 +50,14 @@ def local_cluster(devices: tuple[str, ...], threads: int, job_threads: int = 0, 
     for i, device in enumerate(devices):
         kind, index = parse_device(device)
         workers[f"{i}-{device}"] = {"cls": distributed.Nanny, "options": {
-            "nthreads": threads, "host": "127.0.0.1", "dashboard": False, "memory_limit": 0, "silence_logs": 40,
+            "nthreads": threads, "host": LOOPBACK, "dashboard": False, "dashboard_address": f"{LOOPBACK}:0",
+            "memory_limit": 0, "silence_logs": 40,
             "resources": {"GPU": 1} if kind == "cuda" else {},
             "env": {"CUDA_VISIBLE_DEVICES": "" if kind == "cpu" else str(index), "BENCH_THREADS": str(job_threads)}}}
     scheduler = {"cls": distributed.Scheduler, "options": {
-        "host": "127.0.0.1", "port": 0, "dashboard": dash is not None, "dashboard_address": dash or ":0"}}
+        # the scheduler's HTTP server (dashboard, /health, /metrics) runs even without a dashboard:
+        # it too listens on loopback unless an address is named
+        "host": LOOPBACK, "port": 0, "dashboard": dash is not None, "dashboard_address": dash or f"{LOOPBACK}:0"}}
     return distributed.SpecCluster(workers=workers, scheduler=scheduler, silence_logs=40, name="bench")
 
 
@@ -91,7 +99,7 @@ def slurm_cluster(run, log_dir: Path):
     extra = ["--resources", "GPU=1"] if s.gpus else []
     if s.lifetime:
         extra += ["--lifetime", s.lifetime, "--lifetime-stagger", s.lifetime_stagger]
-    scheduler = {"dashboard_address": dashboard_address(run.dashboard) or "127.0.0.1:0",
+    scheduler = {"dashboard_address": dashboard_address(run.dashboard) or f"{LOOPBACK}:0",
                  "dashboard": bool(run.dashboard)}
     if s.host:
         scheduler["host"] = s.host

@@ -22,6 +22,27 @@ class SpecError(UserError):
         super().__init__(f"{file}: {where}: {expected}")
 
 
+_NETWORK_TYPES = {"ConnectionError", "ConnectError", "ConnectTimeout", "ConnectTimeoutError", "NewConnectionError",
+                  "NameResolutionError", "MaxRetryError", "gaierror", "OfflineModeIsEnabled",
+                  "LocalEntryNotFoundError"}
+_NETWORK_TEXT = ("couldn't connect to", "outgoing traffic has been disabled", "name or service not known",
+                 "temporary failure in name resolution", "network is unreachable", "failed to resolve",
+                 "offline mode is enabled", "hf_hub_offline")
+
+
+def is_network_error(e: BaseException) -> bool:
+    """Whether ``e`` (or an exception it was raised from) is a failed attempt to reach the network,
+    e.g. transformers or datasets asking the hub on an offline machine: a retry would only repeat it."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        text = str(e).lower()
+        if any(t.__name__ in _NETWORK_TYPES for t in type(e).__mro__) or any(s in text for s in _NETWORK_TEXT):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """A ' (did you mean 'x'?)' hint for a misspelt name, or '' when nothing is close."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)

@@ -38,7 +38,7 @@ def read_corpus(spec: Any) -> tuple[str, str]:
         import datasets  # online only
 
         name, _, config = spec.data[4:].partition(":")
-        ds = datasets.load_dataset(name, config or None)
+        ds = datasets.load_dataset(name, config or None, trust_remote_code=False)
         return "\n".join(ds["train"]["text"]), "\n".join(ds["validation"]["text"])
     path = Path(spec.data)
     try:

@@ -42,9 +42,10 @@ class Shape:
 
 def _ints(spec: Any, file: str, role: str, key: str, default: list[int]) -> list[int]:
     value = spec.params.get(key, default)
-    if not isinstance(value, list) or not value or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
-        raise SpecError(file, f"{role}.params.{key}", f"expected a non-empty list of positive integers, got {value!r}")
+    if not isinstance(value, list) or not 0 < len(value) <= 1000 or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_SIZE for v in value):
+        raise SpecError(file, f"{role}.params.{key}", f"expected a non-empty list of positive integers "
+                        f"(at most 1000, each <= {MAX_SIZE}), got {str(value)[:80]}")
     return value
 
 
@@ -85,20 +86,105 @@ def _check_cifar_resnet(spec: Any, file: str, role: str) -> None:
     _check_keys(spec, file, role, [])
 
 
-def _check_config_fields(spec: Any, file: str, role: str, config_name: str) -> None:
-    """``params`` must be fields of the transformers config class ``config_name``."""
-    import transformers
+# Specs are data: ``params`` of a transformer family are checked against an ALLOW-list of config
+# fields (name -> kind of value), so no spec field can reach a loader's code-loading options
+# (trust_remote_code, auto_map, code_revision, ...). vocab_size and num_labels come from the task.
+MAX_SIZE = 1 << 20  # widths, depths, lengths: beyond this a value is a typo, not a model
+ACTIVATIONS = ("gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "gelu_accurate", "quick_gelu", "relu",
+               "relu2", "relu6", "leaky_relu", "silu", "swish", "tanh", "sigmoid", "mish", "linear")
+CONFIG_FIELDS: dict[str, dict[str, str]] = {
+    "bert": {"hidden_size": "size", "num_hidden_layers": "size", "num_attention_heads": "size",
+             "intermediate_size": "size", "max_position_embeddings": "size", "type_vocab_size": "size",
+             "hidden_act": "activation", "hidden_dropout_prob": "probability",
+             "attention_probs_dropout_prob": "probability", "classifier_dropout": "probability",
+             "initializer_range": "scale", "layer_norm_eps": "scale", "pad_token_id": "index"},
+    "gpt": {"n_positions": "size", "n_embd": "size", "n_layer": "size", "n_head": "size", "n_inner": "size",
+            "activation_function": "activation", "resid_pdrop": "probability", "embd_pdrop": "probability",
+            "attn_pdrop": "probability", "layer_norm_epsilon": "scale", "initializer_range": "scale",
+            "bos_token_id": "index", "eos_token_id": "index", "pad_token_id": "index",
+            "scale_attn_weights": "flag", "scale_attn_by_inverse_layer_idx": "flag",
+            "reorder_and_upcast_attn": "flag"},
+}
+# With pretrained weights, params override the loaded config; only dropout rates and depth (keep the
+# first N layers), which change no code path and no weight shape.
+PRETRAINED_OVERRIDES: dict[str, dict[str, str]] = {
+    "bert": {"hidden_dropout_prob": "probability", "attention_probs_dropout_prob": "probability",
+             "classifier_dropout": "probability", "num_hidden_layers": "size"},
+    "gpt": {"resid_pdrop": "probability", "embd_pdrop": "probability", "attn_pdrop": "probability",
+            "attention_dropout": "probability", "hidden_dropout": "probability", "n_layer": "size",
+            "num_hidden_layers": "size"},
+}
+CODE_LOADING = ("trust_remote_code", "auto_map", "code_revision", "revision", "custom_pipelines", "gguf_file",
+                "from_tf", "from_flax", "use_safetensors", "subfolder", "cache_dir", "token", "local_files_only")
+_KINDS = {
+    "size": (f"an integer 1 <= value <= {MAX_SIZE}",
+             lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_SIZE),
+    "index": (f"an integer 0 <= value < {MAX_SIZE}",
+              lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < MAX_SIZE),
+    "probability": ("a number 0 <= value < 1",
+                    lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1),
+    "scale": ("a number 0 < value <= 1",
+              lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1),
+    "flag": ("true or false", lambda v: isinstance(v, bool)),
+    "activation": (f"one of: {', '.join(ACTIVATIONS)}", lambda v: v in ACTIVATIONS),
+}
 
+
+def check_config_params(spec: Any, file: str, role: str, family: str) -> dict:
+    """Check a transformer's ``params`` against the family's allow-list (config fields when built
+    from a config, dropout and depth overrides with pretrained weights) and return them; raises
+    SpecError naming the field. Used at validation and again by the builders (a job config from a
+    record is data too)."""
     from bench.errors import did_you_mean
 
-    allowed = sorted(getattr(transformers, config_name)().to_dict())
-    for key in spec.params:
+    allowed = PRETRAINED_OVERRIDES[family] if spec.pretrained else CONFIG_FIELDS[family]
+    what = (f"a config override allowed with pretrained weights for model '{spec.model}'" if spec.pretrained
+            else f"a config field of model '{spec.model}'")
+    for key, value in spec.params.items():
+        field = f"{role}.params.{key}"
         if key not in allowed:
-            raise SpecError(file, f"{role}.params.{key}", f"not a {config_name} field{did_you_mean(key, allowed)}")
+            why = " (specs are data: nothing in a spec may load code)" if key in CODE_LOADING else ""
+            raise SpecError(file, field, f"not {what}{why}{did_you_mean(key, allowed)}; expected one of: "
+                            f"{', '.join(allowed)}")
+        expected, ok = _KINDS[allowed[key]]
+        if not ok(value):
+            raise SpecError(file, field, f"expected {expected}, got {value!r}")
+    return dict(spec.params)
+
+
+def check_pretrained_source(name: str, file: str, field: str) -> None:
+    """Refuse a local folder whose config names custom code (``auto_map``): transformers would run
+    its Python if asked to trust it. Weights of built-in architectures only; hub names are checked
+    by transformers itself (every load passes trust_remote_code=False)."""
+    import json
+
+    if name in PRETRAINED_ALIASES:
+        return
+    folder = os.path.expanduser(name)
+    if not os.path.isdir(folder):
+        return
+    for config in ("config.json", "tokenizer_config.json", "processor_config.json", "preprocessor_config.json"):
+        path = os.path.join(folder, config)
+        if not os.path.isfile(path):
+            continue
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.loads(f.read(16 << 20))
+        except (OSError, ValueError) as e:
+            raise SpecError(file, field, f"{path}: expected a readable JSON config ({e})") from None
+        if isinstance(data, dict) and ("auto_map" in data or "custom_pipelines" in data):
+            raise SpecError(file, field, f"{path} names custom code (auto_map); expected a model of an "
+                            "architecture built into transformers (specs never load code)")
+
+
+def _check_transformer(spec: Any, file: str, role: str, family: str) -> None:
+    check_config_params(spec, file, role, family)
+    if spec.pretrained:
+        check_pretrained_source(spec.pretrained, file, f"{role}.pretrained")
 
 
 def _check_bert(spec: Any, file: str, role: str) -> None:
-    _check_config_fields(spec, file, role, "BertConfig")
+    _check_transformer(spec, file, role, "bert")
 
 
 def build_mlp(spec: Any, shape: Shape) -> Any:
@@ -131,30 +217,34 @@ def build_cifar_resnet(spec: Any, shape: Shape, depth: int) -> Any:
 
 
 def _check_gpt(spec: Any, file: str, role: str) -> None:
-    if not spec.pretrained:  # else params go to from_pretrained: config overrides or options such as gguf_file
-        _check_config_fields(spec, file, role, "GPT2Config")
+    _check_transformer(spec, file, role, "gpt")
 
 
 def build_gpt(spec: Any, shape: Shape) -> Any:
-    """A causal LM: pretrained (alias, folder or hub name, config overrides in params) or a GPT-2
-    config built locally (``params`` = GPT2Config fields; vocabulary and context from the task)."""
-    from transformers import AutoModelForCausalLM, GPT2Config
+    """A causal LM: pretrained (alias, folder or hub name, dropout / depth overrides in params) or a
+    GPT-2 config built locally (``params`` = GPT2Config fields; vocabulary and context from the task).
+    Never runs a model's own code (trust_remote_code=False)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config
     from transformers.utils import logging as hf_logging
 
     from bench.nets import CausalLM
 
     hf_logging.set_verbosity_error()
+    overrides = check_config_params(spec, "job config", "model", "gpt")
     if spec.pretrained:
-        model = AutoModelForCausalLM.from_pretrained(resolve_pretrained(spec.pretrained), **spec.params)
+        source = resolve_pretrained(spec.pretrained)
+        config = AutoConfig.from_pretrained(source, trust_remote_code=False, **overrides)
+        model = AutoModelForCausalLM.from_pretrained(source, config=config, trust_remote_code=False)
     else:
         # EOS (id 0 of the locally trained BPE) doubles as BOS, as in GPT-2
-        params = {"n_positions": max(shape.context, 1), "bos_token_id": 0, "eos_token_id": 0, **spec.params}
+        params = {"n_positions": max(shape.context, 1), "bos_token_id": 0, "eos_token_id": 0, **overrides}
         model = AutoModelForCausalLM.from_config(GPT2Config(vocab_size=shape.vocab_size, **params))
     return CausalLM(model)
 
 
 def build_bert(spec: Any, shape: Shape) -> Any:
-    """A BERT-family classifier: from pretrained weights (with config overrides) or from a config."""
+    """A BERT-family classifier: from pretrained weights (with dropout / depth overrides) or from a
+    config (``params`` = BertConfig fields). Never runs a model's own code (trust_remote_code=False)."""
     import logging
 
     from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig
@@ -164,12 +254,14 @@ def build_bert(spec: Any, shape: Shape) -> Any:
 
     hf_logging.set_verbosity_error()
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    overrides = check_config_params(spec, "job config", "model", "bert")
     if spec.pretrained:
         source = resolve_pretrained(spec.pretrained)
-        config = AutoConfig.from_pretrained(source, num_labels=shape.num_labels, **spec.params)
-        model = AutoModelForSequenceClassification.from_pretrained(source, config=config)
+        config = AutoConfig.from_pretrained(source, trust_remote_code=False, num_labels=shape.num_labels,
+                                            **overrides)
+        model = AutoModelForSequenceClassification.from_pretrained(source, config=config, trust_remote_code=False)
     else:
-        config = BertConfig(vocab_size=shape.vocab_size, num_labels=shape.num_labels, **spec.params)
+        config = BertConfig(vocab_size=shape.vocab_size, num_labels=shape.num_labels, **overrides)
         model = AutoModelForSequenceClassification.from_config(config)
     if spec.freeze_embeddings:
         for p in model.base_model.embeddings.parameters():

@@ -232,7 +232,7 @@ def _glue_raw(spec: Any, fmt: GlueFormat) -> dict[str, tuple[list, np.ndarray]]:
 
     out = {}
     for split, hub_split in (("train", "train"), ("dev", "validation")):
-        ds = datasets.load_dataset("nyu-mll/glue", fmt.hub_config, split=hub_split)
+        ds = datasets.load_dataset("nyu-mll/glue", fmt.hub_config, split=hub_split, trust_remote_code=False)
         texts = list(zip(*(ds[c] for c in fmt.hub_text)))
         out[split] = (texts, np.asarray(ds["label"], dtype=np.int64))
     return out
@@ -260,7 +260,7 @@ def load_tokenizer(name: str) -> Any:
     """A fast tokenizer from an alias, a local folder or a hub name."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(resolve_pretrained(name))
+    return AutoTokenizer.from_pretrained(resolve_pretrained(name), trust_remote_code=False)
 
 
 def glue_texts(spec: Any) -> dict[str, tuple[list, np.ndarray]]:

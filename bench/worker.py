@@ -84,11 +84,14 @@ def main() -> None:
 
 
 def failure_kind(e: BaseException) -> str:
-    """What went wrong, for the retry policy (``run.retry_on``): diverged, oom or error."""
+    """What went wrong, for the retry policy (``run.retry_on``): diverged, oom, network or error."""
+    from bench.errors import is_network_error
     from bench.training import Diverged
 
     if isinstance(e, Diverged):
         return "diverged"
+    if is_network_error(e):  # the hub unreachable: retrying costs minutes and repeats it
+        return "network"
     if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or "out of memory" in str(e).lower():
         return "oom"
     return "error"

