@@ -245,13 +245,21 @@ COMMANDS = {"plan": cmd_plan, "run": cmd_run, "report": cmd_report, "compare": c
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``bench`` console script; user errors exit with code 2."""
+    """Entry point of the ``bench`` console script; user errors exit with code 2. SIGINT and SIGTERM
+    stop the command (its workers first, bench/interrupt.py) with one line and exit 130 / 143."""
+    from bench.interrupt import Interrupted, install
+
+    install()
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"interrupted by {e.name}: stopped; every finished result is kept and the next `bench run` "
+              f"continues from them", file=sys.stderr)
+        return e.code
 
 
 if __name__ == "__main__":

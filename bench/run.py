@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.plan import AugmentJob, DistillJob, OutputsJob, Plan, TeacherJob
-from bench.engine import Hooks, run_engine
+from bench.engine import Hooks, job_threads, run_engine
 from bench.queue import Item
 from bench.errors import UserError
 from bench.records import atomic_write_json, load_records, provenance, read_json, record_path, temp_owner
 from bench.teachers import teacher_done
+from bench.worker import pid_alive
 
 FINAL_STATUSES = ("ok", "diverged")  # a job with such a record is not run again
 
@@ -43,8 +44,10 @@ def _paths(plan: Plan) -> dict:
 
 
 def _common(plan: Plan) -> dict:
-    """Payload fields every job kind carries: output roots and run options the worker applies."""
-    return {"paths": _paths(plan), "deterministic": plan.sweep.run.deterministic}
+    """Payload fields every job kind carries: output roots and run options the worker applies
+    (determinism and the thread count, ``engine.job_threads``)."""
+    return {"paths": _paths(plan), "deterministic": plan.sweep.run.deterministic,
+            "threads": job_threads(plan.sweep.run)}
 
 
 def teacher_payload(plan: Plan, t: TeacherJob) -> dict:
@@ -213,13 +216,13 @@ def remove_stale_temporaries(plan: Plan) -> None:
     if folder.is_dir():
         for tmp in folder.glob(".*.tmp"):
             pid = temp_owner(tmp)
-            if pid is None or not _alive(pid):  # a worker of a killed driver may still be writing
+            if pid is None or not pid_alive(pid):  # a worker of a killed driver may still be writing
                 tmp.unlink(missing_ok=True)
     task_root = Path(plan.sweep.paths.teachers) / plan.sweep.task.name
     if task_root.is_dir():
         for tmp in task_root.glob(".*.tmp-*"):
             pid = tmp.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -239,16 +242,6 @@ def quarantine_damaged_teachers(plan: Plan, keys: set[str]) -> list[str]:
             print(f"warning: teacher {t.key}: {problem}; moved to {dest}, it is trained again", file=sys.stderr)
             damaged.append(t.key)
     return damaged
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _progress_bar(total: int):
