@@ -157,7 +157,16 @@ class Worker:
             code = self.proc.wait()
             raise WorkerGone(f"worker process died (exit code {code}); see {self.log_path}") from None
         self.jobs += 1
-        return self._read(timeout, wanted)
+        start = time.monotonic()
+        try:
+            ack = self._read(timeout, wanted)  # the worker acknowledges a job before running it
+        except WorkerError as e:
+            if e.kind != "crash":
+                raise
+            raise WorkerGone(str(e)) from None  # died before it read the job: the job did not run
+        if "started" not in ack:
+            return ack
+        return self._read(None if timeout is None else max(0.0, timeout - (time.monotonic() - start)), wanted)
 
     def kill(self) -> None:
         proc = self.proc

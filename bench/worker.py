@@ -1,8 +1,9 @@
 """A worker process: runs jobs sent by the driver one at a time, on one device slot.
 
 Protocol: one JSON object per line. The driver writes jobs to the worker's stdin; the worker
-answers on the original stdout (``{"ready": ...}`` once, then one reply per job). Everything
-the job code prints goes to stderr, which the driver sends to the slot's log file.
+answers on the original stdout (``{"ready": ...}`` once, then per job ``{"started": key}`` as soon
+as it has read it and one reply when it ends; a worker that dies before ``started`` never ran the job).
+Everything the job code prints goes to stderr, which the driver sends to the slot's log file.
 The driver sets ``BENCH_DEVICE``, ``CUDA_VISIBLE_DEVICES`` and the thread counts before start.
 
 Testing hooks (fault injection, documented in docs/architecture.md): ``BENCH_CRASH_ON=<key prefix>``
@@ -73,6 +74,7 @@ def main() -> None:
     oom_on = tuple(p for p in os.environ.get("BENCH_OOM_ON", "").split(",") if p)
     for line in sys.stdin:
         job = json.loads(line)
+        send({"started": job["key"]})  # a death before this line costs the job no attempt
         if crash_on and job["key"].startswith(crash_on):
             os._exit(137)
         start = time.perf_counter()
