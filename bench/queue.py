@@ -81,8 +81,8 @@ class WorkerError(Exception):
     kind = "crash"
 
 
-RETRY_ON = ("error", "crash", "timeout", "oom")
-START_TIMEOUT = 600.0  # seconds a worker may take to import torch and report ready (a loaded machine is slow)  # failure kinds retried by default; "diverged" is deterministic
+RETRY_ON = ("error", "crash", "timeout", "oom")  # failure kinds retried by default; "diverged" is deterministic
+START_TIMEOUT = 600.0  # seconds a worker may take to import torch and report ready (a loaded machine is slow)
 
 
 class WorkerGone(WorkerError):
