@@ -82,7 +82,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.run import run_sweep
 
     plan = make_plan(_load(args))
-    summary = run_sweep(plan, quiet=args.quiet, teachers_only=args.teachers_only)
+    summary = run_sweep(plan, quiet=args.quiet, teachers_only=args.teachers_only, mixed_threads=args.mixed_threads)
     print(f"{plan.sweep.name}: trained {summary.teachers_trained} teachers, ran {summary.jobs_run} jobs "
           f"({summary.jobs_ok} ok, {summary.jobs_failed} failed, "
           + (f"{summary.jobs_diverged} diverged, " if summary.jobs_diverged else "")
@@ -219,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-report", action="store_true", help="do not write the report afterwards")
     run.add_argument("--teachers-only", action="store_true", help="only fine-tune (and cache) the teachers")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--mixed-threads", action="store_true", help="resume although existing records or "
+                     "teachers were made with another torch thread count (run.threads_per_job; scores depend on it)")
     _add_report_options(run)
     rep = sub.add_parser("report", help="write tables and figures from the records")
     rep.add_argument("spec")

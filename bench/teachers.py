@@ -128,7 +128,7 @@ def train_teacher(job: dict, data, device, started: float) -> dict:
                     "train": t_train - t_setup, "eval": t_eval - t_train, "cache": t_cache - t_eval,
                     "total": time.perf_counter() - started},
         "device": job["device"], "slot": job["slot"], "attempt": job["attempt"],
-        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "deterministic": torch.are_deterministic_algorithms_enabled(), "threads": torch.get_num_threads(),
         **({"cache_fidelity": [dict(zip(("temperature", "grad_cosine", "loss_ratio"), map(float, row)))
                                for row in outputs["fidelity"]]} if "fidelity" in outputs else {}),
         "provenance": {**provenance(), "started": time.time() - (time.perf_counter() - started),
