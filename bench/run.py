@@ -64,15 +64,19 @@ def prep_payload(plan: Plan, job: AugmentJob | OutputsJob) -> dict:
 
 
 def prep_done(plan: Plan, job: AugmentJob | OutputsJob) -> bool:
-    """Whether an augmentation run or a teacher's outputs on it are stored."""
+    """Whether an augmentation run or a teacher's outputs on it are stored and sound (their digest
+    matches, bench/cache.py: a damaged one is made again)."""
     from bench.augment import augmented_path
+    from bench.cache import load_arrays
     from bench.teachers import augmented_outputs_path
 
     p = plan.sweep.paths
     task = plan.sweep.task.name
     if isinstance(job, AugmentJob):
-        return augmented_path(os.path.abspath(p.cache), task, job.key).is_file()
-    return augmented_outputs_path(p.teachers, task, job.teacher_key, job.augment_key).is_file()
+        path = augmented_path(os.path.abspath(p.cache), task, job.key)
+    else:
+        path = augmented_outputs_path(p.teachers, task, job.teacher_key, job.augment_key)
+    return load_arrays(path) is not None
 
 
 def distill_payload(plan: Plan, j: DistillJob) -> dict:

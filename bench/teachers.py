@@ -164,14 +164,14 @@ def run_teacher_outputs(job: dict, data, device) -> dict:
     """Worker job: a stored teacher's logits on one augmented set, computed once and cached."""
     import time
 
-    from bench.augment import augmented_path
-    from bench.tasks import save_arrays, text_split
+    from bench.augment import augmented_path, load_augmented
+    from bench.cache import save_arrays
+    from bench.tasks import text_split
     from bench.training import predict_logits
 
     start = time.perf_counter()
     config = job["config"]
-    with np.load(augmented_path(job["paths"]["cache"], data.name, config["augment"]), allow_pickle=False) as z:
-        split = text_split(dict(z))
+    split = text_split(load_augmented(augmented_path(job["paths"]["cache"], data.name, config["augment"])))
     model = load_teacher_model(job["paths"]["teachers"], data.name, config["teacher"], data.shape, device)
     logits = predict_logits(model, split, device)
     save_arrays(augmented_outputs_path(job["paths"]["teachers"], data.name, config["teacher"], config["augment"]),
