@@ -96,15 +96,14 @@ def execute(payload: dict, share: float, timeout: float, max_jobs: int) -> dict:
 
 def _still_wanted():
     """A check that the Dask task running in this thread is still wanted: False once the scheduler
-    released it (its driver stopped or died) or this worker lost its scheduler."""
+    released it (its driver stopped or died). A worker that loses its scheduler closes, and its job
+    processes die with it; one that retires gracefully (``--lifetime``) lets its task finish."""
     from distributed import get_worker
 
     w = get_worker()
     key = w.get_current_task()
 
     def wanted() -> bool:
-        if w.status.name not in ("running", "paused"):
-            return False
         ts = w.state.tasks.get(key)
         return ts is not None and ts.state in ("executing", "long-running")
 

@@ -73,3 +73,36 @@ def test_importing_dask_jobqueue_does_not_take_ctrl_c_away(project):
             "print(signal.getsignal(signal.SIGINT) is i._handler)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.stdout.strip() == "True", out.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_jobs_on_a_dask_cluster_that_outlives_the_driver_stop_with_it(project, monkeypatch, sig):
+    """`--scheduler ADDRESS`: the cluster is the user's and stays; the driver's job processes on it
+    end when the driver stops or dies (a watchdog on the driver, and Dask releasing the task)."""
+    pytest.importorskip("distributed")
+    import uuid
+
+    from bench.cluster import local_cluster
+    from procs import TAG
+
+    tag = uuid.uuid4().hex
+    monkeypatch.setenv(TAG, tag)  # the cluster's workers, and so their job processes, carry it
+    spec = digits_spec(project, n=3, r=3, student_epochs=40, train_subset=600)
+    results = project / "results" / "tiny"
+    cluster = local_cluster(("cpu",), 2, job_threads=1)
+    try:
+        proc, _ = start_run(spec, project, "--scheduler", cluster.scheduler_address)
+        wait_for(lambda: len(records(results)) >= 2 and job_processes(tag) or proc.poll() is not None,
+                 "two records and a running job")
+        assert proc.poll() is None, "the sweep ended before the signal"
+        kill_time = time.time()
+        os.kill(proc.pid, sig)
+        proc.communicate(timeout=300)
+        wait_for(lambda: not job_processes(tag), "the job processes to end", limit=300)
+        late = [r for r in records(results).values() if r["provenance"]["finished"] > kill_time + 1.0]
+        assert not late, "a job kept running (and finished) after its driver was stopped"
+        assert proc.returncode == (128 + sig if sig != signal.SIGKILL else -sig)
+    finally:
+        cluster.close()
+        for p in job_processes(tag):  # not kill_tagged: this test's own helpers carry the tag too
+            p.kill()
