@@ -103,10 +103,21 @@ def repeat_labels(labels: np.ndarray, factor: int) -> np.ndarray:
 
 
 def augmented_path(cache: str, task: str, key: str):
-    """Where augmentation run ``key`` of a task is stored (tokenized arrays)."""
+    """Where augmentation run ``key`` of a task is stored (tokenized arrays, a checked cache: bench/cache.py)."""
     from pathlib import Path
 
     return Path(cache) / "augmented" / task / f"{key}.npz"
+
+
+def load_augmented(path) -> dict:
+    """The tokenized arrays of a stored augmentation run (or a teacher's outputs on one); a damaged
+    file fails the job, and the next ``bench run`` makes it again (``run.prep_done``)."""
+    from bench.cache import load_arrays
+
+    arrays = load_arrays(path)
+    if arrays is None:
+        raise RuntimeError(f"{path}: missing or damaged; the next `bench run` makes it again")
+    return arrays
 
 
 _CANDIDATES: dict[str, Candidates] = {}
@@ -118,7 +129,8 @@ def run_augment(job: dict, device: Any) -> dict:
     import time
 
     from bench.records import atomic_write_bytes
-    from bench.tasks import glue_texts, load_tokenizer, save_arrays, tokenize_split
+    from bench.cache import save_arrays
+    from bench.tasks import glue_texts, load_tokenizer, tokenize_split
     from bench.teachers import task_spec
 
     start = time.perf_counter()

@@ -104,14 +104,13 @@ def _identity(data: str | None) -> dict:
 
 def cifar_arrays(data: str | None, cache_dir: Path) -> dict[str, np.ndarray]:
     """Decoded images (uint8, N x 3 x 32 x 32) and labels of train and test, cached on disk."""
-    from bench.tasks import save_arrays
-
+    from bench.cache import load_arrays, save_arrays
     from bench.plan import stable_hash
 
     path = cache_dir / "cifar10" / f"{stable_hash(_identity(data))}.npz"
-    if path.exists():
-        with np.load(path, allow_pickle=False) as z:
-            return dict(z)
+    arrays = load_arrays(path)  # None when missing or damaged: decoded again
+    if arrays is not None:
+        return arrays
     arrays = _arrays_from_hub() if data is None else _arrays_from_local(Path(data))
     save_arrays(path, arrays)
     return arrays

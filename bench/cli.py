@@ -94,7 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = make_plan(_load(args))
     _check_report_options(plan.sweep, options)
     check_before_run(plan, _overridden(args))
-    summary = run_sweep(plan, quiet=args.quiet, teachers_only=args.teachers_only)
+    summary = run_sweep(plan, quiet=args.quiet, teachers_only=args.teachers_only, mixed_threads=args.mixed_threads)
     print(f"{plan.sweep.name}: trained {summary.teachers_trained} teachers, ran {summary.jobs_run} jobs "
           f"({summary.jobs_ok} ok, {summary.jobs_failed} failed, "
           + (f"{summary.jobs_diverged} diverged, " if summary.jobs_diverged else "")
@@ -253,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-report", action="store_true", help="do not write the report afterwards")
     run.add_argument("--teachers-only", action="store_true", help="only fine-tune (and cache) the teachers")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--mixed-threads", action="store_true", help="resume although existing records or "
+                     "teachers were made with another torch thread count (run.threads_per_job; scores depend on it)")
     _add_report_options(run)
     rep = sub.add_parser("report", help="write tables and figures from the records")
     rep.add_argument("spec")
@@ -279,13 +281,21 @@ COMMANDS = {"plan": cmd_plan, "run": cmd_run, "report": cmd_report, "compare": c
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``bench`` console script; user errors exit with code 2."""
+    """Entry point of the ``bench`` console script; user errors exit with code 2. SIGINT and SIGTERM
+    stop the command (its workers first, bench/interrupt.py) with one line and exit 130 / 143."""
+    from bench.interrupt import Interrupted, install
+
+    install()
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"interrupted by {e.name}: stopped; every finished result is kept and the next `bench run` "
+              f"continues from them", file=sys.stderr)
+        return e.code
     except OSError as e:  # a full disk, a lost permission: one line naming the file, not a traceback
         print(f"error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
         return 1

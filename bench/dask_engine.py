@@ -8,9 +8,14 @@ result is never held on a worker that may die. Before submitting, the cluster mu
 satisfy the GPU request, else the run stops at once (Dask would otherwise wait forever).
 
 Worker side (``execute``): each Dask worker thread keeps one ``bench.worker`` subprocess (its
-slot), started with the worker's GPU visibility and ``BENCH_EXIT_WITH_PARENT=1``: a Dask worker
-that is killed takes its job's process with it, and Dask reruns the task on another worker (at
-most ``allowed-failures`` times, then the driver counts a failed attempt). Separate processes
+slot), started with the worker's GPU visibility, the run's thread count (``engine.job_threads``)
+and ``BENCH_DRIVER``: a Dask worker that is killed takes its job's process with it (every
+``bench.worker`` dies with its parent), and Dask reruns the task on another worker (at most
+``allowed-failures`` times, then the driver counts a failed attempt). A job process also ends when
+its driver, on the same host, is gone, and while a job runs ``execute`` checks once a second that
+Dask still wants its result (a driver that stopped or lost its scheduler releases it): a job whose
+driver is gone never keeps running for hours. A job process that dies while starting costs that
+job one attempt, as a death mid-job does. Separate processes
 keep jobs that share a worker from sharing torch's global RNG, so scores do not depend on the
 engine.
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
 import threading
 import time
 import traceback
@@ -26,29 +32,25 @@ import uuid
 from pathlib import Path
 
 from bench.errors import UserError
-from bench.queue import Item, QueueResult, Scheduler, Slot, Worker, WorkerError, WorkerGone, run_job
+from bench.queue import (Item, QueueResult, Scheduler, Slot, Worker, WorkerError, WorkerGone, WorkerUnusable,
+                         run_job)
 
 _STATE = threading.local()
 _THREAD_NUMBERS = itertools.count()
 
 
-def _slot(share: float) -> tuple[Slot, dict]:
-    """This Dask worker thread's slot: its device, threads and extra environment. The cores are
-    shared among the jobs that can run on this worker at once (its threads, or fewer when GPU
-    shares bound them), unless the worker's environment sets BENCH_THREADS."""
+def _slot(share: float, threads: int, driver: str) -> tuple[Slot, dict]:
+    """This Dask worker thread's slot: its device, the run's thread count and extra environment
+    (the driver a job process watches)."""
     from distributed import get_worker
 
     w = get_worker()
     gpu = share > 0
     first = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
     device = ("cuda:" + (first if first.isdigit() else "0")) if gpu else "cpu"
-    at_once = w.state.nthreads
-    if gpu:
-        at_once = min(at_once, max(1, int(w.state.total_resources.get("GPU", 1) / share + 1e-9)))
-    threads = int(os.environ.get("BENCH_THREADS") or 0) or max(1, len(os.sched_getaffinity(0)) // at_once)
     if not hasattr(_STATE, "number"):
         _STATE.number = next(_THREAD_NUMBERS)
-    extra = {"BENCH_EXIT_WITH_PARENT": "1"}
+    extra = {"BENCH_DRIVER": driver}
     if gpu and first and not first.isdigit():
         extra["CUDA_VISIBLE_DEVICES"] = first  # a GPU named by UUID
     return Slot(f"{w.name}#{_STATE.number}", device, threads), extra
@@ -57,25 +59,32 @@ def _slot(share: float) -> tuple[Slot, dict]:
 def execute(payload: dict, share: float, timeout: float, max_jobs: int) -> dict:
     """Run one job (asking for ``share`` of a GPU) in this thread's worker process, started on
     first use; returns its reply with the slot it ran on. Runs on a Dask worker."""
-    slot, extra = _slot(share)
     payload = dict(payload)
     log_dir = Path(payload.pop("log_dir"))
+    slot, extra = _slot(share, payload["threads"], payload.pop("driver"))
     workers = _STATE.__dict__.setdefault("workers", {})
     worker = workers.get(slot.device)
+    if worker is not None and (worker.slot != slot or worker.extra_env != extra):
+        worker.stop()  # another run's driver or thread count: a fresh process
+        worker = None
     if worker is None:
         name = slot.name.replace(":", "").replace("#", "-").replace("/", "-")
         worker = workers[slot.device] = Worker(slot, log_dir / f"dask-{name}.log", extra)
     reply = {"status": "failed", "error": "worker process died before the job started, 3 times"}
+    wanted = _still_wanted()
     for _ in range(3):
         if worker.proc is None or worker.proc.poll() is not None:
             try:
                 worker.start()
-            except WorkerError as e:
+            except WorkerUnusable as e:
                 return {"status": "failed", "error": str(e), "fatal": True, "slot": slot.name}
+            except WorkerError as e:  # died or hung while starting: this attempt failed
+                worker.kill()
+                return {"status": "failed", "error": f"while starting: {e}", "kind": e.kind, "slot": slot.name}
         job = {**payload, "slot": slot.name, "device": slot.device,
                "queue_wait": max(0.0, time.time() - payload["ready_at"])}
         try:
-            reply = run_job(worker, job, timeout or None)
+            reply = run_job(worker, job, timeout or None, wanted)
         except WorkerGone:  # died while idle: a fresh process, same attempt
             worker.stop()
             continue
@@ -83,6 +92,22 @@ def execute(payload: dict, share: float, timeout: float, max_jobs: int) -> dict:
     if reply["status"] != "ok" or (max_jobs and worker.jobs >= max_jobs):
         worker.stop()  # a fresh process for the next job, as the local queue does
     return {**reply, "slot": slot.name}
+
+
+def _still_wanted():
+    """A check that the Dask task running in this thread is still wanted: False once the scheduler
+    released it (its driver stopped or died). A worker that loses its scheduler closes, and its job
+    processes die with it; one that retires gracefully (``--lifetime``) lets its task finish."""
+    from distributed import get_worker
+
+    w = get_worker()
+    key = w.get_current_task()
+
+    def wanted() -> bool:
+        ts = w.state.tasks.get(key)
+        return ts is not None and ts.state in ("executing", "long-running")
+
+    return wanted
 
 
 def check_resources(client, share: float, wait: float) -> None:
@@ -115,6 +140,9 @@ def drive(client, items: list[Item], run, log_dir: Path, hooks, done_keys: set[s
     failures retried ``run.retries`` times; returns what finished, failed and was skipped."""
     from distributed import as_completed
 
+    from bench.interrupt import install
+
+    install()  # a library imported on the way here (dask-jobqueue) may have replaced the SIGINT handler
     start = time.time()
     share = run.gpu_share()
     check_resources(client, share, run.worker_wait)
@@ -124,9 +152,12 @@ def drive(client, items: list[Item], run, log_dir: Path, hooks, done_keys: set[s
     live: dict[str, tuple] = {}  # future key -> (item, future)
     pending = as_completed()
 
+    driver = f"{socket.gethostname()}:{os.getpid()}"
+
     def submit(item: Item) -> None:
         item.attempts += 1
-        payload = {**item.payload, "attempt": item.attempts, "ready_at": item.ready_at, "log_dir": str(log_dir)}
+        payload = {**item.payload, "attempt": item.attempts, "ready_at": item.ready_at, "log_dir": str(log_dir),
+                   "driver": driver}
         future = client.submit(execute, payload, share, run.timeout, run.max_jobs_per_worker,
                                key=f"{item.kind}-{item.key[:16]}-a{item.attempts}-{uuid.uuid4().hex[:6]}",
                                pure=False, resources=resources)

@@ -13,6 +13,7 @@ process (same code, same timings, same records); the engine only decides where a
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -30,9 +31,27 @@ class Hooks:
     is_done: Callable[[Item], bool]  # did a job whose reply was lost leave its result?
 
 
+def job_threads(run) -> int:
+    """The torch (and OpenMP) thread count of every job of the run, on every engine: scores depend
+    on it, so the driver decides it once and sends it with each job. ``run.threads_per_job``, or by
+    default the cores shared by the jobs that run at once: this machine's cores / (devices x
+    jobs_per_device) for the local engine and a local Dask cluster; ``slurm.cores`` / the jobs one
+    Slurm worker runs at once for slurm; 1 on the workers of a scheduler named by ``run.scheduler``,
+    whose cores the driver cannot know."""
+    if run.threads_per_job:
+        return run.threads_per_job
+    if run.engine == "slurm":
+        share = run.gpu_share()
+        at_once = run.slurm.cores if share <= 0 else min(run.slurm.cores, max(1, int(run.slurm.gpus / share + 1e-9)))
+        return max(1, run.slurm.cores // max(1, at_once))
+    if run.engine == "dask" and run.scheduler:
+        return 1
+    return max(1, (os.cpu_count() or 1) // max(1, len(run.devices) * run.jobs_per_device))
+
+
 def run_local(items: list[Item], run, log_dir: Path, hooks: Hooks, done_keys: set[str]) -> QueueResult:
     """The local device queue: ``run.devices`` x ``run.jobs_per_device`` worker processes."""
-    slots = make_slots(run.devices, run.jobs_per_device, run.threads_per_job)
+    slots = make_slots(run.devices, run.jobs_per_device, job_threads(run))
     return run_queue(items, slots, log_dir, run.retries, run.timeout, run.max_jobs_per_worker,
                      hooks.on_final_failure, hooks.progress, done_keys=done_keys, is_done=hooks.is_done,
                      retry_on=run.retry_on)

@@ -47,8 +47,10 @@ def teacher_logits(root: str, task: str, key: str, augment: str | None = None) -
         return _LOGITS[cache_key]
     out = load_outputs(root, task, key)
     if augment is not None:
-        with np.load(augmented_outputs_path(root, task, key, augment), allow_pickle=False) as z:
-            out = {**out, "train": np.concatenate([out["train"], z["train"]])}
+        from bench.augment import load_augmented
+
+        aug = load_augmented(augmented_outputs_path(root, task, key, augment))
+        out = {**out, "train": np.concatenate([out["train"], aug["train"]])}
     _LOGITS[cache_key] = out
     while len(_LOGITS) > 1 and sum(a.nbytes for v in _LOGITS.values() for a in v.values()) > _LOGITS_MAX_BYTES:
         _LOGITS.popitem(last=False)
@@ -78,13 +80,12 @@ def with_augmented_train(config: dict, data: Any, cache: str, augment: str) -> A
     """The task data whose train split is followed by augmentation run ``augment`` (kept per worker)."""
     import dataclasses
 
-    from bench.augment import augmented_path
+    from bench.augment import augmented_path, load_augmented
     from bench.tasks import concat_splits, text_split
 
     key = f"{stable_hash(config['task'])}/{augment}"
     if key not in _TASKS:
-        with np.load(augmented_path(cache, data.name, augment), allow_pickle=False) as z:
-            aug = text_split(dict(z))
+        aug = text_split(load_augmented(augmented_path(cache, data.name, augment)))
         _TASKS[key] = dataclasses.replace(data, splits={**data.splits, "train": concat_splits(data.splits["train"], aug)})
     return _TASKS[key]
 

@@ -61,18 +61,19 @@ def load_lm_tokenizer(spec: Any, train_text: str, cache_dir: Path) -> Any:
         return load_tokenizer(spec.tokenizer).backend_tokenizer
     from bench.plan import stable_hash
 
-    path = cache_dir / "lm" / f"bpe-{stable_hash([spec.vocab_size, len(train_text), train_text[:4096]])}.json"
-    if path.exists():
-        return Tokenizer.from_file(str(path))
+    from bench.cache import load_arrays, save_arrays
+
+    # a checked cache (bench/cache.py): the tokenizer's JSON as bytes, with its digest
+    path = cache_dir / "lm" / f"bpe-{stable_hash([spec.vocab_size, len(train_text), train_text[:4096]])}.npz"
+    stored = load_arrays(path)
+    if stored is not None:
+        return Tokenizer.from_str(stored["json"].tobytes().decode("utf-8"))
     from tokenizers import ByteLevelBPETokenizer
 
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(train_text.splitlines(), vocab_size=spec.vocab_size, min_frequency=2,
                             special_tokens=[EOS], show_progress=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    bpe._tokenizer.save(str(tmp))
-    tmp.replace(path)
+    save_arrays(path, {"json": np.frombuffer(bpe._tokenizer.to_str().encode("utf-8"), dtype=np.uint8)})
     return bpe._tokenizer
 
 

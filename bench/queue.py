@@ -1,6 +1,7 @@
 """The local device queue: one worker process per device slot, jobs dispatched as soon as their
 teachers exist, failures retried and recorded without stopping the sweep (only a slot whose
-worker cannot start at all, e.g. a missing GPU, stops it).
+worker reports that it cannot work there, e.g. a missing GPU, stops it; a worker that dies while
+starting, idle or mid-job costs at most one attempt of one job and is replaced).
 
 Why processes we manage ourselves (and not joblib/loky): a job that crashes its process, or
 leaks GPU memory, must cost only that job. A worker that dies is replaced; a worker is also
@@ -81,10 +82,16 @@ class WorkerError(Exception):
 
 
 RETRY_ON = ("error", "crash", "timeout", "oom")  # failure kinds retried by default; "diverged" is deterministic
+START_TIMEOUT = 600.0  # seconds a worker may take to import torch and report ready (a loaded machine is slow)
 
 
 class WorkerGone(WorkerError):
     """The worker was dead before it received the job (the job did not run)."""
+
+
+class WorkerUnusable(WorkerError):
+    """The worker started and reported that it cannot work on its slot (e.g. ``cuda:1`` on a machine
+    without that GPU): a setup error that stops the sweep, unlike a worker that dies while starting."""
 
 
 class Worker:
@@ -95,27 +102,42 @@ class Worker:
         self.proc: subprocess.Popen | None = None
         self.buf = b""
         self.jobs = 0
+        self.closed = False  # set by close(): no process may be started any more
+        self._lock = threading.Lock()
 
     def start(self) -> None:
+        """Start the process and wait for its ready line. Raises WorkerUnusable when it reports that it
+        cannot work on the slot, WorkerError (crash or timeout) when it dies or hangs while starting."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
-        env = {**os.environ, **self.slot.env(), **self.extra_env}
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench.worker"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=log, env=env, bufsize=0)
-        log.close()
+        env = {**os.environ, **self.slot.env(), **self.extra_env, "BENCH_PARENT_PID": str(os.getpid())}
+        with self._lock:  # close() from another thread either sees this process or prevents it
+            if self.closed:
+                raise WorkerError("the run is stopping")
+            with open(self.log_path, "ab") as log:
+                self.proc = subprocess.Popen([sys.executable, "-m", "bench.worker"], stdin=subprocess.PIPE,
+                                             stdout=subprocess.PIPE, stderr=log, env=env, bufsize=0)
         self.buf, self.jobs = b"", 0
-        hello = self._read(timeout=300)
+        hello = self._read(timeout=START_TIMEOUT)
         if not hello.get("ready"):
             self.stop()
-            raise WorkerError(f"worker for {self.slot.device} could not start: {hello.get('error')}")
+            raise WorkerUnusable(f"worker for {self.slot.device} could not start: {hello.get('error')}")
 
-    def _read(self, timeout: float | None) -> dict:
+    def _read(self, timeout: float | None, wanted: Callable[[], bool] | None = None) -> dict:
+        """The next line from the worker; kills it when ``timeout`` passes or, checked every second,
+        when ``wanted()`` turns False (nobody waits for the reply any more)."""
         fd = self.proc.stdout.fileno()
         deadline = None if timeout is None else time.monotonic() + timeout
         while b"\n" not in self.buf:
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if wanted is not None:
+                wait = 1.0 if wait is None else min(wait, 1.0)
             ready, _, _ = select.select([fd], [], [], wait)
             if not ready:
+                if wanted is not None and (deadline is None or time.monotonic() < deadline):
+                    if wanted():
+                        continue
+                    self.kill()
+                    raise WorkerError("stopped: the run that sent this job is gone")
                 self.kill()
                 error = WorkerError(f"timed out after {timeout:g} s")
                 error.kind = "timeout"
@@ -128,19 +150,35 @@ class Worker:
         line, self.buf = self.buf.split(b"\n", 1)
         return json.loads(line)
 
-    def run(self, payload: dict, timeout: float | None) -> dict:
+    def run(self, payload: dict, timeout: float | None, wanted: Callable[[], bool] | None = None) -> dict:
         try:
             self.proc.stdin.write((json.dumps(payload) + "\n").encode())
         except (BrokenPipeError, OSError):
             code = self.proc.wait()
             raise WorkerGone(f"worker process died (exit code {code}); see {self.log_path}") from None
         self.jobs += 1
-        return self._read(timeout)
+        start = time.monotonic()
+        try:
+            ack = self._read(timeout, wanted)  # the worker acknowledges a job before running it
+        except WorkerError as e:
+            if e.kind != "crash":
+                raise
+            raise WorkerGone(str(e)) from None  # died before it read the job: the job did not run
+        if "started" not in ack:
+            return ack
+        return self._read(None if timeout is None else max(0.0, timeout - (time.monotonic() - start)), wanted)
 
     def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        proc = self.proc
+        if proc and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def close(self) -> None:
+        """Kill the process now and start none any more (the run is stopping; safe from any thread)."""
+        with self._lock:
+            self.closed = True
+            self.kill()
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -152,12 +190,13 @@ class Worker:
         self.proc = None
 
 
-def run_job(worker: Worker, payload: dict, timeout: float | None) -> dict:
+def run_job(worker: Worker, payload: dict, timeout: float | None, wanted: Callable[[], bool] | None = None) -> dict:
     """Send one job to a started worker and return its reply; a worker that dies or times out
-    during the job is killed and the reply says so (``kind`` crash or timeout), as does any other
-    error of the exchange. Raises WorkerGone when the worker was dead before the job reached it."""
+    during the job (or whose job is no longer ``wanted``) is killed and the reply says so (``kind``
+    crash or timeout), as does any other error of the exchange. Raises WorkerGone when the worker
+    was dead before the job reached it."""
     try:
-        return worker.run(payload, timeout)
+        return worker.run(payload, timeout, wanted)
     except WorkerGone:
         raise
     except WorkerError as e:
@@ -313,16 +352,33 @@ def run_queue(items: list[Item], slots: list[Slot], log_dir: Path, retries: int,
 
     ``is_done(item)`` tells whether a job whose reply was lost (worker killed or timed out just
     after it finished) did leave its result: then it counts as done, not as a failed attempt.
-    A slot whose worker cannot start stops the sweep (raised as a UserError); so does an
-    unexpected error in the driver, after the running jobs end. Nothing finished is lost.
+    A worker that dies or hangs while starting costs the job it was started for one attempt (kind
+    crash or timeout), as a death mid-job does; a worker found dead when a job is sent to it is
+    replaced and the job keeps its attempts. A slot whose worker reports that it cannot work there
+    (WorkerUnusable, e.g. a missing GPU) stops the sweep (raised as a UserError); so does an
+    unexpected error in the driver, after the running jobs end. Any exception in the calling
+    thread (``bench.interrupt.Interrupted`` on SIGINT / SIGTERM) kills every worker at once, records
+    nothing for the jobs it cut short, and propagates. Nothing finished is lost.
     """
     start = time.time()
     sched = Scheduler(items, set(done_keys), retries, on_final_failure, progress, retry_on)
     fatal: list[BaseException] = []
+    stopping = threading.Event()
+    workers = {s.name: Worker(s, log_dir / f"worker-{s.name.replace(':', '').replace('#', '-')}.log") for s in slots}
 
     def attempt(worker: Worker, slot: Slot, item: Item) -> tuple[bool, str | None]:
         item.attempts += 1
         item.slot = slot.name
+        if worker.proc is None or worker.proc.poll() is not None:
+            try:
+                worker.start()
+            except WorkerUnusable:
+                item.attempts -= 1
+                raise
+            except WorkerError as e:  # died (OOM killer while importing torch ...) or hung while starting
+                worker.kill()
+                item.traceback, item.failure, item.step = None, e.kind, None
+                return False, f"while starting: {e}"
         payload = {**item.payload, "attempt": item.attempts, "slot": slot.name,
                    "device": slot.device, "queue_wait": max(0.0, time.time() - item.ready_at)}
         try:
@@ -334,15 +390,13 @@ def run_queue(items: list[Item], slots: list[Slot], log_dir: Path, retries: int,
         return reply["status"] == "ok", reply.get("error")
 
     def slot_loop(slot: Slot) -> None:
-        worker = Worker(slot, log_dir / f"worker-{slot.name.replace(':', '').replace('#', '-')}.log")
+        worker = workers[slot.name]
         item = None
         try:
-            while not fatal:
+            while not fatal and not stopping.is_set():
                 item = sched.next()
                 if item is None:
                     return
-                if worker.proc is None or worker.proc.poll() is not None:
-                    worker.start()
                 try:
                     ok, error = attempt(worker, slot, item)
                 except WorkerGone:  # died while idle: start a fresh one, the job keeps its attempts
@@ -353,6 +407,8 @@ def run_queue(items: list[Item], slots: list[Slot], log_dir: Path, retries: int,
                         item = None
                         continue
                     ok, error = False, "worker process died before the job started, 4 times"
+                if stopping.is_set():  # the run was interrupted: this attempt's outcome is not recorded
+                    return
                 if not ok and is_done(item):
                     ok, error = True, None
                 if not ok or (max_jobs_per_worker and worker.jobs >= max_jobs_per_worker):
@@ -368,13 +424,22 @@ def run_queue(items: list[Item], slots: list[Slot], log_dir: Path, retries: int,
             worker.stop()
 
     threads = [threading.Thread(target=slot_loop, args=(s,), daemon=True) for s in slots]
-    for t in threads:
-        t.start()
-    for t in threads:
-        while t.is_alive():
-            t.join(timeout=0.5)
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(timeout=0.5)
+    except BaseException:  # SIGINT / SIGTERM (bench.interrupt) or any driver error: no job outlives it
+        stopping.set()
+        sched.stop()
+        for w in workers.values():
+            w.close()
+        for t in threads:
+            t.join(timeout=30)
+        raise
     if fatal:
-        if isinstance(fatal[0], WorkerError):
+        if isinstance(fatal[0], WorkerUnusable):
             from bench.errors import UserError
 
             raise UserError(str(fatal[0]))

@@ -348,7 +348,8 @@ def load_records(results_dir: Path, quarantine: bool = False, jobs: Iterable[Any
     return out
 
 
-def _owner_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (on this host)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -386,7 +387,7 @@ def remove_stale_temps(folder: Path, min_age: float = 0.0) -> list[Path]:
                 old = now - path.lstat().st_mtime >= min_age
             except FileNotFoundError:
                 continue
-            if pid is not None and _owner_alive(pid) or not old:
+            if pid is not None and pid_alive(pid) or not old:
                 continue
             if name in dirs:
                 shutil.rmtree(path, ignore_errors=True)

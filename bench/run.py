@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.plan import AugmentJob, DistillJob, OutputsJob, Plan, TeacherJob
-from bench.engine import Hooks, run_engine
+from bench.engine import Hooks, job_threads, run_engine
 from bench.queue import Item
 from bench.errors import UserError
 from bench.records import atomic_write_json, load_records, provenance, read_json, record_path, remove_stale_temps
@@ -43,8 +43,10 @@ def _paths(plan: Plan) -> dict:
 
 
 def _common(plan: Plan) -> dict:
-    """Payload fields every job kind carries: output roots and run options the worker applies."""
-    return {"paths": _paths(plan), "deterministic": plan.sweep.run.deterministic}
+    """Payload fields every job kind carries: output roots and run options the worker applies
+    (determinism and the thread count, ``engine.job_threads``)."""
+    return {"paths": _paths(plan), "deterministic": plan.sweep.run.deterministic,
+            "threads": job_threads(plan.sweep.run)}
 
 
 def teacher_payload(plan: Plan, t: TeacherJob) -> dict:
@@ -61,15 +63,19 @@ def prep_payload(plan: Plan, job: AugmentJob | OutputsJob) -> dict:
 
 
 def prep_done(plan: Plan, job: AugmentJob | OutputsJob) -> bool:
-    """Whether an augmentation run or a teacher's outputs on it are stored."""
+    """Whether an augmentation run or a teacher's outputs on it are stored and sound (their digest
+    matches, bench/cache.py: a damaged one is made again)."""
     from bench.augment import augmented_path
+    from bench.cache import load_arrays
     from bench.teachers import augmented_outputs_path
 
     p = plan.sweep.paths
     task = plan.sweep.task.name
     if isinstance(job, AugmentJob):
-        return augmented_path(os.path.abspath(p.cache), task, job.key).is_file()
-    return augmented_outputs_path(p.teachers, task, job.teacher_key, job.augment_key).is_file()
+        path = augmented_path(os.path.abspath(p.cache), task, job.key)
+    else:
+        path = augmented_outputs_path(p.teachers, task, job.teacher_key, job.augment_key)
+    return load_arrays(path) is not None
 
 
 def distill_payload(plan: Plan, j: DistillJob) -> dict:
@@ -240,19 +246,53 @@ def _progress_bar(total: int):
                 file=sys.stderr, disable=total == 0)
 
 
-def run_sweep(plan: Plan, quiet: bool = False, teachers_only: bool = False) -> RunSummary:
-    """Run every missing job of the plan on the sweep's device slots (or only its teachers)."""
+def check_threads(plan: Plan, finished: dict) -> None:
+    """Refuse, before any job runs, to resume a sweep whose ``finished`` records or stored teachers
+    were made with another torch thread count than this run's (``engine.job_threads``): scores
+    depend on it (a digits teacher scored 0.9610 with 2 threads, 0.9638 with more) and job keys do
+    not hold it, so the two would mix silently. ``bench run --mixed-threads`` resumes anyway."""
+    from collections import Counter
+
+    from bench.errors import SpecError
+    from bench.teachers import load_meta
+
+    sweep = plan.sweep
+    threads = job_threads(sweep.run)
+    made = Counter(r["threads"] for r in finished.values() if r.get("threads") is not None)
+    stored = Counter()
+    for t in plan.teachers:
+        if teacher_done(sweep.paths.teachers, sweep.task.name, t.key):
+            try:
+                n = load_meta(sweep.paths.teachers, sweep.task.name, t.key).get("threads")
+            except (OSError, ValueError):
+                continue  # a damaged teacher is quarantined and trained again
+            if n is not None:
+                stored[n] += 1
+    other = sorted((set(made) | set(stored)) - {threads})
+    if not other:
+        return
+    found = ", ".join(f"{n} thread(s): {made[n]} records, {stored[n]} teachers" for n in other)
+    raise SpecError(sweep.source, "run.threads_per_job",
+                    f"expected the torch thread count this sweep's results were made with ({found}), got "
+                    f"{threads}; scores depend on it, so set run.threads_per_job = {other[0]}, or pass "
+                    f"--mixed-threads to resume with {threads} anyway")
+
+
+def run_sweep(plan: Plan, quiet: bool = False, teachers_only: bool = False,
+              mixed_threads: bool = False) -> RunSummary:
+    """Run every missing job of the plan on the sweep's device slots (or only its teachers); refuses
+    to resume results made with another thread count unless ``mixed_threads`` (``check_threads``)."""
     sweep = plan.sweep
     results = sweep.results_dir()
     preflight(plan)
     lock = sweep_lock(results)
     try:
-        return _run_locked(plan, quiet, teachers_only)
+        return _run_locked(plan, quiet, teachers_only, mixed_threads)
     finally:
         lock.close()
 
 
-def _run_locked(plan: Plan, quiet: bool, teachers_only: bool) -> RunSummary:
+def _run_locked(plan: Plan, quiet: bool, teachers_only: bool, mixed_threads: bool) -> RunSummary:
     sweep = plan.sweep
     remove_stale_temporaries(plan)
     teachers, jobs, ok = pending_work(plan, repair=True)
@@ -270,6 +310,8 @@ def _run_locked(plan: Plan, quiet: bool, teachers_only: bool) -> RunSummary:
                    deps=() if isinstance(p, AugmentJob) else (p.teacher_key, p.augment_key),
                    payload=prep_payload(plan, p)) for p in prep]
     items += [Item(key=j.key, kind="distill", deps=j.deps, payload=distill_payload(plan, j)) for j in jobs]
+    if items and not mixed_threads:
+        check_threads(plan, ok)  # before any job runs
     prep_keys = {p.key for p in prep}
     done_teachers = {t.key for t in plan.teachers if teacher_done(sweep.paths.teachers, sweep.task.name, t.key)}
     done_teachers |= {p.key for p in (*plan.augments, *plan.outputs) if p.key not in prep_keys and prep_done(plan, p)}

@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from bench.cache import load_arrays, save_arrays
 from bench.errors import SpecError, UserError
 from bench.models import MODELS, Shape, resolve_pretrained
 
@@ -152,10 +153,8 @@ def load_digits(spec: Any, cache_dir: Path) -> TaskData:
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     path = Path(cache_dir) / "digits" / f"digits-{digest}.npz"
     names = ("train", "dev", "test")
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    else:
+    arrays = load_arrays(path)  # None when missing or damaged: built again
+    if arrays is None:
         from sklearn.datasets import load_digits as sk_digits
         from sklearn.model_selection import train_test_split
 
@@ -273,17 +272,6 @@ def glue_texts(spec: Any) -> dict[str, tuple[list, np.ndarray]]:
     return out
 
 
-def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Atomically store named arrays as .npz (read back with allow_pickle=False)."""
-    import io
-
-    from bench.records import atomic_write_bytes
-
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def text_split(arrays: dict[str, np.ndarray], prefix: str = "") -> Split:
     """A text Split from stored arrays (``{prefix}ids``, ``types``, ``offsets``, ``labels``)."""
     return Split(labels=arrays[f"{prefix}labels"], ids=arrays[f"{prefix}ids"], types=arrays[f"{prefix}types"],
@@ -312,9 +300,8 @@ def load_glue(spec: Any, cache_dir: Path) -> TaskData:
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir / "tokenized" / f"{spec.name}-{digest}.npz"
     tokenizer = load_tokenizer(spec.tokenizer)
-    if path.exists():
-        arrays = dict(np.load(path, allow_pickle=False))
-    else:
+    arrays = load_arrays(path)  # None when missing or damaged: built again
+    if arrays is None:
         arrays = {}
         for split, (texts, labels) in glue_texts(spec).items():
             arrays.update(tokenize_split(texts, labels, tokenizer, spec.max_length, prefix=f"{split}/"))

@@ -130,7 +130,7 @@ def train_teacher(job: dict, data, device, started: float) -> dict:
                     "train": t_train - t_setup, "eval": t_eval - t_train, "cache": t_cache - t_eval,
                     "total": time.perf_counter() - started},
         "device": job["device"], "slot": job["slot"], "attempt": job["attempt"],
-        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "deterministic": torch.are_deterministic_algorithms_enabled(), "threads": torch.get_num_threads(),
         **({"cache_fidelity": [dict(zip(("temperature", "grad_cosine", "loss_ratio"), map(float, row)))
                                for row in outputs["fidelity"]]} if "fidelity" in outputs else {}),
         "provenance": {**provenance(), "started": time.time() - (time.perf_counter() - started),
@@ -166,14 +166,14 @@ def run_teacher_outputs(job: dict, data, device) -> dict:
     """Worker job: a stored teacher's logits on one augmented set, computed once and cached."""
     import time
 
-    from bench.augment import augmented_path
-    from bench.tasks import save_arrays, text_split
+    from bench.augment import augmented_path, load_augmented
+    from bench.cache import save_arrays
+    from bench.tasks import text_split
     from bench.training import predict_logits
 
     start = time.perf_counter()
     config = job["config"]
-    with np.load(augmented_path(job["paths"]["cache"], data.name, config["augment"]), allow_pickle=False) as z:
-        split = text_split(dict(z))
+    split = text_split(load_augmented(augmented_path(job["paths"]["cache"], data.name, config["augment"])))
     model = load_teacher_model(job["paths"]["teachers"], data.name, config["teacher"], data.shape, device)
     logits = predict_logits(model, split, device)
     save_arrays(augmented_outputs_path(job["paths"]["teachers"], data.name, config["teacher"], config["augment"]),

@@ -1,25 +1,37 @@
 """A worker process: runs jobs sent by the driver one at a time, on one device slot.
 
 Protocol: one JSON object per line. The driver writes jobs to the worker's stdin; the worker
-answers on the original stdout (``{"ready": ...}`` once, then one reply per job). Everything
-the job code prints goes to stderr, which the driver sends to the slot's log file.
+answers on the original stdout (``{"ready": ...}`` once, then per job ``{"started": key}`` as soon
+as it has read it and one reply when it ends; a worker that dies before ``started`` never ran the job).
+Everything the job code prints goes to stderr, which the driver sends to the slot's log file.
 The driver sets ``BENCH_DEVICE``, ``CUDA_VISIBLE_DEVICES`` and the thread counts before start.
 
 Testing hooks (fault injection, documented in docs/architecture.md): ``BENCH_CRASH_ON=<key prefix>``
 makes the worker exit abruptly when it starts a job whose key has that prefix;
 ``BENCH_RAISE_ON=<prefix>[,<prefix>...]`` makes such jobs raise, ``BENCH_OOM_ON`` makes them
-raise torch's out-of-memory error. ``BENCH_EXIT_WITH_PARENT=1`` (set by the
-Dask engine) ends the worker, mid-job too, when the process that started it dies, so a killed
-Dask worker leaves no orphan holding its GPU while the job reruns elsewhere.
+raise torch's out-of-memory error.
+
+A worker never outlives the process that started it (the driver's slot, or a Dask worker): first
+thing, before importing torch, it asks Linux for SIGKILL when its parent dies (prctl
+PR_SET_PDEATHSIG; the parent is the *thread* that started it, which lives as long as the slot) and,
+as a portable fallback, watches its parent's pid (and ``BENCH_DRIVER=<host>:<pid>``, the driver of a
+Dask run on the same host) from a thread that ends the process within a second of its death, mid-job
+too. So a driver killed by SIGKILL, or a Dask worker that dies, leaves no job running (a GPU busy
+for hours) that a rerun would compute again. It ignores SIGINT: Ctrl-C in a terminal reaches the
+whole process group, and the driver, which gets it too, stops its workers itself.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import sys
 import time
 import traceback
+
+from bench.records import pid_alive
 
 
 def resolve_device(name: str):
@@ -38,6 +50,8 @@ def resolve_device(name: str):
 
 def main() -> None:
     t0 = time.perf_counter()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent()
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
@@ -56,14 +70,13 @@ def main() -> None:
     except Exception as e:  # reported to the driver, which stops the sweep
         send({"ready": False, "error": f"{type(e).__name__}: {e}"})
         return
-    if os.environ.get("BENCH_EXIT_WITH_PARENT") == "1":
-        _exit_with_parent()
     send({"ready": True, "pid": os.getpid(), "startup": time.perf_counter() - t0, "device": str(device)})
     crash_on = os.environ.get("BENCH_CRASH_ON")
     raise_on = tuple(p for p in os.environ.get("BENCH_RAISE_ON", "").split(",") if p)
     oom_on = tuple(p for p in os.environ.get("BENCH_OOM_ON", "").split(",") if p)
     for line in sys.stdin:
         job = json.loads(line)
+        send({"started": job["key"]})  # a death before this line costs the job no attempt
         if crash_on and job["key"].startswith(crash_on):
             os._exit(137)
         start = time.perf_counter()
@@ -73,6 +86,8 @@ def main() -> None:
             if oom_on and job["key"].startswith(oom_on):
                 raise torch.OutOfMemoryError("simulated out of memory (BENCH_OOM_ON)")
             set_determinism(bool(job.get("deterministic")))
+            if job.get("threads"):
+                torch.set_num_threads(int(job["threads"]))  # run.threads_per_job, whatever the engine
             result = RUNNERS[job["kind"]](job, device)
             send({"key": job["key"], "status": "ok", "score": result.get("score"),
                   "seconds": time.perf_counter() - start})
@@ -97,14 +112,33 @@ def failure_kind(e: BaseException) -> str:
     return "error"
 
 
-def _exit_with_parent() -> None:
-    """Exit at once when the parent process is gone (this process is then re-parented)."""
+PR_SET_PDEATHSIG = 1
+
+
+def exit_with_parent() -> None:
+    """End this process (SIGKILL, or os._exit from a watchdog thread) as soon as the process that
+    started it dies, or the driver named by ``BENCH_DRIVER=<host>:<pid>`` when it runs on this host."""
     import threading
 
-    parent = os.getppid()
+    parent = int(os.environ.get("BENCH_PARENT_PID") or os.getppid())
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the watchdog below does it
+        pass
+    host, _, pid = os.environ.get("BENCH_DRIVER", "").rpartition(":")
+    driver = int(pid) if pid.isdigit() and host == socket.gethostname() else None
+
+    def gone() -> bool:
+        return os.getppid() != parent or (driver is not None and not pid_alive(driver))
+
+    if gone():  # the parent died before prctl took effect
+        os._exit(1)
 
     def watch() -> None:
-        while os.getppid() == parent:
+        while not gone():
             time.sleep(0.5)
         os._exit(1)
 

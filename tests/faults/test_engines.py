@@ -1,7 +1,8 @@
 """Every engine against the same faults and limits, on real processes: the local queue, and a
 real local Dask cluster (two workers with fake GPU resources, jobs simulated on the CPU).
 
-Each test has a timeout: an engine that hangs fails the test instead of the CI run.
+Each test has a generous timeout (a hang guard: an engine that hangs fails the test instead of the CI
+run); tests wait on conditions, never on the clock, so a loaded machine only makes them slower.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 from bench.plan import make_plan
 from bench.spec import load_sweep
 from helpers import bench_cli, digits_spec, records
+from procs import wait_for
 
 pytest.importorskip("distributed")
 
@@ -66,7 +68,7 @@ def _engine_args(engine: str, fake_gpu_cluster, jobs_per_device: int, threads: i
     return ["--scheduler", address, "--gpus-per-job", str(1 / jobs_per_device)]
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("jobs_per_gpu", [1, 2])
 def test_gpu_limits_and_dependencies_are_respected(project, engine, jobs_per_gpu, fake_gpu_cluster):
@@ -91,7 +93,7 @@ def test_gpu_limits_and_dependencies_are_respected(project, engine, jobs_per_gpu
         assert r["provenance"]["started"] >= ready, "a job started before its teachers were stored"
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("engine", ENGINES)
 def test_an_exception_is_recorded_with_its_traceback_and_dependants_are_skipped(project, engine, fake_gpu_cluster,
                                                                                 monkeypatch):
@@ -122,7 +124,7 @@ def test_an_exception_is_recorded_with_its_traceback_and_dependants_are_skipped(
            f"{n_skipped} not run" in proc.stderr
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_worker_killed_mid_job_and_the_sweep_still_completes(project, engine, fake_gpu_cluster):
     """SIGKILL, from outside, the process running a distillation job: the job is rerun and the
@@ -136,23 +138,25 @@ def test_a_worker_killed_mid_job_and_the_sweep_still_completes(project, engine, 
     proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(spec), "--no-report", "--quiet", *args],
                             cwd=project, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "BENCH_SIMULATE_GPU": "1"})
-    deadline = time.monotonic() + 120
-    while len(records(results)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: len(records(results)) >= 2 or proc.poll() is not None, "two records")
     if engine == "local":
         workers = [p for p in psutil.Process(proc.pid).children() if "bench.worker" in " ".join(p.cmdline())]
         victim = workers[0]
     else:  # the Dask worker process (not its nanny) whose bench.worker is busy
         from distributed import Client
 
-        with Client(args[1], timeout=10) as client:
+        with Client(args[1], timeout=120) as client:
             busy = []
-            while not busy and time.monotonic() < deadline:
-                busy = [w for w, tasks in client.processing().items() if any(t.startswith("distill-") for t in tasks)]
+
+            def one_busy() -> bool:
+                busy[:] = [w for w, tasks in client.processing().items() if any(t.startswith("distill-") for t in tasks)]
+                return bool(busy)
+
+            wait_for(one_busy, "a Dask worker running a distillation job")
             pids = client.run(os.getpid, workers=busy[:1])
         victim = psutil.Process(next(iter(pids.values())))
     os.kill(victim.pid, signal.SIGKILL)
-    _, err = proc.communicate(timeout=180)
+    _, err = proc.communicate(timeout=800)
     assert proc.returncode == 0, err
     recs = records(results)
     assert set(recs) == {j.key for j in plan.jobs} and all(r["status"] == "ok" for r in recs.values())
@@ -161,7 +165,7 @@ def test_a_worker_killed_mid_job_and_the_sweep_still_completes(project, engine, 
     assert not list((results / "records").glob(".*"))
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("engine", ENGINES)
 def test_driver_sigkill_then_rerun_resumes(project, engine):
     """SIGKILL the whole `bench run` process group (driver, cluster, workers): no finished record
@@ -172,14 +176,12 @@ def test_driver_sigkill_then_rerun_resumes(project, engine):
     extra = ["--engine", "dask"] if engine == "dask" else []
     proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(spec), "--quiet", *extra], cwd=project,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while len(records(results)) < 4 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    wait_for(lambda: len(records(results)) >= 4 or proc.poll() is not None, "four records")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before = records(results)
     assert 4 <= len(before) < len(plan.jobs), "the kill must land mid-sweep"
-    rerun = bench_cli("run", str(spec), "--no-report", *extra, cwd=project, timeout=200)
+    rerun = bench_cli("run", str(spec), "--no-report", *extra, cwd=project)
     assert rerun.returncode == 0, rerun.stderr
     assert f"ran {len(plan.jobs) - len(before)} jobs" in rerun.stderr
     after = records(results)
@@ -193,7 +195,7 @@ def test_driver_sigkill_then_rerun_resumes(project, engine):
     assert "trained 0 teachers, ran 0 jobs" in again.stderr
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(900)
 def test_the_dask_engine_gives_the_local_engine_scores(tmp_path):
     """Same job keys, same scores, same report tables: the engine changes nothing but where jobs run."""
     out = {}
@@ -209,31 +211,30 @@ def test_the_dask_engine_gives_the_local_engine_scores(tmp_path):
     assert out["dask"] == out["local"]
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(900)
 def test_a_gpu_request_no_worker_can_meet_fails_at_once(project, fake_gpu_cluster):
     spec = digits_spec(project, n=2, r=1)
     address = fake_gpu_cluster(1, devices=("cpu",))
-    start = time.monotonic()
-    proc = bench_cli("run", str(spec), "--scheduler", address, "--gpus-per-job", "1", cwd=project, timeout=60)
+    proc = bench_cli("run", str(spec), "--scheduler", address, "--gpus-per-job", "1", cwd=project)  # ends: no hang
     assert proc.returncode == 2, proc.stderr
     assert "each job asks for GPU=1" in proc.stderr and "offer GPU=0" in proc.stderr
-    assert "Traceback" not in proc.stderr and time.monotonic() - start < 30
+    assert "Traceback" not in proc.stderr
     assert not (project / "results" / "tiny" / "records").exists()
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(900)
 def test_a_local_cluster_binds_to_loopback(fake_gpu_cluster):
     from distributed import Client
 
     address = fake_gpu_cluster(1)
     assert address.startswith("tcp://127.0.0.1:")
-    with Client(address, timeout=10) as client:
+    with Client(address, timeout=120) as client:
         workers = client.scheduler_info(n_workers=-1)["workers"]
     assert len(workers) == 2 and all(a.startswith("tcp://127.0.0.1:") for a in workers)
     assert sorted(w["resources"]["GPU"] for w in workers.values()) == [1, 1]
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(900)
 def test_a_multi_process_cluster_loses_a_worker_and_the_sweep_completes(project):
     """`dask scheduler` and two `dask worker` processes on loopback, as a user starts them on
     several hosts; one worker is SIGKILLed mid-sweep."""
@@ -243,9 +244,7 @@ def test_a_multi_process_cluster_loses_a_worker_and_the_sweep_completes(project)
                                "--port", "0", "--no-dashboard", "--scheduler-file", str(sched_file)],
                               env=env, stderr=subprocess.DEVNULL, start_new_session=True)]
     try:
-        deadline = time.monotonic() + 30
-        while not sched_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(sched_file.exists, "the scheduler file")
         for gpu in ("0", "1"):
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(sched_file),
@@ -258,12 +257,10 @@ def test_a_multi_process_cluster_loses_a_worker_and_the_sweep_completes(project)
         run = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(spec), "--no-report", "--quiet",
                                 "--scheduler", str(sched_file), "--gpus-per-job", "1"],
                                cwd=project, stderr=subprocess.PIPE, text=True, env=env)
-        deadline = time.monotonic() + 120
-        while len(records(results)) < 3 and time.monotonic() < deadline and run.poll() is None:
-            time.sleep(0.05)
+        wait_for(lambda: len(records(results)) >= 3 or run.poll() is not None, "three records")
         os.killpg(procs[1].pid, signal.SIGKILL)  # worker gpu0: its nanny, worker and job process
         kill_time = time.time()
-        _, err = run.communicate(timeout=150)
+        _, err = run.communicate(timeout=800)
         assert run.returncode == 0, err
         recs = records(results)
         assert set(recs) == {j.key for j in plan.jobs} and all(r["status"] == "ok" for r in recs.values())
@@ -294,7 +291,7 @@ python = "python3"
 """
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(900)
 def test_the_slurm_worker_job_script(project):
     spec = digits_spec(project, n=2, r=1, run=SLURM_RUN)
     proc = bench_cli("slurm-script", str(spec), cwd=project)

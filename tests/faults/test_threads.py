@@ -1,0 +1,72 @@
+"""The torch thread count changes scores and is not in the job keys: `run.threads_per_job` decides it
+on every engine, every record and teacher meta holds it, and resuming results made with another count
+is refused before any job runs (one line, exit code 2) unless `--mixed-threads`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.plan import make_plan
+from bench.spec import load_sweep
+from helpers import bench_cli, digits_spec, records
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def _spec(project, threads: int, **kw):
+    spec = digits_spec(project, **kw)
+    spec.write_text(spec.read_text().replace("threads_per_job = 1", f"threads_per_job = {threads}"))
+    return spec
+
+
+def _teacher_threads(project) -> list:
+    return [json.loads(p.read_text()).get("threads") for p in (project / "teachers" / "digits").glob("*/meta.json")]
+
+
+@pytest.mark.parametrize("engine", ["local", "dask-scheduler"])
+def test_threads_per_job_decides_the_thread_count_on_every_engine(project, engine):
+    """A Dask worker started with BENCH_THREADS=1 (as `bench.cluster.local_cluster` or an admin sets
+    it) used to give its jobs 1 thread whatever the spec said."""
+    spec = _spec(project, 2, n=2, r=1)
+    args = []
+    cluster = None
+    if engine == "dask-scheduler":
+        pytest.importorskip("distributed")
+        from bench.cluster import local_cluster
+
+        cluster = local_cluster(("cpu",), 2, job_threads=1)
+        args = ["--scheduler", cluster.scheduler_address]
+    try:
+        proc = bench_cli("run", str(spec), "--no-report", *args, cwd=project)
+    finally:
+        if cluster is not None:
+            cluster.close()
+    assert proc.returncode == 0, proc.stderr
+    recs = records(project / "results" / "tiny")
+    assert recs and {r["threads"] for r in recs.values()} == {2}
+    assert _teacher_threads(project) == [2, 2]
+
+
+def test_resuming_with_another_thread_count_is_refused_unless_asked(project):
+    spec = _spec(project, 1, n=2, r=1)
+    plan = make_plan(load_sweep(spec))
+    results = project / "results" / "tiny"
+    assert bench_cli("run", str(spec), "--no-report", cwd=project).returncode == 0
+    gone = plan.jobs[0].key
+    (results / "records" / f"{gone}.json").unlink()  # one job left to do
+    before = sorted(p.name for p in project.rglob("*"))
+    spec.write_text(spec.read_text().replace("threads_per_job = 1", "threads_per_job = 2"))
+    refused = bench_cli("run", str(spec), "--no-report", cwd=project)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        f"error: {spec}: field 'run.threads_per_job': expected the torch thread count this sweep's results were "
+        f"made with (1 thread(s): {len(plan.jobs) - 1} records, 2 teachers), got 2; scores depend on it, so set "
+        f"run.threads_per_job = 1, or pass --mixed-threads to resume with 2 anyway"], refused.stderr
+    assert sorted(p.name for p in project.rglob("*")) == before  # nothing ran, nothing written
+    mixed = bench_cli("run", str(spec), "--no-report", "--mixed-threads", cwd=project)
+    assert mixed.returncode == 0 and "ran 1 jobs" in mixed.stderr, mixed.stderr
+    assert records(results)[gone]["threads"] == 2
+    nothing_to_do = bench_cli("run", str(spec), "--no-report", cwd=project)  # no job runs: nothing to refuse
+    assert nothing_to_do.returncode == 0, nothing_to_do.stderr
