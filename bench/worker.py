@@ -9,7 +9,7 @@ The driver sets ``BENCH_DEVICE``, ``CUDA_VISIBLE_DEVICES`` and the thread counts
 Testing hooks (fault injection, documented in docs/architecture.md): ``BENCH_CRASH_ON=<key prefix>``
 makes the worker exit abruptly when it starts a job whose key has that prefix;
 ``BENCH_RAISE_ON=<prefix>[,<prefix>...]`` makes such jobs raise, ``BENCH_OOM_ON`` makes them
-raise torch's out-of-memory error.
+raise torch's out-of-memory error, ``BENCH_HANG_ON`` makes them hang (for ``run.timeout``).
 
 A worker never outlives the process that started it (the driver's slot, or a Dask worker): first
 thing, before importing torch, it asks Linux for SIGKILL when its parent dies (prctl
@@ -74,6 +74,7 @@ def main() -> None:
     crash_on = os.environ.get("BENCH_CRASH_ON")
     raise_on = tuple(p for p in os.environ.get("BENCH_RAISE_ON", "").split(",") if p)
     oom_on = tuple(p for p in os.environ.get("BENCH_OOM_ON", "").split(",") if p)
+    hang_on = tuple(p for p in os.environ.get("BENCH_HANG_ON", "").split(",") if p)
     for line in sys.stdin:
         job = json.loads(line)
         send({"started": job["key"]})  # a death before this line costs the job no attempt
@@ -85,6 +86,8 @@ def main() -> None:
                 raise RuntimeError("injected fault (BENCH_RAISE_ON)")
             if oom_on and job["key"].startswith(oom_on):
                 raise torch.OutOfMemoryError("simulated out of memory (BENCH_OOM_ON)")
+            while hang_on and job["key"].startswith(hang_on):
+                time.sleep(1)
             set_determinism(bool(job.get("deterministic")))
             if job.get("threads"):
                 torch.set_num_threads(int(job["threads"]))  # run.threads_per_job, whatever the engine

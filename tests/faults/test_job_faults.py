@@ -82,3 +82,17 @@ def test_out_of_memory_is_retried_per_policy(project, retry_on, attempts):
     rec = recs[victim]
     assert rec["status"] == "failed" and rec["error_kind"] == "oom" and rec["attempts"] == attempts
     assert "OutOfMemoryError: simulated out of memory" in rec["error"]
+
+
+def test_a_job_over_run_timeout_is_killed_retried_and_recorded(project):
+    spec = digits_spec(project, n=2, r=1, run="retries = 1\ntimeout = 30")
+    plan = _plan(spec)
+    victim = plan.jobs[0]
+    proc = bench_cli("run", str(spec), "--no-report", cwd=project, env={"BENCH_HANG_ON": victim.key})
+    assert proc.returncode == 1, proc.stderr
+    recs = records(project / "results" / "tiny")
+    assert set(recs) == {j.key for j in plan.jobs}  # the hung job cost its worker, not the sweep
+    rec = recs[victim.key]
+    assert rec["status"] == "failed" and rec["error_kind"] == "timeout" and rec["attempts"] == 2
+    assert "timed out after" in rec["error"]
+    assert all(r["status"] == "ok" for k, r in recs.items() if k != victim.key)
