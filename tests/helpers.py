@@ -68,3 +68,20 @@ def records(results: Path) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted((results / "records").glob("*.json"))}
 
 
+
+
+def finished_sweep(folder: Path, n: int, r: int) -> Path:
+    """Run a tiny digits sweep to the end in ``folder`` (no report); tests copy it to damage it."""
+    spec = digits_spec(folder, n=n, r=r)
+    proc = bench_cli("run", str(spec), "--no-report", "--quiet", cwd=folder)
+    assert proc.returncode == 0, proc.stderr
+    return folder
+
+
+def copy_of(finished: Path, tmp_path: Path) -> Path:
+    """A private copy of a finished sweep's folder (spec, results, teachers, cache)."""
+    import shutil
+
+    folder = tmp_path / "sweep"
+    shutil.copytree(finished, folder, symlinks=True)  # a damaged sweep may hold symlinks
+    return folder

@@ -15,7 +15,7 @@ import pytest
 from bench.plan import make_plan
 from bench.records import decode_array, record_problem
 from bench.spec import load_sweep
-from helpers import bench_cli, digits_spec, records
+from helpers import bench_cli, copy_of, finished_sweep, records
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -77,10 +77,7 @@ def _damage(path, how, other):
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("finished")
-    spec = digits_spec(folder, n=2, r=3)
-    assert bench_cli("run", str(spec), "--no-report", "--quiet", cwd=folder).returncode == 0
-    return folder
+    return finished_sweep(tmp_path_factory.mktemp("finished"), n=2, r=3)
 
 
 @pytest.mark.timeout(60)
@@ -107,8 +104,7 @@ def test_decoding_predictions_never_inflates_past_what_they_claim():
 
 
 def test_doctor_report_and_run_name_quarantine_and_redo_every_damaged_record(finished, tmp_path, monkeypatch):
-    folder = tmp_path / "sweep"
-    shutil.copytree(finished, folder, symlinks=True)
+    folder = copy_of(finished, tmp_path)
     monkeypatch.chdir(folder)
     spec = folder / "tiny.toml"
     plan = make_plan(load_sweep(spec))
@@ -141,8 +137,7 @@ def test_doctor_report_and_run_name_quarantine_and_redo_every_damaged_record(fin
 
 @pytest.mark.parametrize("meta", ["{x", "{}", "[1]", "no-timings"])
 def test_a_damaged_teacher_meta_is_named_by_report_and_doctor(finished, tmp_path, monkeypatch, meta):
-    folder = tmp_path / "sweep"
-    shutil.copytree(finished, folder)
+    folder = copy_of(finished, tmp_path)
     monkeypatch.chdir(folder)
     spec = folder / "tiny.toml"
     plan = make_plan(load_sweep(spec))

@@ -12,7 +12,7 @@ import pytest
 
 from bench.plan import make_plan
 from bench.spec import load_sweep
-from helpers import bench_cli, digits_spec
+from helpers import bench_cli, copy_of, digits_spec, finished_sweep
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -20,17 +20,12 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """One finished sweep (N=3, r=3, no report), copied by each test."""
-    folder = tmp_path_factory.mktemp("finished")
-    spec = digits_spec(folder, n=3, r=3)
-    proc = bench_cli("run", str(spec), "--no-report", "--quiet", cwd=folder)
-    assert proc.returncode == 0, proc.stderr
-    return folder
+    return finished_sweep(tmp_path_factory.mktemp("finished"), n=3, r=3)
 
 
 @pytest.fixture
 def sweep(finished, tmp_path, monkeypatch):
-    folder = tmp_path / "sweep"
-    shutil.copytree(finished, folder)
+    folder = copy_of(finished, tmp_path)
     monkeypatch.chdir(folder)
     spec = folder / "tiny.toml"
     return folder, spec, make_plan(load_sweep(spec))

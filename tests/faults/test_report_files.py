@@ -5,7 +5,6 @@ the file (exit 1), and output files that respect the umask."""
 import errno
 import fcntl
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -13,23 +12,19 @@ import time
 import pytest
 
 from bench import cli, records as records_module
-from helpers import bench_cli, digits_spec
+from helpers import bench_cli, copy_of, digits_spec, finished_sweep
 
 pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("finished")
-    spec = digits_spec(folder, n=2, r=2)
-    assert bench_cli("run", str(spec), "--no-report", "--quiet", cwd=folder).returncode == 0
-    return folder
+    return finished_sweep(tmp_path_factory.mktemp("finished"), n=2, r=2)
 
 
 @pytest.fixture
 def sweep(finished, tmp_path, monkeypatch):
-    folder = tmp_path / "sweep"
-    shutil.copytree(finished, folder)
+    folder = copy_of(finished, tmp_path)
     monkeypatch.chdir(folder)
     return folder, folder / "tiny.toml"
 
