@@ -11,7 +11,9 @@ slots; each runs its jobs in a ``bench.worker`` process (bench/dask_engine.py).
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -87,14 +89,18 @@ def connect(run) -> Iterator:
                 yield client
 
 
-def slurm_cluster(run, log_dir: Path):
-    """A dask-jobqueue SLURMCluster for ``[run.slurm]``: one worker per job, GPU=1 per GPU worker,
-    workers retiring before the walltime. Its scheduler binds to ``run.slurm.host`` / interface."""
+def slurm_cluster(run, log_dir: Path, job_name: str = "bench-worker"):
+    """A dask-jobqueue SLURMCluster for ``[run.slurm]``: one worker per job named ``job_name``,
+    GPU=1 per GPU worker, workers retiring before the walltime. Its scheduler binds to
+    ``run.slurm.host`` / interface."""
+    from bench.interrupt import install
+
     _distributed()
     try:
         from dask_jobqueue import SLURMCluster
     except ImportError:
         raise UserError("the slurm engine needs dask-jobqueue: pip install -e '.[dask]'") from None
+    install()  # dask-jobqueue 0.9.0 replaces the SIGINT handler on import (dask/dask-jobqueue#696)
     s = run.slurm
     extra = ["--resources", "GPU=1"] if s.gpus else []
     if s.lifetime:
@@ -110,16 +116,26 @@ def slurm_cluster(run, log_dir: Path):
             job_extra_directives=(["--gres=gpu:1"] if s.gpus else []) + list(s.job_directives),
             worker_extra_args=extra, job_script_prologue=list(s.prologue),
             python=s.python or sys.executable, log_directory=s.log_directory or str(log_dir / "slurm"),
-            job_name="bench-worker")
+            job_name=job_name)
 
 
 @contextmanager
 def slurm_client(run, log_dir: Path) -> Iterator:
-    """A client of a SLURMCluster that adapts between 1 and ``run.slurm.max_workers`` worker jobs."""
+    """A client of a SLURMCluster that adapts between 1 and ``run.slurm.max_workers`` worker jobs,
+    all named ``bench-<8 hex digits>``, this driver's own: a reaper (bench/reaper.py) cancels them
+    when the driver ends, even by SIGKILL, so no worker job is left pending or running."""
     import distributed
 
-    cluster = slurm_cluster(run, log_dir)
-    with cluster:
-        cluster.adapt(minimum=1, maximum=run.slurm.max_workers)
-        with distributed.Client(cluster) as client:
-            yield client
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    reaper = subprocess.Popen([sys.executable, "-m", "bench.reaper", name], stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL, start_new_session=True)
+    print(f"slurm: worker jobs are named {name} (`scancel --name {name}` ends them; they end with this run)",
+          file=sys.stderr)
+    try:
+        cluster = slurm_cluster(run, log_dir, name)
+        with cluster:
+            cluster.adapt(minimum=1, maximum=run.slurm.max_workers)
+            with distributed.Client(cluster) as client:
+                yield client
+    finally:
+        reaper.stdin.close()  # the reaper cancels whatever the cluster's close left behind

@@ -34,6 +34,7 @@ from pathlib import Path
 from bench.errors import UserError
 from bench.queue import (Item, QueueResult, Scheduler, Slot, Worker, WorkerError, WorkerGone, WorkerUnusable,
                          run_job)
+from bench.records import slurm_job
 
 _STATE = threading.local()
 _THREAD_NUMBERS = itertools.count()
@@ -41,7 +42,8 @@ _THREAD_NUMBERS = itertools.count()
 
 def _slot(share: float, threads: int, driver: str) -> tuple[Slot, dict]:
     """This Dask worker thread's slot: its device, the run's thread count and extra environment
-    (the driver a job process watches)."""
+    (the driver a job process watches). In a Slurm job the slot is named after the job too, since
+    a replacement worker job takes the name of the one it replaces."""
     from distributed import get_worker
 
     w = get_worker()
@@ -53,15 +55,37 @@ def _slot(share: float, threads: int, driver: str) -> tuple[Slot, dict]:
     extra = {"BENCH_DRIVER": driver}
     if gpu and first and not first.isdigit():
         extra["CUDA_VISIBLE_DEVICES"] = first  # a GPU named by UUID
-    return Slot(f"{w.name}#{_STATE.number}", device, threads), extra
+    job = slurm_job()
+    name = w.name if job is None else f"{w.name}@slurm{job['job_id']}"
+    return Slot(f"{name}#{_STATE.number}", device, threads), extra
+
+
+def oversubscribed(threads: int, share: float, nthreads: int, gpus: float, job: dict | None) -> str | None:
+    """Why jobs of ``threads`` threads would use more CPUs than Slurm allocated to the worker job
+    ``job`` (``records.slurm_job``) whose worker has ``nthreads`` slots and ``gpus`` GPU resource:
+    its jobs at once x threads > its CPUs. None when they fit, or outside Slurm."""
+    if job is None or not job["cpus"]:
+        return None
+    at_once = nthreads if share <= 0 else max(1, min(nthreads, int(gpus / share + 1e-9)))
+    if threads * at_once <= job["cpus"]:
+        return None
+    return (f"Slurm job {job['job_id']} has {job['cpus']} CPU(s) for {at_once} job(s) at once, too few for "
+            f"{threads} threads each; expected run.threads_per_job <= {max(1, job['cpus'] // at_once)}")
 
 
 def execute(payload: dict, share: float, timeout: float, max_jobs: int) -> dict:
     """Run one job (asking for ``share`` of a GPU) in this thread's worker process, started on
     first use; returns its reply with the slot it ran on. Runs on a Dask worker."""
+    from distributed import get_worker
+
     payload = dict(payload)
     log_dir = Path(payload.pop("log_dir"))
     slot, extra = _slot(share, payload["threads"], payload.pop("driver"))
+    w = get_worker()
+    problem = oversubscribed(payload["threads"], share, w.state.nthreads, w.state.total_resources.get("GPU", 0),
+                             slurm_job())
+    if problem:
+        return {"status": "failed", "error": problem, "fatal": True, "slot": slot.name}
     workers = _STATE.__dict__.setdefault("workers", {})
     worker = workers.get(slot.device)
     if worker is not None and (worker.slot != slot or worker.extra_env != extra):

@@ -41,9 +41,7 @@ def job_threads(run) -> int:
     if run.threads_per_job:
         return run.threads_per_job
     if run.engine == "slurm":
-        share = run.gpu_share()
-        at_once = run.slurm.cores if share <= 0 else min(run.slurm.cores, max(1, int(run.slurm.gpus / share + 1e-9)))
-        return max(1, run.slurm.cores // max(1, at_once))
+        return max(1, run.slurm.cores // run.slurm_jobs_at_once())
     if run.engine == "dask" and run.scheduler:
         return 1
     return max(1, (os.cpu_count() or 1) // max(1, len(run.devices) * run.jobs_per_device))

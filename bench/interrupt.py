@@ -3,8 +3,9 @@ the engines stop their workers on the way out (``finally`` blocks), the sweep lo
 the CLI prints one line and exits 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM).
 
 Libraries may replace the SIGINT handler when they are imported (dask-jobqueue 0.9.0 installs its
-own, after which Ctrl-C ended ``bench run`` with exit code 0 and the sweep unfinished), so the
-engines call ``install`` again once their libraries are imported.
+own, which calls ``sys.exit()``: Ctrl-C ended ``bench run`` with exit code 0 and the sweep
+unfinished, and so did a SIGINT that was meant to be ignored, as in ``bench run ... &`` from a
+script), so the engines call ``install`` again once their libraries are imported.
 """
 
 from __future__ import annotations
@@ -47,6 +48,5 @@ def install() -> None:
         return
     if _IGNORED is None:
         _IGNORED = {s for s in SIGNALS if signal.getsignal(s) is signal.SIG_IGN}
-    for s in SIGNALS:
-        if s not in _IGNORED:
-            signal.signal(s, _handler)
+    for s in SIGNALS:  # an ignored one is ignored again: the library's handler would exit 0
+        signal.signal(s, signal.SIG_IGN if s in _IGNORED else _handler)

@@ -5,7 +5,8 @@ A record is the only source of tables and figures. Schema (``RECORD_FORMAT`` 1):
 ``diverged_at_step`` | "skipped": not run, a job it waits for failed), attempts, error, k,
 combination, primary, repeat, grid, teacher_keys, config, metric, score (on the task's first
 evaluation split), scores {split: {metric: value}}, timings {queue_wait, setup, train, eval,
-total}, device, slot, provenance {versions, git_commit, host, pid, finished}``; ok records add
+total}, device, slot, provenance {versions, git_commit, host, pid, slurm {job_id, node, cpus, gpus} or
+null, finished}``; ok records add
 ``score_split, n_params, fit (steps, seconds per stage), teacher_work, torch_device,
 cuda_visible_devices, threads`` and ``provenance.started``, ``paths`` (teachers root and cache:
 enough to rerun the job from its record) and ``predictions`` {split: encoded array of the
@@ -456,8 +457,21 @@ def versions() -> dict[str, str]:
 
 
 def provenance() -> dict:
-    """Where and with what a record was produced."""
-    return {"versions": versions(), "git_commit": git_commit(), "host": platform.node(), "pid": os.getpid()}
+    """Where and with what a record was produced (``slurm``: the Slurm job it ran in, or None)."""
+    return {"versions": versions(), "git_commit": git_commit(), "host": platform.node(), "pid": os.getpid(),
+            "slurm": slurm_job()}
+
+
+def slurm_job() -> dict | None:
+    """The Slurm job this process runs in: its id, node, the CPUs allocated to it (``cpus``:
+    ``--cpus-per-task``, else the job's CPUs on this node) and its GPUs as the node numbers them
+    (``gpus``, Slurm's SLURM_JOB_GPUS), or None outside Slurm."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return None
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE") or ""
+    return {"job_id": job, "node": os.environ.get("SLURMD_NODENAME"), "cpus": int(cpus) if cpus.isdigit() else None,
+            "gpus": os.environ.get("SLURM_JOB_GPUS")}
 
 
 def encode_array(values: Any) -> dict:

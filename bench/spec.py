@@ -128,6 +128,12 @@ class RunSpec:
             return self.slurm.gpus / self.jobs_per_device
         return 0.0 if all(d == "cpu" for d in self.devices) else 1.0 / self.jobs_per_device
 
+    def slurm_jobs_at_once(self) -> int:
+        """How many jobs one Slurm worker job runs side by side: one per core for CPU jobs, else as
+        many as its GPUs hold at ``gpu_share()`` each (never more than its cores)."""
+        share, cores = self.gpu_share(), self.slurm.cores
+        return cores if share <= 0 else max(1, min(cores, int(self.slurm.gpus / share + 1e-9)))
+
 
 @dataclass(frozen=True)
 class PathsSpec:
@@ -536,6 +542,12 @@ def check_run(run: RunSpec, file: str, prefix: str) -> None:
         if run.gpu_share() > slurm.gpus:
             raise SpecError(file, f"{prefix}.gpus_per_job", f"jobs request {run.gpu_share():g} GPU but worker jobs "
                             f"have {slurm.gpus} (run.slurm.gpus); expected gpus_per_job <= {slurm.gpus}")
+        at_once = run.slurm_jobs_at_once()
+        if run.threads_per_job * at_once > slurm.cores:
+            raise SpecError(file, f"{prefix}.threads_per_job", f"a worker job has {slurm.cores} core(s) "
+                            f"(run.slurm.cores) and runs {at_once} job(s) at once, so {run.threads_per_job} threads per "
+                            f"job would use more cores than Slurm allocates; expected threads_per_job <= "
+                            f"{slurm.cores // at_once}, or 0 for that")
 
 
 def load_sweep(path: str | os.PathLike) -> Sweep:

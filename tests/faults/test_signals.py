@@ -75,6 +75,22 @@ def test_importing_dask_jobqueue_does_not_take_ctrl_c_away(project):
     assert out.stdout.strip() == "True", out.stderr
 
 
+def test_a_sigint_ignored_at_start_stays_ignored_after_dask_jobqueue_replaced_it():
+    """`bench run ... &` from a script starts with SIGINT ignored; dask-jobqueue's handler, installed
+    on import, would make it exit 0 mid-sweep. install() puts SIG_IGN back and still takes SIGTERM."""
+    pytest.importorskip("dask_jobqueue")
+    import subprocess
+    import sys
+
+    code = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+            "import bench.interrupt as i; i.install(); import dask_jobqueue\n"
+            "replaced = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN; i.install()\n"
+            "print(replaced, signal.getsignal(signal.SIGINT) is signal.SIG_IGN, "
+            "signal.getsignal(signal.SIGTERM) is i._handler)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.split() == ["True", "True", "True"], out.stderr
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_jobs_on_a_dask_cluster_that_outlives_the_driver_stop_with_it(project, monkeypatch, sig):
     """`--scheduler ADDRESS`: the cluster is the user's and stays; the driver's job processes on it
