@@ -63,7 +63,9 @@ def main() -> None:
     try:
         import torch
 
-        torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
+        threads = int(os.environ.get("BENCH_THREADS", "1"))
+        torch.set_num_threads(threads)
+        torch.set_num_interop_threads(threads)  # else one per CPU of the machine, whatever Slurm allocated
         device = resolve_device(os.environ.get("BENCH_DEVICE", "cpu"))
         from bench.jobs import RUNNERS
         from bench.training import set_determinism

@@ -70,3 +70,27 @@ def test_resuming_with_another_thread_count_is_refused_unless_asked(project):
     assert records(results)[gone]["threads"] == 2
     nothing_to_do = bench_cli("run", str(spec), "--no-report", cwd=project)  # no job runs: nothing to refuse
     assert nothing_to_do.returncode == 0, nothing_to_do.stderr
+
+
+def test_slurm_threads_come_from_the_allocation_and_never_exceed_it(project):
+    """Slurm: by default a job's threads are the worker job's cores / the jobs it runs at once; a
+    threads_per_job that would exceed the cores is refused by the spec check (file, field, limit),
+    and a worker job that Slurm gave fewer CPUs than asked refuses jobs rather than oversubscribe."""
+    pytest.importorskip("distributed")
+    from bench.dask_engine import oversubscribed
+    from bench.engine import job_threads
+
+    slurm = '\nengine = "slurm"\n[run.slurm]\nhost = "127.0.0.1"\ncores = 4\ngpus = {gpus}\n'
+    spec = _spec(project, 0, run=slurm.format(gpus=1))  # jobs_per_device = 2: two students per GPU
+    assert job_threads(load_sweep(spec).run) == 2
+    assert job_threads(load_sweep(_spec(project, 0, run=slurm.format(gpus=0))).run) == 1  # 4 CPU jobs at once
+    proc = bench_cli("plan", str(_spec(project, 3, run=slurm.format(gpus=1))), cwd=project)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "tiny.toml" in proc.stderr and "run.threads_per_job" in proc.stderr and "<= 2" in proc.stderr
+
+    job = {"job_id": "7", "node": "n1", "cpus": 4, "gpus": "0"}
+    assert oversubscribed(2, 0.5, nthreads=4, gpus=1, job=job) is None  # 2 at once (GPU-bound) x 2 threads
+    assert oversubscribed(1, 0.0, nthreads=4, gpus=0, job=job) is None
+    problem = oversubscribed(2, 0.0, nthreads=4, gpus=0, job=job)  # 4 at once x 2 threads > 4 CPUs
+    assert "Slurm job 7 has 4 CPU(s) for 4 job(s)" in problem and "threads_per_job <= 1" in problem
+    assert oversubscribed(64, 0.0, nthreads=4, gpus=0, job=None) is None  # not in Slurm: nothing to check
