@@ -7,29 +7,34 @@ import json
 import sys
 from math import comb
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 
 
 def _load(args: argparse.Namespace):
-    from bench.spec import load_sweep, with_run_overrides
+    from bench.spec.load import load_sweep, with_run_overrides
 
     sweep = load_sweep(args.spec)
     devices = getattr(args, "devices", None)
     scheduler = getattr(args, "scheduler", None)
     engine = getattr(args, "engine", None) or ("dask" if scheduler else None)
     # an empty --devices is an error (no device), not "no option": only None means "not given"
-    return with_run_overrides(sweep, devices=None if devices is None else tuple(d.strip() for d in devices.split(",")),
-                              jobs_per_device=getattr(args, "jobs_per_device", None),
-                              retries=getattr(args, "retries", None), engine=engine, scheduler=scheduler,
-                              gpus_per_job=getattr(args, "gpus_per_job", None))
+    return with_run_overrides(
+        sweep,
+        devices=None if devices is None else tuple(d.strip() for d in devices.split(",")),
+        jobs_per_device=getattr(args, "jobs_per_device", None),
+        retries=getattr(args, "retries", None),
+        engine=engine,
+        scheduler=scheduler,
+        gpus_per_job=getattr(args, "gpus_per_job", None),
+    )
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """Print job counts per k, totals and a compute estimate (measured seconds when records exist)."""
-    from bench.methods import METHODS
-    from bench.plan import grid_points, make_plan
-    from bench.queue import make_slots
-    from bench.run import pending_work
+    from bench.driver.run import pending_work
+    from bench.engines.queue import make_slots
+    from bench.methods.table import METHODS
+    from bench.plan.jobs import grid_points, make_plan
 
     sweep = _load(args)
     plan = make_plan(sweep)
@@ -41,14 +46,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
         mean_job = sum(secs) / len(secs) if secs else None
     slots = len(make_slots(sweep.run.devices, sweep.run.jobs_per_device, sweep.run.threads_per_job))
     info = {
-        "sweep": sweep.name, "teachers": len(plan.teachers), "method": sweep.method.name,
-        "needs_primary": METHODS[sweep.method.name].needs_primary, "repeats": sweep.repeats,
+        "sweep": sweep.name,
+        "teachers": len(plan.teachers),
+        "method": sweep.method.name,
+        "needs_primary": METHODS[sweep.method.name].needs_primary,
+        "repeats": sweep.repeats,
         "grid_points": len(grid_points(sweep)),
         "combinations": {str(k): comb(sweep.teachers, k) for k in sweep.k},
-        "by_k": {str(k): n for k, n in by_k.items()}, "total": len(plan.jobs),
+        "by_k": {str(k): n for k, n in by_k.items()},
+        "total": len(plan.jobs),
         "teacher_epochs": len(plan.teachers) * sweep.teacher.epochs,
         "student_epochs": len(plan.jobs) * sweep.student.epochs,
-        "augmentation_runs": len(plan.augments), "teacher_output_jobs": len(plan.outputs),
+        "augmentation_runs": len(plan.augments),
+        "teacher_output_jobs": len(plan.outputs),
         "todo": {"teachers": len(teachers_todo), "jobs": len(jobs_todo)},
         "slots": slots,
         "measured_seconds_per_job": mean_job,
@@ -57,21 +67,31 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=1))
         return 0
-    print(f"sweep {sweep.name}: {sweep.teachers} teachers, method {sweep.method.name} "
-          f"({'with' if info['needs_primary'] else 'no'} primary), r={sweep.repeats}, "
-          f"{info['grid_points']} grid point(s)")
+    print(
+        f"sweep {sweep.name}: {sweep.teachers} teachers, method {sweep.method.name} "
+        f"({'with' if info['needs_primary'] else 'no'} primary), r={sweep.repeats}, "
+        f"{info['grid_points']} grid point(s)"
+    )
     print(f"{'k':>3} {'C(N,k)':>7} {'jobs':>6}")
     for k in sweep.k:
         print(f"{k:>3} {comb(sweep.teachers, k):>7} {by_k[k]:>6}")
-    print(f"total: {len(plan.jobs)} distillation jobs + {len(plan.teachers)} teachers"
-          + (f" + {len(plan.augments)} augmentation runs + {len(plan.outputs)} teacher-output jobs"
-             if plan.augments else ""))
-    print(f"compute: {info['teacher_epochs']} teacher epochs + {info['student_epochs']} student epochs "
-          f"on {slots} slot(s)")
+    print(
+        f"total: {len(plan.jobs)} distillation jobs + {len(plan.teachers)} teachers"
+        + (
+            f" + {len(plan.augments)} augmentation runs + {len(plan.outputs)} teacher-output jobs"
+            if plan.augments
+            else ""
+        )
+    )
+    print(
+        f"compute: {info['teacher_epochs']} teacher epochs + {info['student_epochs']} student epochs on {slots} slot(s)"
+    )
     print(f"to do: {len(teachers_todo)} teachers, {len(jobs_todo)} jobs", end="")
     if mean_job is not None:
-        print(f"; measured {mean_job:.2f} s per job -> about {info['estimated_remaining_seconds'] / 60:.1f} "
-              f"min of student work left on {slots} slot(s)")
+        print(
+            f"; measured {mean_job:.2f} s per job -> about {info['estimated_remaining_seconds'] / 60:.1f} "
+            f"min of student work left on {slots} slot(s)"
+        )
     else:
         print(" (no finished jobs yet to estimate seconds from)")
     return 0
@@ -86,47 +106,56 @@ def _overridden(args: argparse.Namespace) -> frozenset[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     """Check every option and what the run needs of this machine (devices, engine, network,
     output layout), then run every missing or failed job and write the report."""
-    from bench.plan import make_plan
-    from bench.preflight import check_before_run
-    from bench.run import run_sweep
+    from bench.driver.preflight import check_before_run
+    from bench.driver.run import run_sweep
+    from bench.plan.jobs import make_plan
 
     options = _report_options(args)  # before any work: a typo here must not cost a sweep
     plan = make_plan(_load(args))
     _check_report_options(plan.sweep, options)
     check_before_run(plan, _overridden(args))
     summary = run_sweep(plan, quiet=args.quiet, teachers_only=args.teachers_only, mixed_threads=args.mixed_threads)
-    print(f"{plan.sweep.name}: trained {summary.teachers_trained} teachers, ran {summary.jobs_run} jobs "
-          f"({summary.jobs_ok} ok, {summary.jobs_failed} failed, "
-          + (f"{summary.jobs_diverged} diverged, " if summary.jobs_diverged else "")
-          + f"{summary.jobs_skipped} not run: teacher failed; "
-          f"{summary.already_done} were already recorded) in {summary.wall_seconds:.1f} s", file=sys.stderr)
+    print(
+        f"{plan.sweep.name}: trained {summary.teachers_trained} teachers, ran {summary.jobs_run} jobs "
+        f"({summary.jobs_ok} ok, {summary.jobs_failed} failed, "
+        + (f"{summary.jobs_diverged} diverged, " if summary.jobs_diverged else "")
+        + f"{summary.jobs_skipped} not run: teacher failed; "
+        f"{summary.already_done} were already recorded) in {summary.wall_seconds:.1f} s",
+        file=sys.stderr,
+    )
     if not args.no_report:
-        from bench.report import write_report
+        from bench.analysis.report import write_report
 
         out = write_report(plan, options)
         print(f"report: {out / 'report.md'}", file=sys.stderr)
     if args.teachers_only:
-        from bench.teachers import teacher_done
+        from bench.training.teachers import teacher_done
 
-        missing = [t.key for t in plan.teachers
-                   if not teacher_done(plan.sweep.paths.teachers, plan.sweep.task.name, t.key)]
+        missing = [
+            t.key for t in plan.teachers if not teacher_done(plan.sweep.paths.teachers, plan.sweep.task.name, t.key)
+        ]
         if missing:
-            print(f"{plan.sweep.name}: {len(missing)} of {len(plan.teachers)} teachers failed "
-                  f"({', '.join(missing[:5])}{'...' if len(missing) > 5 else ''})", file=sys.stderr)
+            print(
+                f"{plan.sweep.name}: {len(missing)} of {len(plan.teachers)} teachers failed "
+                f"({', '.join(missing[:5])}{'...' if len(missing) > 5 else ''})",
+                file=sys.stderr,
+            )
             return 1
     return 0 if summary.jobs_failed == 0 and summary.jobs_skipped == 0 else 1
 
 
 def _report_options(args: argparse.Namespace):
-    from bench.report import ReportOptions
-    from bench.stats import TEACHER_COST_POLICIES
+    from bench.analysis.report import ReportOptions
+    from bench.analysis.stats import TEACHER_COST_POLICIES
 
     if args.teacher_cost not in TEACHER_COST_POLICIES:
-        from bench.errors import did_you_mean
+        from bench.core.errors import did_you_mean
 
-        raise UserError(f"--teacher-cost: unknown policy '{args.teacher_cost}'"
-                        f"{did_you_mean(args.teacher_cost, TEACHER_COST_POLICIES)}; expected one of: "
-                        f"{', '.join(TEACHER_COST_POLICIES)}")
+        raise UserError(
+            f"--teacher-cost: unknown policy '{args.teacher_cost}'"
+            f"{did_you_mean(args.teacher_cost, TEACHER_COST_POLICIES)}; expected one of: "
+            f"{', '.join(TEACHER_COST_POLICIES)}"
+        )
     for name in ("m", "base_k"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -138,18 +167,19 @@ def _report_options(args: argparse.Namespace):
 
 def _check_report_options(sweep, options) -> None:
     """The report options that depend on the sweep: --m at most r, --base-k one of its k."""
-    from bench.report import check_m
+    from bench.analysis.report import check_m
 
     check_m(options, sweep.repeats)
     if options.base_k not in sweep.k:
-        raise UserError(f"--base-k: expected one of the sweep's k ({', '.join(map(str, sweep.k))}), "
-                        f"got {options.base_k}")
+        raise UserError(
+            f"--base-k: expected one of the sweep's k ({', '.join(map(str, sweep.k))}), got {options.base_k}"
+        )
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Write tables and figures from the sweep's records."""
-    from bench.plan import make_plan
-    from bench.report import write_report
+    from bench.analysis.report import write_report
+    from bench.plan.jobs import make_plan
 
     options = _report_options(args)
     plan = make_plan(_load(args))
@@ -163,9 +193,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """Overlay several sweeps in one table and figure."""
     from pathlib import Path
 
-    from bench.compare import write_comparison
-    from bench.plan import make_plan
-    from bench.spec import load_sweep
+    from bench.analysis.compare import write_comparison
+    from bench.plan.jobs import make_plan
+    from bench.spec.load import load_sweep
 
     plans = [make_plan(load_sweep(spec)) for spec in args.specs]
     out = write_comparison(plans, _report_options(args), Path(args.out) if args.out else None)
@@ -175,8 +205,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Print what is done, failed, missing or damaged in a sweep and what a rerun would do."""
-    from bench.doctor import diagnose, format_diagnosis
-    from bench.plan import make_plan
+    from bench.analysis.doctor import diagnose, format_diagnosis
+    from bench.plan.jobs import make_plan
 
     d = diagnose(make_plan(_load(args)))
     print(json.dumps(d, indent=1) if args.json else format_diagnosis(d))
@@ -185,8 +215,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_rerun(args: argparse.Namespace) -> int:
     """Run one job again from its record and compare the scores."""
-    from bench.queue import parse_device
-    from bench.rerun import find_record, rerun_job
+    from bench.core.config import parse_device
+    from bench.driver.rerun import find_record, rerun_job
 
     try:
         parse_device(args.device)
@@ -195,20 +225,27 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     path = find_record(args.record, args.results)
     old, new = rerun_job(path, args.device, args.replace)
     same = old.get("scores") == new["scores"]
-    print(f"job {old['key']}: score {new['score']!r} (recorded: {old.get('score')!r}); every score "
-          + ("identical, bit for bit" if same else "DIFFERS from the record")
-          + ("; the record was replaced" if args.replace else ""))
+    print(
+        f"job {old['key']}: score {new['score']!r} (recorded: {old.get('score')!r}); every score "
+        + ("identical, bit for bit" if same else "DIFFERS from the record")
+        + ("; the record was replaced" if args.replace else "")
+    )
     if not old.get("deterministic"):
-        print("note: the record was made without run.deterministic; on a GPU its scores need not reproduce bit "
-              "for bit (CPU runs do)")
+        print(
+            "note: the record was made without run.deterministic; on a GPU its scores need not reproduce bit "
+            "for bit (CPU runs do)"
+        )
     return 0 if same or args.replace else 1
 
 
 def _add_report_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--teacher-cost", default="full", help="what a student is charged for its teachers in the "
-                   "compute figures: full (default), amortised (shared by the runs using them) or free")
-    p.add_argument("--m", type=int, help="runs per size-matched worst / best case, at most r (default: the "
-                   "repeats r)")
+    p.add_argument(
+        "--teacher-cost",
+        default="full",
+        help="what a student is charged for its teachers in the "
+        "compute figures: full (default), amortised (shared by the runs using them) or free",
+    )
+    p.add_argument("--m", type=int, help="runs per size-matched worst / best case, at most r (default: the repeats r)")
     p.add_argument("--level", type=float, default=0.95, help="confidence level of every interval (default 0.95)")
     p.add_argument("--base-k", type=int, default=1, help="the k the others are compared with (default 1)")
 
@@ -218,12 +255,12 @@ def cmd_slurm_script(args: argparse.Namespace) -> int:
     import dataclasses
     from pathlib import Path
 
-    from bench.cluster import slurm_cluster
+    from bench.engines.cluster import slurm_cluster
 
     sweep = _load(args)
     if sweep.run.engine != "slurm":
         sweep = dataclasses.replace(sweep, run=dataclasses.replace(sweep.run, engine="slurm"))
-        from bench.spec import check_run
+        from bench.spec.load import check_run
 
         check_run(sweep.run, sweep.source, "run")
     cluster = slurm_cluster(sweep.run, Path(sweep.results_dir() / "logs").resolve())
@@ -246,15 +283,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs-per-device", type=int, help="slots per device (overrides [run])")
     run.add_argument("--retries", type=int, help="extra attempts of a failed job (overrides [run])")
     run.add_argument("--engine", help="local, dask or slurm (overrides [run]; docs/cluster.md)")
-    run.add_argument("--scheduler", help="Dask scheduler address or scheduler file (implies --engine dask); "
-                     "without it --engine dask starts a local cluster on loopback")
-    run.add_argument("--gpus-per-job", type=float, help="dask/slurm: GPU share per job, e.g. 0.5 packs two "
-                     "students per GPU, 0 runs CPU jobs (overrides [run])")
+    run.add_argument(
+        "--scheduler",
+        help="Dask scheduler address or scheduler file (implies --engine dask); "
+        "without it --engine dask starts a local cluster on loopback",
+    )
+    run.add_argument(
+        "--gpus-per-job",
+        type=float,
+        help="dask/slurm: GPU share per job, e.g. 0.5 packs two students per GPU, 0 runs CPU jobs (overrides [run])",
+    )
     run.add_argument("--no-report", action="store_true", help="do not write the report afterwards")
     run.add_argument("--teachers-only", action="store_true", help="only fine-tune (and cache) the teachers")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
-    run.add_argument("--mixed-threads", action="store_true", help="resume although existing records or "
-                     "teachers were made with another torch thread count (run.threads_per_job; scores depend on it)")
+    run.add_argument(
+        "--mixed-threads",
+        action="store_true",
+        help="resume although existing records or "
+        "teachers were made with another torch thread count (run.threads_per_job; scores depend on it)",
+    )
     _add_report_options(run)
     rep = sub.add_parser("report", help="write tables and figures from the records")
     rep.add_argument("spec")
@@ -276,14 +323,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-COMMANDS = {"plan": cmd_plan, "run": cmd_run, "report": cmd_report, "compare": cmd_compare,
-            "doctor": cmd_doctor, "rerun": cmd_rerun, "slurm-script": cmd_slurm_script}
+COMMANDS = {
+    "plan": cmd_plan,
+    "run": cmd_run,
+    "report": cmd_report,
+    "compare": cmd_compare,
+    "doctor": cmd_doctor,
+    "rerun": cmd_rerun,
+    "slurm-script": cmd_slurm_script,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bench`` console script; user errors exit with code 2. SIGINT and SIGTERM
     stop the command (its workers first, bench/interrupt.py) with one line and exit 130 / 143."""
-    from bench.interrupt import Interrupted, install
+    from bench.core.interrupt import Interrupted, install
 
     install()
     args = build_parser().parse_args(argv)
@@ -293,8 +347,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Interrupted as e:
-        print(f"interrupted by {e.name}: stopped; every finished result is kept and the next `bench run` "
-              f"continues from them", file=sys.stderr)
+        print(
+            f"interrupted by {e.name}: stopped; every finished result is kept and the next `bench run` "
+            f"continues from them",
+            file=sys.stderr,
+        )
         return e.code
     except OSError as e:  # a full disk, a lost permission: one line naming the file, not a traceback
         print(f"error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)

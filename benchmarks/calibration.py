@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bench.stats import STATISTICS, call, robust_tables
+from bench.analysis.stats import STATISTICS, call, robust_tables
 
 LEVEL = 0.95
 
@@ -76,7 +76,7 @@ def simulate(sc: Scenario, rng: np.random.Generator) -> pd.DataFrame:
         for members in itertools.combinations(range(sc.n), k):
             base = sc.mu + delta + t[list(members)].mean() + rng.normal(0, sc.sd_combination)
             comb = "-".join(map(str, members))
-            for p in (members if sc.primary else (None,)):
+            for p in members if sc.primary else (None,):
                 cell = base + (pi[p] if p is not None else 0.0) + rng.normal(0, sc.sd_cell)
                 y = cell + s + rng.normal(0, noise, sc.r)
                 rows += [(k, comb, p, j, float(y[j])) for j in range(sc.r)]
@@ -127,9 +127,17 @@ def run_scenario(sc: Scenario, reps: int, jobs: int) -> dict:
         p = float(np.mean(x))
         return p, float(np.sqrt(p * (1 - p) / len(x)))
 
-    row = {"scenario": sc.name, "N": sc.n, "r": sc.r, "primary": sc.primary, "null": sc.null,
-           "claims": rate(calls.isin(["better", "worse"])), "better": rate(calls == "better"),
-           "untestable": float((calls == "untestable").mean()), "mde": float(np.nanmedian([r["mde"] for r in results]))}
+    row = {
+        "scenario": sc.name,
+        "N": sc.n,
+        "r": sc.r,
+        "primary": sc.primary,
+        "null": sc.null,
+        "claims": rate(calls.isin(["better", "worse"])),
+        "better": rate(calls == "better"),
+        "untestable": float((calls == "untestable").mean()),
+        "mde": float(np.nanmedian([r["mde"] for r in results])),
+    }
     for s in STATISTICS:
         row[f"cover_{s}"] = rate(np.concatenate([r[f"cover_{s}"] for r in results]))
         row[f"cover_{s}_kN"] = rate([r[f"cover_{s}_kN"] for r in results])
@@ -145,13 +153,22 @@ def scenarios(quick: bool) -> list[Scenario]:
     for n, r, primary in itertools.product((4, 6), (1, 3, 5), (False, True)):
         if quick and (r == 5 or (primary and n == 6)):
             continue
-        base = Scenario(f"null N={n} r={r}{' primary' if primary else ''}", n=n, r=r, primary=primary,
-                        sd_primary=0.004 if primary else 0.0)
+        base = Scenario(
+            f"null N={n} r={r}{' primary' if primary else ''}",
+            n=n,
+            r=r,
+            primary=primary,
+            sd_primary=0.004 if primary else 0.0,
+        )
         out.append(base)
-    effects = [Scenario("shift +0.004 N=6 r=3", shift=0.004), Scenario("shift +0.008 N=6 r=3", shift=0.008),
-               Scenario("shift +0.004 N=4 r=3", n=4, shift=0.004),
-               Scenario("noise 1/sqrt(k) N=6 r=3", shrink=True), Scenario("noise 1/sqrt(k) N=6 r=5", r=5, shrink=True),
-               Scenario("shift +0.004 N=6 r=3 primary", primary=True, sd_primary=0.004, shift=0.004)]
+    effects = [
+        Scenario("shift +0.004 N=6 r=3", shift=0.004),
+        Scenario("shift +0.008 N=6 r=3", shift=0.008),
+        Scenario("shift +0.004 N=4 r=3", n=4, shift=0.004),
+        Scenario("noise 1/sqrt(k) N=6 r=3", shrink=True),
+        Scenario("noise 1/sqrt(k) N=6 r=5", r=5, shrink=True),
+        Scenario("shift +0.004 N=6 r=3 primary", primary=True, sd_primary=0.004, shift=0.004),
+    ]
     if quick:
         effects = effects[:1] + effects[3:4]
     return out + effects
@@ -170,17 +187,22 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     rows, failures = [], []
     print(f"calibration: {args.reps} sweeps per scenario, {LEVEL:.0%} intervals, verdict at k = N vs k = 1")
-    print("| scenario | claims an effect | says 'better' (power) | median MDE | cover worst | cover best | cover mean "
-          "| cover worst at k=N | lowest per-k cover (worst / best / mean) |")
+    print(
+        "| scenario | claims an effect | says 'better' (power) | median MDE | cover worst | cover best | cover mean "
+        "| cover worst at k=N | lowest per-k cover (worst / best / mean) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for sc in scenarios(args.quick):
         row = run_scenario(sc, args.reps, args.jobs)
         rows.append(row)
-        print(f"| {row['scenario']} | {fmt(row['claims'])} | {fmt(row['better'])} | {row['mde']:.4f} "
-              f"| {fmt(row['cover_worst_m'])} | {fmt(row['cover_best_m'])} | {fmt(row['cover_mean'])} "
-              f"| {fmt(row['cover_worst_m_kN'])} | "
-              + " / ".join(f"{row[f'cover_{s}_lowest'][0]:.3f} (k={row[f'cover_{s}_lowest'][2]})" for s in STATISTICS)
-              + " |", flush=True)
+        print(
+            f"| {row['scenario']} | {fmt(row['claims'])} | {fmt(row['better'])} | {row['mde']:.4f} "
+            f"| {fmt(row['cover_worst_m'])} | {fmt(row['cover_best_m'])} | {fmt(row['cover_mean'])} "
+            f"| {fmt(row['cover_worst_m_kN'])} | "
+            + " / ".join(f"{row[f'cover_{s}_lowest'][0]:.3f} (k={row[f'cover_{s}_lowest'][2]})" for s in STATISTICS)
+            + " |",
+            flush=True,
+        )
         if row["null"] and row["claims"][0] > 0.05 + 2 * row["claims"][1] + 1e-12:
             failures.append(f"{row['scenario']}: false-positive rate {fmt(row['claims'])} above 5% + 2 MCSE")
         for s in STATISTICS:

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-from bench.cifar import load_cifar10
-from bench.losses import kd_loss, mean_teacher_logits
-from bench.nets import CifarResNet
-from bench.spec import TaskSpec, TrainSpec
-from bench.training import logits_loss, predict_logits, train
+from bench.core.config import TaskSpec, TrainSpec
+from bench.models.losses import kd_loss, mean_teacher_logits
+from bench.models.nets import CifarResNet
+from bench.tasks.cifar import load_cifar10
+from bench.training.loop import logits_loss, predict_logits, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,12 +43,14 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dev = torch.device("cpu")
-    data = load_cifar10(TaskSpec(name="cifar10", data=args.data, train_subset=args.images, views=args.views),
-                        REPO / ".cache" / "bench")
+    data = load_cifar10(
+        TaskSpec(name="cifar10", data=args.data, train_subset=args.images, views=args.views), REPO / ".cache" / "bench"
+    )
     train_split = data.splits["train"]
     plain_split = type(train_split)(labels=train_split.labels, x=train_split.x, norm=train_split.norm)
-    spec = TrainSpec(model=f"resnet{args.student}", epochs=args.epochs, batch_size=128, lr=0.05, optimizer="sgd",
-                     max_grad_norm=0.0)
+    spec = TrainSpec(
+        model=f"resnet{args.student}", epochs=args.epochs, batch_size=128, lr=0.05, optimizer="sgd", max_grad_norm=0.0
+    )
     ce = logits_loss(lambda logits, idx, y: torch.nn.functional.cross_entropy(logits, y))
 
     teachers = []
@@ -70,8 +72,10 @@ def main() -> None:
         train(CifarResNet(args.student, 10), train_split, spec, 0, loss, dev)
         return time.perf_counter() - t
 
-    print(f"CIFAR-10, {args.images} training images x {args.views} views, teachers resnet{args.teacher}, "
-          f"student resnet{args.student}, {args.epochs} student epoch(s), {args.threads} thread(s)")
+    print(
+        f"CIFAR-10, {args.images} training images x {args.views} views, teachers resnet{args.teacher}, "
+        f"student resnet{args.student}, {args.epochs} student epoch(s), {args.threads} thread(s)"
+    )
     print(f"{'k':>2} {'plain s':>8} {'views s':>8} {'online s':>9} {'views/plain':>12} {'online/plain':>13}")
     for k in args.k:
         mean_plain = mean_teacher_logits(torch.stack([torch.from_numpy(p) for p in plain[:k]]))
@@ -90,10 +94,14 @@ def main() -> None:
             return kd_loss(model(**batch), t, y, 4.0, 0.1)
 
         s_plain, s_views, s_online = (student_seconds(f) for f in (plain_loss, view_loss, online_loss))
-        print(f"{k:>2} {s_plain:8.1f} {s_views:8.1f} {s_online:9.1f} {s_views / s_plain:12.2f} {s_online / s_plain:13.2f}")
-    print(f"view cache of one teacher ({args.views} views x {args.images} images): {view_cache:.1f} s "
-          f"= {view_cache / teacher_epoch:.2f} teacher training epochs ({teacher_epoch:.1f} s each); "
-          f"it is paid once per teacher and shared by every job that uses the teacher")
+        print(
+            f"{k:>2} {s_plain:8.1f} {s_views:8.1f} {s_online:9.1f} {s_views / s_plain:12.2f} {s_online / s_plain:13.2f}"
+        )
+    print(
+        f"view cache of one teacher ({args.views} views x {args.images} images): {view_cache:.1f} s "
+        f"= {view_cache / teacher_epoch:.2f} teacher training epochs ({teacher_epoch:.1f} s each); "
+        f"it is paid once per teacher and shared by every job that uses the teacher"
+    )
 
 
 if __name__ == "__main__":

@@ -53,8 +53,8 @@ def measure(n: int, r: int) -> dict:
         spec.write_text(text)
         cmd = [sys.executable, "-m", "bench.cli", "run", str(spec), "--quiet", "--no-report"]
         subprocess.run([*cmd, "--teachers-only"], cwd=folder, check=True, capture_output=True)
-        from bench.plan import make_plan
-        from bench.spec import load_sweep
+        from bench.plan.jobs import make_plan
+        from bench.spec.load import load_sweep
 
         total = len(make_plan(load_sweep(spec)).jobs)
         proc = subprocess.Popen(cmd, cwd=folder, stderr=subprocess.DEVNULL)
@@ -64,11 +64,20 @@ def measure(n: int, r: int) -> dict:
             done = len(list(records.glob("*.json"))) if records.is_dir() else 0
             samples.append((done, rss_mb(proc.pid), max([rss_mb(c) for c in children(proc.pid)] or [0.0])))
             time.sleep(0.05)
+
     def driver_at(frac: float) -> float:
         return next((d for done, d, _ in samples if done >= frac * total), samples[-1][1])
-    return {"n": n, "r": r, "jobs": total, "driver_10": driver_at(0.1), "driver_50": driver_at(0.5),
-            "driver_100": driver_at(1.0), "driver_peak": max(d for _, d, _ in samples),
-            "worker_peak": max(w for _, _, w in samples)}
+
+    return {
+        "n": n,
+        "r": r,
+        "jobs": total,
+        "driver_10": driver_at(0.1),
+        "driver_50": driver_at(0.5),
+        "driver_100": driver_at(1.0),
+        "driver_peak": max(d for _, d, _ in samples),
+        "worker_peak": max(w for _, _, w in samples),
+    }
 
 
 def main() -> None:
@@ -78,12 +87,16 @@ def main() -> None:
     rows = [measure(*map(int, c.split("x"))) for c in args.configs]
     print("N  r  jobs | driver MB at 10% / 50% / 100% of jobs, peak | largest worker peak MB")
     for m in rows:
-        print(f"{m['n']}  {m['r']}  {m['jobs']:4d} | {m['driver_10']:.0f} / {m['driver_50']:.0f} / {m['driver_100']:.0f}, "
-              f"{m['driver_peak']:.0f} | {m['worker_peak']:.0f}")
+        print(
+            f"{m['n']}  {m['r']}  {m['jobs']:4d} | {m['driver_10']:.0f} / {m['driver_50']:.0f} / "
+            f"{m['driver_100']:.0f}, {m['driver_peak']:.0f} | {m['worker_peak']:.0f}"
+        )
     a = rows[0]
     for m in rows[1:]:
-        print(f"driver peak {m['n']}x{m['r']} / {a['n']}x{a['r']}: {m['driver_peak'] / a['driver_peak']:.3f} "
-              f"for {m['jobs'] / a['jobs']:.1f}x the jobs; worker peak ratio {m['worker_peak'] / a['worker_peak']:.3f}")
+        print(
+            f"driver peak {m['n']}x{m['r']} / {a['n']}x{a['r']}: {m['driver_peak'] / a['driver_peak']:.3f} "
+            f"for {m['jobs'] / a['jobs']:.1f}x the jobs; worker peak ratio {m['worker_peak'] / a['worker_peak']:.3f}"
+        )
 
 
 if __name__ == "__main__":

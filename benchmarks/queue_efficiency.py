@@ -44,8 +44,13 @@ def _spec(folder: Path, repeats: int, slots: int) -> Path:
 def _run(folder: Path, *args: str, report: bool = False) -> tuple[float, float]:
     """(wall seconds of the command, the sweep seconds it prints)."""
     t0 = time.perf_counter()
-    proc = subprocess.run([*BENCH, "run", *args, "--quiet", *([] if report else ["--no-report"])], cwd=folder,
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [*BENCH, "run", *args, "--quiet", *([] if report else ["--no-report"])],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     wall = time.perf_counter() - t0
     m = re.search(r"in ([\d.]+) s", proc.stderr)
     return wall, float(m.group(1)) if m else float("nan")
@@ -61,26 +66,34 @@ def _sweep(folder: Path, spec: Path, slots: int) -> dict:
     recs = _records(folder)
     work = sum(r["timings"]["train"] + r["timings"]["eval"] for r in recs)
     in_job = sum(r["timings"]["total"] for r in recs)
-    return {"slots": slots, "jobs": len(recs), "command_wall": wall, "sweep_wall": sweep, "work": work,
-            "in_job": in_job, "efficiency": work / (slots * sweep),
-            "overhead_ms_per_job": 1000 * (slots * sweep - work) / len(recs),
-            "outside_job_ms_per_job": 1000 * (slots * sweep - in_job) / len(recs)}
+    return {
+        "slots": slots,
+        "jobs": len(recs),
+        "command_wall": wall,
+        "sweep_wall": sweep,
+        "work": work,
+        "in_job": in_job,
+        "efficiency": work / (slots * sweep),
+        "overhead_ms_per_job": 1000 * (slots * sweep - work) / len(recs),
+        "outside_job_ms_per_job": 1000 * (slots * sweep - in_job) / len(recs),
+    }
 
 
 def _one_off_costs(folder: Path, spec: Path) -> dict:
     """Interpreter start, imports, data loading and teacher-cache loading, each in a fresh process."""
+
     def timed(code: str) -> float:
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-c", code], cwd=folder, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         return time.perf_counter() - t0
 
     interp = min(timed("pass") for _ in range(3))
-    imports = min(timed("import torch, bench.jobs") for _ in range(3)) - interp
+    imports = min(timed("import torch, bench.engines.runners") for _ in range(3)) - interp
     probe = f"""
 import time, json
-from bench.spec import load_sweep
-from bench.plan import make_plan
-from bench import jobs
+from bench.spec.load import load_sweep
+from bench.plan.jobs import make_plan
+from bench.engines import runners as jobs
 plan = make_plan(load_sweep({str(spec)!r}))
 job = next(j for j in plan.jobs if j.k == 6)
 t0 = time.perf_counter(); data = jobs.load_task(job.config, '.cache/bench'); t1 = time.perf_counter()
@@ -90,8 +103,12 @@ print(json.dumps({{"data": t1 - t0, "teachers": t2 - t1}}))
 """
     out = subprocess.run([sys.executable, "-c", probe], cwd=folder, check=True, capture_output=True, text=True)
     loads = json.loads(out.stdout.strip().splitlines()[-1])
-    return {"interpreter_ms": 1000 * interp, "imports_ms": 1000 * imports, "data_loading_ms": 1000 * loads["data"],
-            "teacher_cache_k6_ms": 1000 * loads["teachers"]}
+    return {
+        "interpreter_ms": 1000 * interp,
+        "imports_ms": 1000 * imports,
+        "data_loading_ms": 1000 * loads["data"],
+        "teacher_cache_k6_ms": 1000 * loads["teachers"],
+    }
 
 
 def main() -> None:
@@ -102,8 +119,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-queue-") as tmp:
         folder = Path(tmp)
         spec = _spec(folder, args.repeats, 2)
-        subprocess.run([*BENCH, "run", str(spec), "--teachers-only", "--quiet", "--no-report"], cwd=folder,
-                       check=True, capture_output=True)
+        subprocess.run(
+            [*BENCH, "run", str(spec), "--teachers-only", "--quiet", "--no-report"],
+            cwd=folder,
+            check=True,
+            capture_output=True,
+        )
         two = _sweep(folder, spec, 2)
         one = _sweep(folder, spec, 1)
         costs = _one_off_costs(folder, spec)
@@ -113,18 +134,27 @@ def main() -> None:
             fresh.mkdir()
             shutil.copy(REPO / "sweeps" / "quickstart.toml", fresh / "quickstart.toml")
             e2e = _run(fresh, "quickstart.toml", report=True)
-    print(f"machine: {os.cpu_count()} cores; {two['jobs']} distillation jobs (quickstart, r={args.repeats}), "
-          f"teachers trained beforehand")
+    print(
+        f"machine: {os.cpu_count()} cores; {two['jobs']} distillation jobs (quickstart, r={args.repeats}), "
+        f"teachers trained beforehand"
+    )
     for r in (two, one):
-        print(f"{r['slots']} slot(s): sweep {r['sweep_wall']:.1f} s, in-job train+eval {r['work']:.1f} s "
-              f"(setup+train+eval {r['in_job']:.1f} s) -> efficiency {r['efficiency']:.3f}; "
-              f"overhead {r['overhead_ms_per_job']:.1f} ms/job ({r['outside_job_ms_per_job']:.1f} ms/job outside jobs)")
+        print(
+            f"{r['slots']} slot(s): sweep {r['sweep_wall']:.1f} s, in-job train+eval {r['work']:.1f} s "
+            f"(setup+train+eval {r['in_job']:.1f} s) -> efficiency {r['efficiency']:.3f}; "
+            f"overhead {r['overhead_ms_per_job']:.1f} ms/job ({r['outside_job_ms_per_job']:.1f} ms/job outside jobs)"
+        )
     print(f"slot scaling: wall 1 slot / 2 slots = {one['sweep_wall'] / two['sweep_wall']:.2f}")
-    print("one-off costs a per-job process would pay: " + ", ".join(f"{k} {v:.0f}" for k, v in costs.items())
-          + f" (ms); the mean job itself: {1000 * two['in_job'] / two['jobs']:.0f} ms")
+    print(
+        "one-off costs a per-job process would pay: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in costs.items())
+        + f" (ms); the mean job itself: {1000 * two['in_job'] / two['jobs']:.0f} ms"
+    )
     if e2e:
-        print(f"end to end: `bench run sweeps/quickstart.toml` (teachers, jobs, report) in a fresh folder: "
-              f"{e2e[0]:.1f} s wall (sweep {e2e[1]:.1f} s), budget 300 s")
+        print(
+            f"end to end: `bench run sweeps/quickstart.toml` (teachers, jobs, report) in a fresh folder: "
+            f"{e2e[0]:.1f} s wall (sweep {e2e[1]:.1f} s), budget 300 s"
+        )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 On the quickstart's task and models (digits; 6 CNN teachers trained first, not timed; MLP
 students), timed in this one run, single-threaded like one slot:
-  cached   the harness's own job (bench.jobs.run_distill): the k teachers' stored logits are
+  cached   the harness's own job (bench.engines.runners.run_distill): the k teachers' stored logits are
            loaded and averaged once, so a step costs what a one-teacher step costs;
   online   the same KD training, but the k teachers run forward on every batch (what
            multi-teacher distillers without a cache do).
@@ -42,19 +42,24 @@ def main() -> None:
         text = re.sub(r"(?ms)(\[student\].*?^epochs = )\d+", rf"\g<1>{args.epochs}", text)
         spec_path = folder / "quickstart.toml"
         spec_path.write_text(text)
-        subprocess.run([sys.executable, "-m", "bench.cli", "run", str(spec_path), "--teachers-only", "--quiet",
-                        "--no-report"], cwd=folder, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "bench.cli", "run", str(spec_path), "--teachers-only", "--quiet", "--no-report"],
+            cwd=folder,
+            check=True,
+            capture_output=True,
+        )
         import os
 
         os.chdir(folder)
-        from bench import jobs
-        from bench.losses import kd_loss
-        from bench.models import MODELS
-        from bench.plan import make_plan
-        from bench.run import distill_payload
-        from bench.spec import load_sweep
-        from bench.teachers import load_teacher_model, train_spec
-        from bench.training import set_seed, train
+        from bench.core.config import train_spec
+        from bench.driver.run import distill_payload
+        from bench.engines import runners as jobs
+        from bench.models.builders import MODELS
+        from bench.models.losses import kd_loss
+        from bench.plan.jobs import make_plan
+        from bench.spec.load import load_sweep
+        from bench.training.loop import set_seed, train
+        from bench.training.teachers import load_teacher_model
 
         plan = make_plan(load_sweep(spec_path))
         cpu = torch.device("cpu")
@@ -62,8 +67,14 @@ def main() -> None:
         cached: dict[int, list] = {1: [], 6: []}
         for trial in range(args.trials + 1):  # the first round warms the caches and is dropped
             for k, job in picks.items():
-                payload = {**distill_payload(plan, job), "record_path": str(folder / f"r{k}.json"),
-                           "attempt": 1, "slot": "bench", "device": "cpu", "queue_wait": 0.0}
+                payload = {
+                    **distill_payload(plan, job),
+                    "record_path": str(folder / f"r{k}.json"),
+                    "attempt": 1,
+                    "slot": "bench",
+                    "device": "cpu",
+                    "queue_wait": 0.0,
+                }
                 rec = jobs.run_distill(payload, cpu)
                 if trial:
                     cached[k].append(rec["timings"])
@@ -87,15 +98,20 @@ def main() -> None:
             return time.perf_counter() - t0
 
         online_s = {k: statistics.median(online(k) for _ in range(args.trials)) for k in (1, 6)}
-    med = {k: {s: statistics.median(t[s] for t in cached[k]) for s in ("setup", "train", "eval", "total")}
-           for k in cached}
+    med = {
+        k: {s: statistics.median(t[s] for t in cached[k]) for s in ("setup", "train", "eval", "total")} for k in cached
+    }
     print(f"digits, 6 CNN teachers, MLP student, {args.epochs} epochs, 1 thread, median of {args.trials}")
     for k in (1, 6):
-        print(f"cached k={k}: job {med[k]['total']:.3f} s (setup {med[k]['setup']:.3f}, train {med[k]['train']:.3f}, "
-              f"eval {med[k]['eval']:.3f}); online k={k}: train {online_s[k]:.3f} s")
+        print(
+            f"cached k={k}: job {med[k]['total']:.3f} s (setup {med[k]['setup']:.3f}, train {med[k]['train']:.3f}, "
+            f"eval {med[k]['eval']:.3f}); online k={k}: train {online_s[k]:.3f} s"
+        )
     print(f"k=6 / k=1 job wall with the cache: {med[6]['total'] / med[1]['total']:.3f} (target <= 1.05)")
-    print(f"online k=6 / cached k=6 student training: {online_s[6] / med[6]['train']:.2f}x "
-          f"(online k=1 / cached k=1: {online_s[1] / med[1]['train']:.2f}x)")
+    print(
+        f"online k=6 / cached k=6 student training: {online_s[6] / med[6]['train']:.2f}x "
+        f"(online k=1 / cached k=1: {online_s[1] / med[1]['train']:.2f}x)"
+    )
     print(json.dumps({"cached": med, "online_train": online_s}))
 
 

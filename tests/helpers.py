@@ -47,27 +47,50 @@ threads_per_job = 1
 """
 
 
-def digits_spec(folder: Path, name: str = "tiny", n: int = 3, r: int = 1, method: str = "kd",
-                train_subset: int = 300, extra: str = "", run: str = "", student_epochs: int = 2) -> Path:
+def digits_spec(
+    folder: Path,
+    name: str = "tiny",
+    n: int = 3,
+    r: int = 1,
+    method: str = "kd",
+    train_subset: int = 300,
+    extra: str = "",
+    run: str = "",
+    student_epochs: int = 2,
+) -> Path:
     """Write a small, fast digits sweep spec into ``folder`` and return its path; ``extra`` goes
     before the [run] table (e.g. a [grid] table), ``run`` inside it."""
     path = folder / f"{name}.toml"
-    path.write_text(DIGITS_SPEC.format(name=name, n=n, r=r, method=method, train_subset=train_subset, student_epochs=student_epochs,
-                                       extra=textwrap.dedent(extra), run=textwrap.dedent(run)))
+    path.write_text(
+        DIGITS_SPEC.format(
+            name=name,
+            n=n,
+            r=r,
+            method=method,
+            train_subset=train_subset,
+            student_epochs=student_epochs,
+            extra=textwrap.dedent(extra),
+            run=textwrap.dedent(run),
+        )
+    )
     return path
 
 
 def bench_cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the ``bench`` command as a user would (a subprocess)."""
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "bench.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def records(results: Path) -> dict[str, dict]:
     """Every record file of a sweep's results folder, by key."""
     return {p.stem: json.loads(p.read_text()) for p in sorted((results / "records").glob("*.json"))}
-
-
 
 
 def finished_sweep(folder: Path, n: int, r: int) -> Path:

@@ -10,8 +10,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import psutil
 
@@ -43,7 +43,7 @@ def job_processes(tag: str) -> list[psutil.Process]:
     out = []
     for p in tagged(tag):
         try:
-            if "bench.worker" in " ".join(p.cmdline()):
+            if "bench.engines.worker" in " ".join(p.cmdline()):
                 out.append(p)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             pass
@@ -61,9 +61,15 @@ def imported_torch(pid: int) -> bool:
 def start_run(spec: Path, cwd: Path, *args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
     """`bench run SPEC --quiet --no-report ARGS` as a user would start it, tagged; returns (process, tag)."""
     tag = uuid.uuid4().hex
-    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(spec), "--quiet", "--no-report", *args],
-                            cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {}), TAG: tag}, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", "run", str(spec), "--quiet", "--no-report", *args],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {}), TAG: tag},
+        start_new_session=True,
+    )
     return proc, tag
 
 

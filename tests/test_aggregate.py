@@ -7,22 +7,26 @@ matplotlib.use("Agg")
 import pandas as pd
 import pytest
 
-from bench.aggregate import budget, by_combination, jobs_frame, summary_by_k
-from bench.plots import plot_budget, plot_by_k
+from bench.analysis.aggregate import budget, by_combination, jobs_frame, summary_by_k
+from bench.analysis.plots import plot_budget, plot_by_k
 
 
 def runs() -> pd.DataFrame:
     # N=3 teachers, k=1 (combinations 0, 1) and k=2 (combination 0-1), 2 runs each,
     # one failed run that must be ignored.
     rows = [
-        (1, "0", 0.50, 10.0, "a"), (1, "0", 0.70, 12.0, "a"),
-        (1, "1", 0.60, 10.0, "b"), (1, "1", 0.60, 14.0, "b"),
-        (2, "0-1", 0.80, 20.0, "a,b"), (2, "0-1", 0.90, 20.0, "a,b"),
+        (1, "0", 0.50, 10.0, "a"),
+        (1, "0", 0.70, 12.0, "a"),
+        (1, "1", 0.60, 10.0, "b"),
+        (1, "1", 0.60, 14.0, "b"),
+        (2, "0-1", 0.80, 20.0, "a,b"),
+        (2, "0-1", 0.90, 20.0, "a,b"),
     ]
     df = pd.DataFrame(rows, columns=["k", "combination", "score", "t_total", "teacher_keys"])
     df["status"] = "ok"
-    failed = pd.DataFrame([{"k": 1, "combination": "0", "score": None, "t_total": None,
-                            "teacher_keys": "a", "status": "failed"}])
+    failed = pd.DataFrame(
+        [{"k": 1, "combination": "0", "score": None, "t_total": None, "teacher_keys": "a", "status": "failed"}]
+    )
     return pd.concat([df, failed], ignore_index=True)
 
 
@@ -67,10 +71,21 @@ def test_budget_charges_each_combination_its_teachers():
 
 
 def test_jobs_frame_flattens_records():
-    rec = {"key": "x", "status": "ok", "k": 2, "combination": [0, 3], "primary": 3, "repeat": 1,
-           "grid": {"temperature": 2.0}, "score": 0.5, "metric": "accuracy", "attempts": 1,
-           "scores": {"dev": {"accuracy": 0.5}, "test": {"accuracy": 0.4}},
-           "timings": {"train": 1.0, "total": 1.5}, "teacher_keys": ["a", "d"]}
+    rec = {
+        "key": "x",
+        "status": "ok",
+        "k": 2,
+        "combination": [0, 3],
+        "primary": 3,
+        "repeat": 1,
+        "grid": {"temperature": 2.0},
+        "score": 0.5,
+        "metric": "accuracy",
+        "attempts": 1,
+        "scores": {"dev": {"accuracy": 0.5}, "test": {"accuracy": 0.4}},
+        "timings": {"train": 1.0, "total": 1.5},
+        "teacher_keys": ["a", "d"],
+    }
     df = jobs_frame([rec], ["temperature"])
     row = df.iloc[0]
     assert row["combination"] == "0-3" and row["primary"] == 3 and row["temperature"] == 2.0

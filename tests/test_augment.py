@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from bench.augment import augment, load_candidates, repeat_labels, word_candidates
-from bench.plan import make_plan
-from bench.spec import load_sweep
+from bench.plan.jobs import make_plan
+from bench.spec.load import load_sweep
+from bench.training.augment import augment, load_candidates, repeat_labels, word_candidates
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +22,10 @@ def test_candidates_from_embedding_neighbours_without_mlm_head(minilm):
 
 
 def test_augment_counts_labels_pairs_and_determinism(minilm):
-    texts = [("The sailors rode the breeze clear of the rocks.", "Sailors rode the breeze."),
-             ("We yelled ourselves hoarse.", "They yelled.")]
+    texts = [
+        ("The sailors rode the breeze clear of the rocks.", "Sailors rode the breeze."),
+        ("We yelled ourselves hoarse.", "They yelled."),
+    ]
     a = augment(texts, minilm, factor=3, p=0.5, m=5, seed=1)
     assert len(a) == 6 and all(len(x) == 2 for x in a)
     assert a == augment(texts, minilm, factor=3, p=0.5, m=5, seed=1)

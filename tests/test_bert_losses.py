@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from bench.losses import attention_mse, cosine_hidden_loss, layer_map, masked_mse, soft_cross_entropy
+from bench.models.losses import attention_mse, cosine_hidden_loss, layer_map, masked_mse, soft_cross_entropy
 
 
 def test_soft_cross_entropy_by_hand():
@@ -62,12 +62,18 @@ def test_layer_map():
 def test_attention_scores_are_the_pre_softmax_scores():
     from transformers import AutoModelForSequenceClassification, BertConfig
 
-    from bench.features import forward_features
-    from bench.nets import SequenceClassifier
+    from bench.models.features import forward_features
+    from bench.models.nets import SequenceClassifier
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=50, hidden_size=24, num_hidden_layers=2, num_attention_heads=3,
-                        intermediate_size=32, attn_implementation="eager")
+    config = BertConfig(
+        vocab_size=50,
+        hidden_size=24,
+        num_hidden_layers=2,
+        num_attention_heads=3,
+        intermediate_size=32,
+        attn_implementation="eager",
+    )
     model = SequenceClassifier(AutoModelForSequenceClassification.from_config(config)).eval()
     ids = torch.tensor([[1, 5, 7, 2]])
     mask = torch.ones_like(ids)
@@ -81,20 +87,29 @@ def test_attention_scores_are_the_pre_softmax_scores():
 def _tiny_bert(layers):
     from transformers import AutoModelForSequenceClassification, BertConfig
 
-    from bench.nets import SequenceClassifier
+    from bench.models.nets import SequenceClassifier
 
-    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=layers, num_attention_heads=2,
-                        intermediate_size=32, num_labels=2)
+    config = BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=2,
+    )
     return SequenceClassifier(AutoModelForSequenceClassification.from_config(config))
 
 
-@pytest.mark.parametrize("depth,layers,expected", [
-    (6, None, [0, 2, 4]),  # every other layer
-    (12, None, [0, 2, 4, 7, 9, 11]),  # Sanh et al.'s extraction for 12-layer teachers
-    (12, (1, 5, 11), [1, 5, 11]),  # set in the spec: method.layers
-])
+@pytest.mark.parametrize(
+    "depth,layers,expected",
+    [
+        (6, None, [0, 2, 4]),  # every other layer
+        (12, None, [0, 2, 4, 7, 9, 11]),  # Sanh et al.'s extraction for 12-layer teachers
+        (12, (1, 5, 11), [1, 5, 11]),  # set in the spec: method.layers
+    ],
+)
 def test_distilbert_student_takes_the_primary_layers(depth, layers, expected):
-    from bench.distilbert import primary_layers
+    from bench.methods.distilbert import primary_layers
 
     teacher = _tiny_bert(depth)
     student = primary_layers(teacher, layers)
@@ -104,13 +119,13 @@ def test_distilbert_student_takes_the_primary_layers(depth, layers, expected):
         torch.testing.assert_close(s_layers[i].attention.self.query.weight, t_layers[j].attention.self.query.weight)
         torch.testing.assert_close(s_layers[i].output.dense.weight, t_layers[j].output.dense.weight)
     torch.testing.assert_close(student.hf.classifier.weight, teacher.hf.classifier.weight)
-    torch.testing.assert_close(student.hf.bert.embeddings.word_embeddings.weight,
-                               teacher.hf.bert.embeddings.word_embeddings.weight)
+    torch.testing.assert_close(
+        student.hf.bert.embeddings.word_embeddings.weight, teacher.hf.bert.embeddings.word_embeddings.weight
+    )
 
 
 def test_distilbert_layers_beyond_the_teacher_are_refused():
-    from bench.distilbert import primary_layers
+    from bench.methods.distilbert import primary_layers
 
     with pytest.raises(ValueError, match="the teacher has 6 layers"):
         primary_layers(_tiny_bert(6), (0, 6))
-

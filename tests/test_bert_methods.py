@@ -4,14 +4,14 @@ is the mean of the k teachers' cached logits (asserted on the tensors)."""
 import numpy as np
 import pytest
 import torch
-
-from bench import distilbert, tinybert
-from bench.jobs import run_distill, run_teacher
-from bench.plan import make_plan
-from bench.run import distill_payload, teacher_payload
-from bench.spec import load_sweep
-from bench.teachers import load_outputs
 from helpers import GLUE
+
+from bench.driver.run import distill_payload, teacher_payload
+from bench.engines.runners import run_distill, run_teacher
+from bench.methods import distilbert, tinybert
+from bench.plan.jobs import make_plan
+from bench.spec.load import load_sweep
+from bench.training.teachers import load_outputs
 
 pytestmark = pytest.mark.skipif(not GLUE.is_dir(), reason="../shared/data/glue not present")
 
@@ -41,7 +41,7 @@ name = "{method}"
 """
 
 STUDENTS = {
-    "tinybert": 'params = { num_hidden_layers = 1, hidden_size = 12, num_attention_heads = 2, intermediate_size = 16 }',
+    "tinybert": "params = { num_hidden_layers = 1, hidden_size = 12, num_attention_heads = 2, intermediate_size = 16 }",
     "distilbert": "",
 }
 
@@ -52,8 +52,9 @@ def _job(project, method, student=None):
     plan = make_plan(load_sweep(spec))
     cpu = torch.device("cpu")
     for t in plan.teachers:
-        run_teacher({**teacher_payload(plan, t), "queue_wait": 0.0, "device": "cpu", "slot": "cpu#0",
-                     "attempt": 1}, cpu)
+        run_teacher(
+            {**teacher_payload(plan, t), "queue_wait": 0.0, "device": "cpu", "slot": "cpu#0", "attempt": 1}, cpu
+        )
     job = next(j for j in plan.jobs if j.k == 3 and j.primary == 1)
     payload = {**distill_payload(plan, job), "queue_wait": 0.0, "device": "cpu", "slot": "cpu#0", "attempt": 1}
     root = str(project / "teachers")
@@ -92,8 +93,9 @@ def test_tinybert_job_uses_primary_features_and_mean_logits(project, monkeypatch
     calls = _spy_feature_calls(monkeypatch, tinybert)
     targets = []
     real_sce = tinybert.soft_cross_entropy
-    monkeypatch.setattr(tinybert, "soft_cross_entropy",
-                        lambda s, t, temp: targets.append(t.detach().clone()) or real_sce(s, t, temp))
+    monkeypatch.setattr(
+        tinybert, "soft_cross_entropy", lambda s, t, temp: targets.append(t.detach().clone()) or real_sce(s, t, temp)
+    )
     record = run_distill(payload, torch.device("cpu"))
 
     # intermediate features come from exactly one teacher: the primary
@@ -118,9 +120,14 @@ def test_tinybert_ild_runs_at_ild_lr_and_pld_at_student_lr(project, monkeypatch)
     payload["config"]["method"]["params"]["ild_lr"] = 5e-5
     stages = []
     real = tinybert.train
-    monkeypatch.setattr(tinybert, "train", lambda model, split, train_spec, *a, **kw: stages.append(
-        (train_spec.epochs, train_spec.lr, train_spec.schedule, train_spec.warmup_ratio))
-        or real(model, split, train_spec, *a, **kw))
+    monkeypatch.setattr(
+        tinybert,
+        "train",
+        lambda model, split, train_spec, *a, **kw: (
+            stages.append((train_spec.epochs, train_spec.lr, train_spec.schedule, train_spec.warmup_ratio))
+            or real(model, split, train_spec, *a, **kw)
+        ),
+    )
     assert run_distill(payload, torch.device("cpu"))["status"] == "ok"
     # ILD: ild_lr, constant (TinyBERT's schedule 'none'); PLD: student.lr with the student's schedule
     assert stages == [(1, 5e-5, "constant", 0.0), (1, 3e-5, "linear", 0.0)]
@@ -132,11 +139,13 @@ def test_distilbert_job_starts_from_primary_and_uses_mean_logits(project, monkey
     calls = _spy_feature_calls(monkeypatch, distilbert)
     targets, inits = [], []
     real_kd = distilbert.kd_loss
-    monkeypatch.setattr(distilbert, "kd_loss", lambda s, t, y, temp, a: targets.append(t.detach().clone())
-                        or real_kd(s, t, y, temp, a))
+    monkeypatch.setattr(
+        distilbert, "kd_loss", lambda s, t, y, temp, a: targets.append(t.detach().clone()) or real_kd(s, t, y, temp, a)
+    )
     real_init = distilbert.primary_layers
-    monkeypatch.setattr(distilbert, "primary_layers",
-                        lambda teacher, layers: inits.append(teacher) or real_init(teacher, layers))
+    monkeypatch.setattr(
+        distilbert, "primary_layers", lambda teacher, layers: inits.append(teacher) or real_init(teacher, layers)
+    )
     record = run_distill(payload, torch.device("cpu"))
     assert [key for key, _ in loaded] == [plan.teachers[1].key]
     assert inits == [loaded[0][1]]  # the student is built from the primary
@@ -155,14 +164,15 @@ def test_distilbert_student_from_pretrained_folder_as_the_paper_does(project, mo
 
     torch.manual_seed(1)
     folder = project / "tiny-distilbert"
-    DistilBertForSequenceClassification(DistilBertConfig(
-        vocab_size=30522, dim=24, n_layers=1, n_heads=2, hidden_dim=32, max_position_embeddings=64)
+    DistilBertForSequenceClassification(
+        DistilBertConfig(vocab_size=30522, dim=24, n_layers=1, n_heads=2, hidden_dim=32, max_position_embeddings=64)
     ).save_pretrained(folder)
     plan, job, payload, _ = _job(project, "distilbert", student=f'pretrained = "{folder}"')
     inits = []
     real = distilbert.initial_student
-    monkeypatch.setattr(distilbert, "initial_student",
-                        lambda ctx, teacher: inits.append(real(ctx, teacher)) or inits[-1])
+    monkeypatch.setattr(
+        distilbert, "initial_student", lambda ctx, teacher: inits.append(real(ctx, teacher)) or inits[-1]
+    )
     saved = DistilBertForSequenceClassification.from_pretrained(folder)
     original = saved.distilbert.transformer.layer[0].ffn.lin1.weight.detach().clone()
     record = run_distill(payload, torch.device("cpu"))
@@ -178,8 +188,8 @@ def test_distilbert_student_width_must_match_the_teacher(project):
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
     folder = project / "narrow"
-    DistilBertForSequenceClassification(DistilBertConfig(
-        vocab_size=30522, dim=16, n_layers=1, n_heads=2, hidden_dim=32, max_position_embeddings=64)
+    DistilBertForSequenceClassification(
+        DistilBertConfig(vocab_size=30522, dim=16, n_layers=1, n_heads=2, hidden_dim=32, max_position_embeddings=64)
     ).save_pretrained(folder)
     _, _, payload, _ = _job(project, "distilbert", student=f'pretrained = "{folder}"')
     with pytest.raises(ValueError, match="hidden size 16, the teacher 24"):

@@ -10,14 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from bench.cifar import CLASSES, cifar_arrays, load_cifar10, view_table
-from bench.errors import SpecError, UserError
-from bench.nets import BasicBlock, CifarResNet
-from bench.spec import TaskSpec, TrainSpec, parse_sweep
-from bench.tasks import ALL_VIEWS, Split, crop_flip
-from bench.training import _schedule, predict_logits, train
 from helpers import bench_cli, records
+
+from bench.core.config import TaskSpec, TrainSpec
+from bench.core.errors import SpecError, UserError
+from bench.models.nets import BasicBlock, CifarResNet
+from bench.spec.load import parse_sweep
+from bench.tasks.base import ALL_VIEWS, Split, crop_flip
+from bench.tasks.cifar import CLASSES, cifar_arrays, load_cifar10, view_table
+from bench.training.loop import _schedule, predict_logits, train
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR = REPO.parent / "shared" / "data" / "cifar10"
@@ -66,8 +67,12 @@ def test_view_tables():
 
 def _image_split(n: int = 24, views: int = 3, seed: int = 0) -> Split:
     rng = np.random.default_rng(seed)
-    return Split(labels=rng.integers(0, 10, n), x=rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8),
-                 norm=((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)), views=view_table(n, views, seed))
+    return Split(
+        labels=rng.integers(0, 10, n),
+        x=rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8),
+        norm=((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
+        views=view_table(n, views, seed),
+    )
 
 
 def test_cached_target_is_the_teacher_output_on_the_exact_view_the_student_sees():
@@ -150,16 +155,28 @@ def test_loader_names_an_unknown_class_folder(tmp_path):
 
 
 def _spec(**task) -> dict:
-    return {"name": "c", "teachers": 2, "task": {"name": "cifar10", **task},
-            "teacher": {"model": "resnet20"}, "student": {"model": "resnet8", "seed": 100}}
+    return {
+        "name": "c",
+        "teachers": 2,
+        "task": {"name": "cifar10", **task},
+        "teacher": {"model": "resnet20"},
+        "student": {"model": "resnet8", "seed": 100},
+    }
 
 
 def test_spec_errors_for_views_and_optimizers(tmp_path):
     with pytest.raises(SpecError, match="task.views.*0 <= views <= 162"):
         parse_sweep(_spec(views=200), "s.toml")
     with pytest.raises(SpecError, match="task.views.*for task 'cifar10'"):
-        parse_sweep({**_spec(), "task": {"name": "digits", "views": 4}, "teacher": {"model": "cnn"},
-                     "student": {"model": "mlp"}}, "s.toml")
+        parse_sweep(
+            {
+                **_spec(),
+                "task": {"name": "digits", "views": 4},
+                "teacher": {"model": "cnn"},
+                "student": {"model": "mlp"},
+            },
+            "s.toml",
+        )
     with pytest.raises(SpecError, match="teacher.optimizer.*did you mean 'sgd'"):
         parse_sweep({**_spec(), "teacher": {"model": "resnet20", "optimizer": "sdg"}}, "s.toml")
     with pytest.raises(SpecError, match="student.params.depth.*expected no params"):

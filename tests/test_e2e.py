@@ -7,15 +7,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from bench.plan import make_plan
-from bench.spec import load_sweep
 from helpers import GLUE, bench_cli, records
 
+from bench.plan.jobs import make_plan
+from bench.spec.load import load_sweep
+
 REPO = Path(__file__).resolve().parents[1]
-REPORT_FILES = {"jobs.csv", "by_combination.csv", "summary_by_k.csv", "budget.csv", "teachers.csv",
-                "robust_by_k.csv", "compare_k.csv", "expected_budget.csv", "robust_by_k.png", "expected_budget.png",
-                "by_k.png", "by_k.pdf", "budget.png", "budget.pdf", "report.md", "report.html"}
+REPORT_FILES = {
+    "jobs.csv",
+    "by_combination.csv",
+    "summary_by_k.csv",
+    "budget.csv",
+    "teachers.csv",
+    "robust_by_k.csv",
+    "compare_k.csv",
+    "expected_budget.csv",
+    "robust_by_k.png",
+    "expected_budget.png",
+    "by_k.png",
+    "by_k.pdf",
+    "budget.png",
+    "budget.pdf",
+    "report.md",
+    "report.html",
+}
 
 
 @pytest.mark.slow
@@ -37,14 +52,16 @@ def test_quickstart_full_protocol(project):
     assert (summary["worst"] <= summary["mean"]).all() and (summary["mean"] <= summary["best"]).all()
     # the report: paper, size-matched and interval columns side by side, and the verdict
     report = (project / "reports" / "quickstart" / "report.md").read_text()
-    assert "| k | worst (paper) | worst (m=3) | worst vs k=1 (95% CI) | best (paper) | best (m=3) | best vs k=1 (95% CI) |" \
+    assert (
+        "| k | worst (paper) | worst (m=3) | worst vs k=1 (95% CI) | best (paper) | best (m=3) | best vs k=1 (95% CI) |"
         in report
+    )
     assert "## Verdict" in report and "At k=6 the size-matched worst case" in report and "95% CI of the gain" in report
     # the paper's single- vs multi-teacher comparison, raw and size-matched
     assert "| k | worst: multi (paper) | worst: single pooled (paper) | worst: gap (paper) |" in report
     # each record keeps its per-example predictions: they reproduce its score
-    from bench.jobs import load_task
-    from bench.records import decode_array
+    from bench.core.records import decode_array
+    from bench.engines.runners import load_task
 
     rec = next(iter(recs.values()))
     dev = load_task(rec["config"], str(project / ".cache" / "bench")).splits["dev"]
@@ -78,10 +95,11 @@ def test_glue_toy_sweep_and_teacher_cache(project):
     # the cached teacher outputs are what the stored teacher computes
     from safetensors.torch import load_model
 
-    from bench.models import MODELS
-    from bench.tasks import load_glue
-    from bench.teachers import load_outputs, teacher_dir, train_spec
-    from bench.training import predict_logits
+    from bench.core.config import train_spec
+    from bench.models.builders import MODELS
+    from bench.tasks.glue import load_glue
+    from bench.training.loop import predict_logits
+    from bench.training.teachers import load_outputs, teacher_dir
 
     t = plan.teachers[0]
     data = load_glue(sweep.task, project / ".cache" / "bench")
@@ -92,8 +110,8 @@ def test_glue_toy_sweep_and_teacher_cache(project):
 
 
 def test_pretrained_minilm_loads_offline_as_a_classifier():
-    from bench.models import MODELS, Shape
-    from bench.spec import TrainSpec
+    from bench.core.config import TrainSpec
+    from bench.models.builders import MODELS, Shape
 
     spec = TrainSpec(model="bert", pretrained="all-minilm-l6-v2", params={"num_hidden_layers": 1})
     model = MODELS["bert"].build(spec, Shape(num_labels=3))
@@ -107,10 +125,14 @@ def test_pretrained_minilm_loads_offline_as_a_classifier():
 @pytest.mark.skipif(not GLUE.is_dir(), reason="../shared/data/glue not present")
 def test_augmented_tinybert_sweep_caches_teacher_outputs_on_augmented_examples(project):
     text = (REPO / "sweeps" / "glue-toy.toml").read_text().replace('"../shared/data/glue"', json.dumps(str(GLUE)))
-    text = (text.replace('name = "glue-toy"', 'name = "aug-toy"').replace("teachers = 3", "teachers = 2")
-            .replace("repeats = 1", "repeats = 2").replace("train_subset = 256", "train_subset = 48")
-            .replace('name = "kd"\ntemperature = 2.0\nalpha = 0.5', 'name = "tinybert"\nild_epochs = 1')
-            .replace("[grid]\ntemperature = [1.0, 4.0]\n", "[augment]\nfactor = 2\ncandidates = 5\n"))
+    text = (
+        text.replace('name = "glue-toy"', 'name = "aug-toy"')
+        .replace("teachers = 3", "teachers = 2")
+        .replace("repeats = 1", "repeats = 2")
+        .replace("train_subset = 256", "train_subset = 48")
+        .replace('name = "kd"\ntemperature = 2.0\nalpha = 0.5', 'name = "tinybert"\nild_epochs = 1')
+        .replace("[grid]\ntemperature = [1.0, 4.0]\n", "[augment]\nfactor = 2\ncandidates = 5\n")
+    )
     (project / "aug.toml").write_text(text)
     proc = bench_cli("run", "aug.toml", cwd=project)
     assert proc.returncode == 0, proc.stderr
@@ -119,13 +141,13 @@ def test_augmented_tinybert_sweep_caches_teacher_outputs_on_augmented_examples(p
     assert set(recs) == {j.key for j in plan.jobs} and len(plan.augments) == 2
     assert all(r["status"] == "ok" and "augmented" in r["teacher_work"]["logits"] for r in recs.values())
 
-    from bench.augment import augmented_path
-    from bench.tasks import text_split
-    from bench.teachers import augmented_outputs_path, load_teacher_model
-    from bench.training import predict_logits
+    from bench.tasks.glue import text_split
+    from bench.training.augment import augmented_path
+    from bench.training.loop import predict_logits
+    from bench.training.teachers import augmented_outputs_path, load_teacher_model
 
     sweep = plan.sweep
-    from bench.tasks import load_glue
+    from bench.tasks.glue import load_glue
 
     data = load_glue(sweep.task, project / ".cache" / "bench")
     for o in plan.outputs:  # each cached target is what the stored teacher says on that augmented example

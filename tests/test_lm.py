@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-from bench.errors import SpecError, UserError
-from bench.lm import blocks, continuation_scores, read_lambada, union_target
-from bench.losses import kd_loss, token_kd_loss
-from bench.spec import parse_sweep
 from helpers import bench_cli, records
+
+from bench.core.errors import SpecError, UserError
+from bench.models.losses import kd_loss, token_kd_loss
+from bench.spec.load import parse_sweep
+from bench.tasks.lm import blocks, continuation_scores, read_lambada, union_target
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -48,9 +48,10 @@ def test_token_kd_loss_t_squared_factor_and_full_support_equals_kd_loss():
     for temp in (1.0, 2.0, 4.0):
         kl = F.kl_div(F.log_softmax(s / temp, -1), F.log_softmax(t / temp, -1), reduction="batchmean", log_target=True)
         pure_kd = token_kd_loss(s, ids, t, labels, ones, temp, alpha=0.0)
-        assert pure_kd.item() == pytest.approx(temp ** 2 * kl.item(), rel=1e-5)  # the T^2 factor
+        assert pure_kd.item() == pytest.approx(temp**2 * kl.item(), rel=1e-5)  # the T^2 factor
         assert token_kd_loss(s, ids, t, labels, ones, temp, 0.5).item() == pytest.approx(
-            kd_loss(s, t, labels, temp, 0.5).item(), rel=1e-5)
+            kd_loss(s, t, labels, temp, 0.5).item(), rel=1e-5
+        )
 
 
 def test_token_kd_loss_ignores_minus_inf_entries_of_the_support():
@@ -59,7 +60,9 @@ def test_token_kd_loss_ignores_minus_inf_entries_of_the_support():
     t = torch.tensor([[1.0, -math.inf, 1.0]])  # a repeated id carries no probability
     got = token_kd_loss(s, ids, t, torch.tensor([0]), torch.ones(1), 1.0, 0.0)
     log_ps = F.log_softmax(s, -1)[0]
-    assert got.item() == pytest.approx(0.5 * (math.log(0.5) - log_ps[2].item()) + 0.5 * (math.log(0.5) - log_ps[0].item()))
+    assert got.item() == pytest.approx(
+        0.5 * (math.log(0.5) - log_ps[2].item()) + 0.5 * (math.log(0.5) - log_ps[0].item())
+    )
 
 
 def test_union_target_means_the_teachers_with_their_floor_for_missing_tokens():
@@ -78,9 +81,9 @@ def test_union_target_means_the_teachers_with_their_floor_for_missing_tokens():
 def test_lambada_scores_by_hand_with_a_multi_token_word():
     lp = lambda rows: np.log(np.asarray(rows, dtype=float))  # noqa: E731
     examples = [
-        lp([[0.1, 0.7, 0.2]]),                      # one-token word, greedy right: token 1
-        lp([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]]),     # two tokens (0, 2), both greedy: right
-        lp([[0.6, 0.3, 0.1], [0.5, 0.2, 0.3]]),     # two tokens (0, 2): second piece wrong
+        lp([[0.1, 0.7, 0.2]]),  # one-token word, greedy right: token 1
+        lp([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]]),  # two tokens (0, 2), both greedy: right
+        lp([[0.6, 0.3, 0.1], [0.5, 0.2, 0.3]]),  # two tokens (0, 2): second piece wrong
     ]
     targets = [np.array([1]), np.array([0, 2]), np.array([0, 2])]
     got = continuation_scores(examples, targets)
@@ -99,7 +102,7 @@ def test_lambada_split_marks_the_whole_last_word(tmp_path):
 
     from tokenizers import ByteLevelBPETokenizer
 
-    from bench.lm import lambada_split
+    from bench.tasks.lm import lambada_split
 
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(["the cat sat on the mat"] * 5, vocab_size=270, min_frequency=1)
@@ -115,9 +118,14 @@ def test_blocks_are_non_overlapping_windows():
 
 
 def _lm_spec(**task) -> dict:
-    return {"name": "l", "teachers": 2,
-            "task": {"name": "lm", "data": str(DATA / "lm-corpora" / "tinyshakespeare.txt"), **task},
-            "teacher": {"model": "gpt"}, "student": {"model": "gpt", "seed": 100}, "method": {"name": "lm-kd"}}
+    return {
+        "name": "l",
+        "teachers": 2,
+        "task": {"name": "lm", "data": str(DATA / "lm-corpora" / "tinyshakespeare.txt"), **task},
+        "teacher": {"model": "gpt"},
+        "student": {"model": "gpt", "seed": 100},
+        "method": {"name": "lm-kd"},
+    }
 
 
 def test_lm_spec_errors():
@@ -172,14 +180,19 @@ def test_tiny_lm_sweep_end_to_end(project, topk):
 
 
 def test_lm_only_task_fields_are_refused_elsewhere():
-    spec = {"name": "d", "teachers": 2, "task": {"name": "digits", "lambada": "x.jsonl"},
-            "teacher": {"model": "cnn"}, "student": {"model": "mlp"}}
+    spec = {
+        "name": "d",
+        "teachers": 2,
+        "task": {"name": "digits", "lambada": "x.jsonl"},
+        "teacher": {"model": "cnn"},
+        "student": {"model": "mlp"},
+    }
     with pytest.raises(SpecError, match="task.lambada.*only for task 'lm'"):
         parse_sweep(spec, "s.toml")
 
 
 def test_tail_logit_keeps_the_tail_mass_at_t1():
-    from bench.lm import tail_logit
+    from bench.tasks.lm import tail_logit
 
     torch.manual_seed(1)
     logits = torch.randn(5, 50) * 3
@@ -207,22 +220,35 @@ def test_token_kd_loss_with_a_tail_bucket_by_hand():
     assert dropped.item() != pytest.approx(kl, rel=1e-3)
     # a full support leaves an empty bucket: plain KD, and finite gradients
     s2 = s.clone().requires_grad_(True)
-    full = token_kd_loss(s2, torch.arange(4)[None], torch.tensor([[2.0, 1.0, 0.0, 0.0]]), torch.tensor([0]),
-                         torch.ones(1), 2.0, 0.3, tail_logits=torch.tensor([-math.inf]))
+    full = token_kd_loss(
+        s2,
+        torch.arange(4)[None],
+        torch.tensor([[2.0, 1.0, 0.0, 0.0]]),
+        torch.tensor([0]),
+        torch.ones(1),
+        2.0,
+        0.3,
+        tail_logits=torch.tensor([-math.inf]),
+    )
     full.backward()
     assert torch.isfinite(s2.grad).all()
-    assert full.item() == pytest.approx(kd_loss(s, torch.tensor([[2.0, 1.0, 0.0, 0.0]]), torch.tensor([0]), 2.0, 0.3).item(), rel=1e-5)
+    assert full.item() == pytest.approx(
+        kd_loss(s, torch.tensor([[2.0, 1.0, 0.0, 0.0]]), torch.tensor([0]), 2.0, 0.3).item(), rel=1e-5
+    )
 
 
 def test_cache_fidelity_by_hand():
     """V = 3, K = 1, a uniform student, T = 1: the cache keeps token 0 and the tail's total mass
     exactly, but not how the tail splits (p1 != p2), so the gradient on tokens 1 and 2 is off."""
-    from bench.lm import cache_fidelity, tail_logit
+    from bench.tasks.lm import cache_fidelity, tail_logit
 
     logits = torch.tensor([[2.0, 0.0, -2.0]])
     top = torch.topk(logits, 1, dim=-1)
-    cache = {"topk_idx": top.indices.int().numpy(), "topk_val": top.values.half().numpy(),
-             "tail_logit": tail_logit(logits, top.values).numpy()}
+    cache = {
+        "topk_idx": top.indices.int().numpy(),
+        "topk_val": top.values.half().numpy(),
+        "tail_logit": tail_logit(logits, top.values).numpy(),
+    }
     got = cache_fidelity([logits], [cache], torch.zeros(1, 3), 1.0)
     p = torch.softmax(logits, -1)[0].double()
     q = torch.full((3,), 1 / 3, dtype=torch.float64)
@@ -238,22 +264,27 @@ def test_cache_fidelity_by_hand():
 
 
 def test_cache_fidelity_is_exact_when_the_cache_keeps_every_logit():
-    from bench.lm import cache_fidelity, tail_logit
+    from bench.tasks.lm import cache_fidelity, tail_logit
 
     torch.manual_seed(0)
     teachers = [torch.randn(5, 7) * 3 for _ in range(2)]
     caches = []
     for t in teachers:
         top = torch.topk(t, 7, dim=-1)
-        caches.append({"topk_idx": top.indices.int().numpy(), "topk_val": top.values.half().numpy(),
-                       "tail_logit": tail_logit(t, top.values).numpy()})
+        caches.append(
+            {
+                "topk_idx": top.indices.int().numpy(),
+                "topk_val": top.values.half().numpy(),
+                "tail_logit": tail_logit(t, top.values).numpy(),
+            }
+        )
     for temp in (1.0, 4.0):
         got = cache_fidelity([t.half().float() for t in teachers], caches, torch.randn(5, 7), temp)
         assert got["grad_cosine"] == pytest.approx(1.0, abs=1e-5) and got["loss_ratio"] == pytest.approx(1.0, abs=1e-4)
 
 
 def test_dense_caches_give_the_exact_mean_target_and_do_not_mix_with_top_k():
-    from bench.lm import kd_target
+    from bench.tasks.lm import kd_target
 
     rng = np.random.default_rng(0)
     dense = [{"logits": rng.normal(size=(3, 5, 7)).astype(np.float16)} for _ in range(3)]
@@ -261,7 +292,10 @@ def test_dense_caches_give_the_exact_mean_target_and_do_not_mix_with_top_k():
     assert ids is None and tail is None and mean.shape == (3, 5, 7)
     expected = np.mean([d["logits"].astype(np.float32) for d in dense], axis=0)
     np.testing.assert_allclose(mean.astype(np.float32), expected, atol=2e-3)  # float16 storage
-    topk = {"topk_idx": np.zeros((3, 5, 1), np.int32), "topk_val": np.zeros((3, 5, 1), np.float16),
-            "tail_logit": np.zeros((3, 5), np.float32)}
+    topk = {
+        "topk_idx": np.zeros((3, 5, 1), np.int32),
+        "topk_val": np.zeros((3, 5, 1), np.float16),
+        "tail_logit": np.zeros((3, 5), np.float32),
+    }
     with pytest.raises(ValueError, match="mix dense and top-K"):
         kd_target([dense[0], topk])

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from bench.losses import kd_loss, mean_teacher_logits
+from bench.models.losses import kd_loss, mean_teacher_logits
 
 
 def test_kd_loss_matches_hand_computation_t1():
@@ -43,7 +43,7 @@ def test_kd_loss_is_a_batch_mean_and_alpha_one_is_ce():
     torch.manual_seed(0)
     s, t = torch.randn(4, 3), torch.randn(4, 3)
     y = torch.tensor([0, 1, 2, 1])
-    per_example = [kd_loss(s[i:i + 1], t[i:i + 1], y[i:i + 1], 3.0, 0.2).item() for i in range(4)]
+    per_example = [kd_loss(s[i : i + 1], t[i : i + 1], y[i : i + 1], 3.0, 0.2).item() for i in range(4)]
     assert kd_loss(s, t, y, 3.0, 0.2).item() == pytest.approx(sum(per_example) / 4, rel=1e-5)
     assert kd_loss(s, t, y, 3.0, 1.0).item() == pytest.approx(torch.nn.functional.cross_entropy(s, y).item())
     # a student equal to the teacher pays no KL

@@ -6,17 +6,18 @@ from math import comb
 from pathlib import Path
 
 import pytest
+from helpers import digits_spec
 
 from bench.cli import main
-from bench.plan import expected_count, make_plan
-from bench.spec import load_sweep
-from helpers import digits_spec
+from bench.plan.jobs import expected_count, make_plan
+from bench.spec.load import load_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("spec,total,primary", [("sweeps/paper/cola-kd-primary.toml", 576, True),
-                                                 ("sweeps/paper/cola-kd.toml", 189, False)])
+@pytest.mark.parametrize(
+    "spec,total,primary", [("sweeps/paper/cola-kd-primary.toml", 576, True), ("sweeps/paper/cola-kd.toml", 189, False)]
+)
 def test_paper_counts_from_plan_json(capsys, monkeypatch, spec, total, primary):
     monkeypatch.chdir(REPO)
     assert main(["plan", spec, "--json"]) == 0
@@ -42,7 +43,8 @@ def test_grid_multiplies_the_plan(project):
     plan = make_plan(load_sweep(path))
     assert len(plan.jobs) == 7 * 6
     assert {(j.grid["temperature"], j.grid["alpha"]) for j in plan.jobs} == {
-        (t, a) for t in (1.0, 2.0, 4.0) for a in (0.1, 0.5)}
+        (t, a) for t in (1.0, 2.0, 4.0) for a in (0.1, 0.5)
+    }
     assert all(j.config["method"]["params"]["temperature"] == j.grid["temperature"] for j in plan.jobs)
 
 

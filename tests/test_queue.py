@@ -3,9 +3,10 @@
 import json
 
 import pytest
-
-from bench.queue import Item, make_slots, parse_device, run_queue
 from helpers import bench_cli, digits_spec, records
+
+from bench.core.config import parse_device
+from bench.engines.queue import Item, make_slots, run_queue
 
 
 def test_slots_and_their_environment():
@@ -21,8 +22,17 @@ def test_slots_and_their_environment():
 
 def test_simulated_gpu_slots(project):
     spec = digits_spec(project, n=2, r=2)
-    proc = bench_cli("run", str(spec), "--no-report", "--devices", "cuda:0,cuda:1", "--jobs-per-device", "2",
-                     cwd=project, env={"BENCH_SIMULATE_GPU": "1"})
+    proc = bench_cli(
+        "run",
+        str(spec),
+        "--no-report",
+        "--devices",
+        "cuda:0,cuda:1",
+        "--jobs-per-device",
+        "2",
+        cwd=project,
+        env={"BENCH_SIMULATE_GPU": "1"},
+    )
     assert proc.returncode == 0, proc.stderr
     recs = list(records(project / "results" / "tiny").values())
     assert {r["device"] for r in recs} <= {"cuda:0", "cuda:1"}
@@ -49,14 +59,23 @@ def test_unexpected_errors_cost_one_attempt_and_never_hang(tmp_path):
     import threading
 
     failures, out = [], {}
-    items = [Item(key="unsendable", kind="distill", payload={"kind": "distill", "key": "unsendable",
-                                                             "bad": object()}),
-             Item(key="unknown", kind="nope", payload={"kind": "nope", "key": "unknown"})]
+    items = [
+        Item(key="unsendable", kind="distill", payload={"kind": "distill", "key": "unsendable", "bad": object()}),
+        Item(key="unknown", kind="nope", payload={"kind": "nope", "key": "unknown"}),
+    ]
     slots = make_slots(("cpu",), 1, 1)
 
     def go():
-        out["result"] = run_queue(items, slots, tmp_path, retries=1, timeout=0, max_jobs_per_worker=0,
-                                  on_final_failure=failures.append, progress=lambda c: None)
+        out["result"] = run_queue(
+            items,
+            slots,
+            tmp_path,
+            retries=1,
+            timeout=0,
+            max_jobs_per_worker=0,
+            on_final_failure=failures.append,
+            progress=lambda c: None,
+        )
 
     t = threading.Thread(target=go, daemon=True)
     t.start()

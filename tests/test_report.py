@@ -1,7 +1,6 @@
 """Reports regenerate from records alone, byte for byte; report.html stands alone; bench compare."""
 
 import pandas as pd
-
 from helpers import bench_cli, digits_spec
 
 
@@ -19,7 +18,7 @@ def test_report_is_reproducible_and_self_contained(project):
     assert not changed, f"regenerated differently: {changed}"
     html = files["report.html"].decode()
     assert html.count("data:image/png;base64,") == 4 and '<img alt="size-matched' in html
-    assert "src=\"robust" not in html  # nothing to fetch beside the page
+    assert 'src="robust' not in html  # nothing to fetch beside the page
     robust = pd.read_csv(out / "robust_by_k.csv")
     assert list(robust["k"]) == [1, 2, 3] and list(robust["m"]) == [2, 2, 2]
     # the teacher cost policy is a report option and is said in the report
@@ -49,11 +48,23 @@ def test_compare_overlays_two_sweeps(project):
 
 def _verdict_of(values: dict, higher: bool = True, metric: str = "dev accuracy") -> str:
     """The report's verdict on a one-run-per-combination runs table {combination: score}."""
-    from bench.report import verdict
-    from bench.stats import degenerate_notes, robust_tables
+    from bench.analysis.report import verdict
+    from bench.analysis.stats import degenerate_notes, robust_tables
 
-    jobs = pd.DataFrame([{"k": len(c.split("-")), "combination": c, "repeat": 0, "score": v, "status": "ok",
-                          "teacher_keys": c, "t_total": 1.0} for c, v in values.items()])
+    jobs = pd.DataFrame(
+        [
+            {
+                "k": len(c.split("-")),
+                "combination": c,
+                "repeat": 0,
+                "score": v,
+                "status": "ok",
+                "teacher_keys": c,
+                "t_total": 1.0,
+            }
+            for c, v in values.items()
+        ]
+    )
     summary, comparison = robust_tables(jobs, higher_is_better=higher)
     return verdict(comparison, [], metric, higher, 0.95, None, "N=3, r=1", degenerate_notes(jobs))
 
@@ -80,25 +91,44 @@ def test_verdict_refuses_degenerate_and_too_small_designs():
 
 
 def test_verdict_names_a_missing_largest_k_and_a_sweep_without_k1():
-    from bench.report import verdict
-    from bench.stats import robust_tables
+    from bench.analysis.report import verdict
+    from bench.analysis.stats import robust_tables
 
     rows = [(c, v) for c, v in zip(THREE[:-1], (0.50, 0.56, 0.53, 0.55, 0.51, 0.54))]  # k=3 not run yet
-    jobs = pd.DataFrame([{"k": len(c.split("-")), "combination": c, "repeat": 0, "score": v, "status": "ok",
-                          "teacher_keys": c, "t_total": 1.0} for c, v in rows])
+    jobs = pd.DataFrame(
+        [
+            {
+                "k": len(c.split("-")),
+                "combination": c,
+                "repeat": 0,
+                "score": v,
+                "status": "ok",
+                "teacher_keys": c,
+                "t_total": 1.0,
+            }
+            for c, v in rows
+        ]
+    )
     _, comparison = robust_tables(jobs)
-    assert "k=3 has no combination with m=1 complete runs yet, so the comparison is at k=2" in \
-        verdict(comparison, [], "dev accuracy", True, 0.95, None, "N=3", [], planned_k=3)
+    assert "k=3 has no combination with m=1 complete runs yet, so the comparison is at k=2" in verdict(
+        comparison, [], "dev accuracy", True, 0.95, None, "N=3", [], planned_k=3
+    )
     # no k=1 runs at all: the tables still have the single-teacher columns, empty
     summary, comparison = robust_tables(jobs[jobs["k"] > 1], base_k=2)
     assert summary["single_worst"].isna().all() and comparison.empty
 
 
 def test_low_lm_cache_fidelity_is_named_in_the_notes():
-    from bench.report import gap_notes
+    from bench.analysis.report import gap_notes
 
-    jobs = pd.DataFrame({"k": [1, 3, 3], "temperature": [1.0, 4.0, 1.0], "status": ["ok"] * 3,
-                         "cache_grad_cosine": [0.999, 0.93, 0.985]})
+    jobs = pd.DataFrame(
+        {
+            "k": [1, 3, 3],
+            "temperature": [1.0, 4.0, 1.0],
+            "status": ["ok"] * 3,
+            "cache_grad_cosine": [0.999, 0.93, 0.985],
+        }
+    )
     notes = gap_notes(jobs, ["temperature"], pd.DataFrame(), False, 0)
     assert len(notes) == 1
     assert "in 2 run(s)" in notes[0] and "lowest 0.930 at k=3, temperature=4" in notes[0]

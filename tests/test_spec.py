@@ -1,13 +1,14 @@
 """Spec validation: every user error names file, field and expectation, exits 2, writes nothing."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
+from helpers import digits_spec
 
 from bench.cli import main
-from bench.errors import SpecError
-from bench.spec import load_sweep
-from helpers import digits_spec
+from bench.core.errors import SpecError
+from bench.spec.load import load_sweep
 
 
 def _error(capsys, path: Path, *cmd: str) -> str:
@@ -20,38 +21,57 @@ def _error(capsys, path: Path, *cmd: str) -> str:
     return out.err
 
 
-@pytest.mark.parametrize("old,new,expected", [
-    ('name = "kd"', 'name = "kdd"', ["method.name", "unknown method 'kdd'", "did you mean 'kd'"]),
-    ("repeats = 1", "repeats = 0", ["'repeats'", "expected a value >= 1, got 0"]),
-    ("repeats = 1", "repeats = 1\nk = [1, 4]", ["'k[1]'", "expected 1 <= k <= teachers (3), got 4"]),
-    ("epochs = 3", 'epochs = "3"', ["teacher.epochs", "expected an integer, got '3' (str)"]),
-    ("lr = 0.01\nseed", "lr = 0.01\nepohcs = 2\nseed", ["teacher.epohcs", "did you mean 'epochs'"]),
-    ('name = "digits"', 'name = "digit"', ["task.name", "unknown task 'digit'", "did you mean 'digits'"]),
-    ('model = "mlp"\nparams = { hidden = [32] }', 'model = "mpl"\nparams = { hidden = [32] }',
-     ["teacher.model", "unknown model 'mpl'", "did you mean 'mlp'"]),
-    ("teachers = 3", "teachers = 3.5", ["'teachers'", "expected an integer, got 3.5"]),
-    ("teachers = 3", "", ["'teachers'", "missing (required)"]),
-    ("teachers = 3", "teachers = 3\nrepeat = 2", ["'repeat'", "did you mean 'repeats'"]),
-    ('devices = ["cpu"]', 'devices = ["gpu0"]', ["run.devices[0]", "expected 'cpu' or 'cuda:N'"]),
-    ('name = "kd"', 'name = "kd"\ntemprature = 2', ["method.temprature", "did you mean 'temperature'"]),
-    ('name = "kd"', 'name = "kd"\nalpha = 1.5', ["method.alpha", "expected 0 <= alpha <= 1"]),
-    ('name = "kd"', 'name = "tinybert"', ["teacher.model", "method 'tinybert' distils BERT-family encoders"]),
-    ('name = "kd"', 'name = "tinybert"\nild_epochs = 1.5', ["method.ild_epochs", "expected an integer"]),
-    ("[run]", "[grid]\ntemperature = []\n[run]", ["grid.temperature", "non-empty list"]),
-    # a student seed equal to a teacher's replays that teacher's data order (teachers use 10..12)
-    ("lr = 0.01\n\n[method]", "lr = 0.01\nseed = 12\n\n[method]",
-     ["student.seed", "overlap teacher seeds 10..12", "at [12]", "e.g. student.seed = 13"]),
-    ("[run]", "[grid]\ntau = [1, 2]\n[run]", ["grid.tau", "not a parameter of method 'kd'"]),
-    ("threads_per_job = 1", "retries = -1", ["run.retries", "expected a value >= 0"]),
-    ("threads_per_job = 1", "timeout = nan", ["run.timeout", "expected a finite number, got nan"]),
-    ("seed = 10", "seed = -1", ["teacher.seed", "expected a value >= 0, got -1"]),
-    ("teachers = 3", "teachers = 40", ["'teachers'", "expected a plan of at most 1,000,000 jobs"]),
-    ("params = { hidden = [32] }", "params = { hidden = [true] }", ["teacher.params.hidden", "positive integers"]),
-    ('model = "mlp"\nparams = { hidden = [8] }', 'model = "bert"\nparams = {}',
-     ["student.model", "task 'digits' takes image models (mlp, cnn, resnet, resnet8, resnet14, resnet20, resnet32, resnet44, resnet56, resnet110), got 'bert'"]),
-    ('model = "mlp"\nparams = { hidden = [8] }', 'model = "mlp"\nparams = { hidden = [8, 0] }',
-     ["student.params.hidden", "expected a non-empty list of positive integers"]),
-])
+@pytest.mark.parametrize(
+    "old,new,expected",
+    [
+        ('name = "kd"', 'name = "kdd"', ["method.name", "unknown method 'kdd'", "did you mean 'kd'"]),
+        ("repeats = 1", "repeats = 0", ["'repeats'", "expected a value >= 1, got 0"]),
+        ("repeats = 1", "repeats = 1\nk = [1, 4]", ["'k[1]'", "expected 1 <= k <= teachers (3), got 4"]),
+        ("epochs = 3", 'epochs = "3"', ["teacher.epochs", "expected an integer, got '3' (str)"]),
+        ("lr = 0.01\nseed", "lr = 0.01\nepohcs = 2\nseed", ["teacher.epohcs", "did you mean 'epochs'"]),
+        ('name = "digits"', 'name = "digit"', ["task.name", "unknown task 'digit'", "did you mean 'digits'"]),
+        (
+            'model = "mlp"\nparams = { hidden = [32] }',
+            'model = "mpl"\nparams = { hidden = [32] }',
+            ["teacher.model", "unknown model 'mpl'", "did you mean 'mlp'"],
+        ),
+        ("teachers = 3", "teachers = 3.5", ["'teachers'", "expected an integer, got 3.5"]),
+        ("teachers = 3", "", ["'teachers'", "missing (required)"]),
+        ("teachers = 3", "teachers = 3\nrepeat = 2", ["'repeat'", "did you mean 'repeats'"]),
+        ('devices = ["cpu"]', 'devices = ["gpu0"]', ["run.devices[0]", "expected 'cpu' or 'cuda:N'"]),
+        ('name = "kd"', 'name = "kd"\ntemprature = 2', ["method.temprature", "did you mean 'temperature'"]),
+        ('name = "kd"', 'name = "kd"\nalpha = 1.5', ["method.alpha", "expected 0 <= alpha <= 1"]),
+        ('name = "kd"', 'name = "tinybert"', ["teacher.model", "method 'tinybert' distils BERT-family encoders"]),
+        ('name = "kd"', 'name = "tinybert"\nild_epochs = 1.5', ["method.ild_epochs", "expected an integer"]),
+        ("[run]", "[grid]\ntemperature = []\n[run]", ["grid.temperature", "non-empty list"]),
+        # a student seed equal to a teacher's replays that teacher's data order (teachers use 10..12)
+        (
+            "lr = 0.01\n\n[method]",
+            "lr = 0.01\nseed = 12\n\n[method]",
+            ["student.seed", "overlap teacher seeds 10..12", "at [12]", "e.g. student.seed = 13"],
+        ),
+        ("[run]", "[grid]\ntau = [1, 2]\n[run]", ["grid.tau", "not a parameter of method 'kd'"]),
+        ("threads_per_job = 1", "retries = -1", ["run.retries", "expected a value >= 0"]),
+        ("threads_per_job = 1", "timeout = nan", ["run.timeout", "expected a finite number, got nan"]),
+        ("seed = 10", "seed = -1", ["teacher.seed", "expected a value >= 0, got -1"]),
+        ("teachers = 3", "teachers = 40", ["'teachers'", "expected a plan of at most 1,000,000 jobs"]),
+        ("params = { hidden = [32] }", "params = { hidden = [true] }", ["teacher.params.hidden", "positive integers"]),
+        (
+            'model = "mlp"\nparams = { hidden = [8] }',
+            'model = "bert"\nparams = {}',
+            [
+                "student.model",
+                "task 'digits' takes image models (mlp, cnn, resnet, resnet8, resnet14, resnet20, resnet32, resnet44, "
+                "resnet56, resnet110), got 'bert'",
+            ],
+        ),
+        (
+            'model = "mlp"\nparams = { hidden = [8] }',
+            'model = "mlp"\nparams = { hidden = [8, 0] }',
+            ["student.params.hidden", "expected a non-empty list of positive integers"],
+        ),
+    ],
+)
 def test_spec_errors(project, capsys, old, new, expected):
     path = digits_spec(project)
     text = path.read_text()
@@ -70,19 +90,24 @@ def test_toml_syntax_error_and_missing_file(project, capsys):
     assert "cannot read the spec file" in capsys.readouterr().err
 
 
-_DISTIL = ('name = "d"\nteachers = 2\n[task]\nname = "cola"\ntokenizer = "all-minilm-l6-v2"\n'
-           '[teacher]\nmodel = "bert"\nparams = {{ num_hidden_layers = 6 }}\n[student]\nmodel = "bert"\nseed = 5\n{student}\n'
-           '[method]\nname = "distilbert"\n{method}\n')
+_DISTIL = (
+    'name = "d"\nteachers = 2\n[task]\nname = "cola"\ntokenizer = "all-minilm-l6-v2"\n'
+    '[teacher]\nmodel = "bert"\nparams = {{ num_hidden_layers = 6 }}\n[student]\nmodel = "bert"\nseed = 5\n{student}\n'
+    '[method]\nname = "distilbert"\n{method}\n'
+)
 
 
-@pytest.mark.parametrize("student,method,expected", [
-    ('pretrained = "x"', "layers = [0, 2]", ["method.layers", "the student starts from student.pretrained"]),
-    ("", "layers = [0, 6]", ["method.layers", "below 6 (the teacher's num_hidden_layers)", "[0, 6]"]),
-    ("", "layers = [2, 0]", ["method.layers", "increasing list of distinct integers"]),
-    ("", "layers = 3", ["method.layers", "got 3"]),
-    ("params = { hidden_size = 8 }", "", ["student.params", "expected no student params"]),
-    ("", "[grid]\nlayers = [[0], [1]]", ["grid.layers", "not a grid axis"]),
-])
+@pytest.mark.parametrize(
+    "student,method,expected",
+    [
+        ('pretrained = "x"', "layers = [0, 2]", ["method.layers", "the student starts from student.pretrained"]),
+        ("", "layers = [0, 6]", ["method.layers", "below 6 (the teacher's num_hidden_layers)", "[0, 6]"]),
+        ("", "layers = [2, 0]", ["method.layers", "increasing list of distinct integers"]),
+        ("", "layers = 3", ["method.layers", "got 3"]),
+        ("params = { hidden_size = 8 }", "", ["student.params", "expected no student params"]),
+        ("", "[grid]\nlayers = [[0], [1]]", ["grid.layers", "not a grid axis"]),
+    ],
+)
 def test_distilbert_student_init_errors(project, capsys, student, method, expected):
     path = project / "d.toml"
     path.write_text(_DISTIL.format(student=student, method=method))
@@ -107,8 +132,10 @@ def test_non_utf8_spec(project, capsys):
 
 def test_missing_data_folder_is_named(project, capsys):
     path = project / "text.toml"
-    path.write_text('name = "t"\nteachers = 2\n[task]\nname = "cola"\ndata = "no/such/dir"\n'
-                    'tokenizer = "all-minilm-l6-v2"\n[teacher]\nmodel = "bert"\n[student]\nmodel = "bert"\n')
+    path.write_text(
+        'name = "t"\nteachers = 2\n[task]\nname = "cola"\ndata = "no/such/dir"\n'
+        'tokenizer = "all-minilm-l6-v2"\n[teacher]\nmodel = "bert"\n[student]\nmodel = "bert"\n'
+    )
     err = _error(capsys, path, "plan")
     assert "task.data" in err and "expected an existing folder" in err
 
@@ -117,7 +144,7 @@ def test_valid_spec_loads_into_frozen_dataclasses(project):
     sweep = load_sweep(digits_spec(project, n=4, r=2))
     assert sweep.teachers == 4 and sweep.k == (1, 2, 3, 4) and sweep.repeats == 2
     assert sweep.method.params == {"temperature": 2.0, "alpha": 0.5}  # defaults filled in
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         sweep.teachers = 5  # frozen
     with pytest.raises(SpecError):
         load_sweep(project / "missing.toml")

@@ -6,10 +6,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.records import decode_array, encode_array
-from bench.stats import (call, charged_teacher_seconds, degenerate_notes, expected_best_of_n, expected_by_budget,
-                         expected_extreme, extreme_weights, fit_k_model, iqm, minimum_detectable, robust_tables,
-                         single_teacher_by_combination, size_matched_by_combination)
+from bench.analysis.stats import (
+    call,
+    charged_teacher_seconds,
+    degenerate_notes,
+    expected_best_of_n,
+    expected_by_budget,
+    expected_extreme,
+    extreme_weights,
+    fit_k_model,
+    iqm,
+    minimum_detectable,
+    robust_tables,
+    single_teacher_by_combination,
+    size_matched_by_combination,
+)
+from bench.core.records import decode_array, encode_array
 
 
 def test_expected_extremes_without_replacement():
@@ -43,15 +55,36 @@ def test_iqm_is_rliables():
 
 def _runs(rows):
     """rows: (k, combination, repeat, score) -> the runs table shape."""
-    return pd.DataFrame([{"k": k, "combination": c, "repeat": r, "score": s, "status": "ok",
-                          "teacher_keys": ",".join(f"t{i}" for i in c.split("-")), "t_total": 1.0}
-                         for k, c, r, s in rows])
+    return pd.DataFrame(
+        [
+            {
+                "k": k,
+                "combination": c,
+                "repeat": r,
+                "score": s,
+                "status": "ok",
+                "teacher_keys": ",".join(f"t{i}" for i in c.split("-")),
+                "t_total": 1.0,
+            }
+            for k, c, r, s in rows
+        ]
+    )
 
 
 def test_size_matched_extremes_do_not_grow_with_the_number_of_runs():
     # k=1: 2 runs per combination; k=2 with a primary: 4 runs. m = 2 for both.
-    jobs = _runs([(1, "0", 0, 0.5), (1, "0", 1, 0.7), (1, "1", 0, 0.6), (1, "1", 1, 0.8),
-                  (2, "0-1", 0, 0.5), (2, "0-1", 1, 0.6), (2, "0-1", 0, 0.7), (2, "0-1", 1, 0.8)])
+    jobs = _runs(
+        [
+            (1, "0", 0, 0.5),
+            (1, "0", 1, 0.7),
+            (1, "1", 0, 0.6),
+            (1, "1", 1, 0.8),
+            (2, "0-1", 0, 0.5),
+            (2, "0-1", 1, 0.6),
+            (2, "0-1", 0, 0.7),
+            (2, "0-1", 1, 0.8),
+        ]
+    )
     per = size_matched_by_combination(jobs, m=2)
     k2 = per[per["k"] == 2].iloc[0]
     # worst of 2 of {.5,.6,.7,.8}: mins of the 6 pairs: .5 x3, .6 x2, .7 -> 3.4/6; maxes: .8 x3, .7 x2, .6 -> 4.4/6
@@ -68,9 +101,20 @@ def _full(values: dict[str, float], repeats: int = 1, primary: bool = False) -> 
     rows = []
     for c, v in values.items():
         members = [int(t) for t in c.split("-")]
-        for p in (members if primary else [None]):
-            rows += [{"k": len(members), "combination": c, "primary": p, "repeat": r, "score": v, "status": "ok",
-                      "teacher_keys": ",".join(f"t{i}" for i in members), "t_total": 1.0} for r in range(repeats)]
+        for p in members if primary else [None]:
+            rows += [
+                {
+                    "k": len(members),
+                    "combination": c,
+                    "primary": p,
+                    "repeat": r,
+                    "score": v,
+                    "status": "ok",
+                    "teacher_keys": ",".join(f"t{i}" for i in members),
+                    "t_total": 1.0,
+                }
+                for r in range(repeats)
+            ]
     df = pd.DataFrame(rows)
     df["primary"] = df["primary"].astype("Int64")
     return df
@@ -92,8 +136,17 @@ def test_the_k_contrast_by_hand():
     assert row["gain_worst_m"] == pytest.approx(means[3] - means[1])
     # by hand: OLS of 7 combinations on 3 k levels + 2 teacher effects -> 2 residual df, and the
     # variance of level(3) - level(1) is sigma^2 x [L (X'X)^-1 L'] from the design
-    x = np.array([[1, 0, 0, 0, 0], [1, 0, 0, 1, 0], [1, 0, 0, 0, 1], [0, 1, 0, .5, 0], [0, 1, 0, 0, .5],
-                  [0, 1, 0, .5, .5], [0, 0, 1, 1 / 3, 1 / 3]])
+    x = np.array(
+        [
+            [1, 0, 0, 0, 0],
+            [1, 0, 0, 1, 0],
+            [1, 0, 0, 0, 1],
+            [0, 1, 0, 0.5, 0],
+            [0, 1, 0, 0, 0.5],
+            [0, 1, 0, 0.5, 0.5],
+            [0, 0, 1, 1 / 3, 1 / 3],
+        ]
+    )
     y = np.array([values[c] for c in ("0", "1", "2", "0-1", "0-2", "1-2", "0-1-2")])
     beta, rss, *_ = np.linalg.lstsq(x, y, rcond=None)
     vec = np.array([-1, 0, 1, 0, 0])
@@ -102,6 +155,7 @@ def test_the_k_contrast_by_hand():
     assert fit_k_model(per, "worst_m").var_b == 0.0
     assert row["df"] == pytest.approx(2) and row["se_worst_m"] == pytest.approx(se)
     from scipy.stats import t as student
+
     assert row["gain_worst_m_lo"] == pytest.approx(vec @ beta - student.ppf(0.975, 2) * se)
     assert row["p_worst_m"] == pytest.approx(2 * student.sf(abs(vec @ beta) / se, 2))
     # the per-k table carries the same contrast in the metric's own direction
@@ -109,7 +163,7 @@ def test_the_k_contrast_by_hand():
 
 
 def test_residual_variance_falls_with_k_when_the_residuals_do():
-    from bench.stats import _variance_function
+    from bench.analysis.stats import _variance_function
 
     inv_k = np.array([1, 1, 1, 0.5, 0.5, 0.5, 1 / 3])
     # with M = I the moment equations are plain least squares: r^2 = a + b/k with a = 1, b = 2
@@ -121,10 +175,11 @@ def test_residual_variance_falls_with_k_when_the_residuals_do():
     # unbiased for a real design: fed its expectation E[r^2] = (M o M)(a + b/k), it returns (a, b)
     from itertools import combinations
 
-    from bench.stats import _design
+    from bench.analysis.stats import _design
 
-    combos = pd.DataFrame({"combination": ["-".join(map(str, c)) for k in range(1, 5)
-                                           for c in combinations(range(4), k)]})
+    combos = pd.DataFrame(
+        {"combination": ["-".join(map(str, c)) for k in range(1, 5) for c in combinations(range(4), k)]}
+    )
     combos["k"] = combos["combination"].str.count("-") + 1
     x, _ = _design(combos, teacher_effects=True)  # N=4: 15 combinations, 4 levels + 3 teachers
     m = np.eye(15) - x @ np.linalg.inv(x.T @ x) @ x.T

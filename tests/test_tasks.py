@@ -1,12 +1,13 @@
 """Tasks: the digits split, GLUE reading from the shared folder, tokenization cache, padding."""
 
-
 import numpy as np
 import pytest
-
-from bench.spec import TaskSpec
-from bench.tasks import GLUE, _read_glue_tsv, load_digits, load_glue, score
 from helpers import GLUE as GLUE_DIR
+
+from bench.core.config import TaskSpec
+from bench.tasks.digits import load_digits
+from bench.tasks.glue import GLUE, _read_glue_tsv, load_glue
+from bench.tasks.table import score
 
 needs_glue = pytest.mark.skipif(not GLUE_DIR.is_dir(), reason="../shared/data/glue not present")
 
@@ -44,8 +45,9 @@ def test_glue_files_read_completely(task, train, dev):
 
 @needs_glue
 def test_glue_tokenization_is_cached_and_padded_per_batch(tmp_path):
-    spec = TaskSpec("mrpc", data=str(GLUE_DIR), tokenizer="all-minilm-l6-v2", max_length=40,
-                    train_subset=64, eval_subset=32)
+    spec = TaskSpec(
+        "mrpc", data=str(GLUE_DIR), tokenizer="all-minilm-l6-v2", max_length=40, train_subset=64, eval_subset=32
+    )
     data = load_glue(spec, tmp_path)
     cached = list((tmp_path / "tokenized").glob("mrpc-*.npz"))
     assert len(cached) == 1
@@ -65,7 +67,7 @@ def test_glue_tokenization_is_cached_and_padded_per_batch(tmp_path):
 
 @needs_glue
 def test_missing_glue_file_names_the_path(tmp_path):
-    from bench.errors import UserError
+    from bench.core.errors import UserError
 
     (tmp_path / "CoLA").mkdir()
     with pytest.raises(UserError, match=r"CoLA/train.tsv: GLUE file not found"):

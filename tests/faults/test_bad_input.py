@@ -6,7 +6,6 @@ folder: tests/test_spec.py.)"""
 import shutil
 
 import pytest
-
 from helpers import GLUE, bench_cli
 
 pytestmark = pytest.mark.timeout(900)  # a hang guard, not a speed limit
@@ -62,8 +61,9 @@ def test_an_empty_glue_split(project):
 
 
 @pytest.mark.skipif(not GLUE.is_dir(), reason="../shared/data/glue not present")
-@pytest.mark.parametrize("root, expected", [("spec-is-a-file/results", "is not a folder"),
-                                            ("/proc/bench-results", "cannot write in /proc")])
+@pytest.mark.parametrize(
+    "root, expected", [("spec-is-a-file/results", "is not a folder"), ("/proc/bench-results", "cannot write in /proc")]
+)
 def test_an_output_root_that_cannot_be_written(project, root, expected):
     (project / "spec-is-a-file").write_text("a file, not a folder\n")
     spec = _glue_project(project, (GLUE / "CoLA" / "dev.tsv").read_text(), paths=f'[paths]\nresults = "{root}"')

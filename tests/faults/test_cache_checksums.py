@@ -8,11 +8,11 @@ import types
 
 import numpy as np
 import pytest
-
-from bench.cache import DIGEST, cache_problem, load_arrays, save_arrays
-from bench.spec import TaskSpec
 from helpers import GLUE as GLUE_DIR
 from helpers import bench_cli, digits_spec, records
+
+from bench.core.cache import DIGEST, cache_problem, load_arrays, save_arrays
+from bench.core.config import TaskSpec
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -68,10 +68,11 @@ def test_a_damaged_digits_cache_is_rebuilt_and_scores_do_not_change(project):
 
 @pytest.mark.skipif(not GLUE_DIR.is_dir(), reason="../shared/data/glue not present")
 def test_a_damaged_glue_tokenization_cache_is_rebuilt(tmp_path):
-    from bench.tasks import load_glue
+    from bench.tasks.glue import load_glue
 
-    spec = TaskSpec("mrpc", data=str(GLUE_DIR), tokenizer="all-minilm-l6-v2", max_length=40,
-                    train_subset=64, eval_subset=32)
+    spec = TaskSpec(
+        "mrpc", data=str(GLUE_DIR), tokenizer="all-minilm-l6-v2", max_length=40, train_subset=64, eval_subset=32
+    )
     first = load_glue(spec, tmp_path).splits["train"]
     (cache,) = (tmp_path / "tokenized").glob("mrpc-*.npz")
     for damage in (lambda: alter(cache, "train/ids", lambda a: a + 1), lambda: truncate(cache)):
@@ -82,8 +83,9 @@ def test_a_damaged_glue_tokenization_cache_is_rebuilt(tmp_path):
 
 
 def test_a_damaged_cifar_cache_is_decoded_again(tmp_path):
-    from bench.cifar import cifar_arrays
     from test_cifar import _write_tarball
+
+    from bench.tasks.cifar import cifar_arrays
 
     _write_tarball(tmp_path / "data")
     first = cifar_arrays(str(tmp_path / "data"), tmp_path / "cache")
@@ -95,7 +97,7 @@ def test_a_damaged_cifar_cache_is_decoded_again(tmp_path):
 
 
 def test_a_damaged_lm_tokenizer_cache_is_trained_again(tmp_path):
-    from bench.lm import load_lm_tokenizer
+    from bench.tasks.lm import load_lm_tokenizer
 
     spec = types.SimpleNamespace(tokenizer=None, vocab_size=300)
     text = "\n".join(f"the cat number {i} sat on the mat and ate {i % 7} fish" for i in range(200))

@@ -11,11 +11,11 @@ import shutil
 import zlib
 
 import pytest
-
-from bench.plan import make_plan
-from bench.records import decode_array, record_problem
-from bench.spec import load_sweep
 from helpers import bench_cli, copy_of, finished_sweep, records
+
+from bench.core.records import decode_array, record_problem
+from bench.plan.jobs import make_plan
+from bench.spec.load import load_sweep
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -109,12 +109,23 @@ def test_doctor_report_and_run_name_quarantine_and_redo_every_damaged_record(fin
     spec = folder / "tiny.toml"
     plan = make_plan(load_sweep(spec))
     before = records(folder / "results" / "tiny")
-    names = ["score-a-string", "another-jobs-record", "coordinates-altered", "predictions-corrupt", "fifo",
-             "symlink-to-dev-zero", "huge-file", "deep-nesting"]
-    victims = plan.jobs[:len(names)]
+    names = [
+        "score-a-string",
+        "another-jobs-record",
+        "coordinates-altered",
+        "predictions-corrupt",
+        "fifo",
+        "symlink-to-dev-zero",
+        "huge-file",
+        "deep-nesting",
+    ]
+    victims = plan.jobs[: len(names)]
     for name, job in zip(names, victims):
-        _damage(folder / "results" / "tiny" / "records" / f"{job.key}.json", DAMAGE[name][0],
-                folder / "results" / "tiny" / "records" / f"{plan.jobs[-1].key}.json")
+        _damage(
+            folder / "results" / "tiny" / "records" / f"{job.key}.json",
+            DAMAGE[name][0],
+            folder / "results" / "tiny" / "records" / f"{plan.jobs[-1].key}.json",
+        )
     doctor = bench_cli("doctor", str(spec), cwd=folder, timeout=120)
     assert doctor.returncode == 0, doctor.stderr
     assert f"{len(names)} damaged records" in doctor.stdout and f"run {len(names)} jobs" in doctor.stdout

@@ -7,10 +7,10 @@ import json
 import shutil
 
 import pytest
-
-from bench.plan import make_plan
-from bench.spec import load_sweep
 from helpers import REPO, bench_cli, digits_spec, records
+
+from bench.plan.jobs import make_plan
+from bench.spec.load import load_sweep
 
 pytestmark = pytest.mark.timeout(900)  # a hang guard, not a speed limit
 
@@ -99,13 +99,18 @@ def test_a_spec_name_cannot_leave_the_output_roots(project, name):
 
 
 def test_a_run_writes_only_inside_its_configured_roots(project):
-    spec = digits_spec(project, n=2, r=1, extra="""
+    spec = digits_spec(
+        project,
+        n=2,
+        r=1,
+        extra="""
         [paths]
         teachers = "out/t"
         results = "out/r"
         reports = "out/p"
         cache = "out/c"
-        """)
+        """,
+    )
     assert bench_cli("run", str(spec), cwd=project).returncode == 0
     top = {p.relative_to(project).parts[0] for p in project.rglob("*")}
     assert top == {"tiny.toml", "out"}

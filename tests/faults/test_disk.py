@@ -9,10 +9,10 @@ import subprocess
 import sys
 
 import pytest
-
-from bench.plan import make_plan
-from bench.spec import load_sweep
 from helpers import bench_cli, digits_spec, records
+
+from bench.plan.jobs import make_plan
+from bench.spec.load import load_sweep
 
 pytestmark = pytest.mark.timeout(900)  # a hang guard, not a speed limit
 
@@ -78,16 +78,20 @@ def _limit_file_size(limit: int):
     def apply():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() then fails with EFBIG instead of a kill
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
     return apply
 
 
 def test_a_full_disk_while_writing_leaves_no_partial_file(tmp_path):
     target = tmp_path / "records" / "abc.json"
-    code = ("import sys\nfrom bench.records import atomic_write_bytes\n"
-            "try:\n    atomic_write_bytes(sys.argv[1], b'x' * 1_000_000)\nexcept OSError as e:\n"
-            "    print(e.errno)\n    sys.exit(3)\n")
-    proc = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True,
-                          preexec_fn=_limit_file_size(50_000))
+    code = (
+        "import sys\nfrom bench.core.files import atomic_write_bytes\n"
+        "try:\n    atomic_write_bytes(sys.argv[1], b'x' * 1_000_000)\nexcept OSError as e:\n"
+        "    print(e.errno)\n    sys.exit(3)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(target)], capture_output=True, text=True, preexec_fn=_limit_file_size(50_000)
+    )
     assert proc.returncode == 3, proc.stderr
     assert int(proc.stdout) == 27  # EFBIG: the file size limit, as ENOSPC would be for a full disk
     assert not target.exists() and list(target.parent.iterdir()) == []  # no partial record, no temp file
@@ -96,12 +100,17 @@ def test_a_full_disk_while_writing_leaves_no_partial_file(tmp_path):
 def test_a_sweep_on_a_full_disk_writes_no_partial_teacher_and_resumes(project):
     spec = digits_spec(project, n=2, r=1)
     plan = make_plan(load_sweep(spec))
-    from bench.tasks import TASKS
+    from bench.tasks.table import TASKS
 
     TASKS["digits"].load(plan.sweep.task, project / ".cache" / "bench")  # the data cache exists: teachers hit the limit
-    proc = subprocess.run([sys.executable, "-m", "bench.cli", "run", str(spec), "--no-report", "--quiet"],
-                          cwd=project, capture_output=True, text=True, preexec_fn=_limit_file_size(16_000),
-                          timeout=800)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "run", str(spec), "--no-report", "--quiet"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        preexec_fn=_limit_file_size(16_000),
+        timeout=800,
+    )
     assert proc.returncode == 1, proc.stderr
     assert "File too large" in proc.stderr
     teachers = project / "teachers" / "digits"

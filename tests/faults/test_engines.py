@@ -15,11 +15,11 @@ import sys
 import time
 
 import pytest
-
-from bench.plan import make_plan
-from bench.spec import load_sweep
 from helpers import bench_cli, digits_spec, records
 from procs import wait_for
+
+from bench.plan.jobs import make_plan
+from bench.spec.load import load_sweep
 
 pytest.importorskip("distributed")
 
@@ -45,7 +45,7 @@ def _teacher_meta(project) -> dict:
 def fake_gpu_cluster(monkeypatch):
     """Start a local Dask cluster with two 'GPU' workers of ``threads`` threads each; yields a
     function (threads) -> scheduler address. Jobs on it run on the CPU (BENCH_SIMULATE_GPU)."""
-    from bench.cluster import local_cluster
+    from bench.engines.cluster import local_cluster
 
     monkeypatch.setenv("BENCH_SIMULATE_GPU", "1")
     clusters = []
@@ -74,15 +74,22 @@ def _engine_args(engine: str, fake_gpu_cluster, jobs_per_device: int, threads: i
 def test_gpu_limits_and_dependencies_are_respected(project, engine, jobs_per_gpu, fake_gpu_cluster):
     spec = digits_spec(project, n=3, r=2, student_epochs=20, train_subset=400)
     plan = make_plan(load_sweep(spec))
-    proc = bench_cli("run", str(spec), "--no-report", *_engine_args(engine, fake_gpu_cluster, jobs_per_gpu),
-                     cwd=project, env={"BENCH_SIMULATE_GPU": "1"})
+    proc = bench_cli(
+        "run",
+        str(spec),
+        "--no-report",
+        *_engine_args(engine, fake_gpu_cluster, jobs_per_gpu),
+        cwd=project,
+        env={"BENCH_SIMULATE_GPU": "1"},
+    )
     assert proc.returncode == 0, proc.stderr
     recs = records(project / "results" / "tiny")
     assert set(recs) == {j.key for j in plan.jobs} and all(r["status"] == "ok" for r in recs.values())
     teachers = _teacher_meta(project)
     runs = [(r["provenance"]["started"], r["provenance"]["finished"], r["cuda_visible_devices"]) for r in recs.values()]
-    runs += [(m["provenance"]["started"], m["provenance"]["finished"], m["device"].split(":")[1])
-             for m in teachers.values()]
+    runs += [
+        (m["provenance"]["started"], m["provenance"]["finished"], m["device"].split(":")[1]) for m in teachers.values()
+    ]
     peak = _max_overlap([(a, b) for a, b, _ in runs])
     assert 2 <= peak <= 2 * jobs_per_gpu, f"{peak} jobs at once on 2 GPUs x {jobs_per_gpu}"
     for gpu in ("0", "1"):
@@ -95,15 +102,22 @@ def test_gpu_limits_and_dependencies_are_respected(project, engine, jobs_per_gpu
 
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("engine", ENGINES)
-def test_an_exception_is_recorded_with_its_traceback_and_dependants_are_skipped(project, engine, fake_gpu_cluster,
-                                                                                monkeypatch):
+def test_an_exception_is_recorded_with_its_traceback_and_dependants_are_skipped(
+    project, engine, fake_gpu_cluster, monkeypatch
+):
     spec = digits_spec(project, n=3, r=1, run="retries = 1")
     plan = make_plan(load_sweep(spec))
     bad_teacher = plan.teachers[0].key
     bad_job = next(j for j in plan.jobs if bad_teacher not in j.teacher_keys)
     monkeypatch.setenv("BENCH_RAISE_ON", f"{bad_teacher},{bad_job.key}")  # before the cluster's workers start
-    proc = bench_cli("run", str(spec), "--no-report", *_engine_args(engine, fake_gpu_cluster, 1), cwd=project,
-                     env={"BENCH_SIMULATE_GPU": "1"})
+    proc = bench_cli(
+        "run",
+        str(spec),
+        "--no-report",
+        *_engine_args(engine, fake_gpu_cluster, 1),
+        cwd=project,
+        env={"BENCH_SIMULATE_GPU": "1"},
+    )
     assert proc.returncode == 1
     recs = records(project / "results" / "tiny")
     assert set(recs) == {j.key for j in plan.jobs}  # one record per planned job, whatever happened
@@ -120,8 +134,10 @@ def test_an_exception_is_recorded_with_its_traceback_and_dependants_are_skipped(
             assert rec["status"] == "ok"
     n_skipped = sum(bad_teacher in j.teacher_keys for j in plan.jobs)
     assert f"teacher {bad_teacher} failed: {n_skipped} distillation job(s) that need it were not run" in proc.stderr
-    assert f"ran {len(plan.jobs) - n_skipped} jobs ({len(plan.jobs) - n_skipped - 1} ok, 1 failed, " \
-           f"{n_skipped} not run" in proc.stderr
+    assert (
+        f"ran {len(plan.jobs) - n_skipped} jobs ({len(plan.jobs) - n_skipped - 1} ok, 1 failed, "
+        f"{n_skipped} not run" in proc.stderr
+    )
 
 
 @pytest.mark.timeout(900)
@@ -135,12 +151,16 @@ def test_a_worker_killed_mid_job_and_the_sweep_still_completes(project, engine, 
     plan = make_plan(load_sweep(spec))
     results = project / "results" / "tiny"
     args = _engine_args(engine, fake_gpu_cluster, 1, threads=1)
-    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(spec), "--no-report", "--quiet", *args],
-                            cwd=project, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "BENCH_SIMULATE_GPU": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", "run", str(spec), "--no-report", "--quiet", *args],
+        cwd=project,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "BENCH_SIMULATE_GPU": "1"},
+    )
     wait_for(lambda: len(records(results)) >= 2 or proc.poll() is not None, "two records")
     if engine == "local":
-        workers = [p for p in psutil.Process(proc.pid).children() if "bench.worker" in " ".join(p.cmdline())]
+        workers = [p for p in psutil.Process(proc.pid).children() if "bench.engines.worker" in " ".join(p.cmdline())]
         victim = workers[0]
     else:  # the Dask worker process (not its nanny) whose bench.worker is busy
         from distributed import Client
@@ -149,7 +169,9 @@ def test_a_worker_killed_mid_job_and_the_sweep_still_completes(project, engine, 
             busy = []
 
             def one_busy() -> bool:
-                busy[:] = [w for w, tasks in client.processing().items() if any(t.startswith("distill-") for t in tasks)]
+                busy[:] = [
+                    w for w, tasks in client.processing().items() if any(t.startswith("distill-") for t in tasks)
+                ]
                 return bool(busy)
 
             wait_for(one_busy, "a Dask worker running a distillation job")
@@ -174,8 +196,13 @@ def test_driver_sigkill_then_rerun_resumes(project, engine):
     plan = make_plan(load_sweep(spec))
     results = project / "results" / "tiny"
     extra = ["--engine", "dask"] if engine == "dask" else []
-    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(spec), "--quiet", *extra], cwd=project,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", "run", str(spec), "--quiet", *extra],
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     wait_for(lambda: len(records(results)) >= 4 or proc.poll() is not None, "four records")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -206,8 +233,10 @@ def test_the_dask_engine_gives_the_local_engine_scores(tmp_path):
         proc = bench_cli("run", str(spec), "--engine", engine, cwd=folder)
         assert proc.returncode == 0, proc.stderr
         report = folder / "reports" / "tiny"
-        out[engine] = ({k: r["score"] for k, r in records(folder / "results" / "tiny").items()},
-                       [(report / name).read_text() for name in ("summary_by_k.csv", "by_combination.csv")])
+        out[engine] = (
+            {k: r["score"] for k, r in records(folder / "results" / "tiny").items()},
+            [(report / name).read_text() for name in ("summary_by_k.csv", "by_combination.csv")],
+        )
     assert out["dask"] == out["local"]
 
 
@@ -240,23 +269,73 @@ def test_a_multi_process_cluster_loses_a_worker_and_the_sweep_completes(project)
     several hosts; one worker is SIGKILLed mid-sweep."""
     sched_file = project / "scheduler.json"
     env = {**os.environ, "BENCH_SIMULATE_GPU": "1"}
-    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-                               "--port", "0", "--no-dashboard", "--scheduler-file", str(sched_file)],
-                              env=env, stderr=subprocess.DEVNULL, start_new_session=True)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "distributed.cli.dask_scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(sched_file),
+            ],
+            env=env,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    ]
     try:
         wait_for(sched_file.exists, "the scheduler file")
         for gpu in ("0", "1"):
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(sched_file),
-                 "--nthreads", "1", "--resources", "GPU=1", "--no-dashboard", "--host", "127.0.0.1",
-                 "--name", f"gpu{gpu}"],
-                env={**env, "CUDA_VISIBLE_DEVICES": gpu}, stderr=subprocess.DEVNULL, start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "distributed.cli.dask_worker",
+                        "--scheduler-file",
+                        str(sched_file),
+                        "--nthreads",
+                        "1",
+                        "--resources",
+                        "GPU=1",
+                        "--no-dashboard",
+                        "--host",
+                        "127.0.0.1",
+                        "--name",
+                        f"gpu{gpu}",
+                    ],
+                    env={**env, "CUDA_VISIBLE_DEVICES": gpu},
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
         spec = digits_spec(project, n=3, r=2, student_epochs=40, train_subset=600, run="retries = 2")
         plan = make_plan(load_sweep(spec))
         results = project / "results" / "tiny"
-        run = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(spec), "--no-report", "--quiet",
-                                "--scheduler", str(sched_file), "--gpus-per-job", "1"],
-                               cwd=project, stderr=subprocess.PIPE, text=True, env=env)
+        run = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.cli",
+                "run",
+                str(spec),
+                "--no-report",
+                "--quiet",
+                "--scheduler",
+                str(sched_file),
+                "--gpus-per-job",
+                "1",
+            ],
+            cwd=project,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         wait_for(lambda: len(records(results)) >= 3 or run.poll() is not None, "three records")
         os.killpg(procs[1].pid, signal.SIGKILL)  # worker gpu0: its nanny, worker and job process
         kill_time = time.time()
@@ -297,9 +376,16 @@ def test_the_slurm_worker_job_script(project):
     proc = bench_cli("slurm-script", str(spec), cwd=project)
     assert proc.returncode == 0, proc.stderr
     script = proc.stdout
-    for line in ("#SBATCH -p gpu", "#SBATCH -A myproject", "#SBATCH -t 12:00:00", "#SBATCH --gres=gpu:1",
-                 "#SBATCH --constraint=a100", "#SBATCH --mem=60G", "module load cuda",
-                 "source ~/venvs/bench/bin/activate"):
+    for line in (
+        "#SBATCH -p gpu",
+        "#SBATCH -A myproject",
+        "#SBATCH -t 12:00:00",
+        "#SBATCH --gres=gpu:1",
+        "#SBATCH --constraint=a100",
+        "#SBATCH --mem=60G",
+        "module load cuda",
+        "source ~/venvs/bench/bin/activate",
+    ):
         assert line in script, f"{line!r} not in\n{script}"
     worker = next(ln for ln in script.splitlines() if "distributed.cli.dask_worker" in ln)
     assert worker.startswith("python3 -m distributed.cli.dask_worker tcp://127.0.0.1:")
@@ -308,15 +394,18 @@ def test_the_slurm_worker_job_script(project):
     assert load_sweep(spec).run.gpu_share() == 0.5  # two students per GPU
 
 
-@pytest.mark.parametrize("run, field, expected", [
-    ('engine = "dsak"', "run.engine", "did you mean 'dask'?"),
-    ('engine = "slurm"', "run.slurm.host", "reachable from the compute nodes"),
-    ('scheduler = "tcp://127.0.0.1:8786"', "run.scheduler", "for engine 'dask'"),
-    ('engine = "dask"\ngpus_per_job = 2', "run.gpus_per_job", "0 <= value <= 1"),
-    ('engine = "dask"\n[run.slurm]\nhots = "x"', "run.slurm.hots", "did you mean 'host'?"),
-])
+@pytest.mark.parametrize(
+    "run, field, expected",
+    [
+        ('engine = "dsak"', "run.engine", "did you mean 'dask'?"),
+        ('engine = "slurm"', "run.slurm.host", "reachable from the compute nodes"),
+        ('scheduler = "tcp://127.0.0.1:8786"', "run.scheduler", "for engine 'dask'"),
+        ('engine = "dask"\ngpus_per_job = 2', "run.gpus_per_job", "0 <= value <= 1"),
+        ('engine = "dask"\n[run.slurm]\nhots = "x"', "run.slurm.hots", "did you mean 'host'?"),
+    ],
+)
 def test_engine_settings_are_checked(project, run, field, expected):
-    from bench.errors import SpecError
+    from bench.core.errors import SpecError
 
     spec = digits_spec(project, run=run)
     with pytest.raises(SpecError) as e:

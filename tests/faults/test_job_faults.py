@@ -2,10 +2,10 @@
 with what went wrong, retried per policy, and the set of records equals the plan afterwards."""
 
 import pytest
-
-from bench.plan import make_plan
-from bench.spec import load_sweep
 from helpers import bench_cli, digits_spec, records
+
+from bench.plan.jobs import make_plan
+from bench.spec.load import load_sweep
 
 pytestmark = pytest.mark.timeout(900)  # a hang guard, not a speed limit
 
@@ -53,7 +53,9 @@ def test_a_crashing_worker_costs_only_its_job(project):
 
 def test_diverged_training_is_recorded_with_its_step_and_never_scored(project):
     spec = digits_spec(project, n=2, r=2, run="retries = 2")
-    spec.write_text(spec.read_text().replace("epochs = 2\nbatch_size = 64\nlr = 0.01", "epochs = 2\nbatch_size = 64\nlr = 1e30"))
+    spec.write_text(
+        spec.read_text().replace("epochs = 2\nbatch_size = 64\nlr = 0.01", "epochs = 2\nbatch_size = 64\nlr = 1e30")
+    )
     plan = _plan(spec)
     proc = bench_cli("run", str(spec), cwd=project)
     assert proc.returncode == 0, proc.stderr  # a diverged run is an outcome, not a failure

@@ -7,18 +7,23 @@ import subprocess
 import sys
 
 import pytest
-
-from bench.plan import make_plan
-from bench.spec import load_sweep
 from helpers import bench_cli, digits_spec, records
 from procs import wait_for
+
+from bench.plan.jobs import make_plan
+from bench.spec.load import load_sweep
 
 pytestmark = pytest.mark.timeout(900)  # a hang guard, not a speed limit
 
 
 def _start(spec, project):
-    return subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(spec), "--quiet", "--no-report"],
-                            cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", "run", str(spec), "--quiet", "--no-report"],
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def test_a_second_run_is_refused_naming_the_holder_and_a_killed_holder_is_taken_over(project):
@@ -46,8 +51,9 @@ def test_doctor_groups_failures_and_says_what_a_rerun_would_do(project):
     plan = make_plan(load_sweep(spec))
     bad_teacher = plan.teachers[2].key
     bad_jobs = [j.key for j in plan.jobs if bad_teacher not in j.teacher_keys][:2]
-    proc = bench_cli("run", str(spec), "--no-report", cwd=project,
-                     env={"BENCH_RAISE_ON": ",".join([bad_teacher, *bad_jobs])})
+    proc = bench_cli(
+        "run", str(spec), "--no-report", cwd=project, env={"BENCH_RAISE_ON": ",".join([bad_teacher, *bad_jobs])}
+    )
     assert proc.returncode == 1
     skipped = sum(bad_teacher in j.teacher_keys for j in plan.jobs)
     ok = len(plan.jobs) - skipped - len(bad_jobs)

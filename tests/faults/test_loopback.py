@@ -27,7 +27,7 @@ def _listening() -> list[tuple[int, str, int]]:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("dashboard", ["", "0", ":0"])
 def test_every_server_of_a_local_cluster_binds_to_loopback(dashboard, monkeypatch):
-    from bench.cluster import local_cluster
+    from bench.engines.cluster import local_cluster
 
     monkeypatch.setenv("BENCH_SIMULATE_GPU", "1")
     before = set(_listening())
@@ -45,7 +45,7 @@ def test_every_server_of_a_local_cluster_binds_to_loopback(dashboard, monkeypatc
 
 
 def test_a_dashboard_address_without_a_host_is_loopback():
-    from bench.cluster import dashboard_address
+    from bench.engines.cluster import dashboard_address
 
     assert dashboard_address("") is None
     assert dashboard_address("8787") == "127.0.0.1:8787"

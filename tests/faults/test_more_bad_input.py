@@ -9,7 +9,6 @@ import os
 import shutil
 
 import pytest
-
 from helpers import bench_cli, digits_spec
 
 pytestmark = pytest.mark.timeout(120)
@@ -30,28 +29,34 @@ def _refused(project, *args, pieces=(), env=None, command="run") -> str:
     return proc.stderr
 
 
-@pytest.mark.parametrize("option, expected", [
-    (["--m", "0"], "--m: expected an integer >= 1"),
-    (["--m", "9"], "--m: expected at most r=1"),
-    (["--level", "1.5"], "--level: expected a confidence level"),
-    (["--teacher-cost", "ful"], "--teacher-cost: unknown policy 'ful' (did you mean 'full'?)"),
-    (["--base-k", "0"], "--base-k: expected an integer >= 1"),
-    (["--base-k", "5"], "--base-k: expected one of the sweep's k (1, 2)"),
-    (["--no-report", "--level", "0"], "--level"),
-])
+@pytest.mark.parametrize(
+    "option, expected",
+    [
+        (["--m", "0"], "--m: expected an integer >= 1"),
+        (["--m", "9"], "--m: expected at most r=1"),
+        (["--level", "1.5"], "--level: expected a confidence level"),
+        (["--teacher-cost", "ful"], "--teacher-cost: unknown policy 'ful' (did you mean 'full'?)"),
+        (["--base-k", "0"], "--base-k: expected an integer >= 1"),
+        (["--base-k", "5"], "--base-k: expected one of the sweep's k (1, 2)"),
+        (["--no-report", "--level", "0"], "--level"),
+    ],
+)
 def test_report_options_of_bench_run_are_checked_before_any_work(project, option, expected):
     spec = digits_spec(project, n=2)
     _refused(project, str(spec), "--quiet", *option, pieces=[expected])
 
 
-@pytest.mark.parametrize("option, expected", [
-    (["--devices", ""], "'--run.devices[0]': expected 'cpu' or 'cuda:N'"),
-    (["--devices", "cpu,"], "'--run.devices[1]': expected 'cpu' or 'cuda:N'"),
-    (["--jobs-per-device", "100000"], "'--run.jobs_per_device': expected a value <= 64"),
-    (["--retries", "1000000"], "'--run.retries': expected a value <= 100"),
-    (["--scheduler", "not-a-file.json"], "'--scheduler': expected a scheduler address tcp://HOST:PORT"),
-    (["--scheduler", "tcp://127.0.0.1:1"], "'--scheduler': cannot reach the Dask scheduler"),
-])
+@pytest.mark.parametrize(
+    "option, expected",
+    [
+        (["--devices", ""], "'--run.devices[0]': expected 'cpu' or 'cuda:N'"),
+        (["--devices", "cpu,"], "'--run.devices[1]': expected 'cpu' or 'cuda:N'"),
+        (["--jobs-per-device", "100000"], "'--run.jobs_per_device': expected a value <= 64"),
+        (["--retries", "1000000"], "'--run.retries': expected a value <= 100"),
+        (["--scheduler", "not-a-file.json"], "'--scheduler': expected a scheduler address tcp://HOST:PORT"),
+        (["--scheduler", "tcp://127.0.0.1:1"], "'--scheduler': cannot reach the Dask scheduler"),
+    ],
+)
 def test_run_and_engine_options_are_checked_before_any_work(project, option, expected):
     if "--scheduler" in option:
         pytest.importorskip("distributed")
@@ -60,7 +65,7 @@ def test_run_and_engine_options_are_checked_before_any_work(project, option, exp
 
 
 def _torch_sees_a_gpu() -> bool:
-    from bench.preflight import gpu_count
+    from bench.driver.preflight import gpu_count
 
     seen = gpu_count()
     return seen is None or seen[0] > 0
@@ -74,17 +79,29 @@ def test_a_gpu_this_machine_lacks_is_refused_before_the_lock(project, where):
     if where == "spec":
         spec = digits_spec(project, n=2)
         spec.write_text(spec.read_text().replace('devices = ["cpu"]', 'devices = ["cpu", "cuda:0"]'))
-        _refused(project, str(spec), "--quiet", env=env,
-                 pieces=["tiny.toml: field 'run.devices[1]': cuda:0 requested but torch", "expected 'cpu'"])
+        _refused(
+            project,
+            str(spec),
+            "--quiet",
+            env=env,
+            pieces=["tiny.toml: field 'run.devices[1]': cuda:0 requested but torch", "expected 'cpu'"],
+        )
     else:
         spec = digits_spec(project, n=2)
-        _refused(project, str(spec), "--quiet", "--devices", "cuda:1", env=env,
-                 pieces=["command line: field '--devices': cuda:1 requested"])
+        _refused(
+            project,
+            str(spec),
+            "--quiet",
+            "--devices",
+            "cuda:1",
+            env=env,
+            pieces=["command line: field '--devices': cuda:1 requested"],
+        )
 
 
 def test_simulated_gpus_still_pass_the_device_check(project, monkeypatch):
-    from bench.preflight import check_devices
-    from bench.spec import load_sweep, with_run_overrides
+    from bench.driver.preflight import check_devices
+    from bench.spec.load import load_sweep, with_run_overrides
 
     monkeypatch.setenv("BENCH_SIMULATE_GPU", "1")
     sweep = with_run_overrides(load_sweep(digits_spec(project, n=2)), devices=("cuda:0", "cuda:1"))
@@ -92,29 +109,45 @@ def test_simulated_gpus_still_pass_the_device_check(project, monkeypatch):
 
 
 BOMBS = [
-    ('teachers = 2', 'teachers = 2\nk = []', "field 'k': expected a non-empty list"),
+    ("teachers = 2", "teachers = 2\nk = []", "field 'k': expected a non-empty list"),
     ('name = "tiny"', f'name = "{"n" * 300}"', "field 'name': expected at most 100 characters"),
-    ('teachers = 2', 'teachers = 1000000000000', "field 'teachers': expected a value <= 1,000"),
-    ('teachers = 2', 'teachers = 100000000000000000000000', "field 'teachers': expected an integer of magnitude"),
-    ('teachers = 2', 'teachers = 200\nk = [100]', "field 'teachers': expected a plan of at most 1,000,000 jobs"),
-    ('repeats = 1', 'repeats = 1000000000', "field 'repeats': expected a value <= 10,000"),
-    ('jobs_per_device = 2', 'jobs_per_device = 1000000', "field 'run.jobs_per_device': expected a value <= 64"),
-    ('devices = ["cpu"]', 'devices = [' + ', '.join(['"cpu"'] * 65) + ']', "field 'run.devices': expected at most 64"),
-    ('devices = ["cpu"]', 'devices = [' + ', '.join(['"cpu"'] * 2000) + ']',
-     "field 'run.devices': expected at most 1000"),
-    ('threads_per_job = 1', 'threads_per_job = 100000000', "field 'run.threads_per_job': expected a value <= 1,024"),
-    ('jobs_per_device = 2', 'jobs_per_device = 2\ntimeout = 1e300', "field 'run.timeout': expected a value <="),
-    ('epochs = 3', 'epochs = 1000000000000', "field 'teacher.epochs': expected a value <= 100,000"),
-    ('batch_size = 64\nlr = 0.01\nseed = 10', 'batch_size = 100000000000\nlr = 0.01\nseed = 10',
-     "field 'teacher.batch_size': expected a value <="),
-    ('seed = 10', 'seed = 9000000000000', "field 'teacher.seed': expected a value <= 2,147,483,647"),
-    ('train_subset = 300', 'train_subset = 300\nsplit_seed = 99999999999', "field 'task.split_seed'"),
-    ('params = { hidden = [32] }', 'params = { hidden = [1000000000000] }', "field 'teacher.params.hidden'"),
-    ('params = { hidden = [32] }', 'params = { hidden = [' + ', '.join(['8'] * 5000) + '] }',
-     "field 'teacher.params.hidden': expected a non-empty list of positive integers (at most 1000"),
-    ('[run]', '[grid]\ntemperature = [' + ', '.join(str(1 + i / 1000) for i in range(999)) + ']\n'
-     + 'alpha = [' + ', '.join(str(i / 2000) for i in range(999)) + ']\n[run]',
-     "field 'grid': expected a plan of at most 1,000,000 jobs"),
+    ("teachers = 2", "teachers = 1000000000000", "field 'teachers': expected a value <= 1,000"),
+    ("teachers = 2", "teachers = 100000000000000000000000", "field 'teachers': expected an integer of magnitude"),
+    ("teachers = 2", "teachers = 200\nk = [100]", "field 'teachers': expected a plan of at most 1,000,000 jobs"),
+    ("repeats = 1", "repeats = 1000000000", "field 'repeats': expected a value <= 10,000"),
+    ("jobs_per_device = 2", "jobs_per_device = 1000000", "field 'run.jobs_per_device': expected a value <= 64"),
+    ('devices = ["cpu"]', "devices = [" + ", ".join(['"cpu"'] * 65) + "]", "field 'run.devices': expected at most 64"),
+    (
+        'devices = ["cpu"]',
+        "devices = [" + ", ".join(['"cpu"'] * 2000) + "]",
+        "field 'run.devices': expected at most 1000",
+    ),
+    ("threads_per_job = 1", "threads_per_job = 100000000", "field 'run.threads_per_job': expected a value <= 1,024"),
+    ("jobs_per_device = 2", "jobs_per_device = 2\ntimeout = 1e300", "field 'run.timeout': expected a value <="),
+    ("epochs = 3", "epochs = 1000000000000", "field 'teacher.epochs': expected a value <= 100,000"),
+    (
+        "batch_size = 64\nlr = 0.01\nseed = 10",
+        "batch_size = 100000000000\nlr = 0.01\nseed = 10",
+        "field 'teacher.batch_size': expected a value <=",
+    ),
+    ("seed = 10", "seed = 9000000000000", "field 'teacher.seed': expected a value <= 2,147,483,647"),
+    ("train_subset = 300", "train_subset = 300\nsplit_seed = 99999999999", "field 'task.split_seed'"),
+    ("params = { hidden = [32] }", "params = { hidden = [1000000000000] }", "field 'teacher.params.hidden'"),
+    (
+        "params = { hidden = [32] }",
+        "params = { hidden = [" + ", ".join(["8"] * 5000) + "] }",
+        "field 'teacher.params.hidden': expected a non-empty list of positive integers (at most 1000",
+    ),
+    (
+        "[run]",
+        "[grid]\ntemperature = ["
+        + ", ".join(str(1 + i / 1000) for i in range(999))
+        + "]\n"
+        + "alpha = ["
+        + ", ".join(str(i / 2000) for i in range(999))
+        + "]\n[run]",
+        "field 'grid': expected a plan of at most 1,000,000 jobs",
+    ),
 ]
 
 
@@ -150,13 +183,14 @@ def test_a_spec_path_that_is_not_a_regular_file_never_hangs(project, kind):
 
 
 def test_teachers_only_exits_non_zero_when_a_teacher_fails(project):
-    from bench.plan import make_plan
-    from bench.spec import load_sweep
+    from bench.plan.jobs import make_plan
+    from bench.spec.load import load_sweep
 
     spec = digits_spec(project, n=2, run="retries = 0")
     first = make_plan(load_sweep(spec)).teachers[0].key
-    proc = bench_cli("run", str(spec), "--teachers-only", "--quiet", "--no-report", cwd=project,
-                     env={"BENCH_RAISE_ON": first})
+    proc = bench_cli(
+        "run", str(spec), "--teachers-only", "--quiet", "--no-report", cwd=project, env={"BENCH_RAISE_ON": first}
+    )
     assert proc.returncode == 1, proc.stderr
     assert f"1 of 2 teachers failed ({first})" in proc.stderr, proc.stderr
     assert bench_cli("run", str(spec), "--teachers-only", "--quiet", "--no-report", cwd=project).returncode == 0

@@ -9,10 +9,10 @@ import shutil
 
 import pandas as pd
 import pytest
-
-from bench.plan import make_plan
-from bench.spec import load_sweep
 from helpers import bench_cli, copy_of, digits_spec, finished_sweep
+
+from bench.plan.jobs import make_plan
+from bench.spec.load import load_sweep
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -120,8 +120,7 @@ def test_a_failed_teacher_is_named_with_the_runs_it_cost(tmp_path, monkeypatch):
     assert proc.returncode == 1 and "report: " in proc.stderr
     md = (tmp_path / "reports" / "tiny" / "report.md").read_text()
     cost = sum(teacher.key in j.teacher_keys for j in plan.jobs)
-    assert (f"{cost} run(s) were not run because teacher 0 ({teacher.key}) failed: RuntimeError: injected fault"
-            in md)
+    assert f"{cost} run(s) were not run because teacher 0 ({teacher.key}) failed: RuntimeError: injected fault" in md
     assert f"teacher(s) not stored (not trained yet, or their training failed): 0 ({teacher.key})" in md
     assert "No ok run at k=3" in md
 

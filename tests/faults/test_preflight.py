@@ -8,9 +8,9 @@ jobs are their own failure kind (`network`), not retried by default."""
 from __future__ import annotations
 
 import pytest
-
-from bench.errors import SpecError
 from helpers import bench_cli
+
+from bench.core.errors import SpecError
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -55,31 +55,32 @@ HUB = "bert-base-uncased"
 def _glue(project) -> str:
     (project / "glue" / "CoLA").mkdir(parents=True, exist_ok=True)
     for split in ("train", "dev"):
-        (project / "glue" / "CoLA" / f"{split}.tsv").write_text("gj04\t1\t\tThe sailors rode the breeze.\n"
-                                                                 "gj04\t0\t*\tThe breeze rode sailors the.\n")
+        (project / "glue" / "CoLA" / f"{split}.tsv").write_text(
+            "gj04\t1\t\tThe sailors rode the breeze.\ngj04\t0\t*\tThe breeze rode sailors the.\n"
+        )
     return 'data = "glue"'
 
 
 CASES = {
     "teacher.pretrained": lambda p: SPEC.format(data=_glue(p), tokenizer=ALIAS, teacher=HUB, augment=""),
     "task.tokenizer": lambda p: SPEC.format(data=_glue(p), tokenizer=HUB, teacher=ALIAS, augment=""),
-    "augment.model": lambda p: SPEC.format(data=_glue(p), tokenizer=ALIAS, teacher=ALIAS,
-                                           augment=f'[augment]\nfactor = 1\nmodel = "{HUB}"'),
+    "augment.model": lambda p: SPEC.format(
+        data=_glue(p), tokenizer=ALIAS, teacher=ALIAS, augment=f'[augment]\nfactor = 1\nmodel = "{HUB}"'
+    ),
     "task.data (GLUE on the hub)": lambda p: SPEC.format(data="", tokenizer=ALIAS, teacher=ALIAS, augment=""),
     "task.data (hub: LM data)": lambda p: LM_SPEC,
 }
 
 
 def _hub_unreachable() -> bool:
-    from bench.preflight import hub_status
+    from bench.driver.preflight import hub_status
 
     return hub_status(HUB, "model") == "unreachable"
 
 
 @pytest.mark.parametrize("offline_env", [True, False], ids=["HF_HUB_OFFLINE", "no-network"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_a_spec_needing_the_network_is_refused_offline_before_any_work(project, tmp_path_factory, case,
-                                                                       offline_env):
+def test_a_spec_needing_the_network_is_refused_offline_before_any_work(project, tmp_path_factory, case, offline_env):
     if not offline_env and not _hub_unreachable():
         pytest.skip("this machine reaches the hub")
     spec = project / "net.toml"
@@ -92,20 +93,27 @@ def test_a_spec_needing_the_network_is_refused_offline_before_any_work(project, 
     field = case.split(" ")[0]
     assert f"net.toml: field '{field}':" in proc.stderr and "needs the network" in proc.stderr, proc.stderr
     assert ("HF_HUB_OFFLINE is set" if offline_env else "the hub did not answer") in proc.stderr
-    assert (ALIAS in proc.stderr and "a local folder" in proc.stderr) if field != "task.data" else \
-        "expected task.data = a local" in proc.stderr
+    assert (
+        (ALIAS in proc.stderr and "a local folder" in proc.stderr)
+        if field != "task.data"
+        else "expected task.data = a local" in proc.stderr
+    )
     assert sorted(p.name for p in project.rglob("*")) == before  # no lock, no logs, no skipped records
 
 
 def _sweep(project, **fmt):
-    from bench.spec import parse_sweep, tomllib
+    from bench.spec.load import parse_sweep, tomllib
 
-    return parse_sweep(tomllib.loads(SPEC.format(**{"data": _glue(project), "tokenizer": ALIAS, "teacher": ALIAS,
-                                                    "augment": "", **fmt})), "net.toml")
+    return parse_sweep(
+        tomllib.loads(
+            SPEC.format(**{"data": _glue(project), "tokenizer": ALIAS, "teacher": ALIAS, "augment": "", **fmt})
+        ),
+        "net.toml",
+    )
 
 
 def test_aliases_and_local_folders_need_no_network(project, monkeypatch):
-    from bench import preflight
+    from bench.driver import preflight
 
     monkeypatch.setattr(preflight, "hub_status", lambda *a, **k: pytest.fail("the hub was asked"))
     (project / "tok").mkdir()
@@ -113,7 +121,7 @@ def test_aliases_and_local_folders_need_no_network(project, monkeypatch):
 
 
 def test_the_online_path_when_the_hub_answers(project, monkeypatch):
-    from bench import preflight
+    from bench.driver import preflight
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(preflight, "in_cache", lambda name, repo_type: False)
@@ -129,7 +137,7 @@ def test_the_online_path_when_the_hub_answers(project, monkeypatch):
 def test_a_name_in_the_local_cache_resolves_and_workers_stay_offline(project, monkeypatch, tmp_path):
     from huggingface_hub import constants
 
-    from bench import preflight
+    from bench.driver import preflight
 
     snapshot = tmp_path / "hub" / "models--someone--tiny-bert" / "snapshots" / ("a" * 40)
     snapshot.mkdir(parents=True)
@@ -147,16 +155,16 @@ def test_a_name_in_the_local_cache_resolves_and_workers_stay_offline(project, mo
 
 
 def test_a_missing_local_folder_is_named(project):
-    from bench import preflight
+    from bench.driver import preflight
 
     with pytest.raises(SpecError, match=r"field 'teacher.pretrained': expected an existing folder, got './nothing'"):
         preflight.check_hub(_sweep(project, teacher="./nothing"))
 
 
 def test_connection_errors_in_jobs_are_their_own_kind_and_not_retried(monkeypatch):
-    from bench.queue import RETRY_ON, Item, Scheduler
-    from bench.tasks import load_tokenizer
-    from bench.worker import failure_kind
+    from bench.engines.queue import RETRY_ON, Item, Scheduler
+    from bench.engines.worker import failure_kind
+    from bench.tasks.glue import load_tokenizer
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import huggingface_hub.constants as c

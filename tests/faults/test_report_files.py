@@ -10,9 +10,10 @@ import sys
 import time
 
 import pytest
-
-from bench import cli, records as records_module
 from helpers import bench_cli, copy_of, digits_spec, finished_sweep
+
+from bench import cli
+from bench.core import files as records_module
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -35,8 +36,12 @@ def _bench(*args):
 
 def test_two_reports_of_one_sweep_at_once_both_finish(sweep):
     folder, spec = sweep
-    procs = [subprocess.Popen(_bench("report", str(spec)), cwd=folder, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    procs = [
+        subprocess.Popen(
+            _bench("report", str(spec)), cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
     outs = [p.communicate(timeout=240) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [err for _, err in outs]
     reports = folder / "reports" / "tiny"
@@ -53,8 +58,7 @@ def test_a_second_report_waits_for_the_first(sweep):
         fcntl.flock(f, fcntl.LOCK_EX)
         f.write("pid 4242\n")
         f.flush()
-        proc = subprocess.Popen(_bench("report", str(spec)), cwd=folder, stdout=subprocess.PIPE, stderr=err,
-                                text=True)
+        proc = subprocess.Popen(_bench("report", str(spec)), cwd=folder, stdout=subprocess.PIPE, stderr=err, text=True)
         deadline = time.time() + 200
         while "waiting:" not in log.read_text() and proc.poll() is None and time.time() < deadline:
             time.sleep(0.2)
@@ -76,13 +80,17 @@ def test_temporaries_of_killed_processes_are_removed_at_the_next_start(sweep):
     folder, spec = sweep
     dead, live = _dead_pid(), os.getpid()
     teacher = next((folder / "teachers" / "digits").iterdir())
-    stale = [folder / "results" / "tiny" / "records" / f".abc.json.{dead}-x1.tmp",
-             folder / "results" / "tiny" / f".other.json.{dead}-x2.tmp",
-             teacher / f".aug-1.npz.{dead}-x3.tmp",
-             folder / ".cache" / "bench" / "digits" / f".digits-1.npz.{dead}-x4.tmp",
-             folder / "reports" / "tiny" / f".report.md.{dead}-x5.tmp"]
-    kept = [folder / ".cache" / "bench" / "digits" / f".digits-2.npz.{live}-x6.tmp",  # a live writer's
-            folder / "reports" / "tiny" / "notes.txt"]
+    stale = [
+        folder / "results" / "tiny" / "records" / f".abc.json.{dead}-x1.tmp",
+        folder / "results" / "tiny" / f".other.json.{dead}-x2.tmp",
+        teacher / f".aug-1.npz.{dead}-x3.tmp",
+        folder / ".cache" / "bench" / "digits" / f".digits-1.npz.{dead}-x4.tmp",
+        folder / "reports" / "tiny" / f".report.md.{dead}-x5.tmp",
+    ]
+    kept = [
+        folder / ".cache" / "bench" / "digits" / f".digits-2.npz.{live}-x6.tmp",  # a live writer's
+        folder / "reports" / "tiny" / "notes.txt",
+    ]
     half_teacher = folder / "teachers" / "digits" / f".{teacher.name}.tmp-{dead}"
     for path in stale + kept:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,13 +126,23 @@ def test_a_full_disk_is_one_line_naming_the_file(sweep, monkeypatch, capsys, com
 @pytest.mark.parametrize("umask", [0o022, 0o027])
 def test_output_files_respect_the_umask(tmp_path, umask):
     spec = digits_spec(tmp_path, n=2, r=1)
-    proc = subprocess.run(_bench("run", str(spec), "--quiet"), cwd=tmp_path, capture_output=True, text=True,
-                          timeout=240, preexec_fn=lambda: os.umask(umask))
+    proc = subprocess.run(
+        _bench("run", str(spec), "--quiet"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        preexec_fn=lambda: os.umask(umask),
+    )
     assert proc.returncode == 0, proc.stderr
-    files = [p for root in ("results", "reports", "teachers", ".cache") for p in (tmp_path / root).rglob("*")
-             if p.is_file()]
+    files = [
+        p for root in ("results", "reports", "teachers", ".cache") for p in (tmp_path / root).rglob("*") if p.is_file()
+    ]
     kinds = {p.suffix for p in files}
     assert {".json", ".csv", ".md", ".html", ".png", ".pdf", ".npz", ".safetensors"} <= kinds
-    wrong = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in files
-             if p.stat().st_mode & 0o777 != 0o666 & ~umask}
+    wrong = {
+        str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777)
+        for p in files
+        if p.stat().st_mode & 0o777 != 0o666 & ~umask
+    }
     assert not wrong, f"expected {oct(0o666 & ~umask)}"

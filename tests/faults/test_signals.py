@@ -9,17 +9,23 @@ import signal
 import time
 
 import pytest
-
-from bench.plan import make_plan
-from bench.run import lock_holder
-from bench.spec import load_sweep
 from helpers import bench_cli, digits_spec, records
 from procs import job_processes, kill_tagged, start_run, tagged, wait_for
 
+from bench.driver.run import lock_holder
+from bench.plan.jobs import make_plan
+from bench.spec.load import load_sweep
+
 pytestmark = pytest.mark.timeout(900)
 
-CASES = [("local", signal.SIGINT), ("local", signal.SIGTERM), ("local", signal.SIGKILL),
-         ("dask", signal.SIGINT), ("dask", signal.SIGTERM), ("dask", signal.SIGKILL)]
+CASES = [
+    ("local", signal.SIGINT),
+    ("local", signal.SIGTERM),
+    ("local", signal.SIGKILL),
+    ("dask", signal.SIGINT),
+    ("dask", signal.SIGTERM),
+    ("dask", signal.SIGKILL),
+]
 
 
 @pytest.mark.parametrize("engine,sig", CASES, ids=[f"{e}-{s.name}" for e, s in CASES])
@@ -31,8 +37,10 @@ def test_a_signal_to_the_driver_stops_its_workers_and_a_rerun_resumes(project, e
     results = project / "results" / "tiny"
     proc, tag = start_run(spec, project, "--engine", engine)
     try:
-        wait_for(lambda: len(records(results)) >= 2 and job_processes(tag) or proc.poll() is not None,
-                 "two records and a running job")
+        wait_for(
+            lambda: len(records(results)) >= 2 and job_processes(tag) or proc.poll() is not None,
+            "two records and a running job",
+        )
         assert proc.poll() is None, "the sweep ended before the signal"
         kill_time = time.time()
         os.kill(proc.pid, sig)  # the driver alone, not its process group
@@ -46,8 +54,10 @@ def test_a_signal_to_the_driver_stops_its_workers_and_a_rerun_resumes(project, e
         assert not late, "a job kept running (and finished) after its driver was killed"
     else:
         assert proc.returncode == 128 + sig, err
-        assert err.strip().splitlines() == [f"interrupted by {sig.name}: stopped; every finished result is kept "
-                                            f"and the next `bench run` continues from them"], err
+        assert err.strip().splitlines() == [
+            f"interrupted by {sig.name}: stopped; every finished result is kept "
+            f"and the next `bench run` continues from them"
+        ], err
         assert (results / ".lock").read_text() == ""  # released cleanly
     assert lock_holder(results) is None
     before = records(results)
@@ -67,10 +77,12 @@ def test_importing_dask_jobqueue_does_not_take_ctrl_c_away(project):
     import subprocess
     import sys
 
-    code = ("import signal, bench.interrupt as i; i.install(); import dask_jobqueue; "
-            "from bench.dask_engine import drive\n"
-            "try:\n drive(None, [], None, None, None, None)\nexcept Exception:\n pass\n"
-            "print(signal.getsignal(signal.SIGINT) is i._handler)")
+    code = (
+        "import signal, bench.core.interrupt as i; i.install(); import dask_jobqueue; "
+        "from bench.engines.dask_engine import drive\n"
+        "try:\n drive(None, [], None, None, None, None)\nexcept Exception:\n pass\n"
+        "print(signal.getsignal(signal.SIGINT) is i._handler)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.stdout.strip() == "True", out.stderr
 
@@ -82,11 +94,13 @@ def test_a_sigint_ignored_at_start_stays_ignored_after_dask_jobqueue_replaced_it
     import subprocess
     import sys
 
-    code = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-            "import bench.interrupt as i; i.install(); import dask_jobqueue\n"
-            "replaced = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN; i.install()\n"
-            "print(replaced, signal.getsignal(signal.SIGINT) is signal.SIG_IGN, "
-            "signal.getsignal(signal.SIGTERM) is i._handler)")
+    code = (
+        "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "import bench.core.interrupt as i; i.install(); import dask_jobqueue\n"
+        "replaced = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN; i.install()\n"
+        "print(replaced, signal.getsignal(signal.SIGINT) is signal.SIG_IGN, "
+        "signal.getsignal(signal.SIGTERM) is i._handler)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.stdout.split() == ["True", "True", "True"], out.stderr
 
@@ -98,8 +112,9 @@ def test_jobs_on_a_dask_cluster_that_outlives_the_driver_stop_with_it(project, m
     pytest.importorskip("distributed")
     import uuid
 
-    from bench.cluster import local_cluster
     from procs import TAG
+
+    from bench.engines.cluster import local_cluster
 
     tag = uuid.uuid4().hex
     monkeypatch.setenv(TAG, tag)  # the cluster's workers, and so their job processes, carry it
@@ -108,8 +123,10 @@ def test_jobs_on_a_dask_cluster_that_outlives_the_driver_stop_with_it(project, m
     cluster = local_cluster(("cpu",), 2, job_threads=1)
     try:
         proc, _ = start_run(spec, project, "--scheduler", cluster.scheduler_address)
-        wait_for(lambda: len(records(results)) >= 2 and job_processes(tag) or proc.poll() is not None,
-                 "two records and a running job")
+        wait_for(
+            lambda: len(records(results)) >= 2 and job_processes(tag) or proc.poll() is not None,
+            "two records and a running job",
+        )
         assert proc.poll() is None, "the sweep ended before the signal"
         kill_time = time.time()
         os.kill(proc.pid, sig)

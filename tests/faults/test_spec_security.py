@@ -12,7 +12,6 @@ import sys
 import textwrap
 
 import pytest
-
 from helpers import REPO, bench_cli
 
 pytestmark = pytest.mark.timeout(180)
@@ -68,12 +67,14 @@ def evil_folder(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("evil")
     folder, marker = root / "model", root / "MARKER"
-    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32)
+    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
     BertForSequenceClassification(config).save_pretrained(folder)
     data = json.loads((folder / "config.json").read_text())
-    data["auto_map"] = {"AutoConfig": "evil.EvilConfig", "AutoModelForSequenceClassification": "evil.EvilModel",
-                        "AutoModelForCausalLM": "evil.EvilModel"}
+    data["auto_map"] = {
+        "AutoConfig": "evil.EvilConfig",
+        "AutoModelForSequenceClassification": "evil.EvilModel",
+        "AutoModelForCausalLM": "evil.EvilModel",
+    }
     (folder / "config.json").write_text(json.dumps(data))
     (folder / "evil.py").write_text(EVIL.format(marker=str(marker)))
     return folder, marker
@@ -94,8 +95,15 @@ def _plan_refused(project, spec_text: str, *pieces: str) -> str:
 
 
 @pytest.mark.parametrize("template", [BERT_SPEC, GPT_SPEC], ids=["bert", "gpt"])
-@pytest.mark.parametrize("params", ["trust_remote_code = true", 'code_revision = "main"',
-                                    'auto_map = { AutoConfig = "evil.EvilConfig" }', 'gguf_file = "x.gguf"'])
+@pytest.mark.parametrize(
+    "params",
+    [
+        "trust_remote_code = true",
+        'code_revision = "main"',
+        'auto_map = { AutoConfig = "evil.EvilConfig" }',
+        'gguf_file = "x.gguf"',
+    ],
+)
 def test_code_loading_options_in_params_are_refused_at_plan(project, evil_folder, template, params):
     folder, marker = evil_folder
     key = params.split(" ")[0]
@@ -107,31 +115,40 @@ def test_code_loading_options_in_params_are_refused_at_plan(project, evil_folder
 @pytest.mark.parametrize("template", [BERT_SPEC, GPT_SPEC], ids=["bert", "gpt"])
 def test_a_pretrained_folder_naming_custom_code_is_refused_at_plan(project, evil_folder, template):
     folder, marker = evil_folder
-    _plan_refused(project, template.format(folder=folder, params=""),
-                  "field 'teacher.pretrained'", "config.json names custom code (auto_map)")
+    _plan_refused(
+        project,
+        template.format(folder=folder, params=""),
+        "field 'teacher.pretrained'",
+        "config.json names custom code (auto_map)",
+    )
     assert not marker.exists()
 
 
 def test_a_tokenizer_folder_naming_custom_code_is_refused_at_plan(project, evil_folder):
     folder, marker = evil_folder
     spec = BERT_SPEC.format(folder="all-minilm-l6-v2", params="").replace(
-        'tokenizer = "all-minilm-l6-v2"', f'tokenizer = "{folder}"')
+        'tokenizer = "all-minilm-l6-v2"', f'tokenizer = "{folder}"'
+    )
     _plan_refused(project, spec, "field 'task.tokenizer'", "names custom code")
 
 
-@pytest.mark.parametrize("role, params, expected", [
-    ("teacher", "num_labels = 3", "not a config override allowed with pretrained weights"),
-    ("teacher", "hidden_dropout_prob = 1.5", "expected a number 0 <= value < 1"),
-    ("student", "vocab_size = 10", "not a config field of model 'bert'"),
-    ("student", "hidden_size = 100000000000", "expected an integer 1 <= value <= 1048576"),
-    ("student", 'hidden_act = "os.system"', "expected one of: gelu"),
-])
+@pytest.mark.parametrize(
+    "role, params, expected",
+    [
+        ("teacher", "num_labels = 3", "not a config override allowed with pretrained weights"),
+        ("teacher", "hidden_dropout_prob = 1.5", "expected a number 0 <= value < 1"),
+        ("student", "vocab_size = 10", "not a config field of model 'bert'"),
+        ("student", "hidden_size = 100000000000", "expected an integer 1 <= value <= 1048576"),
+        ("student", 'hidden_act = "os.system"', "expected one of: gelu"),
+    ],
+)
 def test_transformer_params_are_an_allow_list(project, role, params, expected):
     spec = BERT_SPEC.format(folder="all-minilm-l6-v2", params=f"params = {{ {params} }}" if role == "teacher" else "")
     if role == "student":
         spec = spec.replace("params = { hidden_size = 32,", f"params = {{ {params}, hidden_size_x = 0,")
-        spec = spec.replace(", hidden_size_x = 0, num_hidden_layers = 1, num_attention_heads = 2, "
-                            "intermediate_size = 64", "")
+        spec = spec.replace(
+            ", hidden_size_x = 0, num_hidden_layers = 1, num_attention_heads = 2, intermediate_size = 64", ""
+        )
     _plan_refused(project, spec, f"field '{role}.params.", expected)
 
 
@@ -139,8 +156,8 @@ def _build_in_subprocess(tmp_path, folder, params: dict) -> subprocess.Completed
     """Build a bert model from ``folder`` as a worker would, in a fresh process whose transformers
     module cache is private (so even a failure of this test writes nothing outside tmp_path)."""
     code = textwrap.dedent(f"""
-        from bench.models import MODELS, Shape
-        from bench.spec import TrainSpec
+        from bench.models.builders import MODELS, Shape
+        from bench.core.config import TrainSpec
         spec = TrainSpec(model="bert", pretrained={str(folder)!r}, params={params!r})
         try:
             model = MODELS["bert"].build(spec, Shape(num_labels=2, vocab_size=64))
@@ -148,8 +165,7 @@ def _build_in_subprocess(tmp_path, folder, params: dict) -> subprocess.Completed
         except Exception as e:
             print("refused", type(e).__name__, e)
         """)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"),
-           "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=150)
 
 

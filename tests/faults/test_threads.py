@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from bench.plan import make_plan
-from bench.spec import load_sweep
 from helpers import bench_cli, digits_spec, records
+
+from bench.plan.jobs import make_plan
+from bench.spec.load import load_sweep
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -34,7 +34,7 @@ def test_threads_per_job_decides_the_thread_count_on_every_engine(project, engin
     cluster = None
     if engine == "dask-scheduler":
         pytest.importorskip("distributed")
-        from bench.cluster import local_cluster
+        from bench.engines.cluster import local_cluster
 
         cluster = local_cluster(("cpu",), 2, job_threads=1)
         args = ["--scheduler", cluster.scheduler_address]
@@ -63,7 +63,8 @@ def test_resuming_with_another_thread_count_is_refused_unless_asked(project):
     assert refused.stderr.strip().splitlines() == [
         f"error: {spec}: field 'run.threads_per_job': expected the torch thread count this sweep's results were "
         f"made with (1 thread(s): {len(plan.jobs) - 1} records, 2 teachers), got 2; scores depend on it, so set "
-        f"run.threads_per_job = 1, or pass --mixed-threads to resume with 2 anyway"], refused.stderr
+        f"run.threads_per_job = 1, or pass --mixed-threads to resume with 2 anyway"
+    ], refused.stderr
     assert sorted(p.name for p in project.rglob("*")) == before  # nothing ran, nothing written
     mixed = bench_cli("run", str(spec), "--no-report", "--mixed-threads", cwd=project)
     assert mixed.returncode == 0 and "ran 1 jobs" in mixed.stderr, mixed.stderr
@@ -77,8 +78,8 @@ def test_slurm_threads_come_from_the_allocation_and_never_exceed_it(project):
     threads_per_job that would exceed the cores is refused by the spec check (file, field, limit),
     and a worker job that Slurm gave fewer CPUs than asked refuses jobs rather than oversubscribe."""
     pytest.importorskip("distributed")
-    from bench.dask_engine import oversubscribed
-    from bench.engine import job_threads
+    from bench.engines.dask_engine import oversubscribed
+    from bench.engines.dispatch import job_threads
 
     slurm = '\nengine = "slurm"\n[run.slurm]\nhost = "127.0.0.1"\ncores = 4\ngpus = {gpus}\n'
     spec = _spec(project, 0, run=slurm.format(gpus=1))  # jobs_per_device = 2: two students per GPU

@@ -10,20 +10,22 @@ import os
 import signal
 
 import pytest
-
-from bench.plan import make_plan
-from bench.queue import Item, make_slots, run_queue
-from bench.run import teacher_payload
-from bench.spec import load_sweep
 from helpers import digits_spec, records
 from procs import imported_torch, job_processes, kill_tagged, start_run, wait_for
+
+from bench.driver.run import teacher_payload
+from bench.engines.queue import Item, make_slots, run_queue
+from bench.plan.jobs import make_plan
+from bench.spec.load import load_sweep
 
 pytestmark = pytest.mark.timeout(900)
 
 
 def _teacher_attempts(project) -> dict[str, int]:
-    return {p.parent.name: json.loads(p.read_text())["attempt"]
-            for p in (project / "teachers" / "digits").glob("*/meta.json")}
+    return {
+        p.parent.name: json.loads(p.read_text())["attempt"]
+        for p in (project / "teachers" / "digits").glob("*/meta.json")
+    }
 
 
 @pytest.mark.parametrize("engine", ["local", "dask"])
@@ -39,6 +41,7 @@ def test_a_worker_killed_while_starting_costs_its_job_one_attempt(project, engin
     seen: set[int] = set()
     killed: list[int] = []
     try:
+
         def two_killed_at_start() -> bool:
             for p in job_processes(tag):
                 if p.pid in seen:
@@ -74,12 +77,20 @@ def test_a_worker_killed_while_idle_costs_no_attempt(tmp_path):
             import psutil
 
             for child in psutil.Process().children():
-                if "bench.worker" in " ".join(child.cmdline()):
+                if "bench.engines.worker" in " ".join(child.cmdline()):
                     child.kill()
                     kills.append(child.pid)
 
     os.chdir(tmp_path)
-    result = run_queue(items, make_slots(("cpu",), 1, 1), tmp_path / "logs", retries=0, timeout=0,
-                       max_jobs_per_worker=0, on_final_failure=lambda item: None, progress=progress)
+    result = run_queue(
+        items,
+        make_slots(("cpu",), 1, 1),
+        tmp_path / "logs",
+        retries=0,
+        timeout=0,
+        max_jobs_per_worker=0,
+        on_final_failure=lambda item: None,
+        progress=progress,
+    )
     assert len(kills) == 2 and len(result.done) == 3 and not result.failed
     assert all(i.attempts == 1 for i in result.done)

@@ -19,11 +19,11 @@ import threading
 from pathlib import Path
 
 import pytest
-
-from bench.plan import make_plan
-from bench.spec import load_sweep
 from helpers import bench_cli, digits_spec, records
 from procs import wait_for
+
+from bench.plan.jobs import make_plan
+from bench.spec.load import load_sweep
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(900)]
 pytest.importorskip("dask_jobqueue")
@@ -51,8 +51,12 @@ def slurm_cluster():
     if problem:
         pytest.skip(f"{problem}: start a local cluster with `{UP}` (.ci/run does when root)")
     # worker jobs of an earlier, killed test session would hold the cores the tests count on
-    wait_for(lambda: not [j for j in queue() if j["name"].startswith("bench-")], "earlier bench worker jobs to end",
-             limit=300, every=1)
+    wait_for(
+        lambda: not [j for j in queue() if j["name"].startswith("bench-")],
+        "earlier bench worker jobs to end",
+        limit=300,
+        every=1,
+    )
 
 
 SLURM_RUN = """
@@ -76,8 +80,13 @@ def slurm_spec(folder: Path, gpus: int = 0, max_workers: int = 2, extra: str = "
 
 def queue() -> list[dict]:
     """This user's Slurm jobs: id, name, state."""
-    out = subprocess.run(["squeue", "-h", "-u", str(os.getuid()), "-o", "%i|%j|%T"], capture_output=True, text=True,
-                         timeout=60, check=True).stdout
+    out = subprocess.run(
+        ["squeue", "-h", "-u", str(os.getuid()), "-o", "%i|%j|%T"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     return [dict(zip(("id", "name", "state"), line.split("|"))) for line in out.splitlines() if line.strip()]
 
 
@@ -86,9 +95,13 @@ class Driver:
 
     def __init__(self, spec: Path, cwd: Path, *args: str, env: dict | None = None):
         self.err = cwd / "driver.err"
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(spec), "--no-report", *args],
-                                     cwd=cwd, stdout=subprocess.DEVNULL, stderr=self.err.open("w"),
-                                     env={**os.environ, **(env or {})})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.cli", "run", str(spec), "--no-report", *args],
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=self.err.open("w"),
+            env={**os.environ, **(env or {})},
+        )
         self.seen: dict[str, set[str]] = {}  # job id -> states seen
         self._watch = threading.Thread(target=self._poll, daemon=True)
         self._watch.start()
@@ -156,8 +169,10 @@ def test_a_sweep_on_slurm_with_fake_gpus_matches_the_local_engine(tmp_path):
 def test_ctrl_c_stops_the_sweep_with_exit_130_and_cancels_the_worker_jobs(tmp_path):
     spec = slurm_spec(tmp_path, n=3, r=3, student_epochs=40, train_subset=600)
     driver = Driver(spec, tmp_path)
-    wait_for(lambda: (driver.jobs() and ok_records(tmp_path)) or driver.proc.poll() is not None,
-             "a distillation record while worker jobs run")
+    wait_for(
+        lambda: (driver.jobs() and ok_records(tmp_path)) or driver.proc.poll() is not None,
+        "a distillation record while worker jobs run",
+    )
     assert driver.proc.poll() is None, driver.err.read_text()
     name = driver.name()
     driver.proc.send_signal(signal.SIGINT)
@@ -192,8 +207,10 @@ def test_a_killed_driver_leaves_no_worker_job_and_a_rerun_finishes(tmp_path):
     cancels pending and running worker jobs; `bench run` again continues from the records."""
     spec = slurm_spec(tmp_path, max_workers=4, n=3, r=3, student_epochs=20, train_subset=600)
     driver = Driver(spec, tmp_path)
-    wait_for(lambda: any(j["state"] == "PENDING" for j in driver.jobs()) or driver.proc.poll() is not None,
-             "a pending worker job")
+    wait_for(
+        lambda: any(j["state"] == "PENDING" for j in driver.jobs()) or driver.proc.poll() is not None,
+        "a pending worker job",
+    )
     assert driver.proc.poll() is None, driver.err.read_text()
     name, pending = driver.name(), {j["id"] for j in driver.jobs() if j["state"] == "PENDING"}
     driver.proc.kill()

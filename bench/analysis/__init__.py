@@ -1,0 +1,1 @@
+"""bench.analysis: see docs/architecture.md."""

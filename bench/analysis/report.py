@@ -1,0 +1,941 @@
+"""``bench report``: tables and figures of a sweep, derived from its records only.
+
+Writes into reports/<sweep>/: jobs.csv, by_combination.csv, summary_by_k.csv (the paper's
+aggregation), robust_by_k.csv and compare_k.csv (size-matched statistics, the paper's
+single-teacher comparison, calibrated contrasts of k against one teacher), budget.csv and
+expected_budget.csv (against compute, under a teacher cost policy), scores_by_grid.csv,
+teachers.csv, the figures (PNG and PDF), and report.md and a self-contained report.html saying
+the same. Nothing is random, so the same records give the same report, byte for byte.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.analysis.aggregate import budget, by_combination, jobs_frame, scores_by_grid, summary_by_k
+from bench.analysis.document import to_html, to_markdown
+from bench.analysis.stats import POWER, call
+from bench.core.errors import UserError
+from bench.core.files import atomic_write_bytes, folder_lock, read_json, remove_stale_temps
+from bench.core.records import load_records, scan_records, teacher_meta_problem
+from bench.plan.jobs import Plan, grid_points
+from bench.tasks.table import LOWER_IS_BETTER
+from bench.training.teachers import teacher_dir, teacher_done
+
+
+def teachers_frame(plan: Plan, problems: list[str] | None = None) -> pd.DataFrame:
+    """One row per stored teacher of the plan: index, seed, dev score, timings, device. A teacher
+    whose meta.json cannot be read or lacks what the report reads is left out, and named in
+    ``problems``."""
+    rows = []
+    for t in plan.teachers:
+        if not teacher_done(plan.sweep.paths.teachers, plan.sweep.task.name, t.key):
+            continue
+        path = teacher_dir(plan.sweep.paths.teachers, plan.sweep.task.name, t.key) / "meta.json"
+        try:
+            m = read_json(path)
+            problem = teacher_meta_problem(m, t.key)
+        except (OSError, ValueError) as e:
+            problem = f"meta.json unreadable ({e})"
+        if problem is not None:
+            if problems is not None:
+                problems.append(
+                    f"teacher {t.index} ({t.key}): {problem}; left out of the teachers' table and of "
+                    "the compute figures (a `bench run` that needs it trains it again)"
+                )
+            continue
+        rows.append(
+            {
+                "index": t.index,
+                "key": t.key,
+                "seed": m["seed"],
+                "score": m["score"],
+                "metric": m["metric"],
+                "n_params": m.get("n_params"),
+                "device": m.get("device"),
+                **{f"{split}_{name}": v for split, values in m["scores"].items() for name, v in values.items()},
+                **{f"t_{k}": v for k, v in m["timings"].items()},
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def planned_records(plan: Plan) -> list[dict]:
+    """The sweep's sound records of jobs in its current plan (records of an older config are left
+    out, damaged ones skipped with a warning naming them)."""
+    planned = {j.key for j in plan.jobs}
+    return [r for k, r in load_records(plan.sweep.results_dir(), jobs=plan.jobs).items() if k in planned]
+
+
+class _Outputs:
+    """The files one report writes into its folder, so that a file an earlier report wrote and
+    this one does not (a figure whose data are gone) is removed rather than left beside it."""
+
+    TABLES = (
+        "jobs.csv",
+        "coverage.csv",
+        "by_combination.csv",
+        "summary_by_k.csv",
+        "robust_by_k.csv",
+        "compare_k.csv",
+        "budget.csv",
+        "expected_budget.csv",
+        "scores_by_grid.csv",
+        "teachers.csv",
+    )
+    FIGURES = ("by_k", "robust_by_k", "budget", "expected_budget")
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.written: set[str] = set()
+
+    def write(self, name: str, data: bytes) -> None:
+        atomic_write_bytes(self.folder / name, data)
+        self.written.add(name)
+
+    def remove_others(self) -> None:
+        for name in (*self.TABLES, *(f"{f}.{e}" for f in self.FIGURES for e in ("png", "pdf"))):
+            if name not in self.written:
+                (self.folder / name).unlink(missing_ok=True)
+
+
+def _save_csv(df: pd.DataFrame, path: Path, outputs: _Outputs | None = None) -> None:
+    data = df.to_csv(index=False, float_format="%.6g").encode()
+    if outputs is not None:
+        outputs.write(path.name, data)
+    else:
+        atomic_write_bytes(path, data)
+
+
+def _param_text(value: Any) -> str:
+    """A method parameter as the report prints it: numbers short, lists as lists."""
+    return str(list(value)) if isinstance(value, (list, tuple)) else f"{value:g}"
+
+
+def _metric_label(record: dict) -> str:
+    """The headline score's split and metric, e.g. 'dev mcc' (records before score_split: dev)."""
+    return f"{record.get('score_split', 'dev')} {record['metric']}"
+
+
+def _figure(
+    table: pd.DataFrame,
+    grid: list[str],
+    points: list[dict],
+    draw,
+    metric: str,
+    out: Path,
+    extra: dict[str, pd.DataFrame] | None = None,
+    outputs: _Outputs | None = None,
+) -> None:
+    """One panel per grid point: ``draw(rows of the point, metric=, title=, ax=, **extra rows)``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def at(frame: pd.DataFrame, point: dict) -> pd.DataFrame:
+        for g, v in point.items():
+            frame = frame[frame[g] == v]
+        return frame
+
+    n = len(points)
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.8 * cols, 5.0 * rows), squeeze=False)
+    for ax, point in zip(axes.flat, points):
+        sub = at(table, point)
+        title = ", ".join(f"{g}={v:g}" for g, v in point.items()) or None
+        if sub.empty:
+            ax.set_axis_off()
+            ax.set_title(f"{title}: no results yet")
+            continue
+        draw(sub, metric=metric, title=title, ax=ax, **{name: at(t, point) for name, t in (extra or {}).items()})
+    for ax in list(axes.flat)[n:]:
+        ax.set_axis_off()
+    fig.tight_layout()
+    save_figure(fig, out, outputs)
+
+
+def save_figure(fig, out: Path, outputs: _Outputs | None = None) -> None:
+    """Write ``out``.png and .pdf atomically (rendered in memory, written through a temp file of
+    this process: two reports at once never share a temporary name), without creation dates
+    (same input, same bytes)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        for ext, meta in (("png", {"Software": None}), ("pdf", {"CreationDate": None, "Producer": None})):
+            buf = io.BytesIO()
+            fig.savefig(buf, dpi=130, format=ext, metadata=meta, bbox_inches="tight")
+            name = out.with_suffix(f".{ext}")
+            if outputs is not None:
+                outputs.write(name.name, buf.getvalue())
+            else:
+                atomic_write_bytes(name, buf.getvalue())
+    finally:
+        plt.close(fig)
+
+
+def _teachers_vs_students(
+    jobs: pd.DataFrame, teachers: pd.DataFrame, grid: list[str], out: Path, outputs: _Outputs | None = None
+) -> list[tuple]:
+    """Every metric per grid point, students (mean over runs) next to the teachers (mean over the
+    N), with parameter counts: the shape of Gholami & Omar's Tables 3-4."""
+    table = scores_by_grid(jobs, grid)
+    ok = jobs[jobs["status"] == "ok"]
+    table.insert(len(grid), "model", "student")
+    if "n_params" in ok:
+        table["n_params"] = ok["n_params"].iloc[0]
+    if not teachers.empty:
+        cols = [c for c in table.columns if c in teachers.columns and c not in ("n_runs",)]
+        row = {
+            "model": f"teachers (mean of {len(teachers)})",
+            **teachers[cols].mean(numeric_only=True).to_dict(),
+            "n_runs": len(teachers),
+            "n_params": teachers["n_params"].iloc[0],
+        }
+        table = pd.concat([pd.DataFrame([row]), table], ignore_index=True)[table.columns]
+    _save_csv(table, out / "scores_by_grid.csv", outputs)
+    return [
+        ("h2", "Teachers vs students, every metric"),
+        ("p", "Students: mean over all their runs (every k) at each grid point; teachers: mean over the N."),
+        ("table", table),
+    ]
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """Choices of the robust statistics (``bench report`` flags)."""
+
+    teacher_cost: str = "full"  # full | amortised | free: what a student is charged for its teachers
+    m: int | None = None  # runs per size-matched worst / best case; None: the repeats r
+    level: float = 0.95  # confidence level of every interval
+    base_k: int = 1  # k compared against
+
+
+def check_m(options: ReportOptions, repeats: int) -> None:
+    """--m must fit in one cell: at most the repeats r."""
+    if options.m is not None and options.m > repeats:
+        raise UserError(f"--m: expected at most r={repeats} (the runs of one combination and primary), got {options.m}")
+
+
+def _with_ci(value: float, lo: float, hi: float) -> str:
+    """ "+0.0012 [-0.0030, 0.0054]"; the value alone where no interval exists."""
+    if not math.isfinite(value):
+        return ""
+    return f"{value:+.4f}" + ("" if not math.isfinite(lo) else f" [{lo:+.4f}, {hi:+.4f}]")
+
+
+def side_by_side(paper: pd.DataFrame, robust: pd.DataFrame, grid: list[str], level: float, base_k: int) -> pd.DataFrame:
+    """Per (grid point, k): the paper's worst / best next to the size-matched ones, and each
+    size-matched statistic's change against base_k with its calibrated interval; the table a
+    reader compares across k."""
+    merged = paper.merge(robust, on=[*grid, "k"], suffixes=("", "_r"))
+    m = int(robust["m"].iloc[0])
+    vs = f"vs k={base_k} ({level:.0%} CI)"
+    out = merged[[*grid, "k"]].copy()
+    for stat in ("worst", "best"):
+        out[f"{stat} (paper)"] = merged[stat]
+        out[f"{stat} (m={m})"] = merged[f"{stat}_m"]
+        out[f"{stat} {vs}"] = [_with_ci(*v) for v in zip(*(merged[f"d_{stat}_m{s}"] for s in ("", "_lo", "_hi")))]
+    out["mean"] = merged["mean_r"]
+    out[f"mean {vs}"] = [_with_ci(*v) for v in zip(*(merged[f"d_mean{s}"] for s in ("", "_lo", "_hi")))]
+    out["IQM"] = merged["iqm"]
+    out["combinations"] = merged["n_combinations_r"]
+    out["runs"] = merged["n_runs_r"]
+    return out
+
+
+def contrasts_table(comparison: pd.DataFrame, grid: list[str], level: float) -> pd.DataFrame:
+    """The comparison table as a reader wants it: per (grid point, k) each statistic's gain over
+    the base k with its interval and p-value, the df, the minimum detectable worst-case change
+    and the combinations on each side (every column in compare_k.csv)."""
+    out = comparison[[*grid, "k"]].copy()
+    for stat, name in (("worst_m", "worst"), ("best_m", "best"), ("mean", "mean")):
+        out[f"{name} gain ({level:.0%} CI)"] = [
+            _with_ci(*v) for v in zip(*(comparison[f"gain_{stat}{s}"] for s in ("", "_lo", "_hi")))
+        ]
+        out[f"{name} p"] = comparison[f"p_{stat}"]
+    out["df"] = [f"{d:.1f}" for d in comparison["df"]]
+    out["worst: smallest detectable"] = comparison["mde_worst_m"]
+    out["combinations (k / base)"] = [f"{a} / {b}" for a, b in zip(comparison["n_k"], comparison["n_base"])]
+    return out
+
+
+def paper_comparison(paper: pd.DataFrame, robust: pd.DataFrame, grid: list[str], level: float) -> pd.DataFrame:
+    """Per (grid point, k): Ilichev et al.'s single- vs multi-teacher comparison (section 5.2),
+    as the paper computes it (min / max over a combination's runs against the min / max over
+    its members' k=1 runs pooled, k*r runs) and size-matched (each side the expected worst /
+    best of m runs of one cell), with the gaps multi - single. In a full design the
+    size-matched gap is the contrast of k against k=1, and its interval is that contrast's."""
+    merged = paper.merge(robust, on=[*grid, "k"], suffixes=("", "_r"))
+    m = int(robust["m"].iloc[0])
+    out = merged[[*grid, "k"]].copy()
+    for stat in ("worst", "best"):
+        multi, single = merged[stat], merged[f"single_{stat}"]
+        out[f"{stat}: multi (paper)"] = multi
+        out[f"{stat}: single pooled (paper)"] = single
+        out[f"{stat}: gap (paper)"] = multi - single
+        gap = merged[f"{stat}_m"] - merged[f"single_{stat}_m"]
+        same = (gap - merged[f"d_{stat}_m"]).abs() < 1e-9
+        out[f"{stat}: gap (m={m}, {level:.0%} CI)"] = [
+            _with_ci(g, lo if ok else float("nan"), hi if ok else float("nan"))
+            if k != 1
+            else _with_ci(g, *(float("nan"),) * 2)
+            for g, lo, hi, ok, k in zip(gap, merged[f"d_{stat}_m_lo"], merged[f"d_{stat}_m_hi"], same, merged["k"])
+        ]
+    return out
+
+
+FIDELITY_TARGET = 0.99  # gradient cosine of the LM cache's KD term against the exact one
+
+
+def gap_notes(jobs: pd.DataFrame, grid: list[str], robust: pd.DataFrame, higher: bool, n_diverged: int) -> list[str]:
+    """Sentences naming what the statistics leave out or rest on: diverged runs (no score;
+    leaving them out flatters the worst case), cells with fewer than m ok runs, and LM runs whose
+    cached teacher target gave a KD gradient with cosine below FIDELITY_TARGET to the exact one."""
+    from bench.analysis.stats import cells
+
+    notes = []
+    if "cache_grad_cosine" in jobs:
+        low = jobs[jobs["cache_grad_cosine"] < FIDELITY_TARGET]
+        if len(low):
+            worst = low.loc[low["cache_grad_cosine"].idxmin()]
+            where = ", ".join(f"{g}={worst[g]:g}" for g in grid)
+            notes.append(
+                f"in {len(low)} run(s) the teachers' top-K cache gives a KD gradient with cosine below "
+                f"{FIDELITY_TARGET} to the exact one (lowest {worst['cache_grad_cosine']:.3f} at k={worst['k']}"
+                + (f", {where}" if where else "")
+                + "); those runs distil an approximate target: raise "
+                "task.teacher_topk (docs/lm.md)"
+            )
+    if n_diverged:
+        notes.append(
+            f"{n_diverged} run(s) diverged and have no score; they are left out, which flatters the worst case"
+        )
+    if not robust.empty:
+        c = cells(jobs, grid, int(robust["m"].iloc[0]), higher)
+        short = c[~c["complete"]]
+        if len(short):
+            per_k = _names(
+                [
+                    f"{n} at k={k} ("
+                    + ", ".join(
+                        f"{row['combination']}"
+                        + (f" primary {row['primary']}" if row["primary"] >= 0 else "")
+                        + "".join(f" {g}={row[g]:g}" for g in grid)
+                        + f": {row['n_runs']} ok"
+                        for _, row in at.iterrows()
+                    )
+                    + ")"
+                    for k, at in short.groupby("k")
+                    for n in [len(at)]
+                ]
+            )
+            notes.append(
+                f"{len(short)} cell(s) have fewer than m={int(robust['m'].iloc[0])} ok runs and are left out ({per_k})"
+            )
+    return notes
+
+
+def _direction(gain: float, higher_is_better: bool) -> str:
+    """'0.0012 higher (better)' / '... lower (worse)' for a gain (> 0 better) in the metric's terms."""
+    if gain == 0:
+        return "no different"
+    up = (gain > 0) == higher_is_better
+    return f"{abs(gain):.4f} {'higher' if up else 'lower'} ({'better' if gain > 0 else 'worse'})"
+
+
+def _plan_sentence(row: pd.Series, design: str, level: float) -> str:
+    """What the design can tell apart, and what would tell more (``stats.repeats_needed``)."""
+    out = (
+        f"This design ({design}) cannot reliably tell a worst-case change smaller than {row['mde_worst_m']:.4f} "
+        f"from noise ({POWER:.0%} power at the {1 - level:.0%} level)"
+    )
+    need, share = row.get("repeats_needed"), row.get("run_noise_share")
+    if need is not None and pd.notna(need):
+        return out + (
+            f"; run noise is about {share:.0%} of that noise, and about r = {int(need)} repeats (same m, "
+            "set with --m) would halve it (an approximation)."
+        )
+    if share is None or not pd.notna(share):
+        return (
+            out + "; with r = 1 the run noise cannot be told from the spread between combinations, so r >= 2 is "
+            "needed before the report can say how many repeats would help."
+        )
+    return out + (
+        f"; run noise is about {share:.0%} of that noise, so no number of repeats up to 50 would halve it: "
+        "the rest is the spread between teacher combinations, which repeats do not reduce."
+    )
+
+
+def _paper_sentence(a: pd.Series, row: pd.Series, higher_is_better: bool) -> str:
+    """The paper's single- vs multi-teacher comparison at the verdict's k, raw and size-matched,
+    as gains (> 0: multi-teacher better); '' where the numbers are missing."""
+    sign = 1.0 if higher_is_better else -1.0
+    if not all(pd.notna(a.get(c)) for c in ("single_worst", "single_worst_m", "worst", "worst_m")):
+        return ""
+    raw, matched = sign * (a["worst"] - a["single_worst"]), sign * (a["worst_m"] - a["single_worst_m"])
+    same = int(row["base_k"]) == 1 and abs(matched - row["gain_worst_m"]) < 1e-9
+    return (
+        f"The paper's comparison at k={int(row['k'])}: the multi-teacher worst case (over a combination's runs) is "
+        f"{a['worst']:.4f} against {a['single_worst']:.4f} for the same teachers' k=1 runs pooled, a gain of "
+        f"{raw:+.4f} for multiple teachers; size-matched (m={int(row['m'])} runs of one cell on each side) the gain "
+        f"is {matched:+.4f}" + (" (the contrast above)" if same else "") + f", so {raw - matched:+.4f} of the "
+        "paper's gain comes from the number of runs each side takes its extreme over."
+    )
+
+
+def verdict(
+    comparison: pd.DataFrame,
+    grid: list[str],
+    metric: str,
+    higher_is_better: bool,
+    level: float,
+    summary: pd.DataFrame | None = None,
+    design: str = "",
+    notes: list[str] | None = None,
+    planned_k: int | None = None,
+) -> str:
+    """One paragraph per grid point, each sentence a calibrated quantity (docs/statistics.md):
+    at the largest k, the size-matched worst case against the base k with its interval and
+    reading (``stats.call``), what the design can and cannot tell, the best case, and the
+    paper's single- vs multi-teacher comparison raw and size-matched. Degenerate results
+    (``stats.degenerate_notes``) come first; a grid point whose scores do not vary gets no
+    verdict; when the largest planned k (``planned_k``) has no complete combination, the
+    comparison is at the largest k that has one, and the paragraph says so."""
+    head = "".join(f"Caution: {n}. " for n in notes or [])
+    if comparison.empty:
+        return head + "No verdict: the sweep has no complete runs at the base k and at another k to compare."
+    sentences = []
+    points = [()] if not grid else sorted({tuple(r[g] for g in grid) for _, r in comparison.iterrows()})
+    for point in points:
+        sub, paper_sub = comparison, summary
+        for g, v in zip(grid, point):
+            sub = sub[sub[g] == v]
+            paper_sub = paper_sub[paper_sub[g] == v] if paper_sub is not None else None
+        row = sub.sort_values("k").iloc[-1]
+        k, base = int(row["k"]), int(row["base_k"])
+        where = ", ".join(f"{g}={v:g}" for g, v in zip(grid, point))
+        lead = f"At {where}, at" if where else "At"
+        if row.get("constant"):
+            sentences.append(f"{'At ' + where + ', e' if where else 'E'}very run has the same score: no verdict.")
+            continue
+        if planned_k is not None and k < planned_k:
+            sentences.append(
+                f"k={planned_k} has no combination with m={int(row['m'])} complete runs yet, so the "
+                f"comparison is at k={k}."
+            )
+        reading = call(row)
+        means = f"(per-k means {row['worst_m_k']:.4f} vs {row['worst_m_base']:.4f})"
+        subject = (
+            f"the size-matched worst case (expected worst of m={int(row['m'])} runs of one teacher combination"
+            f"{' and primary' if row.get('primary') else ''}; student {metric})"
+        )
+        if reading == "untestable":
+            sentences.append(
+                f"{lead} k={k} {subject} is {_direction(row['gain_worst_m'], higher_is_better)} than at k={base} "
+                f"{means}, but this design ({design or 'as run'}) leaves no noise to test against (no residual "
+                "degrees of freedom, or combinations that do not vary): too small to tell anything about k. At least "
+                "3 teachers with every k would give an interval."
+            )
+            continue
+        sentences.append(
+            f"{lead} k={k} {subject} is {_direction(row['gain_worst_m'], higher_is_better)} than at k={base} {means}: "
+            f"{level:.0%} CI of the gain [{row['gain_worst_m_lo']:+.4f}, {row['gain_worst_m_hi']:+.4f}], p = "
+            f"{row['p_worst_m']:.2g} (t on {row['df']:.1f} df; the fit takes out each teacher's own quality, and the "
+            "noise is the spread between teacher combinations and seeds, modelled from every k)."
+        )
+        sentences.append(
+            {
+                "better": "More teachers improved the worst case beyond that noise.",
+                "worse": "More teachers made the worst case worse beyond that noise.",
+                "unclear": "No change of the worst case beyond that noise is shown.",
+            }[reading]
+        )
+        if reading == "unclear":
+            sentences.append(_plan_sentence(row, design or "as run", level))
+        best = call(row, "best_m")
+        sentences.append(
+            f"The best case is {_direction(row['gain_best_m'], higher_is_better)}, CI of the gain "
+            f"[{row['gain_best_m_lo']:+.4f}, {row['gain_best_m_hi']:+.4f}]"
+            + {
+                "better": " (improved beyond the noise).",
+                "worse": " (worse beyond the noise).",
+                "unclear": " (no change shown).",
+            }.get(best, ".")
+        )
+        if paper_sub is not None:
+            at = paper_sub[paper_sub["k"] == k]
+            if not at.empty:
+                sentences.append(_paper_sentence(at.iloc[0], row, higher_is_better))
+    return head + " ".join(s for s in sentences if s)
+
+
+def sweep_verdict(
+    sweep,
+    paper: pd.DataFrame,
+    robust: pd.DataFrame,
+    comparison: pd.DataFrame,
+    metric: str,
+    higher_is_better: bool,
+    level: float,
+    notes: list[str],
+) -> str:
+    """``verdict`` for one sweep: its design in words, the paper's per-k table merged with the
+    robust one, and its largest planned k (shared by ``bench report`` and ``bench compare``)."""
+    grid = sorted(sweep.grid)
+    design = (
+        f"N={sweep.teachers} teachers, k in {list(sweep.k)}, r={sweep.repeats}, "
+        f"m={int(robust['m'].iloc[0]) if not robust.empty else '-'}"
+    )
+    merged = paper.merge(robust, on=[*grid, "k"], suffixes=("", "_r")) if not robust.empty else None
+    return verdict(comparison, grid, metric, higher_is_better, level, merged, design, notes, planned_k=max(sweep.k))
+
+
+_LIST_AT_MOST = 12  # named items per gap sentence; coverage.csv lists every one
+
+
+def _names(items: list[str]) -> str:
+    """Items joined, at most _LIST_AT_MOST of them and how many more."""
+    more = len(items) - _LIST_AT_MOST
+    return "; ".join(items[:_LIST_AT_MOST]) + (f"; and {more} more (coverage.csv lists every one)" if more > 0 else "")
+
+
+def _where(grid: list[str], values) -> str:
+    return ", ".join(f"{g}={v:g}" for g, v in zip(grid, values))
+
+
+def coverage(plan: Plan, records: dict[str, dict], damaged: set[str]) -> pd.DataFrame:
+    """Per planned cell (grid point, k, combination, primary): runs planned, and how many are ok,
+    diverged, failed, skipped (not run: a teacher failed), damaged (a record file that is not a
+    sound record) and missing (no record: not run yet, or still running)."""
+    grid = sorted(plan.sweep.grid)
+    states = ("ok", "diverged", "failed", "skipped", "damaged", "missing")
+    rows: dict[tuple, dict] = {}
+    for j in plan.jobs:
+        cell = (*(j.grid[g] for g in grid), j.k, "-".join(map(str, j.combination)), j.primary)
+        row = rows.setdefault(cell, {"planned": 0, **dict.fromkeys(states, 0)})
+        row["planned"] += 1
+        rec = records.get(j.key)
+        row[rec["status"] if rec else "damaged" if j.key in damaged else "missing"] += 1
+    out = pd.DataFrame(
+        [{**dict(zip([*grid, "k", "combination", "primary"], cell)), **row} for cell, row in rows.items()]
+    )
+    if not out.empty:
+        out["primary"] = out["primary"].astype("Int64")
+    return out
+
+
+def coverage_by_k(cov: pd.DataFrame, grid: list[str]) -> pd.DataFrame:
+    """``coverage`` summed per (grid point, k), as the report shows it."""
+    table = (
+        cov.groupby([*grid, "k"], sort=True)[["planned", "ok", "diverged", "failed", "skipped", "damaged", "missing"]]
+        .sum()
+        .reset_index()
+    )
+    return table.rename(columns={"skipped": "not run (a teacher failed)", "damaged": "damaged record"})
+
+
+_SKIPPED_CAUSE = re.compile(r"not run: (\S+) ([0-9a-f]{8,}) failed: (.*)")
+
+
+def coverage_notes(
+    plan: Plan,
+    cov: pd.DataFrame,
+    records: dict[str, dict],
+    damaged: list[tuple[Path, str]],
+    teacher_problems: list[str],
+    running: str | None,
+) -> list[str]:
+    """Sentences naming every gap of a partial sweep: that a run is still going, grid points and
+    k without an ok run, incomplete combinations (how many runs missing and why), runs not run
+    because a teacher failed (naming it and its error), teachers not stored or unreadable, and
+    damaged record files."""
+    sweep, grid = plan.sweep, sorted(plan.sweep.grid)
+    notes = []
+    if running:
+        notes.append(
+            f"A `bench run` of this sweep is running ({running}): this report is a snapshot, and runs "
+            "counted missing may still come"
+        )
+    if cov.empty:
+        return notes
+    if not records:
+        notes.append("No run is recorded yet: no statistic can be computed")
+    for point, sub in cov.groupby(grid, sort=True) if grid else [((), cov)]:
+        point = point if isinstance(point, tuple) else (point,)
+        where = _where(grid, point)
+        if records and sub["ok"].sum() == 0 and grid:
+            notes.append(f"No ok run at {where}: no statistic at this grid point")
+            continue
+        for k, at_k in sub.groupby("k", sort=True):
+            if records and at_k["ok"].sum() == 0:
+                notes.append(f"No ok run at k={k}{', ' + where if where else ''}: no statistic at this k")
+    short = cov[cov["ok"] < cov["planned"]]
+    if len(short) and records:
+        why = ("diverged", "failed", "skipped", "damaged", "missing")
+        label = {"skipped": "not run (a teacher failed)", "damaged": "damaged record"}
+        items = []
+        for _, row in short.iterrows():
+            cell = (
+                f"combination {row['combination']} at k={row['k']}"
+                + (f" (primary {row['primary']})" if pd.notna(row["primary"]) else "")
+                + (f", {_where(grid, [row[g] for g in grid])}" if grid else "")
+            )
+            reasons = ", ".join(f"{row[w]} {label.get(w, w)}" for w in why if row[w])
+            items.append(f"{cell}: {row['ok']} of {row['planned']} runs ok ({reasons})")
+        notes.append(
+            f"{len(short)} of {len(cov)} planned cells (combination and primary, their r runs) are "
+            f"incomplete: " + _names(items)
+        )
+    index = {t.key: t.index for t in plan.teachers}
+    causes: dict[tuple, int] = {}
+    for rec in records.values():
+        match = _SKIPPED_CAUSE.match(rec.get("error") or "") if rec["status"] == "skipped" else None
+        if match:
+            kind, key, error = match.groups()
+            cause = (kind, key, error.splitlines()[0][:200])
+            causes[cause] = causes.get(cause, 0) + 1
+    for (kind, key, error), n in sorted(causes.items()):
+        who = f"teacher {index[key]} ({key})" if key in index else f"{kind} {key}"
+        notes.append(f"{n} run(s) were not run because {who} failed: {error}; a `bench run` retries it, then them")
+    missing_teachers = [t for t in plan.teachers if not teacher_done(sweep.paths.teachers, sweep.task.name, t.key)]
+    if missing_teachers and (cov["ok"] < cov["planned"]).any():
+        notes.append(
+            "teacher(s) not stored (not trained yet, or their training failed): "
+            + ", ".join(f"{t.index} ({t.key})" for t in missing_teachers)
+        )
+    notes += teacher_problems
+    if damaged:
+        notes.append(
+            f"{len(damaged)} record file(s) are damaged and left out (a `bench run` moves them to "
+            f"quarantine and runs their jobs again): " + _names([f"{p.name}: {why}" for p, why in damaged])
+        )
+    return notes
+
+
+def write_report(plan: Plan, options: ReportOptions = ReportOptions()) -> Path:
+    """Build every table and figure of the sweep from its records; returns the report folder.
+
+    Works on any partial sweep (failed, diverged, skipped or missing runs, a run still going,
+    no records at all): statistics are computed where the data allow and every gap is named.
+    One report of a sweep at a time (``reports/<sweep>/.lock``; a second one waits); the
+    temporaries of killed reports are removed first."""
+    check_m(options, plan.sweep.repeats)
+    out = plan.sweep.reports_dir()
+    with folder_lock(out, "bench report of this sweep"):
+        remove_stale_temps(out)
+        outputs = _Outputs(out)
+        _write_report(plan, options, out, outputs)
+        outputs.remove_others()
+    return out
+
+
+def _guarded(what: str, build, blocks: list[tuple]) -> None:
+    """Run ``build()`` (which appends to ``blocks``); if it fails on records this code did not
+    foresee, the report says so in one paragraph and the rest of it is still written (file
+    errors, e.g. a full disk, are not caught: they end the command with one line)."""
+    try:
+        build()
+    except (OSError, UserError):
+        raise
+    except Exception as e:  # noqa: BLE001 - the report must be written whatever the records hold
+        line = f"{what} could not be computed from these records ({type(e).__name__}: {e})"
+        print(f"warning: {line}", file=sys.stderr)
+        blocks.append(("p", f"**{line}.** The coverage above and jobs.csv are complete."))
+
+
+def _write_report(plan: Plan, options: ReportOptions, out: Path, outputs: _Outputs) -> None:
+    from bench.analysis.plots import plot_budget, plot_by_k, plot_expected_budget, plot_robust_by_k
+    from bench.analysis.stats import charged_teacher_seconds, degenerate_notes, expected_by_budget, robust_tables
+    from bench.driver.run import lock_holder
+
+    sweep = plan.sweep
+    grid = sorted(sweep.grid)
+    planned = {j.key for j in plan.jobs}
+    found, damaged = scan_records(sweep.results_dir(), plan.jobs)
+    for p, problem in damaged:
+        print(f"warning: {p}: {problem}; skipped", file=sys.stderr)
+    by_key = {k: r for k, r in found.items() if k in planned}
+    records = [r for j in plan.jobs if (r := by_key.get(j.key)) is not None]
+    damaged_keys = {p.name[: -len(".json")] for p, _ in damaged}
+    jobs = jobs_frame(records, grid)
+    teacher_problems: list[str] = []
+    teachers = teachers_frame(plan, teacher_problems)
+    cov = coverage(plan, by_key, damaged_keys)
+    _save_csv(jobs, out / "jobs.csv", outputs)
+    _save_csv(teachers, out / "teachers.csv", outputs)
+    _save_csv(cov, out / "coverage.csv", outputs)
+    counts = jobs["status"].value_counts().to_dict() if not jobs.empty else {}
+    n_ok, n_skipped, n_diverged = (int(counts.get(s, 0)) for s in ("ok", "skipped", "diverged"))
+    ok_records = [r for r in records if r["status"] == "ok"]
+    n_stale = len(found) - len(by_key)
+    blocks: list[tuple] = [
+        ("h1", f"Sweep `{sweep.name}`"),
+        (
+            "p",
+            f"Task `{sweep.task.name}`, method `{sweep.method.name}` "
+            f"({', '.join(f'{k}={_param_text(v)}' for k, v in sweep.method.params.items())}), "
+            f"N={sweep.teachers} teachers (`{sweep.teacher.model}`), students `{sweep.student.model}`, "
+            f"k in {list(sweep.k)}, r={sweep.repeats} repeats" + (f", grid {dict(sweep.grid)}" if grid else "") + ". "
+            f"Runs recorded: {n_ok} ok, {n_diverged} diverged (no score), {n_skipped} not run (a teacher failed), "
+            f"{int(counts.get('failed', 0))} failed, {len(planned) - len(records)} missing of "
+            f"{len(planned)} planned"
+            + (f" ({len(damaged_keys & planned)} of them with a damaged record)" if damaged_keys & planned else "")
+            + "."
+            + (f" Scores: student {_metric_label(ok_records[0])}." if ok_records else "")
+            + (f" {n_stale} record(s) of another configuration are ignored." if n_stale else ""),
+        ),
+    ]
+    gaps = coverage_notes(plan, cov, by_key, damaged, teacher_problems, lock_holder(sweep.results_dir()))
+    if gaps or n_ok < len(planned):
+        blocks += [
+            ("h2", "Coverage"),
+            (
+                "p",
+                "Runs per k (coverage.csv: per combination and primary). Statistics below use the ok runs "
+                "only; a cell (combination and primary) with fewer than m ok runs is left out of the "
+                "size-matched ones.",
+            ),
+            ("table", coverage_by_k(cov, grid)),
+            *[("p", f"{g}.") for g in gaps],
+        ]
+    body: list[tuple] = []
+    if not teachers.empty:
+        body += [("h2", "Teachers"), ("table", teachers.drop(columns=["key"]))]
+    if n_ok:
+        metric = _metric_label(ok_records[0])
+        higher = ok_records[0]["metric"] not in LOWER_IS_BETTER
+        points = grid_points(sweep)
+        _guarded(
+            "The statistics per k",
+            lambda: _statistics(
+                sweep,
+                jobs,
+                grid,
+                points,
+                options,
+                metric,
+                higher,
+                n_diverged,
+                out,
+                outputs,
+                blocks,
+                body,
+                plot_by_k,
+                plot_robust_by_k,
+                robust_tables,
+                degenerate_notes,
+            ),
+            body,
+        )
+        _guarded(
+            "The compute figures",
+            lambda: _compute(
+                sweep,
+                jobs,
+                teachers,
+                grid,
+                points,
+                options,
+                metric,
+                higher,
+                out,
+                outputs,
+                body,
+                plot_budget,
+                plot_expected_budget,
+                charged_teacher_seconds,
+                expected_by_budget,
+            ),
+            body,
+        )
+        _guarded(
+            "The teachers-vs-students table",
+            lambda: body.extend(_teachers_vs_students(jobs, teachers, grid, out, outputs)),
+            body,
+        )
+    tables = [n for n in _Outputs.TABLES if n in outputs.written]
+    blocks += body + [("p", "Tables: " + ", ".join(f"[{n}]({n})" for n in tables) + ".")]
+    atomic_write_bytes(out / "report.md", to_markdown(blocks).encode())
+    atomic_write_bytes(out / "report.html", to_html(blocks, out, f"Sweep {sweep.name}").encode())
+
+
+def _statistics(
+    sweep,
+    jobs,
+    grid,
+    points,
+    options,
+    metric,
+    higher,
+    n_diverged,
+    out,
+    outputs,
+    blocks,
+    body,
+    plot_by_k,
+    plot_robust_by_k,
+    robust_tables,
+    degenerate_notes,
+) -> None:
+    """The verdict, the paper's and the size-matched statistics per k, and their figures."""
+    comb = by_combination(jobs, grid)
+    summary = summary_by_k(comb, grid, higher)
+    _save_csv(comb, out / "by_combination.csv", outputs)
+    _save_csv(summary, out / "summary_by_k.csv", outputs)
+    robust, comparison = robust_tables(jobs, grid, options.m, higher, options.base_k, options.level)
+    _save_csv(robust, out / "robust_by_k.csv", outputs)
+    _save_csv(comparison, out / "compare_k.csv", outputs)
+    notes = degenerate_notes(jobs, grid) + gap_notes(jobs, grid, robust, higher, n_diverged)
+    m = int(robust["m"].iloc[0]) if not robust.empty else None
+    if options.m is None and m is not None and m < sweep.repeats:
+        notes.append(
+            f"the size-matched statistics take extremes of m={m} runs (the repeats that have an ok run), "
+            f"not of r={sweep.repeats}: a partial sweep (set --m to choose)"
+        )
+    blocks += [
+        ("h2", "Verdict"),
+        ("p", sweep_verdict(sweep, summary, robust, comparison, metric, higher, options.level, notes)),
+    ]
+    _figure(
+        summary,
+        grid,
+        points,
+        plot_by_k,
+        metric,
+        out / "by_k",
+        extra={"single": robust} if not robust.empty else None,
+        outputs=outputs,
+    )
+    body += [
+        ("h2", "Worst / best case per k"),
+        (
+            "p",
+            "**Paper** (Ilichev et al. 2021): per combination the min / max over all its runs, averaged "
+            "over the combinations of each k (with a primary teacher a combination has r*k runs, so these "
+            "are extremes of more draws as k grows). **Size-matched** (m runs): per cell (one "
+            "combination and primary, its r student seeds) the expected min / max of m of its runs "
+            "(exact), averaged over a combination's cells and then over the combinations of each k. "
+            f"**vs k={options.base_k}**: the change of each size-matched statistic against k="
+            f"{options.base_k} with its {options.level:.0%} interval, from a least-squares fit of the "
+            "combinations on k and their teachers' effects (Student t; the one k=N combination borrows "
+            "its noise from the spread between combinations at every k; docs/statistics.md, checked by "
+            "simulation in benchmarks/calibration.py). For perplexity a negative change is better. "
+            "**IQM**: rliable's interquartile mean of the runs at k (no interval).",
+        ),
+    ]
+    if not robust.empty:
+        body += [("table", side_by_side(summary, robust, grid, options.level, options.base_k))]
+    else:
+        body += [("p", "No size-matched statistic: no cell (combination and primary) has m ok runs yet.")]
+    if not comparison.empty:
+        _figure(comparison, grid, points, plot_robust_by_k, metric, out / "robust_by_k", outputs=outputs)
+        body += [("img", "robust_by_k.png", "size-matched gain of k teachers over the base k")]
+    body += [
+        ("h2", "Single teacher vs multiple teachers (the paper's comparison)"),
+        (
+            "p",
+            "Per combination, the paper compares the multi-teacher students' min / max with the min / "
+            "max over the k=1 runs of its members pooled (k*r runs). Pooling more runs alone lowers the "
+            "pooled min and raises the pooled max as k grows, so the paper's gap mixes the effect of "
+            "more teachers with the number of runs. Size-matched, both sides are the expected worst / "
+            "best of m runs of one cell; the single-teacher side is then the k=1 value at every k, and "
+            "the gap is the contrast of k against k=1.",
+        ),
+    ]
+    if not robust.empty:
+        body += [("table", paper_comparison(summary, robust, grid, options.level))]
+    body += [
+        (
+            "p",
+            "The paper's figure (multi-teacher solid, single-teacher pooled dashed; bands ±1 std over "
+            "combinations, none where a k has one combination):",
+        ),
+        ("img", "by_k.png", "worst / best case per k, paper"),
+        ("h2", f"k teachers vs k={options.base_k}: every contrast"),
+    ]
+    if comparison.empty:
+        body += [("p", f"No contrast: it needs cells with m ok runs at k={options.base_k} and at another k.")]
+        return
+    body += [
+        (
+            "p",
+            "gain = the size-matched statistic at k minus at the base k, turned so that > 0 is better "
+            f"(lower perplexity too), with its {options.level:.0%} interval and two-sided p-value; df: of "
+            "the worst-case test (Satterthwaite); smallest detectable: the worst-case change this design "
+            f"detects with {POWER:.0%} power. Every column, and the repeats that would halve the smallest "
+            "detectable change, in compare_k.csv.",
+        ),
+        ("table", contrasts_table(comparison, grid, options.level)),
+    ]
+
+
+def _compute(
+    sweep,
+    jobs,
+    teachers,
+    grid,
+    points,
+    options,
+    metric,
+    higher,
+    out,
+    outputs,
+    body,
+    plot_budget,
+    plot_expected_budget,
+    charged_teacher_seconds,
+    expected_by_budget,
+) -> None:
+    """Worst / best case and expected best / worst of n students against compute (when every
+    teacher of the ok runs has a readable meta.json with its timings)."""
+    tsec = (
+        {}
+        if teachers.empty
+        else dict(zip(teachers["key"], teachers["t_train"] + teachers["t_eval"] + teachers.get("t_cache", 0.0)))
+    )
+    ok = jobs[jobs["status"] == "ok"]
+    if not all(k in tsec for keys in ok["teacher_keys"] for k in keys.split(",")):
+        body += [
+            ("h2", "Against compute"),
+            ("p", "Not drawn: a teacher of the ok runs has no readable meta.json with its timings."),
+        ]
+        return
+    policy = options.teacher_cost
+    bud = budget(jobs, charged_teacher_seconds(jobs, tsec, policy), grid, higher).assign(policy=policy)
+    _save_csv(bud, out / "budget.csv", outputs)
+    expected = expected_by_budget(jobs, tsec, grid, policy, higher)
+    _save_csv(expected, out / "expected_budget.csv", outputs)
+    _figure(bud, grid, points, plot_budget, metric, out / "budget", outputs=outputs)
+    _figure(expected, grid, points, plot_expected_budget, metric, out / "expected_budget", outputs=outputs)
+    at_r = expected[expected["n"] == sweep.repeats]
+    body += [
+        ("h2", "Against compute"),
+        (
+            "p",
+            f"Teacher cost policy: **{policy}** (`bench report --teacher-cost full|amortised|free`: "
+            "each student charged its k teachers' whole cost, the cost shared by the runs that use "
+            "each teacher, or none). A teacher's cost is its fine-tuning, evaluation and output "
+            "caching (train + eval + cache); a student's is its job (setup + train + eval). "
+            "compute_seconds: per student, averaged over combinations.",
+        ),
+        ("table", bud[[*grid, "k", "compute_seconds", "teacher_seconds", "student_seconds", "worst", "best", "mean"]]),
+        ("img", "budget.png", "worst / best case against compute"),
+        (
+            "p",
+            f"Expected best and worst of n students drawn from the runs at each k against what they "
+            f"cost (Dodge et al. 2019, expected validation performance), n up to the runs at k (no "
+            f"extrapolation); n = r = {sweep.repeats} here, every n in expected_budget.csv:",
+        ),
+        ("table", at_r[[*grid, "k", "n", "compute_seconds", "expected_best", "expected_worst", "mean"]]),
+        ("img", "expected_budget.png", "expected best / worst against compute"),
+    ]

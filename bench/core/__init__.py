@@ -1,0 +1,1 @@
+"""bench.core: see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""bench.driver: see docs/architecture.md."""

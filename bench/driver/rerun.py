@@ -1,0 +1,74 @@
+"""``bench rerun``: run one distillation job again from its record alone, to check that a result
+is reproducible (on CPU, bit for bit) or to redo it with ``--replace``."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from bench.core.errors import UserError
+from bench.core.files import read_json
+from bench.engines.queue import Slot, Worker, WorkerError
+from bench.training.teachers import teacher_done
+
+
+def find_record(name: str, results_root: str = "results") -> Path:
+    """A record file from its path, or from a job key (or a unique prefix of one) under
+    ``results_root``/*/records/."""
+    path = Path(name)
+    if path.suffix == ".json" and path.is_file():
+        return path
+    matches = sorted(Path(results_root).glob(f"*/records/{name}*.json"))
+    if len(matches) != 1:
+        found = "no record" if not matches else f"{len(matches)} records"
+        raise UserError(
+            f"{name}: {found} found under {results_root}/*/records/; expected a record file or "
+            f"one job key (or a unique prefix)"
+        )
+    return matches[0]
+
+
+def rerun_job(record_file: Path, device: str = "cpu", replace: bool = False) -> tuple[dict, dict]:
+    """Run the job of ``record_file`` again in a worker process, from the record alone; returns
+    (the old record, the new one). The new record replaces the old one only with ``replace``."""
+    try:
+        old = read_json(record_file)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{record_file}: cannot read the record ({e})") from None
+    if not isinstance(old, dict) or "config" not in old or "teacher_keys" not in old:
+        raise UserError(f"{record_file}: expected a distillation record (with config and teacher_keys)")
+    paths = old.get("paths") or {"teachers": os.path.abspath("teachers"), "cache": os.path.abspath(".cache/bench")}
+    task = old["config"]["task"]["name"]
+    for key in old["teacher_keys"]:
+        if not teacher_done(paths["teachers"], task, key):
+            raise UserError(
+                f"{record_file}: teacher {key} is not stored under {paths['teachers']}/{task}; "
+                f"expected the teachers the job used (bench run its sweep to train them)"
+            )
+    scratch = Path(tempfile.mkdtemp(prefix="bench-rerun-"))
+    out = record_file if replace else scratch / record_file.name
+    payload = {
+        "kind": "distill",
+        "key": old["key"],
+        "config": old["config"],
+        "paths": paths,
+        "record_path": str(Path(out).resolve()),
+        "plan": {"sweep": old["sweep"], **{k: old[k] for k in ("k", "combination", "primary", "repeat", "grid")}},
+        "attempt": 1,
+        "slot": f"{device}#rerun",
+        "device": device,
+        "queue_wait": 0.0,
+        "deterministic": bool(old.get("deterministic")),
+    }
+    worker = Worker(Slot(f"{device}#rerun", device, int(old.get("threads") or 1)), scratch / "worker.log")
+    try:
+        worker.start()
+        reply = worker.run(payload, None)
+    except WorkerError as e:
+        raise UserError(f"{record_file}: the rerun's worker failed: {e}") from None
+    finally:
+        worker.stop()
+    if reply["status"] != "ok":
+        raise UserError(f"{record_file}: the rerun failed: {reply['error']} (log: {scratch / 'worker.log'})")
+    return old, read_json(out)

@@ -1,0 +1,518 @@
+"""Running a sweep: what is missing, in what order, on which slots, and what was recorded.
+
+Teachers first (each stored once under teachers/, shared by every sweep with the same teacher
+config); each distillation job becomes ready as soon as its k teachers exist. A job with an
+"ok" record is never run again; a failed or missing one is.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.core.errors import UserError
+from bench.core.files import atomic_write_json, read_json, remove_stale_temps
+from bench.core.provenance import provenance
+from bench.core.records import load_records, record_path
+from bench.engines.dispatch import Hooks, job_threads, run_engine
+from bench.engines.queue import Item
+from bench.plan.jobs import AugmentJob, DistillJob, OutputsJob, Plan, TeacherJob
+from bench.training.teachers import teacher_done
+
+FINAL_STATUSES = ("ok", "diverged")  # a job with such a record is not run again
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What one ``bench run`` did."""
+
+    teachers_trained: int
+    jobs_run: int
+    jobs_ok: int
+    jobs_failed: int
+    jobs_diverged: int
+    jobs_skipped: int
+    already_done: int
+    wall_seconds: float
+
+
+def _paths(plan: Plan) -> dict:
+    p = plan.sweep.paths
+    return {"teachers": os.path.abspath(p.teachers), "cache": os.path.abspath(p.cache)}
+
+
+def _common(plan: Plan) -> dict:
+    """Payload fields every job kind carries: output roots and run options the worker applies
+    (determinism and the thread count, ``engine.job_threads``)."""
+    return {
+        "paths": _paths(plan),
+        "deterministic": plan.sweep.run.deterministic,
+        "threads": job_threads(plan.sweep.run),
+    }
+
+
+def teacher_payload(plan: Plan, t: TeacherJob) -> dict:
+    """What a worker needs to fine-tune teacher ``t`` (the driver adds slot, attempt, queue wait)."""
+    return {
+        "kind": "teacher",
+        "key": t.key,
+        "config": t.config,
+        **_common(plan),
+        "plan": {"sweep": plan.sweep.name, "index": t.index},
+    }
+
+
+def prep_payload(plan: Plan, job: AugmentJob | OutputsJob) -> dict:
+    """What a worker needs for an augmentation run or a teacher's outputs on one."""
+    kind = "augment" if isinstance(job, AugmentJob) else "teacher-outputs"
+    return {"kind": kind, "key": job.key, "config": job.config, **_common(plan), "plan": {"sweep": plan.sweep.name}}
+
+
+def prep_done(plan: Plan, job: AugmentJob | OutputsJob) -> bool:
+    """Whether an augmentation run or a teacher's outputs on it are stored and sound (their digest
+    matches, bench/cache.py: a damaged one is made again)."""
+    from bench.core.cache import load_arrays
+    from bench.training.augment import augmented_path
+    from bench.training.teachers import augmented_outputs_path
+
+    p = plan.sweep.paths
+    task = plan.sweep.task.name
+    if isinstance(job, AugmentJob):
+        path = augmented_path(os.path.abspath(p.cache), task, job.key)
+    else:
+        path = augmented_outputs_path(p.teachers, task, job.teacher_key, job.augment_key)
+    return load_arrays(path) is not None
+
+
+def distill_payload(plan: Plan, j: DistillJob) -> dict:
+    """What a worker needs to run distillation job ``j`` and write its record."""
+    return {
+        "kind": "distill",
+        "key": j.key,
+        "config": j.config,
+        **_common(plan),
+        "record_path": str(record_path(plan.sweep.results_dir(), j.key).resolve()),
+        "plan": {
+            "sweep": plan.sweep.name,
+            "k": j.k,
+            "combination": list(j.combination),
+            "primary": j.primary,
+            "repeat": j.repeat,
+            "grid": j.grid,
+        },
+    }
+
+
+def pending_work(plan: Plan, repair: bool = False) -> tuple[list, list, dict]:
+    """Teachers that pending jobs need and that are not stored, distillation jobs without a final
+    record, and the final records of the plan (``ok``, or ``diverged``: a deterministic outcome
+    that a rerun would repeat)."""
+    task = plan.sweep.task.name
+    records = load_records(plan.sweep.results_dir(), quarantine=repair, jobs=plan.jobs)
+    planned = {j.key for j in plan.jobs}
+    ok = {k: r for k, r in records.items() if r.get("status") in FINAL_STATUSES and k in planned}
+    jobs = [j for j in plan.jobs if j.key not in ok]
+    needed = {k for j in jobs for k in j.teacher_keys}
+    teachers = [
+        t for t in plan.teachers if t.key in needed and not teacher_done(plan.sweep.paths.teachers, task, t.key)
+    ]
+    return teachers, jobs, ok
+
+
+def _record_ok(path: str) -> bool:
+    try:
+        return read_json(path).get("status") in FINAL_STATUSES
+    except (OSError, ValueError):
+        return False
+
+
+class SweepLock:
+    """``results/<sweep>/.lock``, held (flock) by the one driver of a sweep; it names its holder.
+    The kernel releases it when the holder dies, so a killed run leaves no lock behind: the next
+    run takes it over and says so."""
+
+    def __init__(self, results: Path):
+        import fcntl
+        import json
+        import socket
+
+        results.mkdir(parents=True, exist_ok=True)
+        self.path = results / ".lock"
+        self.file = open(self.path, "a+")
+        self.file.seek(0)
+        previous = self.file.read().strip()
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.close()
+            raise UserError(
+                f"{results}: another `bench run` of this sweep is running: {_holder(previous)} "
+                f"(lock {self.path}); wait for it or stop it"
+            ) from None
+        if previous:
+            print(
+                f"note: took over the lock of a run that ended without releasing it: {_holder(previous)}",
+                file=sys.stderr,
+            )
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "started": time.time(),
+                    "command": " ".join(sys.argv),
+                }
+            )
+            + "\n"
+        )
+        self.file.flush()
+
+    def close(self) -> None:
+        """Release the lock, leaving the file empty (a non-empty lock file means an unclean end)."""
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.flush()
+        self.file.close()
+
+
+def _holder(text: str) -> str:
+    import json
+
+    try:
+        h = json.loads(text)
+        return (
+            f"pid {h['pid']} on {h['host']}, started {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(h['started']))}"
+            f" ({h['command']})"
+        )
+    except (ValueError, KeyError, TypeError):
+        return f"holder {text or 'unknown'}"
+
+
+def lock_holder(results: Path) -> str | None:
+    """Who holds the sweep's lock now, or None (for ``bench doctor``)."""
+    import fcntl
+
+    path = results / ".lock"
+    if not path.is_file():
+        return None
+    with open(path) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            return _holder(f.read().strip())
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return None
+
+
+def sweep_lock(results: Path) -> SweepLock:
+    """Hold ``results/<sweep>/.lock`` for this run: two drivers on one sweep would race."""
+    return SweepLock(results)
+
+
+def preflight(plan: Plan) -> None:
+    """Check, before anything is written, that the output roots can be written and that the
+    task's local data reads as the loaders will read it; raises UserError naming the field."""
+    import tempfile
+
+    from bench.tasks.table import TASKS
+
+    sweep = plan.sweep
+    for field in ("teachers", "results", "reports", "cache"):
+        root = Path(getattr(sweep.paths, field)).absolute()
+        probe = root
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        problem = None
+        if not probe.is_dir():
+            problem = f"{probe} is not a folder"
+        else:
+            try:
+                with tempfile.TemporaryFile(dir=probe):
+                    pass
+            except OSError as e:
+                problem = f"cannot write in {probe} ({e.strerror})"
+        if problem:
+            from bench.core.errors import SpecError
+
+            raise SpecError(sweep.source, f"paths.{field}", f"expected a writable folder for {root}; {problem}")
+    check = TASKS[sweep.task.name].check
+    if check is not None:
+        check(sweep.task)
+
+
+def remove_stale_temporaries(plan: Plan) -> None:
+    """Delete what killed processes left half-written (``records.remove_stale_temps``): temp files
+    and teacher temp folders whose process is gone, under the sweep's results and reports, its
+    task's teachers and the cache. Finished files, and temps of live processes, are never touched."""
+    sweep = plan.sweep
+    for folder in (
+        sweep.results_dir(),
+        sweep.reports_dir(),
+        Path(sweep.paths.teachers) / sweep.task.name,
+        Path(sweep.paths.cache),
+    ):
+        remove_stale_temps(folder)
+
+
+def quarantine_damaged_teachers(plan: Plan, keys: set[str]) -> list[str]:
+    """Check the stored teachers among ``keys`` against their meta.json (sizes and sha256 sums);
+    move damaged ones aside (they are then trained again). Returns their keys."""
+    from bench.training.teachers import check_teacher, quarantine_teacher
+
+    root, task = plan.sweep.paths.teachers, plan.sweep.task.name
+    damaged = []
+    for t in plan.teachers:
+        if t.key not in keys or not teacher_done(root, task, t.key):
+            continue
+        problem = check_teacher(root, task, t.key)
+        if problem is not None:
+            dest = quarantine_teacher(root, task, t.key, problem)
+            print(f"warning: teacher {t.key}: {problem}; moved to {dest}, it is trained again", file=sys.stderr)
+            damaged.append(t.key)
+    return damaged
+
+
+def _progress_bar(total: int):
+    from tqdm import tqdm
+
+    tty = sys.stderr.isatty()
+    return tqdm(
+        total=total,
+        unit="job",
+        dynamic_ncols=True,
+        mininterval=0.5 if tty else 30.0,
+        file=sys.stderr,
+        disable=total == 0,
+    )
+
+
+def check_threads(plan: Plan, finished: dict) -> None:
+    """Refuse, before any job runs, to resume a sweep whose ``finished`` records or stored teachers
+    were made with another torch thread count than this run's (``engine.job_threads``): scores
+    depend on it (a digits teacher scored 0.9610 with 2 threads, 0.9638 with more) and job keys do
+    not hold it, so the two would mix silently. ``bench run --mixed-threads`` resumes anyway."""
+    from collections import Counter
+
+    from bench.core.errors import SpecError
+    from bench.training.teachers import load_meta
+
+    sweep = plan.sweep
+    threads = job_threads(sweep.run)
+    made = Counter(r["threads"] for r in finished.values() if r.get("threads") is not None)
+    stored = Counter()
+    for t in plan.teachers:
+        if teacher_done(sweep.paths.teachers, sweep.task.name, t.key):
+            try:
+                n = load_meta(sweep.paths.teachers, sweep.task.name, t.key).get("threads")
+            except (OSError, ValueError):
+                continue  # a damaged teacher is quarantined and trained again
+            if n is not None:
+                stored[n] += 1
+    other = sorted((set(made) | set(stored)) - {threads})
+    if not other:
+        return
+    found = ", ".join(f"{n} thread(s): {made[n]} records, {stored[n]} teachers" for n in other)
+    raise SpecError(
+        sweep.source,
+        "run.threads_per_job",
+        f"expected the torch thread count this sweep's results were made with ({found}), got "
+        f"{threads}; scores depend on it, so set run.threads_per_job = {other[0]}, or pass "
+        f"--mixed-threads to resume with {threads} anyway",
+    )
+
+
+def run_sweep(plan: Plan, quiet: bool = False, teachers_only: bool = False, mixed_threads: bool = False) -> RunSummary:
+    """Run every missing job of the plan on the sweep's device slots (or only its teachers); refuses
+    to resume results made with another thread count unless ``mixed_threads`` (``check_threads``)."""
+    sweep = plan.sweep
+    results = sweep.results_dir()
+    preflight(plan)
+    lock = sweep_lock(results)
+    try:
+        return _run_locked(plan, quiet, teachers_only, mixed_threads)
+    finally:
+        lock.close()
+
+
+def _run_locked(plan: Plan, quiet: bool, teachers_only: bool, mixed_threads: bool) -> RunSummary:
+    sweep = plan.sweep
+    remove_stale_temporaries(plan)
+    teachers, jobs, ok = pending_work(plan, repair=True)
+    # only teachers that this run will use are read whole to check them
+    used = {t.key for t in plan.teachers} if teachers_only else {k for j in jobs for k in j.teacher_keys}
+    if quarantine_damaged_teachers(plan, used):
+        teachers, jobs, ok = pending_work(plan)
+    if teachers_only:
+        jobs = []
+        teachers = [t for t in plan.teachers if not teacher_done(sweep.paths.teachers, sweep.task.name, t.key)]
+    needed = {d for j in jobs for d in j.deps}
+    prep = [p for p in (*plan.augments, *plan.outputs) if p.key in needed and not prep_done(plan, p)]
+    items = [Item(key=t.key, kind="teacher", payload=teacher_payload(plan, t)) for t in teachers]
+    items += [
+        Item(
+            key=p.key,
+            kind="augment" if isinstance(p, AugmentJob) else "teacher-outputs",
+            deps=() if isinstance(p, AugmentJob) else (p.teacher_key, p.augment_key),
+            payload=prep_payload(plan, p),
+        )
+        for p in prep
+    ]
+    items += [Item(key=j.key, kind="distill", deps=j.deps, payload=distill_payload(plan, j)) for j in jobs]
+    if items and not mixed_threads:
+        check_threads(plan, ok)  # before any job runs
+    prep_keys = {p.key for p in prep}
+    done_teachers = {t.key for t in plan.teachers if teacher_done(sweep.paths.teachers, sweep.task.name, t.key)}
+    done_teachers |= {p.key for p in (*plan.augments, *plan.outputs) if p.key not in prep_keys and prep_done(plan, p)}
+    if not quiet:
+        print(
+            f"{sweep.name}: {len(teachers)} of {len(plan.teachers)} teachers to train, "
+            f"{len(jobs)} of {len(plan.jobs)} distillation jobs to run "
+            f"({len(ok)} already recorded)",
+            file=sys.stderr,
+        )
+    if not items:
+        return RunSummary(0, 0, 0, 0, 0, 0, len(ok), 0.0)
+
+    from bench.tasks.table import TASKS
+
+    metric = TASKS[sweep.task.name].metrics[0]
+
+    def record_failure(item: Item) -> None:
+        if item.kind != "distill":
+            print(
+                f"{item.kind} {item.key} failed after {item.attempts} attempt(s): {item.errors[-1]}"
+                + (f"\n{item.traceback.rstrip()}" if item.traceback else ""),
+                file=sys.stderr,
+            )
+            return
+        atomic_write_json(
+            item.payload["record_path"],
+            unscored_record(
+                sweep.name,
+                item,
+                metric,
+                "diverged" if item.failure == "diverged" else "failed",
+                error_kind=item.failure or "error",
+                diverged_at_step=item.step,
+                attempts=item.attempts,
+                error=item.errors[-1],
+                errors=item.errors,
+                traceback=item.traceback,
+                slot=item.slot,
+                device=item.slot.split("#")[0] if item.slot else None,
+            ),
+        )
+
+    prep_by_key = {p.key: p for p in (*plan.augments, *plan.outputs)}
+
+    def is_done(item: Item) -> bool:
+        if item.kind == "teacher":
+            return teacher_done(sweep.paths.teachers, sweep.task.name, item.key)
+        if item.key in prep_by_key:
+            return prep_done(plan, prep_by_key[item.key])
+        return _record_ok(item.payload["record_path"])
+
+    bar = None if quiet else _progress_bar(len(items))
+
+    def progress(counts: dict) -> None:
+        if bar is not None:
+            bar.set_postfix(counts, refresh=False)
+            bar.update(counts["done"] + counts["failed"] - bar.n)
+
+    try:
+        result = run_engine(
+            items, sweep.run, sweep.results_dir() / "logs", Hooks(record_failure, progress, is_done), done_teachers
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    record_skipped(plan, result, metric)
+    n_teach = sum(1 for i in result.done if i.kind == "teacher")
+    n_prep = sum(1 for i in result.done if i.kind in ("augment", "teacher-outputs"))
+    if n_prep and not quiet:
+        print(f"{sweep.name}: made {n_prep} augmentation runs and teacher outputs on them", file=sys.stderr)
+    ran = [i for i in result.done + result.failed if i.kind == "distill"]
+    return RunSummary(
+        teachers_trained=n_teach,
+        jobs_run=len(ran),
+        jobs_ok=sum(1 for i in result.done if i.kind == "distill"),
+        jobs_failed=sum(1 for i in result.failed if i.kind == "distill" and i.failure != "diverged"),
+        jobs_diverged=sum(1 for i in result.failed if i.kind == "distill" and i.failure == "diverged"),
+        jobs_skipped=sum(1 for i in result.skipped if i.kind == "distill"),
+        already_done=len(ok),
+        wall_seconds=result.wall,
+    )
+
+
+def unscored_record(sweep_name: str, item: Item, metric: str, status: str, **fields) -> dict:
+    """The record of a distillation job without a score (failed, diverged or skipped): its plan
+    coordinates and config from the queue item, null scores and timings, and ``fields``."""
+    p = item.payload
+    return {
+        "key": item.key,
+        "sweep": sweep_name,
+        "status": status,
+        **p["plan"],
+        "teacher_keys": p["config"]["teachers"],
+        "config": p["config"],
+        "metric": metric,
+        "scores": None,
+        "score": None,
+        "timings": None,
+        **fields,
+        "provenance": {**provenance(), "finished": time.time()},
+    }
+
+
+def record_skipped(plan: Plan, result, metric: str) -> None:
+    """A ``skipped`` record for each distillation job not run because a job it waits for failed
+    (naming that job and its error), and one line per failed dependency on stderr."""
+    failed = {i.key: i for i in result.failed}
+    skipped = {i.key: i for i in result.skipped}
+
+    def first_failure(item: Item) -> Item | None:
+        for d in item.deps:
+            found = failed.get(d) or (first_failure(skipped[d]) if d in skipped else None)
+            if found is not None:
+                return found
+        return None
+
+    blocked: dict[str, int] = {}
+    for item in result.skipped:
+        if item.kind != "distill":
+            continue
+        cause = first_failure(item)
+        why = (
+            f"not run: {cause.kind} {cause.key} failed: {cause.errors[-1]}"
+            if cause is not None
+            else "not run: a job it waits for was not run"
+        )
+        if cause is not None:
+            blocked[cause.key] = blocked.get(cause.key, 0) + 1
+        atomic_write_json(
+            item.payload["record_path"],
+            unscored_record(
+                plan.sweep.name,
+                item,
+                metric,
+                "skipped",
+                attempts=0,
+                error=why,
+                errors=[],
+                traceback=None if cause is None else cause.traceback,
+                slot=None,
+                device=None,
+            ),
+        )
+    for key, n in blocked.items():
+        print(
+            f"{failed[key].kind} {key} failed: {n} distillation job(s) that need it were not run "
+            f"(recorded as skipped; a rerun retries them)",
+            file=sys.stderr,
+        )

@@ -1,0 +1,1 @@
+"""bench.engines: see docs/architecture.md."""

@@ -1,0 +1,91 @@
+"""Engines: where a sweep's queue of jobs runs. One interface, a table of implementations.
+
+An engine takes the queue items (teachers, preparation jobs, distillation jobs with the keys
+they wait for) and the [run] settings, runs every item whose dependencies finish, and returns
+what finished, failed and was skipped. Whatever the engine, a job runs in a ``bench.engines.worker``
+process (same code, same timings, same records); the engine only decides where and when.
+
+- ``local``: one worker process per device slot on this machine (bench/queue.py).
+- ``dask``: a Dask cluster: a local one on loopback, or the scheduler at ``run.scheduler``
+  (bench/engines/dask_engine.py).
+- ``slurm``: a Dask cluster whose workers are Slurm jobs (bench/cluster.py, docs/cluster.md).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.core.errors import lookup
+from bench.engines.queue import Item, QueueResult, make_slots, run_queue
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What an engine reports to the driver while it runs."""
+
+    on_final_failure: Callable[[Item], None]  # an item is out of attempts
+    progress: Callable[[dict], None]  # counts: done, failed, running, remaining
+    is_done: Callable[[Item], bool]  # did a job whose reply was lost leave its result?
+
+
+def job_threads(run) -> int:
+    """The torch (and OpenMP) thread count of every job of the run, on every engine: scores depend
+    on it, so the driver decides it once and sends it with each job. ``run.threads_per_job``, or by
+    default the cores shared by the jobs that run at once: this machine's cores / (devices x
+    jobs_per_device) for the local engine and a local Dask cluster; ``slurm.cores`` / the jobs one
+    Slurm worker runs at once for slurm; 1 on the workers of a scheduler named by ``run.scheduler``,
+    whose cores the driver cannot know."""
+    if run.threads_per_job:
+        return run.threads_per_job
+    if run.engine == "slurm":
+        return max(1, run.slurm.cores // run.slurm_jobs_at_once())
+    if run.engine == "dask" and run.scheduler:
+        return 1
+    return max(1, (os.cpu_count() or 1) // max(1, len(run.devices) * run.jobs_per_device))
+
+
+def run_local(items: list[Item], run, log_dir: Path, hooks: Hooks, done_keys: set[str]) -> QueueResult:
+    """The local device queue: ``run.devices`` x ``run.jobs_per_device`` worker processes."""
+    slots = make_slots(run.devices, run.jobs_per_device, job_threads(run))
+    return run_queue(
+        items,
+        slots,
+        log_dir,
+        run.retries,
+        run.timeout,
+        run.max_jobs_per_worker,
+        hooks.on_final_failure,
+        hooks.progress,
+        done_keys=done_keys,
+        is_done=hooks.is_done,
+        retry_on=run.retry_on,
+    )
+
+
+def run_dask(items: list[Item], run, log_dir: Path, hooks: Hooks, done_keys: set[str]) -> QueueResult:
+    """A Dask cluster: ``run.scheduler``, or a local cluster on loopback built from ``run.devices``."""
+    from bench.engines.cluster import connect
+    from bench.engines.dask_engine import drive
+
+    with connect(run) as client:
+        return drive(client, items, run, log_dir, hooks, done_keys)
+
+
+def run_slurm(items: list[Item], run, log_dir: Path, hooks: Hooks, done_keys: set[str]) -> QueueResult:
+    """A Dask cluster of Slurm worker jobs that adapts to the queue (``[run.slurm]``)."""
+    from bench.engines.cluster import slurm_client
+    from bench.engines.dask_engine import drive
+
+    with slurm_client(run, log_dir) as client:
+        return drive(client, items, run, log_dir, hooks, done_keys)
+
+
+ENGINES: dict[str, Callable[..., QueueResult]] = {"local": run_local, "dask": run_dask, "slurm": run_slurm}
+
+
+def run_engine(items: list[Item], run, log_dir: Path, hooks: Hooks, done_keys: set[str]) -> QueueResult:
+    """Run the items on the engine that ``run.engine`` names."""
+    return lookup(ENGINES, run.engine, "engine")(items, run, log_dir, hooks, done_keys)

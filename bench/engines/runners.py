@@ -1,0 +1,210 @@
+"""What a worker does with one job: a teacher fine-tuning or a distillation, ending in a record.
+
+Jobs are self-contained dicts (config + plan coordinates + paths), so a job can run in any
+worker process and be rerun from its record alone. Workers keep loaded task data and teacher
+logits in memory across jobs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.core.config import task_spec, train_spec
+from bench.core.files import atomic_write_json
+from bench.core.hashing import stable_hash
+from bench.core.provenance import provenance
+from bench.core.records import encode_array
+from bench.training.teachers import load_outputs
+
+_TASKS: dict[str, Any] = {}
+_LOGITS: OrderedDict[str, dict] = OrderedDict()
+_LOGITS_MAX_BYTES = 4 << 30  # teacher logits per (example, view) can be hundreds of MB per teacher
+
+
+def load_task(config: dict, cache_dir: str) -> Any:
+    """The job's task data, loaded once per worker."""
+    from bench.tasks.table import TASKS
+
+    key = stable_hash(config["task"])
+    if key not in _TASKS:
+        spec = task_spec(config)
+        _TASKS[key] = TASKS[spec.name].load(spec, Path(cache_dir))
+    return _TASKS[key]
+
+
+def teacher_logits(root: str, task: str, key: str, augment: str | None = None) -> dict[str, np.ndarray]:
+    """A teacher's cached logits (train followed by an augmented set's, if any), kept in an
+    in-process LRU bounded in bytes."""
+    from bench.training.teachers import augmented_outputs_path
+
+    cache_key = f"{key}/{augment}"
+    if cache_key in _LOGITS:
+        _LOGITS.move_to_end(cache_key)
+        return _LOGITS[cache_key]
+    out = load_outputs(root, task, key)
+    if augment is not None:
+        from bench.training.augment import load_augmented
+
+        aug = load_augmented(augmented_outputs_path(root, task, key, augment))
+        out = {**out, "train": np.concatenate([out["train"], aug["train"]])}
+    _LOGITS[cache_key] = out
+    while len(_LOGITS) > 1 and sum(a.nbytes for v in _LOGITS.values() for a in v.values()) > _LOGITS_MAX_BYTES:
+        _LOGITS.popitem(last=False)
+    return out
+
+
+@dataclass(frozen=True)
+class DistillContext:
+    """Everything a method's recipe receives."""
+
+    data: Any  # TaskData
+    spec: Any  # the student's TrainSpec (seed = this repeat's seed)
+    seed: int
+    params: dict  # method parameters at this grid point
+    teacher_logits: dict  # split -> mean of the k teachers' logits (float32)
+    primary_logits: dict | None  # split -> the primary teacher's logits (methods with a primary)
+    teacher_keys: tuple
+    primary: str | None
+    teachers_root: str
+    device: Any
+    teacher_outputs: tuple = ()  # each teacher's stored outputs as loaded (e.g. the LM's top-K caches)
+    fit: dict = field(default_factory=dict)  # the recipe reports steps and seconds here
+    teacher_work: dict = field(default_factory=dict)  # the recipe adds notes on its teacher targets here
+
+
+def with_augmented_train(config: dict, data: Any, cache: str, augment: str) -> Any:
+    """The task data whose train split is followed by augmentation run ``augment`` (kept per worker)."""
+    import dataclasses
+
+    from bench.tasks.glue import concat_splits, text_split
+    from bench.training.augment import augmented_path, load_augmented
+
+    key = f"{stable_hash(config['task'])}/{augment}"
+    if key not in _TASKS:
+        aug = text_split(load_augmented(augmented_path(cache, data.name, augment)))
+        _TASKS[key] = dataclasses.replace(
+            data, splits={**data.splits, "train": concat_splits(data.splits["train"], aug)}
+        )
+    return _TASKS[key]
+
+
+def run_augment(job: dict, device: Any) -> dict:
+    """Augment the training texts (bench.augment)."""
+    from bench.training.augment import run_augment as augment_job
+
+    return augment_job(job, device)
+
+
+def run_outputs(job: dict, device: Any) -> dict:
+    """Cache a teacher's logits on an augmented set."""
+    from bench.training.teachers import run_teacher_outputs
+
+    return run_teacher_outputs(job, load_task(job["config"], job["paths"]["cache"]), device)
+
+
+def run_teacher(job: dict, device: Any) -> dict:
+    """Fine-tune and store one teacher."""
+    from bench.training.teachers import train_teacher
+
+    started = time.perf_counter()
+    data = load_task(job["config"], job["paths"]["cache"])
+    return train_teacher(job, data, device, started)
+
+
+def run_distill(job: dict, device: Any) -> dict:
+    """Distil one student and write its record atomically; returns the record."""
+    import torch
+
+    from bench.methods.table import METHODS
+    from bench.models.builders import count_parameters
+    from bench.models.losses import mean_teacher_logits
+    from bench.tasks.table import TASKS
+    from bench.training.loop import evaluate
+
+    started = time.perf_counter()
+    wall_start = time.time()
+    config = job["config"]
+    data = load_task(config, job["paths"]["cache"])
+    augment = config.get("augment")
+    if augment is not None:
+        data = with_augmented_train(config, data, job["paths"]["cache"], augment)
+    root = job["paths"]["teachers"]
+    logits = [teacher_logits(root, data.name, k, augment) for k in config["teachers"]]
+    mean = {
+        s: mean_teacher_logits(torch.stack([torch.from_numpy(lg[s]) for lg in logits])).numpy()
+        for s in logits[0]
+        if s in data.splits
+    }  # dense per-split logits (not the LM's top-K caches)
+    ctx = DistillContext(
+        data=data,
+        spec=train_spec(config["student"], config["seed"]),
+        seed=config["seed"],
+        params=config["method"]["params"],
+        teacher_logits=mean,
+        primary_logits=None
+        if config["primary"] is None
+        else teacher_logits(root, data.name, config["primary"], augment),
+        teacher_keys=tuple(config["teachers"]),
+        primary=config["primary"],
+        teachers_root=root,
+        device=device,
+        teacher_outputs=tuple(logits),
+    )
+    t_setup = time.perf_counter()
+    model = METHODS[config["method"]["name"]].run(ctx)
+    t_train = time.perf_counter()
+    predictions: dict = {}
+    scores = evaluate(data, model, device, predictions)
+    t_eval = time.perf_counter()
+    metric = TASKS[data.name].metrics[0]
+    record = {
+        "key": job["key"],
+        "sweep": job["plan"]["sweep"],
+        "status": "ok",
+        "attempts": job["attempt"],
+        "error": None,
+        **{k: job["plan"][k] for k in ("k", "combination", "primary", "repeat", "grid")},
+        "teacher_keys": config["teachers"],
+        "config": config,
+        "paths": job["paths"],
+        "scores": scores,
+        "metric": metric,
+        "score": scores[data.eval_splits[0]][metric],
+        "score_split": data.eval_splits[0],
+        "n_params": count_parameters(model),
+        "fit": ctx.fit,
+        "predictions": {split: encode_array(p) for split, p in predictions.items()},
+        "teacher_work": {
+            "logits": "cached"
+            + (" (augmented examples included)" if augment else "")
+            + (" per (example, training view)" if data.splits["train"].n_views else ""),
+            "features": METHODS[config["method"]["name"]].features,
+            **ctx.teacher_work,
+        },
+        "timings": {
+            "queue_wait": job["queue_wait"],
+            "setup": t_setup - started,
+            "train": t_train - t_setup,
+            "eval": t_eval - t_train,
+            "total": t_eval - started,
+        },
+        "device": job["device"],
+        "slot": job["slot"],
+        "torch_device": str(device),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "threads": torch.get_num_threads(),
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "provenance": {**provenance(), "started": wall_start, "finished": time.time()},
+    }
+    atomic_write_json(job["record_path"], record)
+    return record
+
+
+RUNNERS = {"teacher": run_teacher, "augment": run_augment, "teacher-outputs": run_outputs, "distill": run_distill}

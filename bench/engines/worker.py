@@ -1,0 +1,171 @@
+"""A worker process: runs jobs sent by the driver one at a time, on one device slot.
+
+Protocol: one JSON object per line. The driver writes jobs to the worker's stdin; the worker
+answers on the original stdout (``{"ready": ...}`` once, then per job ``{"started": key}`` as soon
+as it has read it and one reply when it ends; a worker that dies before ``started`` never ran the job).
+Everything the job code prints goes to stderr, which the driver sends to the slot's log file.
+The driver sets ``BENCH_DEVICE``, ``CUDA_VISIBLE_DEVICES`` and the thread counts before start.
+
+Testing hooks (fault injection, documented in docs/architecture.md): ``BENCH_CRASH_ON=<key prefix>``
+makes the worker exit abruptly when it starts a job whose key has that prefix;
+``BENCH_RAISE_ON=<prefix>[,<prefix>...]`` makes such jobs raise, ``BENCH_OOM_ON`` makes them
+raise torch's out-of-memory error, ``BENCH_HANG_ON`` makes them hang (for ``run.timeout``).
+
+A worker never outlives the process that started it (the driver's slot, or a Dask worker): first
+thing, before importing torch, it asks Linux for SIGKILL when its parent dies (prctl
+PR_SET_PDEATHSIG; the parent is the *thread* that started it, which lives as long as the slot) and,
+as a portable fallback, watches its parent's pid (and ``BENCH_DRIVER=<host>:<pid>``, the driver of a
+Dask run on the same host) from a thread that ends the process within a second of its death, mid-job
+too. So a driver killed by SIGKILL, or a Dask worker that dies, leaves no job running (a GPU busy
+for hours) that a rerun would compute again. It ignores SIGINT: Ctrl-C in a terminal reaches the
+whole process group, and the driver, which gets it too, stops its workers itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+
+from bench.core.files import pid_alive
+
+
+def resolve_device(name: str):
+    """The torch device this worker uses for slot device ``name`` ('cpu' or 'cuda:N')."""
+    import torch
+
+    if name == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda:0")  # CUDA_VISIBLE_DEVICES holds the slot's GPU only
+    if os.environ.get("BENCH_SIMULATE_GPU") == "1":
+        return torch.device("cpu")
+    raise RuntimeError(
+        f"device {name} requested but torch sees no CUDA device "
+        f"(torch {torch.__version__}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')})"
+    )
+
+
+def main() -> None:
+    t0 = time.perf_counter()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent()
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+
+    def send(obj: dict) -> None:
+        proto.write(json.dumps(obj) + "\n")
+        proto.flush()
+
+    try:
+        import torch
+
+        threads = int(os.environ.get("BENCH_THREADS", "1"))
+        torch.set_num_threads(threads)
+        torch.set_num_interop_threads(threads)  # else one per CPU of the machine, whatever Slurm allocated
+        device = resolve_device(os.environ.get("BENCH_DEVICE", "cpu"))
+        from bench.engines.runners import RUNNERS
+        from bench.training.loop import set_determinism
+    except Exception as e:  # reported to the driver, which stops the sweep
+        send({"ready": False, "error": f"{type(e).__name__}: {e}"})
+        return
+    send({"ready": True, "pid": os.getpid(), "startup": time.perf_counter() - t0, "device": str(device)})
+    crash_on = os.environ.get("BENCH_CRASH_ON")
+    raise_on = tuple(p for p in os.environ.get("BENCH_RAISE_ON", "").split(",") if p)
+    oom_on = tuple(p for p in os.environ.get("BENCH_OOM_ON", "").split(",") if p)
+    hang_on = tuple(p for p in os.environ.get("BENCH_HANG_ON", "").split(",") if p)
+    for line in sys.stdin:
+        job = json.loads(line)
+        send({"started": job["key"]})  # a death before this line costs the job no attempt
+        if crash_on and job["key"].startswith(crash_on):
+            os._exit(137)
+        start = time.perf_counter()
+        try:
+            if raise_on and job["key"].startswith(raise_on):
+                raise RuntimeError("injected fault (BENCH_RAISE_ON)")
+            if oom_on and job["key"].startswith(oom_on):
+                raise torch.OutOfMemoryError("simulated out of memory (BENCH_OOM_ON)")
+            while hang_on and job["key"].startswith(hang_on):
+                time.sleep(1)
+            set_determinism(bool(job.get("deterministic")))
+            if job.get("threads"):
+                torch.set_num_threads(int(job["threads"]))  # run.threads_per_job, whatever the engine
+            result = RUNNERS[job["kind"]](job, device)
+            send(
+                {
+                    "key": job["key"],
+                    "status": "ok",
+                    "score": result.get("score"),
+                    "seconds": time.perf_counter() - start,
+                }
+            )
+        except Exception as e:
+            tb = traceback.format_exc()
+            print(tb, file=sys.stderr)
+            send(
+                {
+                    "key": job["key"],
+                    "status": "failed",
+                    "error": f"{type(e).__name__}: {e}",
+                    "kind": failure_kind(e),
+                    "step": getattr(e, "step", None),
+                    "traceback": tb,
+                    "seconds": time.perf_counter() - start,
+                }
+            )
+
+
+def failure_kind(e: BaseException) -> str:
+    """What went wrong, for the retry policy (``run.retry_on``): diverged, oom, network or error."""
+    from bench.core.errors import is_network_error
+    from bench.training.loop import Diverged
+
+    if isinstance(e, Diverged):
+        return "diverged"
+    if is_network_error(e):  # the hub unreachable: retrying costs minutes and repeats it
+        return "network"
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or "out of memory" in str(e).lower():
+        return "oom"
+    return "error"
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def exit_with_parent() -> None:
+    """End this process (SIGKILL, or os._exit from a watchdog thread) as soon as the process that
+    started it dies, or the driver named by ``BENCH_DRIVER=<host>:<pid>`` when it runs on this host."""
+    import threading
+
+    parent = int(os.environ.get("BENCH_PARENT_PID") or os.getppid())
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the watchdog below does it
+        pass
+    host, _, pid = os.environ.get("BENCH_DRIVER", "").rpartition(":")
+    driver = int(pid) if pid.isdigit() and host == socket.gethostname() else None
+
+    def gone() -> bool:
+        return os.getppid() != parent or (driver is not None and not pid_alive(driver))
+
+    if gone():  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while not gone():
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
+if __name__ == "__main__":
+    main()

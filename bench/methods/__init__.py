@@ -1,0 +1,1 @@
+"""bench.methods: see docs/architecture.md."""

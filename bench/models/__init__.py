@@ -1,0 +1,1 @@
+"""bench.models: see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""bench.plan: see docs/architecture.md."""

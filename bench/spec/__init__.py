@@ -1,0 +1,1 @@
+"""bench.spec: see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""bench.tasks: see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""bench.training: see docs/architecture.md."""

@@ -1,0 +1,171 @@
+"""The one training loop every recipe uses, prediction and evaluation."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.tasks.base import Split, TaskData
+from bench.tasks.table import score
+
+
+def set_determinism(on: bool) -> None:
+    """``run.deterministic``: torch's deterministic algorithms (an op without one raises) and,
+    for cuBLAS on GPUs, a fixed workspace (CUBLAS_WORKSPACE_CONFIG=:4096:8, set before the first
+    matmul of the process); cuDNN autotuning off. Without it a GPU rerun may differ in the last
+    bits; CPU runs of this project are deterministic either way."""
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on)
+    torch.backends.cudnn.deterministic = on
+    torch.backends.cudnn.benchmark = False
+
+
+def set_seed(seed: int) -> None:
+    """Seed python, numpy and torch (all devices) so a run is a function of its seed."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _schedule(spec: Any, total_steps: int) -> Callable[[int], float]:
+    """The learning-rate factor at each step: linear warmup (every schedule), then linear decay to
+    0 ("linear"), x0.1 at each milestone fraction of the steps ("step", He et al. 2016) or none
+    ("constant", TinyBERT's intermediate-layer stage)."""
+    warmup = int(total_steps * spec.warmup_ratio)
+    bounds = [int(total_steps * m) for m in spec.milestones]
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if spec.schedule == "step":
+            return 0.1 ** sum(step >= b for b in bounds)
+        if spec.schedule == "constant":
+            return 1.0
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return factor
+
+
+def _optimizer(spec: Any, params: list) -> torch.optim.Optimizer:
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+    return torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
+
+
+LossFn = Callable[[torch.nn.Module, dict, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def logits_loss(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> LossFn:
+    """Adapt ``fn(logits, example_indices, labels)`` to the training loop's loss signature."""
+    return lambda model, batch, idx, labels: fn(model(**batch), idx, labels)
+
+
+class Diverged(RuntimeError):
+    """Training produced a non-finite loss: the run has no score (recorded as ``diverged``)."""
+
+    def __init__(self, step: int):
+        self.step = step
+        super().__init__(f"training diverged: non-finite loss at step {step}")
+
+
+DIVERGENCE_CHECK_EVERY = 25  # steps between host syncs that look for a non-finite loss
+
+
+def train(
+    model: torch.nn.Module,
+    split: Split,
+    spec: Any,
+    seed: int,
+    loss_fn: LossFn,
+    device: torch.device,
+    extra_params: list | None = None,
+) -> dict:
+    """Train ``model`` on ``split`` for ``spec.epochs`` with the spec's optimizer and schedule.
+
+    ``loss_fn(model, batch, target_indices, labels)`` gives the loss; the indices let a method look
+    up per-example targets (cached teacher logits, laid out as ``predict_logits`` returns them):
+    the example index, or on a split with training views ``example * n_views + view``, the view
+    drawn for that example at this step. ``extra_params`` (e.g. projections of intermediate-layer
+    losses) are trained with the model. Returns step count and seconds. Raises ``Diverged`` with
+    the first step whose loss is NaN or infinite (checked on the device, synced every
+    ``DIVERGENCE_CHECK_EVERY`` steps and at the end).
+    """
+    model.to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad] + list(extra_params or [])
+    opt = _optimizer(spec, params)
+    n = len(split)
+    batches_per_epoch = max(1, n // spec.batch_size + (n % spec.batch_size > 1))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(spec, spec.epochs * batches_per_epoch))
+    rng = np.random.default_rng(seed)
+    labels_all = torch.from_numpy(split.labels)
+    steps, start = 0, time.perf_counter()
+    first_bad = torch.tensor(-1, device=device)
+    for _ in range(spec.epochs):
+        order = rng.permutation(n)
+        for b in range(0, n, spec.batch_size):
+            idx = order[b : b + spec.batch_size]
+            if len(idx) < 2:  # batch norm cannot train on one example
+                continue
+            view, target = None, idx
+            if split.n_views:
+                view = rng.integers(split.n_views, size=len(idx))
+                target = idx * split.n_views + view
+            batch = {k: v.to(device, non_blocking=True) for k, v in split.batch(idx, view).items()}
+            loss = loss_fn(model, batch, torch.from_numpy(target), labels_all[torch.from_numpy(idx)].to(device))
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), steps, first_bad)
+            if steps % DIVERGENCE_CHECK_EVERY == 0 and first_bad.item() >= 0:
+                raise Diverged(int(first_bad.item()))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if spec.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, spec.max_grad_norm)
+            opt.step()
+            sched.step()
+            steps += 1
+    if first_bad.item() >= 0:
+        raise Diverged(int(first_bad.item()))
+    return {"steps": steps, "seconds": time.perf_counter() - start}
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, split: Split, device: torch.device, batch_size: int = 256) -> np.ndarray:
+    """The model's logits on every example of ``split`` (in order), as float32; on a split with
+    training views, on every (example, view), row ``example * n_views + view``."""
+    model.to(device).eval()
+    views = max(1, split.n_views)
+    out = []
+    for b in range(0, len(split), batch_size):
+        idx = np.arange(b, min(b + batch_size, len(split)))
+        per_view = []
+        for v in range(views):
+            view = np.full(len(idx), v) if split.n_views else None
+            batch = {k: t.to(device) for k, t in split.batch(idx, view).items()}
+            per_view.append(model(**batch).float().cpu().numpy())
+        out.append(np.stack(per_view, axis=1).reshape(len(idx) * views, -1))
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def evaluate(data: TaskData, model: torch.nn.Module, device: torch.device, predictions: dict | None = None) -> dict:
+    """Metrics of the task on each evaluation split: {split: {metric: value}}; for tasks scored
+    by class predictions, ``predictions`` (when given) receives {split: predicted class per
+    example}, for paired example-level statistics."""
+    from bench.tasks.table import TASKS
+
+    custom = TASKS[data.name].evaluate
+    if custom is not None:
+        return custom(data, model, device)
+    scores = {}
+    for name in data.eval_splits:
+        split = data.splits[name]
+        preds = predict_logits(model, split, device).argmax(axis=1)
+        scores[name] = score(data.name, split.labels, preds)
+        if predictions is not None:
+            predictions[name] = preds
+    return scores

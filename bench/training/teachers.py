@@ -1,0 +1,227 @@
+"""Teachers: fine-tune one seed-varied teacher, store it, and serve its cached outputs.
+
+Layout: ``<teachers root>/<task>/<teacher key>/`` holding ``model.safetensors``, ``outputs.npz``
+(logits on every split, in split order) and ``meta.json`` (seed, scores, timings, device), the
+last written last. The folder is built under a temporary name and renamed into place, so a
+teacher exists completely or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.core.config import task_spec, train_spec
+from bench.core.files import atomic_write_json, file_mode, read_json
+from bench.core.provenance import provenance
+from bench.core.records import teacher_meta_problem
+
+
+def teacher_dir(root: str | os.PathLike, task: str, key: str) -> Path:
+    return Path(root) / task / key
+
+
+def teacher_done(root: str | os.PathLike, task: str, key: str) -> bool:
+    """Whether a complete teacher is stored."""
+    return (teacher_dir(root, task, key) / "meta.json").is_file()
+
+
+TEACHER_FILES = ("model.safetensors", "outputs.npz")  # checked against meta.json's sizes and sha256 sums
+
+
+def file_digest(path: Path) -> dict:
+    """Size and sha256 of a file, as stored in a teacher's meta.json."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return {"bytes": path.stat().st_size, "sha256": h.hexdigest()}
+
+
+def check_teacher(root: str | os.PathLike, task: str, key: str) -> str | None:
+    """What is wrong with a stored teacher (unreadable meta.json, a missing, truncated or
+    altered file against the sizes and sha256 sums in its meta.json), or None when it is sound."""
+    folder = teacher_dir(root, task, key)
+    try:
+        meta = read_json(folder / "meta.json")
+    except (OSError, ValueError) as e:
+        return f"meta.json unreadable ({e})"
+    problem = teacher_meta_problem(meta, key)
+    if problem is not None:
+        return problem
+    for name in TEACHER_FILES:
+        path = folder / name
+        if not path.is_file():
+            return f"{name} missing"
+        want = meta.get("files", {}).get(name)
+        if want is not None and file_digest(path) != want:
+            return f"{name} truncated or altered (size or sha256 differs from meta.json)"
+    return None
+
+
+def quarantine_teacher(root: str | os.PathLike, task: str, key: str, reason: str) -> Path:
+    """Move a damaged teacher aside (``<root>/<task>/.quarantine/``) so it is trained again; returns
+    where it went."""
+    folder = teacher_dir(root, task, key)
+    dest = Path(root) / task / ".quarantine" / f"{key}-{int(time.time())}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(folder, dest)
+    (dest / "QUARANTINED.txt").write_text(f"{reason}\n")
+    return dest
+
+
+def train_teacher(job: dict, data, device, started: float) -> dict:
+    """Fine-tune the teacher of ``job``, cache its logits on every split, store it; returns its meta."""
+    import torch
+    import torch.nn.functional as F
+    from safetensors.torch import save_model
+
+    from bench.models.builders import MODELS, count_parameters
+    from bench.training.loop import evaluate, logits_loss, predict_logits, set_seed, train
+
+    config = job["config"]
+    spec = train_spec(config["model"], config["seed"])
+    set_seed(spec.seed)
+    model = MODELS[spec.model].build(spec, data.shape)
+    t_setup = time.perf_counter()
+    fit = train(
+        model,
+        data.splits["train"],
+        spec,
+        spec.seed,
+        logits_loss(lambda logits, idx, y: F.cross_entropy(logits.flatten(0, -2), y.flatten())),
+        device,
+    )
+    t_train = time.perf_counter()
+    scores = evaluate(data, model, device)
+    t_eval = time.perf_counter()
+    from bench.tasks.table import TASKS
+
+    hook = TASKS[data.name].teacher_outputs
+    outputs = (
+        hook(model, data, device, task_spec(config))
+        if hook is not None
+        else {name: predict_logits(model, split, device) for name, split in data.splits.items()}
+    )
+    t_cache = time.perf_counter()
+
+    metric = TASKS[data.name].metrics[0]
+    final = teacher_dir(job["paths"]["teachers"], data.name, job["key"])
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model.cpu(), str(tmp / "model.safetensors"))
+    os.chmod(tmp / "model.safetensors", file_mode())  # safetensors creates it 0600, whatever the umask
+    with open(tmp / "outputs.npz", "wb") as f:
+        np.savez(f, **outputs)
+        f.flush()
+        os.fsync(f.fileno())
+    meta = {
+        "key": job["key"],
+        "index": job["plan"]["index"],
+        "seed": spec.seed,
+        "config": config,
+        "files": {name: file_digest(tmp / name) for name in TEACHER_FILES},
+        "status": "ok",
+        "scores": scores,
+        "metric": metric,
+        "score": scores[data.eval_splits[0]][metric],
+        "n_params": count_parameters(model),
+        "steps": fit["steps"],
+        "timings": {
+            "queue_wait": job["queue_wait"],
+            "setup": t_setup - started,
+            "train": t_train - t_setup,
+            "eval": t_eval - t_train,
+            "cache": t_cache - t_eval,
+            "total": time.perf_counter() - started,
+        },
+        "device": job["device"],
+        "slot": job["slot"],
+        "attempt": job["attempt"],
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "threads": torch.get_num_threads(),
+        **(
+            {
+                "cache_fidelity": [
+                    dict(zip(("temperature", "grad_cosine", "loss_ratio"), map(float, row)))
+                    for row in outputs["fidelity"]
+                ]
+            }
+            if "fidelity" in outputs
+            else {}
+        ),
+        "provenance": {
+            **provenance(),
+            "started": time.time() - (time.perf_counter() - started),
+            "finished": time.time(),
+        },
+    }
+    atomic_write_json(tmp / "meta.json", meta)
+    try:
+        os.rename(tmp, final)
+    except OSError:  # another run stored the same teacher first: keep that one
+        shutil.rmtree(tmp, ignore_errors=True)
+    return meta
+
+
+def load_teacher_model(root: str | os.PathLike, task: str, key: str, shape, device):
+    """A stored teacher as a torch module in eval mode (weights from safetensors)."""
+    from safetensors.torch import load_model
+
+    from bench.models.builders import MODELS
+
+    meta = load_meta(root, task, key)
+    spec = train_spec(meta["config"]["model"], meta["seed"])
+    model = MODELS[spec.model].build(spec, shape)
+    load_model(model, str(teacher_dir(root, task, key) / "model.safetensors"))
+    return model.to(device).eval()
+
+
+def augmented_outputs_path(root: str | os.PathLike, task: str, teacher_key: str, augment_key: str) -> Path:
+    """Where a teacher's logits on an augmented training set are cached."""
+    return teacher_dir(root, task, teacher_key) / f"aug-{augment_key}.npz"
+
+
+def run_teacher_outputs(job: dict, data, device) -> dict:
+    """Worker job: a stored teacher's logits on one augmented set, computed once and cached."""
+    import time
+
+    from bench.core.cache import save_arrays
+    from bench.tasks.glue import text_split
+    from bench.training.augment import augmented_path, load_augmented
+    from bench.training.loop import predict_logits
+
+    start = time.perf_counter()
+    config = job["config"]
+    split = text_split(load_augmented(augmented_path(job["paths"]["cache"], data.name, config["augment"])))
+    model = load_teacher_model(job["paths"]["teachers"], data.name, config["teacher"], data.shape, device)
+    logits = predict_logits(model, split, device)
+    save_arrays(
+        augmented_outputs_path(job["paths"]["teachers"], data.name, config["teacher"], config["augment"]),
+        {"train": logits},
+    )
+    return {"examples": len(split), "seconds": time.perf_counter() - start}
+
+
+def load_outputs(root: str | os.PathLike, task: str, key: str) -> dict[str, np.ndarray]:
+    """A stored teacher's logits by split."""
+    path = teacher_dir(root, task, key) / "outputs.npz"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {name: z[name] for name in z.files}
+    except (OSError, ValueError) as e:
+        raise RuntimeError(
+            f"{path}: cannot read the teacher's cached outputs ({e}); delete {path.parent} to train this teacher again"
+        ) from None
+
+
+def load_meta(root: str | os.PathLike, task: str, key: str) -> dict:
+    """A stored teacher's metadata (seed, scores, timings)."""
+    return read_json(teacher_dir(root, task, key) / "meta.json")
