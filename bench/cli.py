@@ -7,11 +7,21 @@ import json
 import sys
 from math import comb
 
-from bench.core.errors import UserError
+from bench.core.config import parse_device
+from bench.core.errors import UserError, did_you_mean
+from bench.core.interrupt import Interrupted, install
+from bench.driver.preflight import check_before_run
+from bench.driver.rerun import find_record, rerun_job
+from bench.driver.run import pending_work, run_sweep
+from bench.engines.cluster import slurm_cluster
+from bench.engines.queue import make_slots
+from bench.methods.table import METHODS
+from bench.plan.jobs import grid_points, make_plan
+from bench.spec.load import check_run, load_sweep, with_run_overrides
+from bench.training.teachers import teacher_done
 
 
 def _load(args: argparse.Namespace):
-    from bench.spec.load import load_sweep, with_run_overrides
 
     sweep = load_sweep(args.spec)
     devices = getattr(args, "devices", None)
@@ -31,10 +41,6 @@ def _load(args: argparse.Namespace):
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """Print job counts per k, totals and a compute estimate (measured seconds when records exist)."""
-    from bench.driver.run import pending_work
-    from bench.engines.queue import make_slots
-    from bench.methods.table import METHODS
-    from bench.plan.jobs import grid_points, make_plan
 
     sweep = _load(args)
     plan = make_plan(sweep)
@@ -106,9 +112,6 @@ def _overridden(args: argparse.Namespace) -> frozenset[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     """Check every option and what the run needs of this machine (devices, engine, network,
     output layout), then run every missing or failed job and write the report."""
-    from bench.driver.preflight import check_before_run
-    from bench.driver.run import run_sweep
-    from bench.plan.jobs import make_plan
 
     options = _report_options(args)  # before any work: a typo here must not cost a sweep
     plan = make_plan(_load(args))
@@ -124,13 +127,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     if not args.no_report:
-        from bench.analysis.report import write_report
+        from bench.analysis.report import (
+            write_report,  # lazy: pandas and matplotlib load only for the commands that report
+        )
 
         out = write_report(plan, options)
         print(f"report: {out / 'report.md'}", file=sys.stderr)
     if args.teachers_only:
-        from bench.training.teachers import teacher_done
-
         missing = [
             t.key for t in plan.teachers if not teacher_done(plan.sweep.paths.teachers, plan.sweep.task.name, t.key)
         ]
@@ -145,12 +148,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _report_options(args: argparse.Namespace):
-    from bench.analysis.report import ReportOptions
-    from bench.analysis.stats import TEACHER_COST_POLICIES
+    from bench.analysis.report import (
+        ReportOptions,  # lazy: pandas and matplotlib load only for the commands that report
+    )
+    from bench.analysis.stats import (
+        TEACHER_COST_POLICIES,  # lazy: pandas and matplotlib load only for the commands that report
+    )
 
     if args.teacher_cost not in TEACHER_COST_POLICIES:
-        from bench.core.errors import did_you_mean
-
         raise UserError(
             f"--teacher-cost: unknown policy '{args.teacher_cost}'"
             f"{did_you_mean(args.teacher_cost, TEACHER_COST_POLICIES)}; expected one of: "
@@ -167,7 +172,7 @@ def _report_options(args: argparse.Namespace):
 
 def _check_report_options(sweep, options) -> None:
     """The report options that depend on the sweep: --m at most r, --base-k one of its k."""
-    from bench.analysis.report import check_m
+    from bench.analysis.report import check_m  # lazy: pandas and matplotlib load only for the commands that report
 
     check_m(options, sweep.repeats)
     if options.base_k not in sweep.k:
@@ -178,8 +183,7 @@ def _check_report_options(sweep, options) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Write tables and figures from the sweep's records."""
-    from bench.analysis.report import write_report
-    from bench.plan.jobs import make_plan
+    from bench.analysis.report import write_report  # lazy: pandas and matplotlib load only for the commands that report
 
     options = _report_options(args)
     plan = make_plan(_load(args))
@@ -193,9 +197,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """Overlay several sweeps in one table and figure."""
     from pathlib import Path
 
-    from bench.analysis.compare import write_comparison
-    from bench.plan.jobs import make_plan
-    from bench.spec.load import load_sweep
+    from bench.analysis.compare import (
+        write_comparison,  # lazy: pandas and matplotlib load only for the commands that report
+    )
 
     plans = [make_plan(load_sweep(spec)) for spec in args.specs]
     out = write_comparison(plans, _report_options(args), Path(args.out) if args.out else None)
@@ -205,8 +209,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Print what is done, failed, missing or damaged in a sweep and what a rerun would do."""
-    from bench.analysis.doctor import diagnose, format_diagnosis
-    from bench.plan.jobs import make_plan
+    from bench.analysis.doctor import (  # lazy: pandas and matplotlib load only for the commands that report
+        diagnose,
+        format_diagnosis,
+    )
 
     d = diagnose(make_plan(_load(args)))
     print(json.dumps(d, indent=1) if args.json else format_diagnosis(d))
@@ -215,8 +221,6 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_rerun(args: argparse.Namespace) -> int:
     """Run one job again from its record and compare the scores."""
-    from bench.core.config import parse_device
-    from bench.driver.rerun import find_record, rerun_job
 
     try:
         parse_device(args.device)
@@ -255,12 +259,9 @@ def cmd_slurm_script(args: argparse.Namespace) -> int:
     import dataclasses
     from pathlib import Path
 
-    from bench.engines.cluster import slurm_cluster
-
     sweep = _load(args)
     if sweep.run.engine != "slurm":
         sweep = dataclasses.replace(sweep, run=dataclasses.replace(sweep.run, engine="slurm"))
-        from bench.spec.load import check_run
 
         check_run(sweep.run, sweep.source, "run")
     cluster = slurm_cluster(sweep.run, Path(sweep.results_dir() / "logs").resolve())
@@ -337,7 +338,6 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bench`` console script; user errors exit with code 2. SIGINT and SIGTERM
     stop the command (its workers first, bench/interrupt.py) with one line and exit 130 / 143."""
-    from bench.core.interrupt import Interrupted, install
 
     install()
     args = build_parser().parse_args(argv)

@@ -10,7 +10,9 @@ import pandas as pd
 
 from bench.analysis.aggregate import by_combination, jobs_frame, summary_by_k
 from bench.analysis.document import to_html, to_markdown
+from bench.analysis.plots import plot_compare
 from bench.analysis.report import ReportOptions, _metric_label, check_m, planned_records, save_figure, sweep_verdict
+from bench.analysis.stats import degenerate_notes, robust_tables
 from bench.core.errors import UserError
 from bench.core.files import atomic_write_bytes, folder_lock, remove_stale_temps
 from bench.plan.jobs import Plan
@@ -25,7 +27,6 @@ def compare_table(plans: list[Plan], options: ReportOptions = ReportOptions()) -
     """One row per (sweep and grid point, k): the paper's worst / best and single-teacher pooled
     ones, the size-matched statistics and their calibrated gains over the base k; and per sweep
     its metric label and its verdict."""
-    from bench.analysis.stats import degenerate_notes, robust_tables
 
     frames, metrics, verdicts = [], [], []
     for plan in plans:
@@ -87,8 +88,6 @@ def _write(out: Path, table: pd.DataFrame, metrics: list, verdicts: list, names:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from bench.analysis.plots import plot_compare
 
     atomic_write_bytes(out / "compare.csv", table.to_csv(index=False, float_format="%.6g").encode())
     metric = metrics[0] if len(set(metrics)) == 1 else "score"

@@ -8,7 +8,9 @@ from collections import Counter
 from pathlib import Path
 
 from bench.core.records import record_files, record_problem
+from bench.driver.run import FINAL_STATUSES, lock_holder
 from bench.plan.jobs import Plan
+from bench.training.teachers import check_teacher, teacher_done
 
 
 def _error_group(error: str | None) -> str:
@@ -23,8 +25,6 @@ def diagnose(plan: Plan) -> dict:
     """Counts of jobs by state (ok, diverged, failed, skipped, missing, damaged record, stale
     record of another config), teachers (stored, missing, damaged), failures grouped by error,
     the lock's holder, and what a rerun would do."""
-    from bench.driver.run import FINAL_STATUSES, lock_holder
-    from bench.training.teachers import check_teacher, teacher_done
 
     sweep = plan.sweep
     planned = {j.key: j for j in plan.jobs}

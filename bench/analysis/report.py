@@ -22,10 +22,20 @@ import pandas as pd
 
 from bench.analysis.aggregate import budget, by_combination, jobs_frame, scores_by_grid, summary_by_k
 from bench.analysis.document import to_html, to_markdown
-from bench.analysis.stats import POWER, call
+from bench.analysis.plots import plot_budget, plot_by_k, plot_expected_budget, plot_robust_by_k
+from bench.analysis.stats import (
+    POWER,
+    call,
+    cells,
+    charged_teacher_seconds,
+    degenerate_notes,
+    expected_by_budget,
+    robust_tables,
+)
 from bench.core.errors import UserError
 from bench.core.files import atomic_write_bytes, folder_lock, read_json, remove_stale_temps
 from bench.core.records import load_records, scan_records, teacher_meta_problem
+from bench.driver.run import lock_holder
 from bench.plan.jobs import Plan, grid_points
 from bench.tasks.table import LOWER_IS_BETTER
 from bench.training.teachers import teacher_dir, teacher_done
@@ -301,7 +311,6 @@ def gap_notes(jobs: pd.DataFrame, grid: list[str], robust: pd.DataFrame, higher:
     """Sentences naming what the statistics leave out or rest on: diverged runs (no score;
     leaving them out flatters the worst case), cells with fewer than m ok runs, and LM runs whose
     cached teacher target gave a KD gradient with cosine below FIDELITY_TARGET to the exact one."""
-    from bench.analysis.stats import cells
 
     notes = []
     if "cache_grad_cosine" in jobs:
@@ -654,9 +663,6 @@ def _guarded(what: str, build, blocks: list[tuple]) -> None:
 
 
 def _write_report(plan: Plan, options: ReportOptions, out: Path, outputs: _Outputs) -> None:
-    from bench.analysis.plots import plot_budget, plot_by_k, plot_expected_budget, plot_robust_by_k
-    from bench.analysis.stats import charged_teacher_seconds, degenerate_notes, expected_by_budget, robust_tables
-    from bench.driver.run import lock_holder
 
     sweep = plan.sweep
     grid = sorted(sweep.grid)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.core.files import atomic_write_bytes
+
 DIGEST = "__sha256__"
 
 
@@ -36,7 +38,6 @@ def arrays_digest(arrays: dict[str, np.ndarray]) -> str:
 
 def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
     """Atomically store named arrays and their digest as one .npz (read back with ``load_arrays``)."""
-    from bench.core.files import atomic_write_bytes
 
     buf = io.BytesIO()
     np.savez(buf, **arrays, **{DIGEST: np.array(arrays_digest(arrays))})

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.core.files import MAX_JSON_BYTES, read_json
+from bench.core.hashing import stable_hash
 
 RECORD_FORMAT = 1
 STATUSES = ("ok", "failed", "diverged", "skipped")
@@ -194,7 +195,6 @@ def record_problem(path: Path, job: Any = None) -> tuple[dict | None, str | None
     whose key is its file name and the ``stable_hash`` of its own config (a record copied under
     another job's name is not sound); with ``job`` (the plan's job of that key), its plan
     coordinates (k, combination, primary, repeat, grid, teachers) must be the job's."""
-    from bench.core.hashing import stable_hash
 
     try:
         rec = read_json(path)

@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.core.config import parse_device
 from bench.core.errors import SpecError, UserError
+from bench.models.builders import PRETRAINED_ALIASES
 
 HUB_TIMEOUT = 5.0  # seconds to wait for the hub before calling it unreachable
 GLUE_HUB = "nyu-mll/glue"
@@ -171,7 +173,6 @@ def gpu_count() -> tuple[int, str] | None:
 def check_devices(sweep: Any, overridden: frozenset[str] = frozenset()) -> None:
     """Refuse ``cuda:N`` slots of this machine (local engine or a local Dask cluster) that torch
     does not see, before anything is written; ``BENCH_SIMULATE_GPU=1`` (tests) skips the check."""
-    from bench.core.config import parse_device
 
     run = sweep.run
     if run.engine == "slurm" or run.scheduler or os.environ.get("BENCH_SIMULATE_GPU") == "1":
@@ -209,7 +210,6 @@ class HubName:
 
 def hub_names(sweep: Any) -> list[HubName]:
     """Every model, tokenizer and data set name of the sweep that is not a local file or folder."""
-    from bench.models.builders import PRETRAINED_ALIASES
 
     task = sweep.task
     out: list[HubName] = []
@@ -279,7 +279,6 @@ def hub_status(name: str, repo_type: str, timeout: float = HUB_TIMEOUT) -> str:
 
 
 def _offline_alternatives(need: HubName) -> str:
-    from bench.models.builders import PRETRAINED_ALIASES
 
     if need.repo_type == "model":
         aliases = ", ".join(PRETRAINED_ALIASES)
@@ -296,7 +295,6 @@ def check_hub(sweep: Any) -> None:
     """Resolve every hub name of the sweep (see the module docstring) or raise a SpecError naming
     the field and the offline alternatives. Contacts the hub only for names not available offline,
     and stops asking at the first sign it is unreachable."""
-    from bench.models.builders import PRETRAINED_ALIASES
 
     offline = hub_offline()
     cached: list[tuple[str, str]] = []

@@ -13,14 +13,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.core.errors import UserError
+from bench.core.cache import load_arrays
+from bench.core.errors import SpecError, UserError
 from bench.core.files import atomic_write_json, read_json, remove_stale_temps
 from bench.core.provenance import provenance
 from bench.core.records import load_records, record_path
 from bench.engines.dispatch import Hooks, job_threads, run_engine
 from bench.engines.queue import Item
 from bench.plan.jobs import AugmentJob, DistillJob, OutputsJob, Plan, TeacherJob
-from bench.training.teachers import teacher_done
+from bench.tasks.table import TASKS
+from bench.training.teachers import augmented_outputs_path, check_teacher, load_meta, quarantine_teacher, teacher_done
 
 FINAL_STATUSES = ("ok", "diverged")  # a job with such a record is not run again
 
@@ -74,9 +76,7 @@ def prep_payload(plan: Plan, job: AugmentJob | OutputsJob) -> dict:
 def prep_done(plan: Plan, job: AugmentJob | OutputsJob) -> bool:
     """Whether an augmentation run or a teacher's outputs on it are stored and sound (their digest
     matches, bench/cache.py: a damaged one is made again)."""
-    from bench.core.cache import load_arrays
-    from bench.training.augment import augmented_path
-    from bench.training.teachers import augmented_outputs_path
+    from bench.training.augment import augmented_path  # lazy: torch only in workers, not in the driver
 
     p = plan.sweep.paths
     task = plan.sweep.task.name
@@ -220,8 +220,6 @@ def preflight(plan: Plan) -> None:
     task's local data reads as the loaders will read it; raises UserError naming the field."""
     import tempfile
 
-    from bench.tasks.table import TASKS
-
     sweep = plan.sweep
     for field in ("teachers", "results", "reports", "cache"):
         root = Path(getattr(sweep.paths, field)).absolute()
@@ -238,8 +236,6 @@ def preflight(plan: Plan) -> None:
             except OSError as e:
                 problem = f"cannot write in {probe} ({e.strerror})"
         if problem:
-            from bench.core.errors import SpecError
-
             raise SpecError(sweep.source, f"paths.{field}", f"expected a writable folder for {root}; {problem}")
     check = TASKS[sweep.task.name].check
     if check is not None:
@@ -263,7 +259,6 @@ def remove_stale_temporaries(plan: Plan) -> None:
 def quarantine_damaged_teachers(plan: Plan, keys: set[str]) -> list[str]:
     """Check the stored teachers among ``keys`` against their meta.json (sizes and sha256 sums);
     move damaged ones aside (they are then trained again). Returns their keys."""
-    from bench.training.teachers import check_teacher, quarantine_teacher
 
     root, task = plan.sweep.paths.teachers, plan.sweep.task.name
     damaged = []
@@ -298,9 +293,6 @@ def check_threads(plan: Plan, finished: dict) -> None:
     depend on it (a digits teacher scored 0.9610 with 2 threads, 0.9638 with more) and job keys do
     not hold it, so the two would mix silently. ``bench run --mixed-threads`` resumes anyway."""
     from collections import Counter
-
-    from bench.core.errors import SpecError
-    from bench.training.teachers import load_meta
 
     sweep = plan.sweep
     threads = job_threads(sweep.run)
@@ -378,8 +370,6 @@ def _run_locked(plan: Plan, quiet: bool, teachers_only: bool, mixed_threads: boo
         )
     if not items:
         return RunSummary(0, 0, 0, 0, 0, 0, len(ok), 0.0)
-
-    from bench.tasks.table import TASKS
 
     metric = TASKS[sweep.task.name].metrics[0]
 

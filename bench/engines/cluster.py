@@ -20,6 +20,7 @@ from pathlib import Path
 
 from bench.core.config import parse_device
 from bench.core.errors import UserError
+from bench.core.interrupt import install
 
 
 def _distributed():
@@ -108,7 +109,6 @@ def slurm_cluster(run, log_dir: Path, job_name: str = "bench-worker"):
     """A dask-jobqueue SLURMCluster for ``[run.slurm]``: one worker per job named ``job_name``,
     GPU=1 per GPU worker, workers retiring before the walltime. Its scheduler binds to
     ``run.slurm.host`` / interface."""
-    from bench.core.interrupt import install
 
     _distributed()
     try:

@@ -32,6 +32,7 @@ import uuid
 from pathlib import Path
 
 from bench.core.errors import UserError
+from bench.core.interrupt import install
 from bench.core.provenance import slurm_job
 from bench.engines.queue import (
     Item,
@@ -185,8 +186,6 @@ def drive(client, items: list[Item], run, log_dir: Path, hooks, done_keys: set[s
     """Run the items on the cluster of ``client``: each as soon as its dependencies are done,
     failures retried ``run.retries`` times; returns what finished, failed and was skipped."""
     from distributed import as_completed
-
-    from bench.core.interrupt import install
 
     install()  # a library imported on the way here (dask-jobqueue) may have replaced the SIGINT handler
     start = time.time()

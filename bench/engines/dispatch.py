@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.core.errors import lookup
+from bench.engines.cluster import connect, slurm_client
+from bench.engines.dask_engine import drive
 from bench.engines.queue import Item, QueueResult, make_slots, run_queue
 
 
@@ -67,8 +69,6 @@ def run_local(items: list[Item], run, log_dir: Path, hooks: Hooks, done_keys: se
 
 def run_dask(items: list[Item], run, log_dir: Path, hooks: Hooks, done_keys: set[str]) -> QueueResult:
     """A Dask cluster: ``run.scheduler``, or a local cluster on loopback built from ``run.devices``."""
-    from bench.engines.cluster import connect
-    from bench.engines.dask_engine import drive
 
     with connect(run) as client:
         return drive(client, items, run, log_dir, hooks, done_keys)
@@ -76,8 +76,6 @@ def run_dask(items: list[Item], run, log_dir: Path, hooks: Hooks, done_keys: set
 
 def run_slurm(items: list[Item], run, log_dir: Path, hooks: Hooks, done_keys: set[str]) -> QueueResult:
     """A Dask cluster of Slurm worker jobs that adapts to the queue (``[run.slurm]``)."""
-    from bench.engines.cluster import slurm_client
-    from bench.engines.dask_engine import drive
 
     with slurm_client(run, log_dir) as client:
         return drive(client, items, run, log_dir, hooks, done_keys)

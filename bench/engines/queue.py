@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.core.config import parse_device
+from bench.core.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -468,8 +469,6 @@ def run_queue(
         raise
     if fatal:
         if isinstance(fatal[0], WorkerUnusable):
-            from bench.core.errors import UserError
-
             raise UserError(str(fatal[0]))
         raise fatal[0]
     r = sched.result

@@ -21,7 +21,15 @@ from bench.core.files import atomic_write_json
 from bench.core.hashing import stable_hash
 from bench.core.provenance import provenance
 from bench.core.records import encode_array
-from bench.training.teachers import load_outputs
+from bench.methods.table import METHODS
+from bench.models.builders import count_parameters
+from bench.models.losses import mean_teacher_logits
+from bench.tasks.glue import concat_splits, text_split
+from bench.tasks.table import TASKS
+from bench.training.augment import augmented_path, load_augmented
+from bench.training.augment import run_augment as augment_job
+from bench.training.loop import evaluate
+from bench.training.teachers import augmented_outputs_path, load_outputs, run_teacher_outputs, train_teacher
 
 _TASKS: dict[str, Any] = {}
 _LOGITS: OrderedDict[str, dict] = OrderedDict()
@@ -30,7 +38,6 @@ _LOGITS_MAX_BYTES = 4 << 30  # teacher logits per (example, view) can be hundred
 
 def load_task(config: dict, cache_dir: str) -> Any:
     """The job's task data, loaded once per worker."""
-    from bench.tasks.table import TASKS
 
     key = stable_hash(config["task"])
     if key not in _TASKS:
@@ -42,7 +49,6 @@ def load_task(config: dict, cache_dir: str) -> Any:
 def teacher_logits(root: str, task: str, key: str, augment: str | None = None) -> dict[str, np.ndarray]:
     """A teacher's cached logits (train followed by an augmented set's, if any), kept in an
     in-process LRU bounded in bytes."""
-    from bench.training.teachers import augmented_outputs_path
 
     cache_key = f"{key}/{augment}"
     if cache_key in _LOGITS:
@@ -50,8 +56,6 @@ def teacher_logits(root: str, task: str, key: str, augment: str | None = None) -
         return _LOGITS[cache_key]
     out = load_outputs(root, task, key)
     if augment is not None:
-        from bench.training.augment import load_augmented
-
         aug = load_augmented(augmented_outputs_path(root, task, key, augment))
         out = {**out, "train": np.concatenate([out["train"], aug["train"]])}
     _LOGITS[cache_key] = out
@@ -83,9 +87,6 @@ def with_augmented_train(config: dict, data: Any, cache: str, augment: str) -> A
     """The task data whose train split is followed by augmentation run ``augment`` (kept per worker)."""
     import dataclasses
 
-    from bench.tasks.glue import concat_splits, text_split
-    from bench.training.augment import augmented_path, load_augmented
-
     key = f"{stable_hash(config['task'])}/{augment}"
     if key not in _TASKS:
         aug = text_split(load_augmented(augmented_path(cache, data.name, augment)))
@@ -97,21 +98,18 @@ def with_augmented_train(config: dict, data: Any, cache: str, augment: str) -> A
 
 def run_augment(job: dict, device: Any) -> dict:
     """Augment the training texts (bench.augment)."""
-    from bench.training.augment import run_augment as augment_job
 
     return augment_job(job, device)
 
 
 def run_outputs(job: dict, device: Any) -> dict:
     """Cache a teacher's logits on an augmented set."""
-    from bench.training.teachers import run_teacher_outputs
 
     return run_teacher_outputs(job, load_task(job["config"], job["paths"]["cache"]), device)
 
 
 def run_teacher(job: dict, device: Any) -> dict:
     """Fine-tune and store one teacher."""
-    from bench.training.teachers import train_teacher
 
     started = time.perf_counter()
     data = load_task(job["config"], job["paths"]["cache"])
@@ -121,12 +119,6 @@ def run_teacher(job: dict, device: Any) -> dict:
 def run_distill(job: dict, device: Any) -> dict:
     """Distil one student and write its record atomically; returns the record."""
     import torch
-
-    from bench.methods.table import METHODS
-    from bench.models.builders import count_parameters
-    from bench.models.losses import mean_teacher_logits
-    from bench.tasks.table import TASKS
-    from bench.training.loop import evaluate
 
     started = time.perf_counter()
     wall_start = time.time()

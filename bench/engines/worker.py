@@ -31,7 +31,10 @@ import sys
 import time
 import traceback
 
+from bench.core.errors import is_network_error
 from bench.core.files import pid_alive
+from bench.engines.runners import RUNNERS
+from bench.training.loop import Diverged, set_determinism
 
 
 def resolve_device(name: str):
@@ -69,8 +72,6 @@ def main() -> None:
         torch.set_num_threads(threads)
         torch.set_num_interop_threads(threads)  # else one per CPU of the machine, whatever Slurm allocated
         device = resolve_device(os.environ.get("BENCH_DEVICE", "cpu"))
-        from bench.engines.runners import RUNNERS
-        from bench.training.loop import set_determinism
     except Exception as e:  # reported to the driver, which stops the sweep
         send({"ready": False, "error": f"{type(e).__name__}: {e}"})
         return
@@ -122,8 +123,6 @@ def main() -> None:
 
 def failure_kind(e: BaseException) -> str:
     """What went wrong, for the retry policy (``run.retry_on``): diverged, oom, network or error."""
-    from bench.core.errors import is_network_error
-    from bench.training.loop import Diverged
 
     if isinstance(e, Diverged):
         return "diverged"

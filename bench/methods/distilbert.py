@@ -21,6 +21,7 @@ from torch import nn
 from bench.models.builders import MODELS
 from bench.models.features import forward_features
 from bench.models.losses import cosine_hidden_loss, kd_loss
+from bench.models.nets import SequenceClassifier
 from bench.training.loop import set_seed, train
 from bench.training.teachers import load_teacher_model
 
@@ -36,8 +37,6 @@ def primary_layers(teacher: nn.Module, layers: Sequence[int] | None = None) -> n
     """A copy of a ``SequenceClassifier`` keeping encoder ``layers`` (default: ``default_layers``)
     and everything else (embeddings, pooler, classifier)."""
     from transformers import AutoModelForSequenceClassification
-
-    from bench.models.nets import SequenceClassifier
 
     config = copy.deepcopy(teacher.hf.config)
     keep = list(default_layers(config.num_hidden_layers) if layers is None else layers)

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.models.builders import MODELS
+from bench.models.losses import token_kd_loss
 from bench.tasks.lm import cache_fidelity, cache_kind, fidelity_sample, full_logits, kd_target, sample_cache
+from bench.training.loop import set_seed, train
+from bench.training.teachers import load_teacher_model
 
 
 def job_cache_fidelity(ctx: Any, students: dict) -> dict:
     """The fidelity of this job's k-teacher cached target at its temperature on the fidelity
     sample, for each of ``students`` (name -> the student's logits there, e.g. as initialised
     and as trained): k teacher forwards on a few blocks."""
-    from bench.training.teachers import load_teacher_model
 
     idx = fidelity_sample(ctx.data)
     exact = [
@@ -43,10 +46,6 @@ def train_lm_kd(ctx: Any) -> Any:
     union + tail bucket otherwise). When the KD term is used, records how faithful the cached
     target's gradient is for the student as initialised and as trained (``job_cache_fidelity``)."""
     import torch
-
-    from bench.models.builders import MODELS
-    from bench.models.losses import token_kd_loss
-    from bench.training.loop import set_seed, train
 
     set_seed(ctx.seed)
     model = MODELS[ctx.spec.model].build(ctx.spec, ctx.data.shape)

@@ -72,31 +72,39 @@ class Method:
 
 
 def _run_kd(ctx: Any) -> Any:
-    from bench.methods.kd import train_kd
+    from bench.methods.kd import train_kd  # lazy: the recipes import torch; `bench plan` reads this table without it
 
     return train_kd(ctx)
 
 
 def _run_kd_primary(ctx: Any) -> Any:
-    from bench.methods.kd import train_kd_primary
+    from bench.methods.kd import (
+        train_kd_primary,  # lazy: the recipes import torch; `bench plan` reads this table without it
+    )
 
     return train_kd_primary(ctx)
 
 
 def _run_tinybert(ctx: Any) -> Any:
-    from bench.methods.tinybert import train_tinybert
+    from bench.methods.tinybert import (
+        train_tinybert,  # lazy: the recipes import torch; `bench plan` reads this table without it
+    )
 
     return train_tinybert(ctx)
 
 
 def _run_distilbert(ctx: Any) -> Any:
-    from bench.methods.distilbert import train_distilbert
+    from bench.methods.distilbert import (
+        train_distilbert,  # lazy: the recipes import torch; `bench plan` reads this table without it
+    )
 
     return train_distilbert(ctx)
 
 
 def _run_lm_kd(ctx: Any) -> Any:
-    from bench.methods.lm_kd import train_lm_kd
+    from bench.methods.lm_kd import (
+        train_lm_kd,  # lazy: the recipes import torch; `bench plan` reads this table without it
+    )
 
     return train_lm_kd(ctx)
 

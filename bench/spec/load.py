@@ -13,7 +13,21 @@ import sys
 from math import comb
 from typing import Any, get_args, get_origin, get_type_hints
 
-from bench.core.config import AugmentSpec, MethodSpec, PathsSpec, RunSpec, SlurmSpec, Sweep, TaskSpec, TrainSpec
+from bench.core.config import (
+    AugmentSpec,
+    MethodSpec,
+    PathsSpec,
+    RunSpec,
+    SlurmSpec,
+    Sweep,
+    TaskSpec,
+    TrainSpec,
+    parse_device,
+)
+from bench.methods.table import METHODS
+from bench.models.builders import MODELS, check_pretrained_source
+from bench.tasks.base import ALL_VIEWS
+from bench.tasks.table import TASKS, check_models
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -140,7 +154,6 @@ SCHEDULES = ("linear", "step", "constant")
 
 
 def _check_train(spec: TrainSpec, file: str, role: str) -> None:
-    from bench.models.builders import MODELS
 
     if spec.model not in MODELS:
         raise SpecError(
@@ -178,7 +191,6 @@ def _check_train(spec: TrainSpec, file: str, role: str) -> None:
 
 
 def _method(data: Any, file: str) -> MethodSpec:
-    from bench.methods.table import METHODS
 
     if isinstance(data, str):
         data = {"name": data}
@@ -209,7 +221,6 @@ def _method(data: Any, file: str) -> MethodSpec:
 
 
 def _grid(data: Any, method: MethodSpec, file: str) -> dict:
-    from bench.methods.table import METHODS
 
     if not isinstance(data, dict):
         raise SpecError(file, "grid", f"expected a table of axis = [values], got {_short(data)}")
@@ -261,7 +272,6 @@ def _check_seeds(
 
 def parse_sweep(data: dict, file: str) -> Sweep:
     """Validate a parsed TOML document and build the Sweep; raises SpecError on the first problem."""
-    from bench.tasks.table import TASKS, check_models
 
     for key in data:
         if key not in _TOP_KEYS:
@@ -312,7 +322,6 @@ def parse_sweep(data: dict, file: str) -> Sweep:
     for sub in ("train_subset", "eval_subset"):
         if getattr(task, sub) is not None:
             _positive(file, f"task.{sub}", getattr(task, sub))
-    from bench.tasks.base import ALL_VIEWS
 
     if task.views and task.name != "cifar10":
         raise SpecError(file, "task.views", f"training views are for task 'cifar10'; expected 0 for '{task.name}'")
@@ -344,7 +353,6 @@ def parse_sweep(data: dict, file: str) -> Sweep:
     check_models(task, teacher, student, file)
 
     method = _method(data.get("method", {"name": "kd"}), file)
-    from bench.methods.table import METHODS
 
     if METHODS[method.name].check is not None:
         METHODS[method.name].check(teacher, student, method.params, file)
@@ -368,7 +376,6 @@ def parse_sweep(data: dict, file: str) -> Sweep:
         raise SpecError(file, "augment.p", f"expected a probability 0 <= p <= 1, got {augment.p}")
     if augment.factor and TASKS[task.name].modality != "text":
         raise SpecError(file, "augment.factor", f"augmentation is for text tasks; task '{task.name}' is not one")
-    from bench.models.builders import check_pretrained_source
 
     if task.tokenizer not in (None, "bpe"):
         check_pretrained_source(task.tokenizer, file, "task.tokenizer")
@@ -419,7 +426,6 @@ FAILURE_KINDS = ("error", "crash", "timeout", "oom", "diverged", "network")
 
 def check_run(run: RunSpec, file: str, prefix: str) -> None:
     """Validate the [run] table (also used for CLI overrides, with prefix '--...')."""
-    from bench.core.config import parse_device
 
     if not run.devices:
         raise SpecError(file, f"{prefix}.devices", "expected at least one device")

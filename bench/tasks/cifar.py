@@ -22,7 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from bench.core.cache import load_arrays, save_arrays
 from bench.core.errors import UserError
+from bench.core.hashing import stable_hash
+from bench.models.builders import Shape
+from bench.tasks.base import ALL_VIEWS, Split, TaskData, _subset
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MEAN = (0.4914, 0.4822, 0.4465)
@@ -108,8 +112,6 @@ def _identity(data: str | None) -> dict:
 
 def cifar_arrays(data: str | None, cache_dir: Path) -> dict[str, np.ndarray]:
     """Decoded images (uint8, N x 3 x 32 x 32) and labels of train and test, cached on disk."""
-    from bench.core.cache import load_arrays, save_arrays
-    from bench.core.hashing import stable_hash
 
     path = cache_dir / "cifar10" / f"{stable_hash(_identity(data))}.npz"
     arrays = load_arrays(path)  # None when missing or damaged: decoded again
@@ -123,7 +125,6 @@ def cifar_arrays(data: str | None, cache_dir: Path) -> dict[str, np.ndarray]:
 def view_table(n: int, views: int, seed: int) -> np.ndarray | None:
     """Per example, the codes of its ``views`` training views: all 162 in order when views = 162,
     else a fixed random choice without repetition (None when views = 0)."""
-    from bench.tasks.base import ALL_VIEWS
 
     if views == 0:
         return None
@@ -135,8 +136,6 @@ def view_table(n: int, views: int, seed: int) -> np.ndarray | None:
 
 def load_cifar10(spec: Any, cache_dir: Path) -> Any:
     """CIFAR-10 as a TaskData: uint8 images normalised per batch, training views per ``spec.views``."""
-    from bench.models.builders import Shape
-    from bench.tasks.base import Split, TaskData, _subset
 
     arrays = cifar_arrays(spec.data, cache_dir)
     splits = {}

@@ -25,7 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from bench.core.cache import load_arrays, save_arrays
 from bench.core.errors import UserError
+from bench.core.hashing import stable_hash
+from bench.models.builders import Shape
+from bench.tasks.base import Split, TaskData, _subset
+from bench.tasks.glue import load_tokenizer
 
 EOS = "<|endoftext|>"
 
@@ -57,11 +62,7 @@ def load_lm_tokenizer(spec: Any, train_text: str, cache_dir: Path) -> Any:
     from tokenizers import Tokenizer
 
     if spec.tokenizer not in (None, "bpe"):
-        from bench.tasks.glue import load_tokenizer
-
         return load_tokenizer(spec.tokenizer).backend_tokenizer
-    from bench.core.cache import load_arrays, save_arrays
-    from bench.core.hashing import stable_hash
 
     # a checked cache (bench/cache.py): the tokenizer's JSON as bytes, with its digest
     path = cache_dir / "lm" / f"bpe-{stable_hash([spec.vocab_size, len(train_text), train_text[:4096]])}.npz"
@@ -112,7 +113,6 @@ def read_lambada(path: str) -> list[tuple[str, str]]:
 
 def lambada_split(pairs: list[tuple[str, str]], tokenizer: Any, max_length: int) -> Any:
     """A ragged Split of context + target ids; ``types`` marks the target tokens with 1."""
-    from bench.tasks.base import Split
 
     ids, types, lengths = [], [], []
     for context, target in pairs:
@@ -132,8 +132,6 @@ def lambada_split(pairs: list[tuple[str, str]], tokenizer: Any, max_length: int)
 
 def load_lm(spec: Any, cache_dir: Path) -> Any:
     """The LM task: train / val blocks and the LAMBADA split (when ``task.lambada`` is set)."""
-    from bench.models.builders import Shape
-    from bench.tasks.base import Split, TaskData, _subset
 
     train_text, val_text = read_corpus(spec)
     tokenizer = load_lm_tokenizer(spec, train_text, cache_dir)
@@ -337,7 +335,7 @@ def cache_fidelity(exact: list[Any], outputs: list[dict], student_logits: Any, t
     term ``T^2 KL``, and the ratio cached / exact of that term, over all the positions."""
     import torch
 
-    from bench.models.losses import token_kd_loss
+    from bench.models.losses import token_kd_loss  # lazy: torch only where a cache's fidelity is measured (workers)
 
     ids, vals, tail = kd_target(outputs)
     s = student_logits.detach().float().reshape(-1, student_logits.shape[-1])

@@ -25,8 +25,10 @@ import numpy as np
 from bench.core.errors import SpecError
 from bench.models.builders import MODELS
 from bench.tasks.base import TaskData, metric_accuracy, metric_f1, metric_mcc
+from bench.tasks.cifar import load_cifar10 as load
 from bench.tasks.digits import load_digits
 from bench.tasks.glue import check_glue, load_glue
+from bench.tasks.lm import evaluate_lm, load_lm, teacher_topk
 
 # --------------------------------------------------------------------------- metrics
 
@@ -65,26 +67,22 @@ LOWER_IS_BETTER = frozenset({"perplexity"})
 
 
 def _lm_load(spec: Any, cache_dir: Path) -> TaskData:
-    from bench.tasks.lm import load_lm
 
     return load_lm(spec, cache_dir)
 
 
 def _lm_evaluate(data: TaskData, model: Any, device: Any) -> dict:
-    from bench.tasks.lm import evaluate_lm
 
     return evaluate_lm(data, model, device)
 
 
 def _lm_teacher_outputs(model: Any, data: TaskData, device: Any, spec: Any) -> dict:
-    from bench.tasks.lm import teacher_topk
 
     return teacher_topk(model, data, device, spec.teacher_topk)
 
 
 def load_cifar10(spec: Any, cache_dir: Path) -> TaskData:
     """CIFAR-10 from a local folder or the hub, with its training views (bench/cifar.py)."""
-    from bench.tasks.cifar import load_cifar10 as load
 
     return load(spec, cache_dir)
 

@@ -22,6 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.core.cache import load_arrays, save_arrays
+from bench.core.config import task_spec
+from bench.core.files import atomic_write_bytes
+from bench.models.builders import resolve_pretrained
+from bench.tasks.glue import glue_texts, load_tokenizer, tokenize_split
+
 
 @dataclass(frozen=True)
 class Candidates:
@@ -38,8 +44,6 @@ def load_candidates(name: str) -> Candidates:
     """Load the masked LM ``name`` (alias, folder or hub name) for augmentation."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
-
-    from bench.models.builders import resolve_pretrained
 
     hf_logging.set_verbosity_error()
     source = resolve_pretrained(name)
@@ -118,7 +122,6 @@ def augmented_path(cache: str, task: str, key: str):
 def load_augmented(path) -> dict:
     """The tokenized arrays of a stored augmentation run (or a teacher's outputs on one); a damaged
     file fails the job, and the next ``bench run`` makes it again (``run.prep_done``)."""
-    from bench.core.cache import load_arrays
 
     arrays = load_arrays(path)
     if arrays is None:
@@ -133,11 +136,6 @@ def run_augment(job: dict, device: Any) -> dict:
     """Worker job: augment the task's training texts once and store them tokenized, with a sample."""
     import json
     import time
-
-    from bench.core.cache import save_arrays
-    from bench.core.config import task_spec
-    from bench.core.files import atomic_write_bytes
-    from bench.tasks.glue import glue_texts, load_tokenizer, tokenize_split
 
     start = time.perf_counter()
     config, a = job["config"], job["config"]["augment"]

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from bench.tasks.base import Split, TaskData
-from bench.tasks.table import score
+from bench.tasks.table import TASKS, score
 
 
 def set_determinism(on: bool) -> None:
@@ -156,7 +156,6 @@ def evaluate(data: TaskData, model: torch.nn.Module, device: torch.device, predi
     """Metrics of the task on each evaluation split: {split: {metric: value}}; for tasks scored
     by class predictions, ``predictions`` (when given) receives {split: predicted class per
     example}, for paired example-level statistics."""
-    from bench.tasks.table import TASKS
 
     custom = TASKS[data.name].evaluate
     if custom is not None:

@@ -15,10 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.core.cache import save_arrays
 from bench.core.config import task_spec, train_spec
 from bench.core.files import atomic_write_json, file_mode, read_json
 from bench.core.provenance import provenance
 from bench.core.records import teacher_meta_problem
+from bench.models.builders import MODELS, count_parameters
+from bench.tasks.glue import text_split
+from bench.tasks.table import TASKS
 
 
 def teacher_dir(root: str | os.PathLike, task: str, key: str) -> Path:
@@ -82,8 +86,13 @@ def train_teacher(job: dict, data, device, started: float) -> dict:
     import torch.nn.functional as F
     from safetensors.torch import save_model
 
-    from bench.models.builders import MODELS, count_parameters
-    from bench.training.loop import evaluate, logits_loss, predict_logits, set_seed, train
+    from bench.training.loop import (  # lazy: torch only in the worker that trains, not in the driver
+        evaluate,
+        logits_loss,
+        predict_logits,
+        set_seed,
+        train,
+    )
 
     config = job["config"]
     spec = train_spec(config["model"], config["seed"])
@@ -101,7 +110,6 @@ def train_teacher(job: dict, data, device, started: float) -> dict:
     t_train = time.perf_counter()
     scores = evaluate(data, model, device)
     t_eval = time.perf_counter()
-    from bench.tasks.table import TASKS
 
     hook = TASKS[data.name].teacher_outputs
     outputs = (
@@ -175,8 +183,6 @@ def load_teacher_model(root: str | os.PathLike, task: str, key: str, shape, devi
     """A stored teacher as a torch module in eval mode (weights from safetensors)."""
     from safetensors.torch import load_model
 
-    from bench.models.builders import MODELS
-
     meta = load_meta(root, task, key)
     spec = train_spec(meta["config"]["model"], meta["seed"])
     model = MODELS[spec.model].build(spec, shape)
@@ -193,10 +199,11 @@ def run_teacher_outputs(job: dict, data, device) -> dict:
     """Worker job: a stored teacher's logits on one augmented set, computed once and cached."""
     import time
 
-    from bench.core.cache import save_arrays
-    from bench.tasks.glue import text_split
-    from bench.training.augment import augmented_path, load_augmented
-    from bench.training.loop import predict_logits
+    from bench.training.augment import (  # lazy: torch only in the worker that trains, not in the driver
+        augmented_path,
+        load_augmented,
+    )
+    from bench.training.loop import predict_logits  # lazy: torch only in the worker that trains, not in the driver
 
     start = time.perf_counter()
     config = job["config"]
