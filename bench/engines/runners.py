@@ -138,7 +138,7 @@ def run_distill(job: dict, device: Any) -> dict:
         data=data,
         spec=train_spec(config["student"], config["seed"]),
         seed=config["seed"],
-        params=config["method"]["params"],
+        params={**METHODS[config["method"]["name"]].defaults(), **config["method"]["params"]},  # keys omit defaults
         teacher_logits=mean,
         primary_logits=None
         if config["primary"] is None

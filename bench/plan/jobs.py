@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from math import comb
 from typing import Any
 
 from bench.core.config import Sweep
 from bench.core.hashing import stable_hash
+from bench.core.keys import identity, params_identity
 from bench.methods.table import METHODS
 
 TEACHER_FORMAT = 1
@@ -81,32 +82,12 @@ class Plan:
         return {k: c[k] for k in self.sweep.k}
 
 
-# Fields added after format 1, with their defaults: they enter a key only when set to another
-# value, so that the teachers and records of existing sweeps keep their keys.
-LATER_FIELDS = {
-    "views": 0,
-    "optimizer": "adamw",
-    "momentum": 0.9,
-    "schedule": "linear",
-    "milestones": (0.5, 0.75),
-    "vocab_size": 1024,
-    "teacher_topk": 64,
-    "lambada": None,
-}
-
-
-def _identity(spec: Any) -> dict:
-    return {k: v for k, v in asdict(spec).items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
-
-
 def _task_identity(sweep: Sweep) -> dict:
-    return _identity(sweep.task)
+    return identity(sweep.task)
 
 
 def _train_identity(spec: Any) -> dict:
-    d = _identity(spec)
-    d.pop("seed")
-    return d
+    return identity(spec, drop=("seed",))
 
 
 def teacher_jobs(sweep: Sweep) -> tuple:
@@ -142,7 +123,7 @@ def augment_jobs(sweep: Sweep, teachers: tuple) -> tuple[tuple, tuple]:
             "kind": "augment",
             "format": 1,
             "task": _task_identity(sweep),
-            "augment": asdict(sweep.augment),
+            "augment": identity(sweep.augment),
             "seed": seed,
         }
         augments.append(AugmentJob(key=stable_hash(config), seed=seed, config=config))
@@ -169,7 +150,7 @@ def make_plan(sweep: Sweep) -> Plan:
     student = _train_identity(sweep.student)
     jobs = []
     for point in grid_points(sweep):
-        params = {**sweep.method.params, **point}
+        params = params_identity(method, {**sweep.method.params, **point})
         for k in sweep.k:
             for combo in itertools.combinations(range(sweep.teachers), k):
                 primaries = combo if method.needs_primary else (None,)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench.core.cache import load_arrays, save_arrays
+from bench.core.hashing import stable_hash
 from bench.models.builders import Shape
 from bench.tasks.base import Split, TaskData, _subset
 
@@ -24,7 +23,7 @@ def load_digits(spec: Any, cache_dir: Path) -> TaskData:
         "eval_subset": spec.eval_subset,
         "format": 1,
     }
-    digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+    digest = stable_hash(ident)
     path = Path(cache_dir) / "digits" / f"digits-{digest}.npz"
     names = ("train", "dev", "test")
     arrays = load_arrays(path)  # None when missing or damaged: built again

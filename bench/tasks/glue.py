@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,8 @@ import numpy as np
 
 from bench.core.cache import load_arrays, save_arrays
 from bench.core.errors import UserError
+from bench.core.hashing import stable_hash
+from bench.core.keys import identity
 from bench.models.builders import Shape, resolve_pretrained
 from bench.tasks.base import Split, TaskData, _subset
 
@@ -150,8 +150,8 @@ def concat_splits(a: Split, b: Split) -> Split:
 def load_glue(spec: Any, cache_dir: Path) -> TaskData:
     """A GLUE task, tokenized (cached on disk) with the spec's tokenizer."""
     fmt = GLUE[spec.name]
-    ident = {"task": asdict(spec), "source": _source_identity(spec, fmt), "format": 1}
-    digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+    ident = {"task": identity(spec), "source": _source_identity(spec, fmt), "format": 1}
+    digest = stable_hash(ident)
     path = cache_dir / "tokenized" / f"{spec.name}-{digest}.npz"
     tokenizer = load_tokenizer(spec.tokenizer)
     arrays = load_arrays(path)  # None when missing or damaged: built again
