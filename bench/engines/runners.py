@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from bench.core.files import atomic_write_json
 from bench.core.hashing import stable_hash
 from bench.core.provenance import provenance
 from bench.core.records import encode_array
+from bench.methods.context import DistillContext
 from bench.methods.table import METHODS
 from bench.models.builders import count_parameters
 from bench.models.losses import mean_teacher_logits
@@ -62,25 +62,6 @@ def teacher_logits(root: str, task: str, key: str, augment: str | None = None) -
     while len(_LOGITS) > 1 and sum(a.nbytes for v in _LOGITS.values() for a in v.values()) > _LOGITS_MAX_BYTES:
         _LOGITS.popitem(last=False)
     return out
-
-
-@dataclass(frozen=True)
-class DistillContext:
-    """Everything a method's recipe receives."""
-
-    data: Any  # TaskData
-    spec: Any  # the student's TrainSpec (seed = this repeat's seed)
-    seed: int
-    params: dict  # method parameters at this grid point
-    teacher_logits: dict  # split -> mean of the k teachers' logits (float32)
-    primary_logits: dict | None  # split -> the primary teacher's logits (methods with a primary)
-    teacher_keys: tuple
-    primary: str | None
-    teachers_root: str
-    device: Any
-    teacher_outputs: tuple = ()  # each teacher's stored outputs as loaded (e.g. the LM's top-K caches)
-    fit: dict = field(default_factory=dict)  # the recipe reports steps and seconds here
-    teacher_work: dict = field(default_factory=dict)  # the recipe adds notes on its teacher targets here
 
 
 def with_augmented_train(config: dict, data: Any, cache: str, augment: str) -> Any:

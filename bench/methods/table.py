@@ -1,5 +1,5 @@
 """The table of distillation methods. Each method is a training recipe over one interface:
-``run(ctx) -> student`` where ``ctx`` is a ``bench.engines.runners.DistillContext``.
+``run(ctx) -> student`` where ``ctx`` is a ``bench.methods.context.DistillContext``.
 
 Adding a method means adding a function and one entry in ``METHODS``: no registration by import.
 """
@@ -12,6 +12,7 @@ from functools import partial
 from typing import Any
 
 from bench.core.errors import SpecError
+from bench.core.plugins import Table
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,7 @@ KD_PARAMS = {
     "alpha": Param(0.5, 0.0, 1.0, "weight of the hard-label cross-entropy; 1 - alpha goes to T^2*KL"),
 }
 
-METHODS: dict[str, Method] = {
+BUILTIN_METHODS: dict[str, Method] = {
     "kd": Method(
         name="kd",
         needs_primary=False,
@@ -256,3 +257,4 @@ METHODS: dict[str, Method] = {
         check=partial(_models_of, "gpt", method="lm-kd", allowed=True),
     ),
 }
+METHODS: Table[Method] = Table("bench.methods", Method, BUILTIN_METHODS)  # + installed plugins (bench.core.plugins)

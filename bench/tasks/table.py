@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from bench.core.errors import SpecError
+from bench.core.plugins import Table
 from bench.models.builders import MODELS
 from bench.tasks.base import TaskData, metric_accuracy, metric_f1, metric_mcc
 from bench.tasks.cifar import load_cifar10 as load
@@ -87,7 +88,7 @@ def load_cifar10(spec: Any, cache_dir: Path) -> TaskData:
     return load(spec, cache_dir)
 
 
-TASKS: dict[str, TaskInfo] = {
+BUILTIN_TASKS: dict[str, TaskInfo] = {
     "digits": TaskInfo("image", ("accuracy",), load_digits),
     "cifar10": TaskInfo("image", ("accuracy",), load_cifar10),
     "cola": TaskInfo("text", ("mcc", "accuracy"), load_glue, check=check_glue),
@@ -95,6 +96,7 @@ TASKS: dict[str, TaskInfo] = {
     "sst2": TaskInfo("text", ("accuracy",), load_glue, check=check_glue),
     "lm": TaskInfo("lm", ("perplexity", "token_accuracy", "accuracy"), _lm_load, _lm_evaluate, _lm_teacher_outputs),
 }
+TASKS: Table[TaskInfo] = Table("bench.tasks", TaskInfo, BUILTIN_TASKS)  # + installed plugins (bench.core.plugins)
 
 
 def check_models(task: Any, teacher: Any, student: Any, file: str) -> None:
