@@ -16,6 +16,7 @@ cache over online teachers at k=6 (student training seconds). Each figure is the
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import statistics
@@ -67,14 +68,10 @@ def main() -> None:
         cached: dict[int, list] = {1: [], 6: []}
         for trial in range(args.trials + 1):  # the first round warms the caches and is dropped
             for k, job in picks.items():
-                payload = {
-                    **distill_payload(plan, job),
-                    "record_path": str(folder / f"r{k}.json"),
-                    "attempt": 1,
-                    "slot": "bench",
-                    "device": "cpu",
-                    "queue_wait": 0.0,
-                }
+                payload = dataclasses.replace(
+                    distill_payload(plan, job).dispatched(1, "bench", "cpu", 0.0),
+                    record_path=str(folder / f"r{k}.json"),
+                )
                 rec = jobs.run_distill(payload, cpu)
                 if trial:
                     cached[k].append(rec["timings"])

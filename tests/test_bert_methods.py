@@ -52,11 +52,9 @@ def _job(project, method, student=None):
     plan = make_plan(load_sweep(spec))
     cpu = torch.device("cpu")
     for t in plan.teachers:
-        run_teacher(
-            {**teacher_payload(plan, t), "queue_wait": 0.0, "device": "cpu", "slot": "cpu#0", "attempt": 1}, cpu
-        )
+        run_teacher(teacher_payload(plan, t).dispatched(1, "cpu#0", "cpu", 0.0), cpu)
     job = next(j for j in plan.jobs if j.k == 3 and j.primary == 1)
-    payload = {**distill_payload(plan, job), "queue_wait": 0.0, "device": "cpu", "slot": "cpu#0", "attempt": 1}
+    payload = distill_payload(plan, job).dispatched(1, "cpu#0", "cpu", 0.0)
     root = str(project / "teachers")
     mean = np.mean([load_outputs(root, "cola", k)["train"] for k in job.teacher_keys], axis=0)
     return plan, job, payload, mean
@@ -117,7 +115,7 @@ def test_tinybert_ild_runs_at_ild_lr_and_pld_at_student_lr(project, monkeypatch)
     spec = STUDENTS["tinybert"] + "\nlr = 3e-5"
     monkeypatch.setitem(STUDENTS, "tinybert", spec)
     _, _, payload, _ = _job(project, "tinybert")
-    payload["config"]["method"]["params"]["ild_lr"] = 5e-5
+    payload.config["method"]["params"]["ild_lr"] = 5e-5
     stages = []
     real = tinybert.train
     monkeypatch.setattr(

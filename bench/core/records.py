@@ -1,7 +1,8 @@
 """Job records: one JSON file per finished job, written atomically, and their loading.
 
 A record is the only source of tables and figures. Schema (``RECORD_FORMAT`` 1):
-``key, sweep, status ("ok" | "failed" | "diverged": no score, a non-finite loss at
+``record_format`` (``RECORD_FORMAT``; absent in records written before it was stamped), ``key,
+sweep, status ("ok" | "failed" | "diverged": no score, a non-finite loss at
 ``diverged_at_step`` | "skipped": not run, a job it waits for failed), attempts, error, k,
 combination, primary, repeat, grid, teacher_keys, config, metric, score (on the task's first
 evaluation split), scores {split: {metric: value}}, timings {queue_wait, setup, train, eval,
@@ -34,7 +35,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bench.core.files import MAX_JSON_BYTES, read_json
+from bench.core.files import MAX_JSON_BYTES, atomic_write_json, read_json
 from bench.core.hashing import stable_hash
 
 RECORD_FORMAT = 1
@@ -76,6 +77,7 @@ _COMMON = {
     "config": (lambda v: isinstance(v, dict), "an object"),
 }
 _OPTIONAL = {
+    "record_format": (lambda v: v == RECORD_FORMAT, f"{RECORD_FORMAT}, the record format this bench reads"),
     "primary": (lambda v: v is None or _is_int(v), "a teacher index or null"),
     "attempts": (lambda v: v is None or _is_int(v), "an integer"),
     "error": (lambda v: v is None or isinstance(v, str), "a string or null"),
@@ -187,6 +189,19 @@ def schema_problem(rec: Any) -> str | None:
         except (ValueError, TypeError, KeyError, AttributeError) as e:
             return f"field 'predictions.{split}': not an encoded array ({e})"
     return None
+
+
+def write_record(path: str | os.PathLike, record: dict) -> dict:
+    """The one way a job record is written (by the worker when its job ends, by the driver for a
+    failed or skipped job): stamped with ``RECORD_FORMAT``, checked against the schema (a bug that
+    would write an unsound record raises here instead of quarantining it at the next run), then
+    written atomically. Returns what was written."""
+    rec = {"record_format": RECORD_FORMAT, **record}
+    problem = schema_problem(rec)
+    if problem is not None:
+        raise ValueError(f"refusing to write the record {path}: {problem}")
+    atomic_write_json(path, rec)
+    return rec
 
 
 def record_problem(path: Path, job: Any = None) -> tuple[dict | None, str | None]:

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.core.cache import load_arrays
+from bench.core.contracts import JobPaths, JobPayload
 from bench.core.errors import SpecError, UserError
-from bench.core.files import atomic_write_json, read_json, remove_stale_temps
+from bench.core.files import read_json, remove_stale_temps
 from bench.core.provenance import provenance
-from bench.core.records import load_records, record_path
+from bench.core.records import load_records, record_path, write_record
 from bench.engines.dispatch import Hooks, job_threads, run_engine
 from bench.engines.queue import Item
 from bench.plan.jobs import AugmentJob, DistillJob, OutputsJob, Plan, TeacherJob
@@ -41,36 +42,30 @@ class RunSummary:
     wall_seconds: float
 
 
-def _paths(plan: Plan) -> dict:
+def _payload(plan: Plan, kind: str, key: str, config: dict, coordinates: dict, record: str | None = None) -> JobPayload:
+    """A job's payload: the output roots and run options every kind carries (determinism and the
+    thread count, ``engine.job_threads``), with its own config and coordinates in the plan."""
     p = plan.sweep.paths
-    return {"teachers": os.path.abspath(p.teachers), "cache": os.path.abspath(p.cache)}
+    return JobPayload(
+        kind=kind,
+        key=key,
+        config=config,
+        paths=JobPaths(teachers=os.path.abspath(p.teachers), cache=os.path.abspath(p.cache)),
+        threads=job_threads(plan.sweep.run),
+        deterministic=plan.sweep.run.deterministic,
+        plan={"sweep": plan.sweep.name, **coordinates},
+        record_path=record,
+    )
 
 
-def _common(plan: Plan) -> dict:
-    """Payload fields every job kind carries: output roots and run options the worker applies
-    (determinism and the thread count, ``engine.job_threads``)."""
-    return {
-        "paths": _paths(plan),
-        "deterministic": plan.sweep.run.deterministic,
-        "threads": job_threads(plan.sweep.run),
-    }
+def teacher_payload(plan: Plan, t: TeacherJob) -> JobPayload:
+    """What a worker needs to fine-tune teacher ``t`` (the engine adds slot, attempt, queue wait)."""
+    return _payload(plan, "teacher", t.key, t.config, {"index": t.index})
 
 
-def teacher_payload(plan: Plan, t: TeacherJob) -> dict:
-    """What a worker needs to fine-tune teacher ``t`` (the driver adds slot, attempt, queue wait)."""
-    return {
-        "kind": "teacher",
-        "key": t.key,
-        "config": t.config,
-        **_common(plan),
-        "plan": {"sweep": plan.sweep.name, "index": t.index},
-    }
-
-
-def prep_payload(plan: Plan, job: AugmentJob | OutputsJob) -> dict:
+def prep_payload(plan: Plan, job: AugmentJob | OutputsJob) -> JobPayload:
     """What a worker needs for an augmentation run or a teacher's outputs on one."""
-    kind = "augment" if isinstance(job, AugmentJob) else "teacher-outputs"
-    return {"kind": kind, "key": job.key, "config": job.config, **_common(plan), "plan": {"sweep": plan.sweep.name}}
+    return _payload(plan, "augment" if isinstance(job, AugmentJob) else "teacher-outputs", job.key, job.config, {})
 
 
 def prep_done(plan: Plan, job: AugmentJob | OutputsJob) -> bool:
@@ -87,23 +82,17 @@ def prep_done(plan: Plan, job: AugmentJob | OutputsJob) -> bool:
     return load_arrays(path) is not None
 
 
-def distill_payload(plan: Plan, j: DistillJob) -> dict:
+def distill_payload(plan: Plan, j: DistillJob) -> JobPayload:
     """What a worker needs to run distillation job ``j`` and write its record."""
-    return {
-        "kind": "distill",
-        "key": j.key,
-        "config": j.config,
-        **_common(plan),
-        "record_path": str(record_path(plan.sweep.results_dir(), j.key).resolve()),
-        "plan": {
-            "sweep": plan.sweep.name,
-            "k": j.k,
-            "combination": list(j.combination),
-            "primary": j.primary,
-            "repeat": j.repeat,
-            "grid": j.grid,
-        },
+    coordinates = {
+        "k": j.k,
+        "combination": list(j.combination),
+        "primary": j.primary,
+        "repeat": j.repeat,
+        "grid": j.grid,
     }
+    record = str(record_path(plan.sweep.results_dir(), j.key).resolve())
+    return _payload(plan, "distill", j.key, j.config, coordinates, record)
 
 
 def pending_work(plan: Plan, repair: bool = False) -> tuple[list, list, dict]:
@@ -381,8 +370,8 @@ def _run_locked(plan: Plan, quiet: bool, teachers_only: bool, mixed_threads: boo
                 file=sys.stderr,
             )
             return
-        atomic_write_json(
-            item.payload["record_path"],
+        write_record(
+            item.payload.record_path,
             unscored_record(
                 sweep.name,
                 item,
@@ -406,7 +395,7 @@ def _run_locked(plan: Plan, quiet: bool, teachers_only: bool, mixed_threads: boo
             return teacher_done(sweep.paths.teachers, sweep.task.name, item.key)
         if item.key in prep_by_key:
             return prep_done(plan, prep_by_key[item.key])
-        return _record_ok(item.payload["record_path"])
+        return _record_ok(item.payload.record_path)
 
     bar = None if quiet else _progress_bar(len(items))
 
@@ -448,9 +437,9 @@ def unscored_record(sweep_name: str, item: Item, metric: str, status: str, **fie
         "key": item.key,
         "sweep": sweep_name,
         "status": status,
-        **p["plan"],
-        "teacher_keys": p["config"]["teachers"],
-        "config": p["config"],
+        **p.plan,
+        "teacher_keys": p.config["teachers"],
+        "config": p.config,
         "metric": metric,
         "scores": None,
         "score": None,
@@ -485,8 +474,8 @@ def record_skipped(plan: Plan, result, metric: str) -> None:
         )
         if cause is not None:
             blocked[cause.key] = blocked.get(cause.key, 0) + 1
-        atomic_write_json(
-            item.payload["record_path"],
+        write_record(
+            item.payload.record_path,
             unscored_record(
                 plan.sweep.name,
                 item,

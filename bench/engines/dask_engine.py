@@ -31,6 +31,7 @@ import traceback
 import uuid
 from pathlib import Path
 
+from bench.core.contracts import JobPayload
 from bench.core.errors import UserError
 from bench.core.interrupt import install
 from bench.core.provenance import slurm_job
@@ -85,17 +86,19 @@ def oversubscribed(threads: int, share: float, nthreads: int, gpus: float, job: 
     )
 
 
-def execute(payload: dict, share: float, timeout: float, max_jobs: int) -> dict:
+def execute(
+    payload: JobPayload, share: float, timeout: float, max_jobs: int, ready_at: float, log_dir: str, driver: str
+) -> dict:
     """Run one job (asking for ``share`` of a GPU) in this thread's worker process, started on
-    first use; returns its reply with the slot it ran on. Runs on a Dask worker."""
-    from distributed import get_worker
+    first use; returns its reply with the slot it ran on. Runs on a Dask worker; ``driver``
+    (host:pid) is the process a job process watches, ``ready_at`` when the job's dependencies
+    were met."""
+    from distributed import get_worker  # lazy: Dask is imported by the engines that use it
 
-    payload = dict(payload)
-    log_dir = Path(payload.pop("log_dir"))
-    slot, extra = _slot(share, payload["threads"], payload.pop("driver"))
+    slot, extra = _slot(share, payload.threads, driver)
     w = get_worker()
     problem = oversubscribed(
-        payload["threads"], share, w.state.nthreads, w.state.total_resources.get("GPU", 0), slurm_job()
+        payload.threads, share, w.state.nthreads, w.state.total_resources.get("GPU", 0), slurm_job()
     )
     if problem:
         return {"status": "failed", "error": problem, "fatal": True, "slot": slot.name}
@@ -106,7 +109,7 @@ def execute(payload: dict, share: float, timeout: float, max_jobs: int) -> dict:
         worker = None
     if worker is None:
         name = slot.name.replace(":", "").replace("#", "-").replace("/", "-")
-        worker = workers[slot.device] = Worker(slot, log_dir / f"dask-{name}.log", extra)
+        worker = workers[slot.device] = Worker(slot, Path(log_dir) / f"dask-{name}.log", extra)
     reply = {"status": "failed", "error": "worker process died before the job started, 3 times"}
     wanted = _still_wanted()
     for _ in range(3):
@@ -118,12 +121,7 @@ def execute(payload: dict, share: float, timeout: float, max_jobs: int) -> dict:
             except WorkerError as e:  # died or hung while starting: this attempt failed
                 worker.kill()
                 return {"status": "failed", "error": f"while starting: {e}", "kind": e.kind, "slot": slot.name}
-        job = {
-            **payload,
-            "slot": slot.name,
-            "device": slot.device,
-            "queue_wait": max(0.0, time.time() - payload["ready_at"]),
-        }
+        job = payload.dispatched(payload.attempt, slot.name, slot.device, max(0.0, time.time() - ready_at))
         try:
             reply = run_job(worker, job, timeout or None, wanted)
         except WorkerGone:  # died while idle: a fresh process, same attempt
@@ -201,19 +199,15 @@ def drive(client, items: list[Item], run, log_dir: Path, hooks, done_keys: set[s
 
     def submit(item: Item) -> None:
         item.attempts += 1
-        payload = {
-            **item.payload,
-            "attempt": item.attempts,
-            "ready_at": item.ready_at,
-            "log_dir": str(log_dir),
-            "driver": driver,
-        }
         future = client.submit(
             execute,
-            payload,
+            item.payload.dispatched(item.attempts, "", "", 0.0),  # the worker names slot, device and wait
             share,
             run.timeout,
             run.max_jobs_per_worker,
+            item.ready_at,
+            str(log_dir),
+            driver,
             key=f"{item.kind}-{item.key[:16]}-a{item.attempts}-{uuid.uuid4().hex[:6]}",
             pure=False,
             resources=resources,

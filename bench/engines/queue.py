@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.core.config import parse_device
+from bench.core.contracts import JobPayload
 from bench.core.errors import UserError
 
 
@@ -62,7 +63,7 @@ class Item:
 
     key: str
     kind: str
-    payload: dict
+    payload: JobPayload
     deps: tuple = ()
     attempts: int = 0
     ready_at: float = 0.0
@@ -156,9 +157,9 @@ class Worker:
         line, self.buf = self.buf.split(b"\n", 1)
         return json.loads(line)
 
-    def run(self, payload: dict, timeout: float | None, wanted: Callable[[], bool] | None = None) -> dict:
+    def run(self, payload: JobPayload, timeout: float | None, wanted: Callable[[], bool] | None = None) -> dict:
         try:
-            self.proc.stdin.write((json.dumps(payload) + "\n").encode())
+            self.proc.stdin.write((json.dumps(payload.to_wire()) + "\n").encode())
         except (BrokenPipeError, OSError):
             code = self.proc.wait()
             raise WorkerGone(f"worker process died (exit code {code}); see {self.log_path}") from None
@@ -196,7 +197,9 @@ class Worker:
         self.proc = None
 
 
-def run_job(worker: Worker, payload: dict, timeout: float | None, wanted: Callable[[], bool] | None = None) -> dict:
+def run_job(
+    worker: Worker, payload: JobPayload, timeout: float | None, wanted: Callable[[], bool] | None = None
+) -> dict:
     """Send one job to a started worker and return its reply; a worker that dies or times out
     during the job (or whose job is no longer ``wanted``) is killed and the reply says so (``kind``
     crash or timeout), as does any other error of the exchange. Raises WorkerGone when the worker
@@ -403,13 +406,7 @@ def run_queue(
                 worker.kill()
                 item.traceback, item.failure, item.step = None, e.kind, None
                 return False, f"while starting: {e}"
-        payload = {
-            **item.payload,
-            "attempt": item.attempts,
-            "slot": slot.name,
-            "device": slot.device,
-            "queue_wait": max(0.0, time.time() - item.ready_at),
-        }
+        payload = item.payload.dispatched(item.attempts, slot.name, slot.device, max(0.0, time.time() - item.ready_at))
         try:
             reply = run_job(worker, payload, timeout or None)
         except WorkerGone:

@@ -7,6 +7,7 @@ logits in memory across jobs.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections import OrderedDict
@@ -16,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from bench.core.config import task_spec, train_spec
-from bench.core.files import atomic_write_json
+from bench.core.contracts import JobPayload
 from bench.core.hashing import stable_hash
 from bench.core.provenance import provenance
-from bench.core.records import encode_array
+from bench.core.records import encode_array, write_record
 from bench.methods.context import DistillContext
 from bench.methods.table import METHODS
 from bench.models.builders import count_parameters
@@ -77,38 +78,38 @@ def with_augmented_train(config: dict, data: Any, cache: str, augment: str) -> A
     return _TASKS[key]
 
 
-def run_augment(job: dict, device: Any) -> dict:
+def run_augment(job: JobPayload, device: Any) -> dict:
     """Augment the training texts (bench.augment)."""
 
     return augment_job(job, device)
 
 
-def run_outputs(job: dict, device: Any) -> dict:
+def run_outputs(job: JobPayload, device: Any) -> dict:
     """Cache a teacher's logits on an augmented set."""
 
-    return run_teacher_outputs(job, load_task(job["config"], job["paths"]["cache"]), device)
+    return run_teacher_outputs(job, load_task(job.config, job.paths.cache), device)
 
 
-def run_teacher(job: dict, device: Any) -> dict:
+def run_teacher(job: JobPayload, device: Any) -> dict:
     """Fine-tune and store one teacher."""
 
     started = time.perf_counter()
-    data = load_task(job["config"], job["paths"]["cache"])
+    data = load_task(job.config, job.paths.cache)
     return train_teacher(job, data, device, started)
 
 
-def run_distill(job: dict, device: Any) -> dict:
+def run_distill(job: JobPayload, device: Any) -> dict:
     """Distil one student and write its record atomically; returns the record."""
     import torch
 
     started = time.perf_counter()
     wall_start = time.time()
-    config = job["config"]
-    data = load_task(config, job["paths"]["cache"])
+    config = job.config
+    data = load_task(config, job.paths.cache)
     augment = config.get("augment")
     if augment is not None:
-        data = with_augmented_train(config, data, job["paths"]["cache"], augment)
-    root = job["paths"]["teachers"]
+        data = with_augmented_train(config, data, job.paths.cache, augment)
+    root = job.paths.teachers
     logits = [teacher_logits(root, data.name, k, augment) for k in config["teachers"]]
     mean = {
         s: mean_teacher_logits(torch.stack([torch.from_numpy(lg[s]) for lg in logits])).numpy()
@@ -138,15 +139,15 @@ def run_distill(job: dict, device: Any) -> dict:
     t_eval = time.perf_counter()
     metric = TASKS[data.name].metrics[0]
     record = {
-        "key": job["key"],
-        "sweep": job["plan"]["sweep"],
+        "key": job.key,
+        "sweep": job.plan["sweep"],
         "status": "ok",
-        "attempts": job["attempt"],
+        "attempts": job.attempt,
         "error": None,
-        **{k: job["plan"][k] for k in ("k", "combination", "primary", "repeat", "grid")},
+        **{k: job.plan[k] for k in ("k", "combination", "primary", "repeat", "grid")},
         "teacher_keys": config["teachers"],
         "config": config,
-        "paths": job["paths"],
+        "paths": dataclasses.asdict(job.paths),
         "scores": scores,
         "metric": metric,
         "score": scores[data.eval_splits[0]][metric],
@@ -162,22 +163,21 @@ def run_distill(job: dict, device: Any) -> dict:
             **ctx.teacher_work,
         },
         "timings": {
-            "queue_wait": job["queue_wait"],
+            "queue_wait": job.queue_wait,
             "setup": t_setup - started,
             "train": t_train - t_setup,
             "eval": t_eval - t_train,
             "total": t_eval - started,
         },
-        "device": job["device"],
-        "slot": job["slot"],
+        "device": job.device,
+        "slot": job.slot,
         "torch_device": str(device),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "threads": torch.get_num_threads(),
         "deterministic": torch.are_deterministic_algorithms_enabled(),
         "provenance": {**provenance(), "started": wall_start, "finished": time.time()},
     }
-    atomic_write_json(job["record_path"], record)
-    return record
+    return write_record(job.record_path, record)
 
 
 RUNNERS = {"teacher": run_teacher, "augment": run_augment, "teacher-outputs": run_outputs, "distill": run_distill}

@@ -31,6 +31,7 @@ import sys
 import time
 import traceback
 
+from bench.core.contracts import JobPayload
 from bench.core.errors import is_network_error
 from bench.core.files import pid_alive
 from bench.engines.runners import RUNNERS
@@ -81,25 +82,27 @@ def main() -> None:
     oom_on = tuple(p for p in os.environ.get("BENCH_OOM_ON", "").split(",") if p)
     hang_on = tuple(p for p in os.environ.get("BENCH_HANG_ON", "").split(",") if p)
     for line in sys.stdin:
-        job = json.loads(line)
-        send({"started": job["key"]})  # a death before this line costs the job no attempt
-        if crash_on and job["key"].startswith(crash_on):
+        raw = json.loads(line)
+        key = str(raw.get("key")) if isinstance(raw, dict) else ""
+        send({"started": key})  # a death before this line costs the job no attempt
+        if crash_on and key.startswith(crash_on):
             os._exit(137)
         start = time.perf_counter()
         try:
-            if raise_on and job["key"].startswith(raise_on):
+            job = JobPayload.from_wire(raw)  # a driver of another bench version: this job fails, saying so
+            if raise_on and key.startswith(raise_on):
                 raise RuntimeError("injected fault (BENCH_RAISE_ON)")
-            if oom_on and job["key"].startswith(oom_on):
+            if oom_on and key.startswith(oom_on):
                 raise torch.OutOfMemoryError("simulated out of memory (BENCH_OOM_ON)")
-            while hang_on and job["key"].startswith(hang_on):
+            while hang_on and key.startswith(hang_on):
                 time.sleep(1)
-            set_determinism(bool(job.get("deterministic")))
-            if job.get("threads"):
-                torch.set_num_threads(int(job["threads"]))  # run.threads_per_job, whatever the engine
-            result = RUNNERS[job["kind"]](job, device)
+            set_determinism(job.deterministic)
+            if job.threads:
+                torch.set_num_threads(job.threads)  # run.threads_per_job, whatever the engine
+            result = RUNNERS[job.kind](job, device)
             send(
                 {
-                    "key": job["key"],
+                    "key": key,
                     "status": "ok",
                     "score": result.get("score"),
                     "seconds": time.perf_counter() - start,
@@ -110,7 +113,7 @@ def main() -> None:
             print(tb, file=sys.stderr)
             send(
                 {
-                    "key": job["key"],
+                    "key": key,
                     "status": "failed",
                     "error": f"{type(e).__name__}: {e}",
                     "kind": failure_kind(e),

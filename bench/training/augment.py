@@ -24,6 +24,7 @@ import torch
 
 from bench.core.cache import load_arrays, save_arrays
 from bench.core.config import task_spec
+from bench.core.contracts import JobPayload
 from bench.core.files import atomic_write_bytes
 from bench.models.builders import resolve_pretrained
 from bench.tasks.glue import glue_texts, load_tokenizer, tokenize_split
@@ -132,20 +133,20 @@ def load_augmented(path) -> dict:
 _CANDIDATES: dict[str, Candidates] = {}
 
 
-def run_augment(job: dict, device: Any) -> dict:
+def run_augment(job: JobPayload, device: Any) -> dict:
     """Worker job: augment the task's training texts once and store them tokenized, with a sample."""
     import json
     import time
 
     start = time.perf_counter()
-    config, a = job["config"], job["config"]["augment"]
+    config, a = job.config, job.config["augment"]
     spec = task_spec(config)
     texts, labels = glue_texts(spec)["train"]
     if a["model"] not in _CANDIDATES:
         _CANDIDATES[a["model"]] = load_candidates(a["model"])
     new = augment(texts, _CANDIDATES[a["model"]], a["factor"], a["p"], a["candidates"], config["seed"])
     arrays = tokenize_split(new, repeat_labels(labels, a["factor"]), load_tokenizer(spec.tokenizer), spec.max_length)
-    path = augmented_path(job["paths"]["cache"], spec.name, job["key"])
+    path = augmented_path(job.paths.cache, spec.name, job.key)
     sample = [{"original": texts[i // a["factor"]], "augmented": new[i]} for i in range(min(20, len(new)))]
     atomic_write_bytes(path.with_suffix(".sample.json"), json.dumps(sample, indent=1).encode())
     save_arrays(path, arrays)  # written last: its presence means the run is complete

@@ -17,6 +17,7 @@ import numpy as np
 
 from bench.core.cache import save_arrays
 from bench.core.config import task_spec, train_spec
+from bench.core.contracts import JobPayload
 from bench.core.files import atomic_write_json, file_mode, read_json
 from bench.core.provenance import provenance
 from bench.core.records import teacher_meta_problem
@@ -80,7 +81,7 @@ def quarantine_teacher(root: str | os.PathLike, task: str, key: str, reason: str
     return dest
 
 
-def train_teacher(job: dict, data, device, started: float) -> dict:
+def train_teacher(job: JobPayload, data, device, started: float) -> dict:
     """Fine-tune the teacher of ``job``, cache its logits on every split, store it; returns its meta."""
     import torch
     import torch.nn.functional as F
@@ -94,7 +95,7 @@ def train_teacher(job: dict, data, device, started: float) -> dict:
         train,
     )
 
-    config = job["config"]
+    config = job.config
     spec = train_spec(config["model"], config["seed"])
     set_seed(spec.seed)
     model = MODELS[spec.model].build(spec, data.shape)
@@ -120,7 +121,7 @@ def train_teacher(job: dict, data, device, started: float) -> dict:
     t_cache = time.perf_counter()
 
     metric = TASKS[data.name].metrics[0]
-    final = teacher_dir(job["paths"]["teachers"], data.name, job["key"])
+    final = teacher_dir(job.paths.teachers, data.name, job.key)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -131,8 +132,8 @@ def train_teacher(job: dict, data, device, started: float) -> dict:
         f.flush()
         os.fsync(f.fileno())
     meta = {
-        "key": job["key"],
-        "index": job["plan"]["index"],
+        "key": job.key,
+        "index": job.plan["index"],
         "seed": spec.seed,
         "config": config,
         "files": {name: file_digest(tmp / name) for name in TEACHER_FILES},
@@ -143,16 +144,16 @@ def train_teacher(job: dict, data, device, started: float) -> dict:
         "n_params": count_parameters(model),
         "steps": fit["steps"],
         "timings": {
-            "queue_wait": job["queue_wait"],
+            "queue_wait": job.queue_wait,
             "setup": t_setup - started,
             "train": t_train - t_setup,
             "eval": t_eval - t_train,
             "cache": t_cache - t_eval,
             "total": time.perf_counter() - started,
         },
-        "device": job["device"],
-        "slot": job["slot"],
-        "attempt": job["attempt"],
+        "device": job.device,
+        "slot": job.slot,
+        "attempt": job.attempt,
         "deterministic": torch.are_deterministic_algorithms_enabled(),
         "threads": torch.get_num_threads(),
         **(
@@ -195,7 +196,7 @@ def augmented_outputs_path(root: str | os.PathLike, task: str, teacher_key: str,
     return teacher_dir(root, task, teacher_key) / f"aug-{augment_key}.npz"
 
 
-def run_teacher_outputs(job: dict, data, device) -> dict:
+def run_teacher_outputs(job: JobPayload, data, device) -> dict:
     """Worker job: a stored teacher's logits on one augmented set, computed once and cached."""
     import time
 
@@ -206,12 +207,12 @@ def run_teacher_outputs(job: dict, data, device) -> dict:
     from bench.training.loop import predict_logits  # lazy: torch only in the worker that trains, not in the driver
 
     start = time.perf_counter()
-    config = job["config"]
-    split = text_split(load_augmented(augmented_path(job["paths"]["cache"], data.name, config["augment"])))
-    model = load_teacher_model(job["paths"]["teachers"], data.name, config["teacher"], data.shape, device)
+    config = job.config
+    split = text_split(load_augmented(augmented_path(job.paths.cache, data.name, config["augment"])))
+    model = load_teacher_model(job.paths.teachers, data.name, config["teacher"], data.shape, device)
     logits = predict_logits(model, split, device)
     save_arrays(
-        augmented_outputs_path(job["paths"]["teachers"], data.name, config["teacher"], config["augment"]),
+        augmented_outputs_path(job.paths.teachers, data.name, config["teacher"], config["augment"]),
         {"train": logits},
     )
     return {"examples": len(split), "seconds": time.perf_counter() - start}
