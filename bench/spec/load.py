@@ -271,8 +271,53 @@ def _check_seeds(
 
 
 def parse_sweep(data: dict, file: str) -> Sweep:
-    """Validate a parsed TOML document and build the Sweep; raises SpecError on the first problem."""
+    """Validate a parsed TOML document and build the Sweep; raises SpecError on the first problem.
 
+    This is the one place a spec is validated, in this order (each step may assume the ones before
+    it passed, and the cheap, structural ones come first):
+
+    1. ``_top``: no unknown top-level key, the required ones present;
+    2. ``_team``: name, N teachers (bounded before any combinatorics), k, repeats, plan size;
+    3. ``_task``: a known task (``TASKS``), its sizes, views, LM-only fields, its local data folder;
+    4. ``_models``: teacher and student fields, then whether their model families fit the task and
+       their params are valid (``tasks.table.check_models`` -> ``MODELS[...].check``);
+    5. ``_method_and_grid``: a known method, its parameters, its own check (``Method.check``, e.g.
+       layer indices against the teacher's depth), seeds kept apart, the grid and the plan size;
+    6. ``[run]`` (``check_run``: engine, devices, slots, Slurm), ``[paths]``, ``[augment]``;
+    7. ``_sources``: hub names that must resolve to something loadable (tokenizer, augmentation model).
+
+    What depends on the machine or on stored results is checked by ``bench run`` only, before the
+    sweep lock: devices, engines and the network (``driver.preflight``) and the thread count of
+    existing results (``driver.run.check_threads``).
+    """
+    _top(data, file)
+    name, n, k, repeats, n_jobs = _team(data, file)
+    task = _task(data["task"], file)
+    task, teacher, student = _models(data, task, file)
+    method, grid = _method_and_grid(data, teacher, student, n, repeats, n_jobs, file)
+    run = _run(data.get("run", {}), file)
+    check_run(run, file, "run")
+    paths = _build(PathsSpec, data.get("paths", {}), file, "paths")
+    augment = _augment(data.get("augment", {}), task, file)
+    _sources(task, augment, file)
+    return Sweep(
+        name=name,
+        task=task,
+        teacher=teacher,
+        student=student,
+        method=method,
+        teachers=n,
+        k=tuple(sorted(k)),
+        repeats=repeats,
+        grid=grid,
+        run=run,
+        paths=paths,
+        augment=augment,
+        source=file,
+    )
+
+
+def _top(data: dict, file: str) -> None:
     for key in data:
         if key not in _TOP_KEYS:
             raise SpecError(
@@ -281,6 +326,10 @@ def parse_sweep(data: dict, file: str) -> Sweep:
     for key in ("name", "teachers", "task", "teacher", "student"):
         if key not in data:
             raise SpecError(file, key, "missing (required)")
+
+
+def _team(data: dict, file: str) -> tuple[str, int, tuple[int, ...], int, int]:
+    """Name, N, k, repeats and an upper bound of the plan's size before the grid."""
     name = _coerce(data["name"], str, file, "name")
     if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
         raise SpecError(file, "name", f"expected letters, digits, '-', '_' or '.', got {_short(name)}")
@@ -306,8 +355,11 @@ def parse_sweep(data: dict, file: str) -> Sweep:
             f"expected a plan of at most {MAX_JOBS:,} jobs; teachers = {n} with "
             f"k = {list(k)} and repeats = {repeats} gives up to {n_jobs:,}",
         )
+    return name, n, k, repeats, n_jobs
 
-    task_data = data["task"]
+
+def _task(task_data: Any, file: str) -> TaskSpec:
+    """The task spec; LM-only fields are refused for other tasks when written, even at their default."""
     if isinstance(task_data, str):
         task_data = {"name": task_data}
     task = _build(TaskSpec, task_data, file, "task")
@@ -341,7 +393,12 @@ def parse_sweep(data: dict, file: str) -> Sweep:
             f"expected an existing folder, got {task.data!r} "
             f"(relative paths are taken from the current directory {os.getcwd()})",
         )
+    return task
 
+
+def _models(data: dict, task: TaskSpec, file: str) -> tuple[TaskSpec, TrainSpec, TrainSpec]:
+    """Teacher and student specs, checked against the task; the task's tokenizer defaults to the
+    teacher's (a local BPE for LMs without one)."""
     teacher = _build(TrainSpec, data["teacher"], file, "teacher")
     student = _build(TrainSpec, data["student"], file, "student")
     _check_train(teacher, file, "teacher")
@@ -351,12 +408,17 @@ def parse_sweep(data: dict, file: str) -> Sweep:
     if task.tokenizer is None and teacher.pretrained is not None:
         task = dataclasses.replace(task, tokenizer=teacher.pretrained)
     check_models(task, teacher, student, file)
+    return task, teacher, student
 
+
+def _method_and_grid(
+    data: dict, teacher: TrainSpec, student: TrainSpec, n: int, repeats: int, n_jobs: int, file: str
+) -> tuple[MethodSpec, dict]:
     method = _method(data.get("method", {"name": "kd"}), file)
-
-    if METHODS[method.name].check is not None:
-        METHODS[method.name].check(teacher, student, method.params, file)
-    _check_seeds(teacher, student, n, repeats, METHODS[method.name].seed_offsets, file)
+    recipe = METHODS[method.name]
+    if recipe.check is not None:
+        recipe.check(teacher, student, method.params, file)
+    _check_seeds(teacher, student, n, repeats, recipe.seed_offsets, file)
     grid = _grid(data.get("grid", {}), method, file)
     points = math.prod(len(v) for v in grid.values())
     if n_jobs * points > MAX_JOBS:
@@ -366,36 +428,26 @@ def parse_sweep(data: dict, file: str) -> Sweep:
             f"expected a plan of at most {MAX_JOBS:,} jobs; {points:,} grid points x up to "
             f"{n_jobs:,} jobs per point gives up to {n_jobs * points:,}",
         )
-    run = _run(data.get("run", {}), file)
-    check_run(run, file, "run")
-    paths = _build(PathsSpec, data.get("paths", {}), file, "paths")
-    augment = _build(AugmentSpec, data.get("augment", {}), file, "augment")
+    return method, grid
+
+
+def _augment(data: Any, task: TaskSpec, file: str) -> AugmentSpec:
+    augment = _build(AugmentSpec, data, file, "augment")
     _positive(file, "augment.factor", augment.factor, 0, 1000)
     _positive(file, "augment.candidates", augment.candidates, 1, 1000)
     if not 0 <= augment.p <= 1:
         raise SpecError(file, "augment.p", f"expected a probability 0 <= p <= 1, got {augment.p}")
     if augment.factor and TASKS[task.name].modality != "text":
         raise SpecError(file, "augment.factor", f"augmentation is for text tasks; task '{task.name}' is not one")
+    return augment
 
+
+def _sources(task: TaskSpec, augment: AugmentSpec, file: str) -> None:
+    """Hub names that must be loadable: the tokenizer and the augmentation model."""
     if task.tokenizer not in (None, "bpe"):
         check_pretrained_source(task.tokenizer, file, "task.tokenizer")
     if augment.factor:
         check_pretrained_source(augment.model, file, "augment.model")
-    return Sweep(
-        name=name,
-        task=task,
-        teacher=teacher,
-        student=student,
-        method=method,
-        teachers=n,
-        k=tuple(sorted(k)),
-        repeats=repeats,
-        grid=grid,
-        run=run,
-        paths=paths,
-        augment=augment,
-        source=file,
-    )
 
 
 def _check_lm_task(task: TaskSpec, file: str) -> None:
