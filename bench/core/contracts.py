@@ -35,7 +35,7 @@ class JobPayload:
     key: str  # the job's key (plan.jobs): its record or store is named after it
     config: dict  # the canonical config the key hashes
     paths: JobPaths
-    threads: int  # torch threads (engine.job_threads): scores depend on it
+    threads: int  # torch threads (engines.dispatch.job_threads): scores depend on it
     deterministic: bool  # run.deterministic, applied before the job
     plan: dict  # coordinates: sweep and the teacher index, or k, combination, primary, repeat, grid
     record_path: str | None = None  # distillation jobs: where the record goes

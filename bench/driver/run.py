@@ -44,7 +44,7 @@ class RunSummary:
 
 def _payload(plan: Plan, kind: str, key: str, config: dict, coordinates: dict, record: str | None = None) -> JobPayload:
     """A job's payload: the output roots and run options every kind carries (determinism and the
-    thread count, ``engine.job_threads``), with its own config and coordinates in the plan."""
+    thread count, ``engines.dispatch.job_threads``), with its own config and coordinates in the plan."""
     p = plan.sweep.paths
     return JobPayload(
         kind=kind,
@@ -278,7 +278,7 @@ def _progress_bar(total: int):
 
 def check_threads(plan: Plan, finished: dict) -> None:
     """Refuse, before any job runs, to resume a sweep whose ``finished`` records or stored teachers
-    were made with another torch thread count than this run's (``engine.job_threads``): scores
+    were made with another torch thread count than this run's (``engines.dispatch.job_threads``): scores
     depend on it (a digits teacher scored 0.9610 with 2 threads, 0.9638 with more) and job keys do
     not hold it, so the two would mix silently. ``bench run --mixed-threads`` resumes anyway."""
     from collections import Counter

@@ -8,7 +8,7 @@ result is never held on a worker that may die. Before submitting, the cluster mu
 satisfy the GPU request, else the run stops at once (Dask would otherwise wait forever).
 
 Worker side (``execute``): each Dask worker thread keeps one ``bench.engines.worker`` subprocess (its
-slot), started with the worker's GPU visibility, the run's thread count (``engine.job_threads``)
+slot), started with the worker's GPU visibility, the run's thread count (``engines.dispatch.job_threads``)
 and ``BENCH_DRIVER``: a Dask worker that is killed takes its job's process with it (every
 ``bench.engines.worker`` dies with its parent), and Dask reruns the task on another worker (at most
 ``allowed-failures`` times, then the driver counts a failed attempt). A job process also ends when
