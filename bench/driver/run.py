@@ -297,7 +297,7 @@ def check_threads(plan: Plan, finished: dict) -> None:
     sweep = plan.sweep
     threads = job_threads(sweep.run)
     made = Counter(r["threads"] for r in finished.values() if r.get("threads") is not None)
-    stored = Counter()
+    stored: Counter[int] = Counter()
     for t in plan.teachers:
         if teacher_done(sweep.paths.teachers, sweep.task.name, t.key):
             try:

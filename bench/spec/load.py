@@ -354,8 +354,9 @@ def parse_sweep(data: dict, file: str) -> Sweep:
 
     method = _method(data.get("method", {"name": "kd"}), file)
 
-    if METHODS[method.name].check is not None:
-        METHODS[method.name].check(teacher, student, method.params, file)
+    check = METHODS[method.name].check
+    if check is not None:
+        check(teacher, student, method.params, file)
     _check_seeds(teacher, student, n, repeats, METHODS[method.name].seed_offsets, file)
     grid = _grid(data.get("grid", {}), method, file)
     points = math.prod(len(v) for v in grid.values())
