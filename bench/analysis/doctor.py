@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from bench.core.records import record_files, record_problem
 from bench.driver.run import FINAL_STATUSES, lock_holder
@@ -28,7 +29,9 @@ def diagnose(plan: Plan) -> dict:
 
     sweep = plan.sweep
     planned = {j.key: j for j in plan.jobs}
-    records, damaged, stale = {}, [], []
+    records: dict[str, dict] = {}
+    damaged: list[dict[str, Any]] = []  # {"file", "problem"}
+    stale: list[str] = []
     for p in record_files(sweep.results_dir()):
         rec, problem = record_problem(p, planned.get(p.name[: -len(".json")]))
         if rec is None:
@@ -42,7 +45,7 @@ def diagnose(plan: Plan) -> dict:
     damaged_keys = {Path(d["file"]).stem for d in damaged}
     groups = Counter(_error_group(r.get("error")) for r in records.values() if r["status"] in ("failed", "skipped"))
     root, task = sweep.paths.teachers, sweep.task.name
-    teachers = {"stored": 0, "missing": 0, "damaged": []}
+    teachers: dict[str, Any] = {"stored": 0, "missing": 0, "damaged": []}
     for t in plan.teachers:
         if not teacher_done(root, task, t.key):
             teachers["missing"] += 1

@@ -191,7 +191,7 @@ def plot_compare(table: pd.DataFrame, metric: str = "score", title: str | None =
     import matplotlib.pyplot as plt
 
     ax = _axes(ax)
-    colors = plt.get_cmap("tab10").colors
+    colors = plt.color_sequences["tab10"]  # the colours of the tab10 colormap, typed (as a list)
     groups = list(table.groupby("sweep", sort=False))
     for i, (name, sub) in enumerate(groups):
         sub, color = sub.sort_values("k"), colors[i % len(colors)]

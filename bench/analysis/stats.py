@@ -581,7 +581,7 @@ def degenerate_notes(jobs: pd.DataFrame, grid: Sequence[str] = ()) -> list[str]:
     example (column ``constant_predictions`` of the runs table), and score columns equal in
     every run (e.g. an accuracy stuck at 0)."""
     ok = _ok(jobs)
-    notes = []
+    notes: list[str] = []
     if ok.empty:
         return notes
     for point, sub in _grid_points(ok, grid):

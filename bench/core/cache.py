@@ -17,6 +17,7 @@ import io
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ def arrays_digest(arrays: dict[str, np.ndarray]) -> str:
     for name in sorted(k for k in arrays if k != DIGEST):
         a = np.ascontiguousarray(arrays[name])
         h.update(f"{name}\0{a.dtype.str}\0{a.shape}\0".encode())
-        h.update(a.reshape(-1).view(np.uint8))
+        h.update(a.reshape(-1).view(np.uint8).data)  # .data: numpy's stubs give ndarray a buffer only on Python >= 3.12
     return h.hexdigest()
 
 
@@ -40,7 +41,8 @@ def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
     """Atomically store named arrays and their digest as one .npz (read back with ``load_arrays``)."""
 
     buf = io.BytesIO()
-    np.savez(buf, **arrays, **{DIGEST: np.array(arrays_digest(arrays))})
+    named: dict[str, Any] = {**arrays, DIGEST: np.array(arrays_digest(arrays))}  # Any: savez's own allow_pickle
+    np.savez(buf, **named)
     atomic_write_bytes(path, buf.getvalue())
 
 

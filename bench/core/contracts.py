@@ -49,6 +49,12 @@ class JobPayload:
         """This job as one attempt on one slot."""
         return dataclasses.replace(self, attempt=attempt, slot=slot, device=device, queue_wait=queue_wait)
 
+    def record(self) -> str:
+        """Where a distillation job's record goes (only distillation jobs have one)."""
+        if self.record_path is None:
+            raise ValueError(f"{self.kind} job {self.key} has no record path")
+        return self.record_path
+
     def to_wire(self) -> dict[str, Any]:
         """A JSON-able dict (``from_wire`` reads it back)."""
         return asdict(self)

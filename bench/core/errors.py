@@ -50,12 +50,13 @@ def is_network_error(e: BaseException) -> bool:
     """Whether ``e`` (or an exception it was raised from) is a failed attempt to reach the network,
     e.g. transformers or datasets asking the hub on an offline machine: a retry would only repeat it."""
     seen: set[int] = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        text = str(e).lower()
-        if any(t.__name__ in _NETWORK_TYPES for t in type(e).__mro__) or any(s in text for s in _NETWORK_TEXT):
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        text = str(cur).lower()
+        if any(t.__name__ in _NETWORK_TYPES for t in type(cur).__mro__) or any(s in text for s in _NETWORK_TEXT):
             return True
-        e = e.__cause__ or e.__context__
+        cur = cur.__cause__ or cur.__context__
     return False
 
 

@@ -22,7 +22,7 @@ T = TypeVar("T")
 class Table(Mapping[str, T], Generic[T]):
     """Built-in entries plus the entry points of ``group``, loaded once on first read."""
 
-    def __init__(self, group: str, kind: type, builtin: dict[str, T]):
+    def __init__(self, group: str, kind: type[T], builtin: dict[str, T]):
         self.group, self.kind, self.builtin = group, kind, dict(builtin)
         self._all: dict[str, T] | None = None
 
@@ -44,9 +44,10 @@ class Table(Mapping[str, T], Generic[T]):
                         f"plugin {where}: {self.group} entry {ep.name!r} is a {type(obj).__name__}, "
                         f"expected a {self.kind.__module__}.{self.kind.__name__}"
                     )
-                if getattr(obj, "name", ep.name) != ep.name:
+                named = getattr(obj, "name", ep.name)
+                if named != ep.name:
                     raise UserError(
-                        f"plugin {where}: {self.group} entry {ep.name!r} holds one named {obj.name!r}; "
+                        f"plugin {where}: {self.group} entry {ep.name!r} holds one named {named!r}; "
                         f"expected the entry point's name"
                     )
                 found[ep.name] = obj

@@ -174,8 +174,9 @@ def schema_problem(rec: Any) -> str | None:
     if not isinstance(rec, dict):
         return f"not a JSON object (got {_kind(rec)})"
     status = rec.get("status")
+    by_status = _BY_STATUS.get(status, {}) if isinstance(status, str) else {}  # a list as status: a problem, no crash
     problem = _field_problem(
-        rec, {**_COMMON, **_BY_STATUS.get(status, {})}, {**_OPTIONAL, **(_OK_OPTIONAL if status == "ok" else _UNSCORED)}
+        rec, {**_COMMON, **by_status}, {**_OPTIONAL, **(_OK_OPTIONAL if status == "ok" else _UNSCORED)}
     )
     if problem is not None:
         return problem + (f" (status {status})" if status in STATUSES else "")
@@ -264,6 +265,7 @@ def scan_records(results_dir: Path, jobs: Iterable[Any] = ()) -> tuple[dict[str,
         if rec is not None:
             out[rec["key"]] = rec
         else:
+            assert problem is not None  # record_problem names the problem whenever it gives no record
             damaged.append((p, problem))
     return out, damaged
 

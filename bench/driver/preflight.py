@@ -186,6 +186,7 @@ def check_devices(sweep: Any, overridden: frozenset[str] = frozenset()) -> None:
     count, version = seen
     file, field = _where(sweep, "devices", overridden)
     for i, device, index in wanted:
+        assert index is not None  # not cpu, so cuda:N
         if index >= count:
             choices = "'cpu'" + (f" or cuda:0..cuda:{count - 1}" if count else "")
             raise SpecError(

@@ -7,6 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from bench.core.contracts import JobPaths, JobPayload
 from bench.core.errors import UserError
 from bench.core.files import read_json
 from bench.engines.queue import Slot, Worker, WorkerError
@@ -48,20 +49,18 @@ def rerun_job(record_file: Path, device: str = "cpu", replace: bool = False) -> 
             )
     scratch = Path(tempfile.mkdtemp(prefix="bench-rerun-"))
     out = record_file if replace else scratch / record_file.name
-    payload = {
-        "kind": "distill",
-        "key": old["key"],
-        "config": old["config"],
-        "paths": paths,
-        "record_path": str(Path(out).resolve()),
-        "plan": {"sweep": old["sweep"], **{k: old[k] for k in ("k", "combination", "primary", "repeat", "grid")}},
-        "attempt": 1,
-        "slot": f"{device}#rerun",
-        "device": device,
-        "queue_wait": 0.0,
-        "deterministic": bool(old.get("deterministic")),
-    }
-    worker = Worker(Slot(f"{device}#rerun", device, int(old.get("threads") or 1)), scratch / "worker.log")
+    threads = int(old.get("threads") or 1)
+    payload = JobPayload(
+        kind="distill",
+        key=old["key"],
+        config=old["config"],
+        paths=JobPaths(teachers=paths["teachers"], cache=paths["cache"]),
+        threads=threads,
+        deterministic=bool(old.get("deterministic")),
+        plan={"sweep": old["sweep"], **{k: old[k] for k in ("k", "combination", "primary", "repeat", "grid")}},
+        record_path=str(Path(out).resolve()),
+    ).dispatched(1, f"{device}#rerun", device, 0.0)
+    worker = Worker(Slot(f"{device}#rerun", device, threads), scratch / "worker.log")
     try:
         worker.start()
         reply = worker.run(payload, None)

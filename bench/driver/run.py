@@ -286,7 +286,7 @@ def check_threads(plan: Plan, finished: dict) -> None:
     sweep = plan.sweep
     threads = job_threads(sweep.run)
     made = Counter(r["threads"] for r in finished.values() if r.get("threads") is not None)
-    stored = Counter()
+    stored: Counter[int] = Counter()
     for t in plan.teachers:
         if teacher_done(sweep.paths.teachers, sweep.task.name, t.key):
             try:
@@ -371,7 +371,7 @@ def _run_locked(plan: Plan, quiet: bool, teachers_only: bool, mixed_threads: boo
             )
             return
         write_record(
-            item.payload.record_path,
+            item.payload.record(),
             unscored_record(
                 sweep.name,
                 item,
@@ -395,7 +395,7 @@ def _run_locked(plan: Plan, quiet: bool, teachers_only: bool, mixed_threads: boo
             return teacher_done(sweep.paths.teachers, sweep.task.name, item.key)
         if item.key in prep_by_key:
             return prep_done(plan, prep_by_key[item.key])
-        return _record_ok(item.payload.record_path)
+        return _record_ok(item.payload.record())
 
     bar = None if quiet else _progress_bar(len(items))
 
@@ -475,7 +475,7 @@ def record_skipped(plan: Plan, result, metric: str) -> None:
         if cause is not None:
             blocked[cause.key] = blocked.get(cause.key, 0) + 1
         write_record(
-            item.payload.record_path,
+            item.payload.record(),
             unscored_record(
                 plan.sweep.name,
                 item,

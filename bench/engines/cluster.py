@@ -159,6 +159,7 @@ def slurm_client(run, log_dir: Path) -> Iterator:
         stdout=subprocess.DEVNULL,
         start_new_session=True,
     )
+    assert reaper.stdin is not None  # stdin=PIPE
     print(
         f"slurm: worker jobs are named {name} (`scancel --name {name}` ends them; they end with this run)",
         file=sys.stderr,

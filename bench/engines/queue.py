@@ -19,6 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,7 +133,9 @@ class Worker:
     def _read(self, timeout: float | None, wanted: Callable[[], bool] | None = None) -> dict:
         """The next line from the worker; kills it when ``timeout`` passes or, checked every second,
         when ``wanted()`` turns False (nobody waits for the reply any more)."""
-        fd = self.proc.stdout.fileno()
+        proc = self.proc
+        assert proc is not None and proc.stdout is not None  # only called after start(), which pipes stdout
+        fd = proc.stdout.fileno()
         deadline = None if timeout is None else time.monotonic() + timeout
         while b"\n" not in self.buf:
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -151,17 +154,19 @@ class Worker:
                 raise error
             chunk = os.read(fd, 65536)
             if not chunk:
-                code = self.proc.wait()
+                code = proc.wait()
                 raise WorkerError(f"worker process died (exit code {code}); see {self.log_path}")
             self.buf += chunk
         line, self.buf = self.buf.split(b"\n", 1)
         return json.loads(line)
 
     def run(self, payload: JobPayload, timeout: float | None, wanted: Callable[[], bool] | None = None) -> dict:
+        proc = self.proc
+        assert proc is not None and proc.stdin is not None  # only called after start(), which pipes stdin
         try:
-            self.proc.stdin.write((json.dumps(payload.to_wire()) + "\n").encode())
+            proc.stdin.write((json.dumps(payload.to_wire()) + "\n").encode())
         except (BrokenPipeError, OSError):
-            code = self.proc.wait()
+            code = proc.wait()
             raise WorkerGone(f"worker process died (exit code {code}); see {self.log_path}") from None
         self.jobs += 1
         start = time.monotonic()
@@ -188,10 +193,12 @@ class Worker:
             self.kill()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
+        proc = self.proc
+        if proc and proc.poll() is None:
             try:
-                self.proc.stdin.close()
-                self.proc.wait(timeout=30)
+                if proc.stdin is not None:  # always piped by start()
+                    proc.stdin.close()
+                proc.wait(timeout=30)
             except (OSError, subprocess.TimeoutExpired):
                 self.kill()
         self.proc = None
@@ -371,7 +378,7 @@ def run_queue(
     max_jobs_per_worker: int,
     on_final_failure: Callable[[Item], None],
     progress: Callable[[dict], None],
-    done_keys: set[str] = frozenset(),
+    done_keys: AbstractSet[str] = frozenset(),
     is_done: Callable[[Item], bool] = lambda item: False,
     retry_on: tuple[str, ...] = RETRY_ON,
 ) -> QueueResult:

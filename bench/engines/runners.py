@@ -177,7 +177,7 @@ def run_distill(job: JobPayload, device: Any) -> dict:
         "deterministic": torch.are_deterministic_algorithms_enabled(),
         "provenance": {**provenance(), "started": wall_start, "finished": time.time()},
     }
-    return write_record(job.record_path, record)
+    return write_record(job.record(), record)
 
 
 RUNNERS = {"teacher": run_teacher, "augment": run_augment, "teacher-outputs": run_outputs, "distill": run_distill}

@@ -33,7 +33,7 @@ def default_layers(depth: int) -> tuple[int, ...]:
     return SANH_LAYERS if depth == 12 else tuple(range(0, depth, 2))
 
 
-def primary_layers(teacher: nn.Module, layers: Sequence[int] | None = None) -> nn.Module:
+def primary_layers(teacher: SequenceClassifier, layers: Sequence[int] | None = None) -> SequenceClassifier:
     """A copy of a ``SequenceClassifier`` keeping encoder ``layers`` (default: ``default_layers``)
     and everything else (embeddings, pooler, classifier)."""
     from transformers import AutoModelForSequenceClassification
@@ -60,7 +60,7 @@ def primary_layers(teacher: nn.Module, layers: Sequence[int] | None = None) -> n
     return SequenceClassifier(student)
 
 
-def initial_student(ctx: Any, teacher: nn.Module) -> nn.Module:
+def initial_student(ctx: Any, teacher: SequenceClassifier) -> SequenceClassifier:
     """The student before distillation: ``student.pretrained`` weights or the primary's layers."""
     if ctx.spec.pretrained:
         student = MODELS["bert"].build(ctx.spec, ctx.data.shape)

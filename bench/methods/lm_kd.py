@@ -53,10 +53,10 @@ def train_lm_kd(ctx: Any) -> Any:
     sample = fidelity_sample(ctx.data)
     initial = full_logits(model, ctx.data, ctx.device, sample) if measure else None  # eval mode: no RNG used
     model.train()
-    ids, logits, tail = kd_target(list(ctx.teacher_outputs))
-    ids = None if ids is None else torch.from_numpy(ids)
-    logits = torch.from_numpy(logits)
-    tail = None if tail is None else torch.from_numpy(tail)
+    ids_np, logits_np, tail_np = kd_target(list(ctx.teacher_outputs))
+    ids = None if ids_np is None else torch.from_numpy(ids_np)
+    logits = torch.from_numpy(logits_np)
+    tail = None if tail_np is None else torch.from_numpy(tail_np)
     t, alpha = ctx.params["temperature"], ctx.params["alpha"]
 
     def loss(model: Any, batch: dict, target: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

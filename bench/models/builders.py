@@ -360,7 +360,8 @@ def build_bert(spec: Any, shape: Shape) -> Any:
         config = AutoConfig.from_pretrained(source, trust_remote_code=False, num_labels=shape.num_labels, **overrides)
         model = AutoModelForSequenceClassification.from_pretrained(source, config=config, trust_remote_code=False)
     else:
-        config = BertConfig(vocab_size=shape.vocab_size, num_labels=shape.num_labels, **overrides)
+        # transformers 5 types its configs as dataclasses; num_labels goes to __post_init__'s **kwargs, unseen by mypy
+        config = BertConfig(vocab_size=shape.vocab_size, num_labels=shape.num_labels, **overrides)  # type: ignore[call-arg]
         model = AutoModelForSequenceClassification.from_config(config)
     if spec.freeze_embeddings:
         for p in model.base_model.embeddings.parameters():

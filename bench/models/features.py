@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
+
+from bench.models.nets import SequenceClassifier
 
 
 @dataclass(frozen=True)
@@ -19,18 +22,19 @@ class Features:
     scores: tuple  # L tensors (batch, heads, len, len), empty when not asked for
 
 
-def encoder_layers(model: nn.Module) -> nn.ModuleList:
+def encoder_layers(model: SequenceClassifier) -> nn.ModuleList:
     """The transformer layers of a wrapped transformers encoder (``SequenceClassifier``)."""
     return model.hf.base_model.encoder.layer
 
 
 def forward_features(model: nn.Module, batch: dict, scores: bool = True) -> Features:
     """Run ``model`` (a ``SequenceClassifier`` over a BERT-family encoder) and collect its features."""
+    clf = cast(SequenceClassifier, model)  # as documented (taken as nn.Module: training's loss callbacks get one)
     captured: dict = {}
     handles = []
     if scores:
-        for i, layer in enumerate(encoder_layers(model)):
-            att = layer.attention.self
+        for i, layer in enumerate(encoder_layers(clf)):
+            att = layer.get_submodule("attention.self")
             for name in ("query", "key"):
                 handles.append(
                     getattr(att, name).register_forward_hook(
@@ -38,15 +42,15 @@ def forward_features(model: nn.Module, batch: dict, scores: bool = True) -> Feat
                     )
                 )
     try:
-        out = model.hf(**model.inputs(batch), output_hidden_states=True)
+        out = clf.hf(**clf.inputs(batch), output_hidden_states=True)
     finally:
         for h in handles:
             h.remove()
     result = []
     if scores:
-        config = model.hf.config
+        config = clf.hf.config
         heads = config.num_attention_heads
-        for i in range(len(encoder_layers(model))):
+        for i in range(len(encoder_layers(clf))):
             q, k = captured[(i, "query")], captured[(i, "key")]
             b, n, width = q.shape
             d = width // heads

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import torch
 from torch import nn
@@ -107,7 +108,7 @@ class CausalLM(nn.Module):
 
     def __init__(self, hf_model: nn.Module):
         super().__init__()
-        self.hf = hf_model
+        self.hf: Any = hf_model  # a transformers model: its config and submodules are unknown to mypy
 
     def forward(self, x: torch.Tensor, **_: torch.Tensor) -> torch.Tensor:
         return self.hf(input_ids=x[:, :-1].long()).logits
@@ -119,7 +120,7 @@ class SequenceClassifier(nn.Module):
 
     def __init__(self, hf_model: nn.Module):
         super().__init__()
-        self.hf = hf_model
+        self.hf: Any = hf_model  # a transformers model: its config and submodules are unknown to mypy
         self.accepts = frozenset(inspect.signature(hf_model.forward).parameters)
 
     def inputs(self, batch: dict) -> dict:

@@ -158,7 +158,7 @@ def make_plan(sweep: Sweep) -> Plan:
                     for repeat in range(sweep.repeats):
                         keys = tuple(teachers[i].key for i in combo)
                         aug = augments[repeat % len(augments)] if augments else None
-                        config = {
+                        config: dict[str, Any] = {
                             "kind": "distill",
                             "format": DISTILL_FORMAT,
                             "task": _task_identity(sweep),

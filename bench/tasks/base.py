@@ -65,11 +65,13 @@ class Split:
         if self.x is not None:
             x = self.x[idx]
             if view is not None:
+                assert self.views is not None  # a view is asked for only when n_views > 0
                 x = crop_flip(x, self.views[idx, view])
             if self.norm is not None:
                 mean, std = (np.asarray(v, dtype=np.float32)[:, None, None] for v in self.norm)
                 x = (x.astype(np.float32) / 255.0 - mean) / std
             return {"x": torch.from_numpy(np.ascontiguousarray(x))}
+        assert self.offsets is not None and self.ids is not None and self.types is not None  # no x: a text split
         starts, ends = self.offsets[idx], self.offsets[idx + 1]
         lengths = ends - starts
         width = int(lengths.max())

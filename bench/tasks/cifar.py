@@ -63,7 +63,9 @@ def _read_local(root: Path) -> dict[str, list]:
         with tarfile.open(tarball) as tar:
             for m in tar:
                 if m.isfile():
-                    _add(out, m.name, tar.extractfile(m).read(), str(tarball))
+                    member = tar.extractfile(m)
+                    assert member is not None  # a regular file's member can always be extracted
+                    _add(out, m.name, member.read(), str(tarball))
     else:
         for f in sorted(root.rglob("*")):
             if f.is_file():

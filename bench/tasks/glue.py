@@ -139,6 +139,7 @@ def tokenize_split(
 
 def concat_splits(a: Split, b: Split) -> Split:
     """Examples of ``a`` followed by those of ``b`` (text splits)."""
+    assert a.offsets is not None and b.offsets is not None  # text splits have offsets
     return Split(
         labels=np.concatenate([a.labels, b.labels]),
         ids=np.concatenate([a.ids, b.ids]),

@@ -140,7 +140,7 @@ def load_lm(spec: Any, cache_dir: Path) -> Any:
         b = blocks(encode(tokenizer, text), spec.max_length)
         b = b[_subset(len(b), size, spec.split_seed)]
         splits[name] = Split(labels=b[:, 1:].astype(np.int64), x=b)
-    eval_splits = ("val",)
+    eval_splits: tuple[str, ...] = ("val",)
     if spec.lambada:
         pairs = read_lambada(spec.lambada)
         pairs = [pairs[i] for i in _subset(len(pairs), spec.eval_subset, spec.split_seed)]

@@ -142,6 +142,7 @@ def run_augment(job: JobPayload, device: Any) -> dict:
     config, a = job.config, job.config["augment"]
     spec = task_spec(config)
     texts, labels = glue_texts(spec)["train"]
+    assert spec.tokenizer is not None  # a text task's spec names one (checked when the spec is loaded)
     if a["model"] not in _CANDIDATES:
         _CANDIDATES[a["model"]] = load_candidates(a["model"])
     new = augment(texts, _CANDIDATES[a["model"]], a["factor"], a["p"], a["candidates"], config["seed"])
