@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from importlib.metadata import EntryPoint
@@ -27,6 +28,7 @@ def plugin_site(tmp_path_factory):
     pytest.importorskip("setuptools")
     site = tmp_path_factory.mktemp("site")
     build = tmp_path_factory.mktemp("build")
+    source = shutil.copytree(REPO / "tests" / "plugin_demo", build / "plugin_demo")  # setuptools builds in place
     proc = subprocess.run(
         [
             sys.executable,
@@ -39,7 +41,7 @@ def plugin_site(tmp_path_factory):
             "--no-build-isolation",
             "--target",
             str(site),
-            str(REPO / "tests" / "plugin_demo"),
+            str(source),
         ],
         capture_output=True,
         text=True,
