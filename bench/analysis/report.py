@@ -736,10 +736,6 @@ def _write_report(plan: Plan, options: ReportOptions, out: Path, outputs: _Outpu
                 outputs,
                 blocks,
                 body,
-                plot_by_k,
-                plot_robust_by_k,
-                robust_tables,
-                degenerate_notes,
             ),
             body,
         )
@@ -788,10 +784,6 @@ def _statistics(
     outputs,
     blocks,
     body,
-    plot_by_k,
-    plot_robust_by_k,
-    robust_tables,
-    degenerate_notes,
 ) -> None:
     """The verdict, the paper's and the size-matched statistics per k, and their figures."""
     comb = by_combination(jobs, grid)
