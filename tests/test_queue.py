@@ -47,7 +47,7 @@ def test_gpu_slot_without_gpu_is_a_clear_error(project):
     spec = digits_spec(project, n=1, r=1)
     proc = bench_cli("run", str(spec), "--devices", "cuda:0", cwd=project, env={"BENCH_SIMULATE_GPU": "0"})
     assert proc.returncode == 2
-    # refused before the lock (bench/preflight.py): one line, nothing written
+    # refused before the lock (bench/driver/preflight.py): one line, nothing written
     assert "field '--devices': cuda:0 requested but torch" in proc.stderr and "sees 0 CUDA device(s)" in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (project / "results").exists()

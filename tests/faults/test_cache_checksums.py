@@ -1,4 +1,4 @@
-"""Data caches under the cache dir carry their digest (bench/cache.py): a truncated cache is built
+"""Data caches under the cache dir carry their digest (bench/core/cache.py): a truncated cache is built
 again instead of failing every job, an altered but readable one instead of giving a silently wrong
 score. Digits (through `bench run`), GLUE tokenization, CIFAR-10 arrays and the LM's BPE tokenizer."""
 

@@ -129,7 +129,7 @@ def test_an_exception_is_recorded_with_its_traceback_and_dependants_are_skipped(
             assert "Traceback" in rec["traceback"] and "injected fault" in rec["traceback"]
         elif job.key == bad_job.key:
             assert rec["status"] == "failed" and rec["attempts"] == 2 and len(rec["errors"]) == 2
-            assert 'bench/worker.py", line' in rec["traceback"]  # the remote traceback
+            assert 'bench/engines/worker.py", line' in rec["traceback"]  # the remote traceback
         else:
             assert rec["status"] == "ok"
     n_skipped = sum(bad_teacher in j.teacher_keys for j in plan.jobs)
