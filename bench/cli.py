@@ -337,7 +337,7 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bench`` console script; user errors exit with code 2. SIGINT and SIGTERM
-    stop the command (its workers first, bench/interrupt.py) with one line and exit 130 / 143."""
+    stop the command (its workers first, bench/core/interrupt.py) with one line and exit 130 / 143."""
 
     install()
     args = build_parser().parse_args(argv)

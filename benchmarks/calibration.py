@@ -3,8 +3,8 @@ coverage of every interval the report prints, and power, each with its Monte-Car
 error, over designs N in {4, 6}, r in {1, 3, 5}, with and without a primary teacher.
 
 Runs tables are drawn from a variance-components model of a sweep (one row per run, the shape
-``bench.aggregate.jobs_frame`` makes) and passed through the very functions the report calls:
-``bench.stats.robust_tables`` and ``bench.stats.call`` (the verdict's reading). The model, per
+``bench.analysis.aggregate.jobs_frame`` makes) and passed through the very functions the report calls:
+``bench.analysis.stats.robust_tables`` and ``bench.analysis.stats.call`` (the verdict's reading). The model, per
 run of combination c (members T_c, k = |T_c|), primary p (if the method has one), repeat j:
 
     score = mu + delta(k) + mean_{i in T_c} t_i + pi_p + g_c + h_{c,p} + s_j + noise(k) * e

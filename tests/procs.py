@@ -39,7 +39,7 @@ def tagged(tag: str) -> list[psutil.Process]:
 
 
 def job_processes(tag: str) -> list[psutil.Process]:
-    """The live ``bench.worker`` processes of a tagged run."""
+    """The live ``bench.engines.worker`` processes of a tagged run."""
     out = []
     for p in tagged(tag):
         try:

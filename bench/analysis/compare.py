@@ -126,7 +126,7 @@ def _write(out: Path, table: pd.DataFrame, metrics: list, verdicts: list, names:
             "Per sweep (and grid point) and k: the paper's worst / best (min / max over a combination's "
             "runs, averaged over combinations) and the single-teacher ones (its members' k=1 runs pooled), "
             "the size-matched worst / best of m runs and the mean, and each one's gain over the base k "
-            f"(> 0 better) with its calibrated {options.level:.0%} interval (`bench/stats.py`, "
+            f"(> 0 better) with its calibrated {options.level:.0%} interval (`bench/analysis/stats.py`, "
             "docs/statistics.md)."
             + ("" if len(set(metrics)) == 1 else f" The sweeps report different metrics: {', '.join(metrics)}."),
         ),

@@ -2,10 +2,10 @@
 against one with an interval that holds its level, the paper's single- vs multi-teacher
 comparison, degenerate results, and expected scores against a compute budget.
 
-Every function works on the **runs table** of ``bench.aggregate`` (one row per run: ``k``,
+Every function works on the **runs table** of ``bench.analysis.aggregate`` (one row per run: ``k``,
 ``combination`` "0-3-4", ``primary`` (NA without one), ``repeat``, ``score``, ``status``, one
 column per grid axis, ``t_*`` timings, ``teacher_keys``), restricted to ok runs where it
-matters. The paper's own aggregation stays in ``bench.aggregate``.
+matters. The paper's own aggregation stays in ``bench.analysis.aggregate``.
 
 The method (docs/statistics.md has the why, the sources and the simulation that checks it):
 1. **Cells.** A cell is one (combination, primary) pair and its r student seeds. Its worst /

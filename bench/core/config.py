@@ -19,9 +19,9 @@ class TaskSpec:
     train_subset: int | None = None  # use a fixed random subset of the training split
     eval_subset: int | None = None  # ... and of each evaluation split
     split_seed: int = 0  # fixes subsets, the digits train/dev/test split and the training views
-    views: int = 0  # cifar10: crop/flip views per training image (0: none, 162: all; bench/cifar.py)
+    views: int = 0  # cifar10: crop/flip views per training image (0: none, 162: all; bench/tasks/cifar.py)
     vocab_size: int = 1024  # lm: size of the BPE vocabulary trained on the corpus (tokenizer = "bpe")
-    teacher_topk: int = 64  # lm: next-token logits kept per position in the teacher cache; 0: all (bench/lm.py)
+    teacher_topk: int = 64  # lm: next-token logits kept per position in the teacher cache; 0: all (bench/tasks/lm.py)
     lambada: str | None = None  # lm: LAMBADA jsonl (OpenAI format) for last-word accuracy / perplexity
 
 
@@ -97,7 +97,7 @@ class RunSpec:
     timeout: float = 0.0  # seconds per job attempt, 0: none
     max_jobs_per_worker: int = 0  # recycle a worker process after this many jobs, 0: never
     retry_on: tuple[str, ...] = ("error", "crash", "timeout", "oom")  # failure kinds retried (docs/reliability.md)
-    engine: str = "local"  # local | dask | slurm (bench/engine.py)
+    engine: str = "local"  # local | dask | slurm (bench/engines/dispatch.py)
     scheduler: str = ""  # dask: a scheduler address or scheduler file; "": a local cluster on loopback
     gpus_per_job: float | None = None  # dask/slurm: GPU share per job; default 1/jobs_per_device on GPUs, else 0
     worker_wait: float = 60.0  # dask/slurm: seconds to wait for a first worker, 0: forever

@@ -70,7 +70,7 @@ def prep_payload(plan: Plan, job: AugmentJob | OutputsJob) -> JobPayload:
 
 def prep_done(plan: Plan, job: AugmentJob | OutputsJob) -> bool:
     """Whether an augmentation run or a teacher's outputs on it are stored and sound (their digest
-    matches, bench/cache.py: a damaged one is made again)."""
+    matches, bench/core/cache.py: a damaged one is made again)."""
     from bench.training.augment import augmented_path  # lazy: torch only in workers, not in the driver
 
     p = plan.sweep.paths

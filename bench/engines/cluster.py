@@ -148,7 +148,7 @@ def slurm_cluster(run, log_dir: Path, job_name: str = "bench-worker"):
 @contextmanager
 def slurm_client(run, log_dir: Path) -> Iterator:
     """A client of a SLURMCluster that adapts between 1 and ``run.slurm.max_workers`` worker jobs,
-    all named ``bench-<8 hex digits>``, this driver's own: a reaper (bench/reaper.py) cancels them
+    all named ``bench-<8 hex digits>``, this driver's own: a reaper (bench/engines/reaper.py) cancels them
     when the driver ends, even by SIGKILL, so no worker job is left pending or running."""
     import distributed
 

@@ -5,10 +5,10 @@ they wait for) and the [run] settings, runs every item whose dependencies finish
 what finished, failed and was skipped. Whatever the engine, a job runs in a ``bench.engines.worker``
 process (same code, same timings, same records); the engine only decides where and when.
 
-- ``local``: one worker process per device slot on this machine (bench/queue.py).
+- ``local``: one worker process per device slot on this machine (bench/engines/queue.py).
 - ``dask``: a Dask cluster: a local one on loopback, or the scheduler at ``run.scheduler``
   (bench/engines/dask_engine.py).
-- ``slurm``: a Dask cluster whose workers are Slurm jobs (bench/cluster.py, docs/cluster.md).
+- ``slurm``: a Dask cluster whose workers are Slurm jobs (bench/engines/cluster.py, docs/cluster.md).
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ def with_augmented_train(config: dict, data: Any, cache: str, augment: str) -> A
 
 
 def run_augment(job: JobPayload, device: Any) -> dict:
-    """Augment the training texts (bench.augment)."""
+    """Augment the training texts (bench.training.augment)."""
 
     return augment_job(job, device)
 

@@ -64,7 +64,7 @@ def load_lm_tokenizer(spec: Any, train_text: str, cache_dir: Path) -> Any:
     if spec.tokenizer not in (None, "bpe"):
         return load_tokenizer(spec.tokenizer).backend_tokenizer
 
-    # a checked cache (bench/cache.py): the tokenizer's JSON as bytes, with its digest
+    # a checked cache (bench/core/cache.py): the tokenizer's JSON as bytes, with its digest
     path = cache_dir / "lm" / f"bpe-{stable_hash([spec.vocab_size, len(train_text), train_text[:4096]])}.npz"
     stored = load_arrays(path)
     if stored is not None:

@@ -3,8 +3,8 @@
 - ``digits``: scikit-learn's 8x8 digits (embedded, no download), a fixed stratified 60/20/20
   train/dev/test split.
 - ``cifar10``: CIFAR-10 from a local folder (JPEG tarball) or the hub; scored on its test split;
-  optional finite sets of crop/flip training views (``bench/cifar.py``).
-- ``lm``: a text corpus for causal LMs, held-out perplexity and LAMBADA (``bench/lm.py``).
+  optional finite sets of crop/flip training views (``bench/tasks/cifar.py``).
+- ``lm``: a text corpus for causal LMs, held-out perplexity and LAMBADA (``bench/tasks/lm.py``).
 - ``cola`` (Matthews corr.), ``mrpc`` (accuracy and F1), ``sst2`` (accuracy): GLUE, read from a
   folder in the official GLUE TSV layout (``task.data``) or from the Hugging Face hub
   (``nyu-mll/glue``) when no folder is given. Scored on the dev split (GLUE test is unlabeled).
@@ -83,7 +83,7 @@ def _lm_teacher_outputs(model: Any, data: TaskData, device: Any, spec: Any) -> d
 
 
 def load_cifar10(spec: Any, cache_dir: Path) -> TaskData:
-    """CIFAR-10 from a local folder or the hub, with its training views (bench/cifar.py)."""
+    """CIFAR-10 from a local folder or the hub, with its training views (bench/tasks/cifar.py)."""
 
     return load(spec, cache_dir)
 

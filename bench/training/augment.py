@@ -114,7 +114,7 @@ def repeat_labels(labels: np.ndarray, factor: int) -> np.ndarray:
 
 
 def augmented_path(cache: str, task: str, key: str):
-    """Where augmentation run ``key`` of a task is stored (tokenized arrays, a checked cache: bench/cache.py)."""
+    """Where augmentation run ``key`` of a task is stored (tokenized arrays, a checked cache: bench/core/cache.py)."""
     from pathlib import Path
 
     return Path(cache) / "augmented" / task / f"{key}.npz"

@@ -162,7 +162,7 @@ def test_a_worker_killed_mid_job_and_the_sweep_still_completes(project, engine, 
     if engine == "local":
         workers = [p for p in psutil.Process(proc.pid).children() if "bench.engines.worker" in " ".join(p.cmdline())]
         victim = workers[0]
-    else:  # the Dask worker process (not its nanny) whose bench.worker is busy
+    else:  # the Dask worker process (not its nanny) whose bench.engines.worker is busy
         from distributed import Client
 
         with Client(args[1], timeout=120) as client:

@@ -27,7 +27,7 @@ def _teacher_threads(project) -> list:
 
 @pytest.mark.parametrize("engine", ["local", "dask-scheduler"])
 def test_threads_per_job_decides_the_thread_count_on_every_engine(project, engine):
-    """A Dask worker started with BENCH_THREADS=1 (as `bench.cluster.local_cluster` or an admin sets
+    """A Dask worker started with BENCH_THREADS=1 (as `bench.engines.cluster.local_cluster` or an admin sets
     it) used to give its jobs 1 thread whatever the spec said."""
     spec = _spec(project, 2, n=2, r=1)
     args = []
