@@ -6,6 +6,7 @@ import pytest
 from helpers import bench_cli, digits_spec, records
 
 from bench.core.config import parse_device
+from bench.core.contracts import JobPaths, JobPayload
 from bench.engines.queue import Item, make_slots, run_queue
 
 
@@ -59,9 +60,14 @@ def test_unexpected_errors_cost_one_attempt_and_never_hang(tmp_path):
     import threading
 
     failures, out = [], {}
+    paths = JobPaths(teachers=str(tmp_path), cache=str(tmp_path))
+
+    def payload(kind: str, key: str, config: dict) -> JobPayload:
+        return JobPayload(kind=kind, key=key, config=config, paths=paths, threads=1, deterministic=False, plan={})
+
     items = [
-        Item(key="unsendable", kind="distill", payload={"kind": "distill", "key": "unsendable", "bad": object()}),
-        Item(key="unknown", kind="nope", payload={"kind": "nope", "key": "unknown"}),
+        Item(key="unsendable", kind="distill", payload=payload("distill", "unsendable", {"bad": object()})),
+        Item(key="unknown", kind="nope", payload=payload("nope", "unknown", {})),
     ]
     slots = make_slots(("cpu",), 1, 1)
 
@@ -86,4 +92,4 @@ def test_unexpected_errors_cost_one_attempt_and_never_hang(tmp_path):
     assert {i.key: i.attempts for i in failures} == {"unsendable": 2, "unknown": 2}
     errors = {i.key: i.errors for i in failures}
     assert all("TypeError" in e for e in errors["unsendable"])  # not JSON serializable
-    assert all("KeyError" in e for e in errors["unknown"])
+    assert all("ValueError: job payload: field 'kind' has an unexpected value 'nope'" in e for e in errors["unknown"])
