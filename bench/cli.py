@@ -4,39 +4,64 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from math import comb
+from pathlib import Path
 
 from bench.core.config import parse_device
 from bench.core.errors import UserError, did_you_mean
 from bench.core.interrupt import Interrupted, install
 from bench.driver.preflight import check_before_run
 from bench.driver.rerun import find_record, rerun_job
-from bench.driver.run import pending_work, run_sweep
+from bench.driver.run import SAVED_SPEC, pending_work, run_sweep
 from bench.engines.cluster import slurm_cluster
 from bench.engines.queue import make_slots
 from bench.methods.table import METHODS
 from bench.plan.jobs import grid_points, make_plan
+from bench.spec.compose import apply_sets, dump_toml, read_document, resolved_document
 from bench.spec.load import check_run, load_sweep, with_run_overrides
 from bench.training.teachers import teacher_done
 
 
-def _load(args: argparse.Namespace):
+def _spec_path(spec: str) -> str:
+    """A spec file, or the results folder of a sweep, which holds the spec it was run with."""
+    saved = Path(spec) / SAVED_SPEC
+    return str(saved) if Path(spec).is_dir() and saved.is_file() else spec
 
-    sweep = load_sweep(args.spec)
+
+def _run_options(args: argparse.Namespace) -> dict:
+    """The [run] options given on the command line (None: not given)."""
     devices = getattr(args, "devices", None)
     scheduler = getattr(args, "scheduler", None)
-    engine = getattr(args, "engine", None) or ("dask" if scheduler else None)
-    # an empty --devices is an error (no device), not "no option": only None means "not given"
-    return with_run_overrides(
-        sweep,
-        devices=None if devices is None else tuple(d.strip() for d in devices.split(",")),
-        jobs_per_device=getattr(args, "jobs_per_device", None),
-        retries=getattr(args, "retries", None),
-        engine=engine,
-        scheduler=scheduler,
-        gpus_per_job=getattr(args, "gpus_per_job", None),
+    return {
+        # an empty --devices is an error (no device), not "no option": only None means "not given"
+        "devices": None if devices is None else tuple(d.strip() for d in devices.split(",")),
+        "jobs_per_device": getattr(args, "jobs_per_device", None),
+        "retries": getattr(args, "retries", None),
+        "engine": getattr(args, "engine", None) or ("dask" if scheduler else None),
+        "scheduler": scheduler,
+        "gpus_per_job": getattr(args, "gpus_per_job", None),
+    }
+
+
+def _load(args: argparse.Namespace):
+    sweep = load_sweep(_spec_path(args.spec), tuple(getattr(args, "set", None) or ()))
+    return with_run_overrides(sweep, **_run_options(args))
+
+
+def _saved_spec(args: argparse.Namespace, sweep) -> str:
+    """The spec as this run uses it (extends merged, --set and [run] options applied, paths
+    absolute), with a header saying where it came from: results/<sweep>/spec.toml."""
+    run = {k: list(v) if isinstance(v, tuple) else v for k, v in _run_options(args).items() if v is not None}
+    doc = resolved_document(apply_sets(read_document(_spec_path(args.spec)), tuple(args.set or ())), run, os.getcwd())
+    sets = " ".join(f"--set {s}" for s in args.set or ())
+    header = (
+        f"The spec of sweep {sweep.name} as `bench run` last used it: {os.path.abspath(args.spec)}"
+        f"{' ' + sets if sets else ''}{' with [run] options ' + json.dumps(run) if run else ''}.\n"
+        f"`bench report {sweep.results_dir()}` reads it; paths are absolute."
     )
+    return dump_toml(doc, header)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -117,7 +142,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = make_plan(_load(args))
     _check_report_options(plan.sweep, options)
     check_before_run(plan, _overridden(args))
-    summary = run_sweep(plan, quiet=args.quiet, teachers_only=args.teachers_only, mixed_threads=args.mixed_threads)
+    summary = run_sweep(
+        plan,
+        quiet=args.quiet,
+        teachers_only=args.teachers_only,
+        mixed_threads=args.mixed_threads,
+        spec_text=_saved_spec(args, plan.sweep),
+    )
     print(
         f"{plan.sweep.name}: trained {summary.teachers_trained} teachers, ran {summary.jobs_run} jobs "
         f"({summary.jobs_ok} ok, {summary.jobs_failed} failed, "
@@ -272,14 +303,25 @@ def cmd_slurm_script(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY.PATH=VALUE",
+        help="set a spec value before validation, e.g. --set teacher.lr=3e-4 --set k=[1,3] (repeatable)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench", description="Seed-robustness studies of multi-teacher distillation.")
     sub = p.add_subparsers(dest="command", required=True)
     plan = sub.add_parser("plan", help="count the jobs of a sweep and estimate its compute")
     plan.add_argument("spec")
+    _add_set(plan)
     plan.add_argument("--json", action="store_true", help="print the counts as JSON")
     run = sub.add_parser("run", help="run every missing or failed job of a sweep, then report")
     run.add_argument("spec")
+    _add_set(run)
     run.add_argument("--devices", help="comma-separated devices, e.g. cuda:0,cuda:1 or cpu (overrides [run])")
     run.add_argument("--jobs-per-device", type=int, help="slots per device (overrides [run])")
     run.add_argument("--retries", type=int, help="extra attempts of a failed job (overrides [run])")
@@ -306,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report_options(run)
     rep = sub.add_parser("report", help="write tables and figures from the records")
     rep.add_argument("spec")
+    _add_set(rep)
     _add_report_options(rep)
     cmp = sub.add_parser("compare", help="overlay two or more sweeps in one table and figure")
     cmp.add_argument("specs", nargs="+", metavar="SPEC")
@@ -313,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report_options(cmp)
     doc = sub.add_parser("doctor", help="what is done, failed, missing or damaged, and what a rerun would do")
     doc.add_argument("spec")
+    _add_set(doc)
     doc.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
     rr = sub.add_parser("rerun", help="run one job again from its record alone and compare its scores")
     rr.add_argument("record", help="a record file, or a job key (or unique prefix) under --results")
@@ -321,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--replace", action="store_true", help="replace the record with the new one")
     slurm = sub.add_parser("slurm-script", help="print the batch script of one Slurm worker job ([run.slurm])")
     slurm.add_argument("spec")
+    _add_set(slurm)
     return p
 
 

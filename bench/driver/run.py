@@ -16,7 +16,7 @@ from pathlib import Path
 from bench.core.cache import load_arrays
 from bench.core.contracts import JobPaths, JobPayload
 from bench.core.errors import SpecError, UserError
-from bench.core.files import read_json, remove_stale_temps
+from bench.core.files import atomic_write_bytes, read_json, remove_stale_temps
 from bench.core.provenance import provenance
 from bench.core.records import load_records, record_path, write_record
 from bench.engines.dispatch import Hooks, job_threads, run_engine
@@ -308,14 +308,22 @@ def check_threads(plan: Plan, finished: dict) -> None:
     )
 
 
-def run_sweep(plan: Plan, quiet: bool = False, teachers_only: bool = False, mixed_threads: bool = False) -> RunSummary:
+SAVED_SPEC = "spec.toml"  # results/<sweep>/spec.toml: the spec the sweep was last run with
+
+
+def run_sweep(
+    plan: Plan, quiet: bool = False, teachers_only: bool = False, mixed_threads: bool = False, spec_text: str = ""
+) -> RunSummary:
     """Run every missing job of the plan on the sweep's device slots (or only its teachers); refuses
-    to resume results made with another thread count unless ``mixed_threads`` (``check_threads``)."""
+    to resume results made with another thread count unless ``mixed_threads`` (``check_threads``).
+    ``spec_text`` (the spec as this run uses it) is kept as results/<sweep>/spec.toml."""
     sweep = plan.sweep
     results = sweep.results_dir()
     preflight(plan)
     lock = sweep_lock(results)
     try:
+        if spec_text:
+            atomic_write_bytes(results / SAVED_SPEC, spec_text.encode())
         return _run_locked(plan, quiet, teachers_only, mixed_threads)
     finally:
         lock.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
 from math import comb
 from typing import Any, get_args, get_origin, get_type_hints
 
@@ -24,21 +23,15 @@ from bench.core.config import (
     TrainSpec,
     parse_device,
 )
+from bench.core.errors import SpecError, did_you_mean
 from bench.methods.table import METHODS
 from bench.models.builders import MODELS, check_pretrained_source
+from bench.spec.compose import apply_sets, read_document
 from bench.tasks.base import ALL_VIEWS
 from bench.tasks.table import TASKS, check_models
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-from bench.core.errors import SpecError, did_you_mean
-
 MAX_JOBS = 1_000_000  # beyond this a plan is a typo, not a study
 # Resource bombs are refused before any work (or combinatorics): every bound is far beyond a real study.
-MAX_SPEC_BYTES = 1 << 20  # a spec file is a page of TOML
 MAX_NAME = 100  # sweep name: one path component under each output root
 MAX_STRING = 4096  # any string value (paths are at most PATH_MAX)
 MAX_INT = 1 << 53  # any integer value
@@ -67,6 +60,7 @@ _TOP_KEYS = {
     "run",
     "paths",
     "augment",
+    "extends",  # read by bench.spec.compose before validation
 }
 
 
@@ -562,48 +556,10 @@ def check_run(run: RunSpec, file: str, prefix: str) -> None:
             )
 
 
-def load_sweep(path: str | os.PathLike) -> Sweep:
-    """Read and validate a sweep spec file."""
-    file = str(path)
-    try:
-        text = read_spec_text(path).decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise SpecError(file, "", f"expected a UTF-8 text file ({e.reason} at byte {e.start})") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise SpecError(file, "", f"invalid TOML: {e}") from None
-    except RecursionError:
-        raise SpecError(file, "", "invalid TOML: arrays or tables nested too deeply") from None
-    return parse_sweep(data, file)
-
-
-def read_spec_text(path: str | os.PathLike) -> bytes:
-    """The bytes of a spec file: a regular file of at most MAX_SPEC_BYTES. Opened non-blocking and
-    checked with fstat, so a FIFO or a device never blocks the command; raises SpecError."""
-    import stat
-
-    file = str(path)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as e:
-        raise SpecError(file, "", f"cannot read the spec file ({e.strerror})") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-            raise SpecError(file, "", f"expected a TOML file, got {kind}")
-        if st.st_size > MAX_SPEC_BYTES:
-            raise SpecError(file, "", f"expected a spec of at most {MAX_SPEC_BYTES:,} bytes, got {st.st_size:,}")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read(MAX_SPEC_BYTES + 1)
-    except OSError as e:
-        raise SpecError(file, "", f"cannot read the spec file ({e.strerror})") from None
-    finally:
-        os.close(fd)
-    if len(data) > MAX_SPEC_BYTES:
-        raise SpecError(file, "", f"expected a spec of at most {MAX_SPEC_BYTES:,} bytes")
-    return data
+def load_sweep(path: str | os.PathLike, sets: tuple[str, ...] = ()) -> Sweep:
+    """Read a sweep spec file (with its ``extends`` chain and the command line's ``--set`` values,
+    bench.spec.compose) and validate it."""
+    return parse_sweep(apply_sets(read_document(path), sets), str(path))
 
 
 def with_run_overrides(sweep: Sweep, **overrides: Any) -> Sweep:

@@ -102,7 +102,8 @@ def test_a_spec_needing_the_network_is_refused_offline_before_any_work(project, 
 
 
 def _sweep(project, **fmt):
-    from bench.spec.load import parse_sweep, tomllib
+    from bench.spec.compose import tomllib
+    from bench.spec.load import parse_sweep
 
     return parse_sweep(
         tomllib.loads(
