@@ -163,7 +163,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
 
         out = write_report(plan, options)
-        print(f"report: {out / 'report.md'}", file=sys.stderr)
+        print(f"report: {out / 'report.md'} and {out / 'report.html'}", file=sys.stderr)
     if args.teachers_only:
         missing = [
             t.key for t in plan.teachers if not teacher_done(plan.sweep.paths.teachers, plan.sweep.task.name, t.key)
