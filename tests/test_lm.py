@@ -153,6 +153,9 @@ def test_tiny_lm_sweep_end_to_end(project, topk):
     assert len(recs) == 6 and all(r["status"] == "ok" and r["metric"] == "perplexity" for r in recs.values())
     for r in recs.values():
         assert set(r["scores"]) == {"val", "lambada"} and 0 <= r["scores"]["lambada"]["accuracy"] <= 1
+        assert 0 < r["scores"]["val"]["bits_per_byte"] < 8 * 1.5  # compressed: well under 8 bits per byte
+        lam = r["scores"]["lambada"]
+        assert r["other_names"] == {"lambada_openai": {"acc": lam["accuracy"], "perplexity": lam["perplexity"]}}
         assert 1 < r["score"] < 1024  # better than... at most the vocabulary for a trained model
     for meta in (project / "teachers" / "lm").glob("*/meta.json"):  # each cache's own fidelity, k = 1
         rows = json.loads(meta.read_text())["cache_fidelity"]
@@ -299,3 +302,35 @@ def test_dense_caches_give_the_exact_mean_target_and_do_not_mix_with_top_k():
     }
     with pytest.raises(ValueError, match="mix dense and top-K"):
         kd_target([dense[0], topk])
+
+
+def test_token_bytes_add_up_to_the_text_and_bits_per_byte_by_hand(tmp_path):
+    """Byte-level BPE: the bytes of a text's tokens add up to its UTF-8 length (non-ASCII too);
+    a model that spreads its probability evenly over V tokens has bits per byte = n ln V / ln 2 / bytes."""
+    import math
+
+    import numpy as np
+    import torch
+
+    from bench.core.config import TaskSpec
+    from bench.tasks.base import Split, TaskData
+    from bench.tasks.lm import EOS, encode, evaluate_lm, load_lm_tokenizer, token_bytes
+
+    text = "the cat sat on the mat.\nnaïve café — déjà vu\n" * 50
+    tok = load_lm_tokenizer(TaskSpec(name="lm", vocab_size=300), text, tmp_path)
+    per_token = token_bytes(tok)
+    sample = "naïve café — the mat\n"
+    assert int(per_token[encode(tok, sample)].sum()) == len(sample.encode("utf-8"))
+    assert per_token[tok.token_to_id(EOS)] == 0
+
+    class Uniform(torch.nn.Module):
+        def forward(self, x):
+            return torch.zeros(x.shape[0], x.shape[1] - 1, 300)  # as CausalLM: predicts tokens 2..n
+
+    ids = np.stack([encode(tok, text)[:9], encode(tok, text)[9:18]])
+    val = Split(labels=ids[:, 1:].astype(np.int64), x=ids)
+    n_bytes = int(per_token[val.labels].sum())
+    data = TaskData("lm", {"val": val}, None, ("val",), text_bytes={"val": n_bytes})
+    got = evaluate_lm(data, Uniform(), torch.device("cpu"))["val"]
+    assert got["perplexity"] == pytest.approx(300)
+    assert got["bits_per_byte"] == pytest.approx(16 * math.log(300) / math.log(2) / n_bytes)

@@ -137,7 +137,8 @@ def run_distill(job: JobPayload, device: Any) -> dict:
     predictions: dict = {}
     scores = evaluate(data, model, device, predictions)
     t_eval = time.perf_counter()
-    metric = TASKS[data.name].metrics[0]
+    info = TASKS[data.name]
+    metric = info.metrics[0]
     record = {
         "key": job.key,
         "sweep": job.plan["sweep"],
@@ -151,6 +152,7 @@ def run_distill(job: JobPayload, device: Any) -> dict:
         "scores": scores,
         "metric": metric,
         "score": scores[data.eval_splits[0]][metric],
+        **({"other_names": info.other_names(scores)} if info.other_names else {}),
         "score_split": data.eval_splits[0],
         "n_params": count_parameters(model),
         "fit": ctx.fit,

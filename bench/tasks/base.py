@@ -4,7 +4,7 @@ training views), a task's data, and the classification metrics.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -99,6 +99,7 @@ class TaskData:
     splits: dict
     shape: Shape
     eval_splits: tuple
+    text_bytes: dict = field(default_factory=dict)  # LM: split -> UTF-8 bytes of the tokens it predicts
 
 
 def _subset(n: int, size: int | None, seed: int) -> np.ndarray:

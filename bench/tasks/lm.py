@@ -79,6 +79,20 @@ def load_lm_tokenizer(spec: Any, train_text: str, cache_dir: Path) -> Any:
     return bpe._tokenizer
 
 
+def token_bytes(tokenizer: Any) -> np.ndarray:
+    """How many UTF-8 bytes of text each token id stands for (0 for special tokens such as EOS),
+    for bits per byte: exact for byte-level BPE (each character of a token is one byte), else the
+    length of the token decoded alone."""
+    vocab = tokenizer.get_vocab(with_added_tokens=True)
+    special = {t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special}
+    out = np.zeros(tokenizer.get_vocab_size(), dtype=np.int64)
+    byte_level = type(tokenizer.pre_tokenizer).__name__ == "ByteLevel"
+    for token, i in vocab.items():
+        if i < len(out) and token not in special:
+            out[i] = len(token) if byte_level else len(tokenizer.decode([i]).encode("utf-8"))
+    return out
+
+
 def encode(tokenizer: Any, text: str) -> np.ndarray:
     return np.asarray(tokenizer.encode(text).ids, dtype=np.int32)
 
@@ -140,6 +154,7 @@ def load_lm(spec: Any, cache_dir: Path) -> Any:
         b = blocks(encode(tokenizer, text), spec.max_length)
         b = b[_subset(len(b), size, spec.split_seed)]
         splits[name] = Split(labels=b[:, 1:].astype(np.int64), x=b)
+    per_token = token_bytes(tokenizer)
     eval_splits: tuple[str, ...] = ("val",)
     if spec.lambada:
         pairs = read_lambada(spec.lambada)
@@ -147,10 +162,25 @@ def load_lm(spec: Any, cache_dir: Path) -> Any:
         splits["lambada"] = lambada_split(pairs, tokenizer, spec.max_length)
         eval_splits = ("val", "lambada")
     vocab = tokenizer.get_vocab_size()
-    return TaskData("lm", splits, Shape(num_labels=vocab, vocab_size=vocab, context=spec.max_length), eval_splits)
+    shape = Shape(num_labels=vocab, vocab_size=vocab, context=spec.max_length)
+    return TaskData("lm", splits, shape, eval_splits, text_bytes={"val": int(per_token[splits["val"].labels].sum())})
 
 
 # --------------------------------------------------------------------------- evaluation
+
+
+LM_EVAL_NAMES = {"lambada": ("lambada_openai", {"accuracy": "acc", "perplexity": "perplexity"})}
+
+
+def lm_eval_scores(scores: dict) -> dict:
+    """The scores under lm-evaluation-harness's task and metric names, for comparison with its
+    tables: LAMBADA as ``lambada_openai`` with ``acc`` and ``perplexity`` (same definitions: the
+    whole last word greedy, exp of the mean target NLL)."""
+    return {
+        task: {theirs: scores[split][ours] for ours, theirs in names.items() if ours in scores[split]}
+        for split, (task, names) in LM_EVAL_NAMES.items()
+        if split in scores
+    }
 
 
 def continuation_scores(log_probs: list[np.ndarray], targets: list[np.ndarray]) -> dict[str, float]:
@@ -169,7 +199,8 @@ def _lm_logits(model: Any, ids: Any, mask: Any) -> Any:
 
 
 def evaluate_lm(data: Any, model: Any, device: Any, batch_size: int = 32) -> dict:
-    """Held-out perplexity and next-token accuracy on ``val``; LAMBADA accuracy and perplexity."""
+    """Held-out perplexity, bits per byte and next-token accuracy on ``val``; LAMBADA accuracy and
+    perplexity (lm-eval: ``lambada_openai``, ``acc`` and ``perplexity``; ``LM_EVAL_NAMES``)."""
     import torch
 
     model.to(device).eval()
@@ -185,6 +216,8 @@ def evaluate_lm(data: Any, model: Any, device: Any, batch_size: int = 32) -> dic
             correct += int((logits.argmax(-1) == labels).sum())
             count += labels.numel()
         scores["val"] = {"perplexity": math.exp(nll / max(1, count)), "token_accuracy": correct / max(1, count)}
+        if data.text_bytes.get("val"):  # comparable across tokenizers, as lm-eval reports it
+            scores["val"]["bits_per_byte"] = nll / math.log(2) / data.text_bytes["val"]
         if "lambada" in data.splits:
             lam = data.splits["lambada"]
             log_probs, targets = [], []

@@ -29,7 +29,7 @@ from bench.tasks.base import TaskData, metric_accuracy, metric_f1, metric_mcc
 from bench.tasks.cifar import load_cifar10 as load
 from bench.tasks.digits import load_digits
 from bench.tasks.glue import check_glue, load_glue
-from bench.tasks.lm import evaluate_lm, load_lm, teacher_topk
+from bench.tasks.lm import evaluate_lm, lm_eval_scores, load_lm, teacher_topk
 
 # --------------------------------------------------------------------------- metrics
 
@@ -61,10 +61,11 @@ class TaskInfo:
     evaluate: Callable[[TaskData, Any, Any], dict] | None = None  # (data, model, device) -> scores
     teacher_outputs: Callable[[Any, TaskData, Any, Any], dict] | None = None  # (model, data, device, spec)
     check: Callable[[Any], None] | None = None  # (task spec) -> raises UserError on bad local data
+    other_names: Callable[[dict], dict] | None = None  # scores -> the same under another tool's names
 
 
 # Metrics where lower is better: the worst case of a combination is then its maximum.
-LOWER_IS_BETTER = frozenset({"perplexity"})
+LOWER_IS_BETTER = frozenset({"perplexity", "bits_per_byte"})
 
 
 def _lm_load(spec: Any, cache_dir: Path) -> TaskData:
@@ -94,7 +95,14 @@ BUILTIN_TASKS: dict[str, TaskInfo] = {
     "cola": TaskInfo("text", ("mcc", "accuracy"), load_glue, check=check_glue),
     "mrpc": TaskInfo("text", ("accuracy", "f1"), load_glue, check=check_glue),
     "sst2": TaskInfo("text", ("accuracy",), load_glue, check=check_glue),
-    "lm": TaskInfo("lm", ("perplexity", "token_accuracy", "accuracy"), _lm_load, _lm_evaluate, _lm_teacher_outputs),
+    "lm": TaskInfo(
+        "lm",
+        ("perplexity", "token_accuracy", "accuracy", "bits_per_byte"),
+        _lm_load,
+        _lm_evaluate,
+        _lm_teacher_outputs,
+        other_names=lm_eval_scores,
+    ),
 }
 TASKS: Table[TaskInfo] = Table("bench.tasks", TaskInfo, BUILTIN_TASKS)  # + installed plugins (bench.core.plugins)
 
