@@ -144,7 +144,7 @@ def train(
     drawn for that example at this step. ``extra_params`` (e.g. projections of intermediate-layer
     losses) are trained with the model. Returns step count and seconds. Raises ``Diverged`` with
     the first step whose loss is NaN or infinite (checked on the device, synced every
-    ``DIVERGENCE_CHECK_EVERY`` steps and at the end). Inside a ``precision`` scope the forward
+    ``DIVERGENCE_CHECK_EVERY`` steps and at the end). Inside a ``precision_scope`` the forward
     pass and loss run under its autocast, backward outside it, with a GradScaler for fp16 on CUDA.
     """
     model.to(device).train()
