@@ -104,6 +104,7 @@ class RunSpec:
     dashboard: str = ""  # dask local cluster: dashboard address ("8787" binds 127.0.0.1:8787); "": none
     slurm: SlurmSpec = SlurmSpec()
     deterministic: bool = False  # torch deterministic algorithms (+ cuBLAS workspace): GPU reruns match bit for bit
+    precision: str = "fp32"  # fp32 | bf16 | fp16: forward passes under torch autocast (in job keys unless fp32)
 
     def gpu_share(self) -> float:
         """The GPU share one job requests from a Dask cluster (0: a CPU job)."""
@@ -153,6 +154,15 @@ class Sweep:
 
     def reports_dir(self) -> Path:
         return Path(self.paths.reports) / self.name
+
+
+PRECISIONS = ("fp32", "bf16", "fp16")  # run.precision; bf16/fp16 run forward passes under torch autocast
+
+
+def job_precision(config: dict) -> str:
+    """The precision a job runs at, from its config: keys leave ``precision`` out at the default
+    (bench.core.keys), so a config without it (every job made before it existed) means fp32."""
+    return str(config.get("precision", RunSpec.precision))
 
 
 def parse_device(name: str) -> tuple[str, int | None]:

@@ -6,7 +6,9 @@ parameters that existed when keys were first made (``ORIGINAL_FIELDS``, ``ORIGIN
 snapshot, never edited) are always part of an identity; any added since is part of it only when
 set to another value than its default. So a new field with a default leaves every stored key as it
 was (a sweep that does not use it is not re-run), and one set to a new value makes new keys.
-A method that is not in the snapshot (a plugin) has every parameter in its identity.
+A method that is not in the snapshot (a plugin) has every parameter in its identity. ``RunSpec``
+is in it with no field (no [run] field was in a key then: [run] says where and how jobs run); a
+[run] field that changes what a job computes (``precision``) enters by the same rule.
 
 What could still re-key silently is changing the default of a field added since (its old default
 would then be read as the new one): ``later_defaults`` lists them, and tests/test_keys.py pins
@@ -34,6 +36,7 @@ ORIGINAL_FIELDS: dict[str, tuple[str, ...]] = {
         "seed",
     ),
     "AugmentSpec": ("factor", "p", "candidates", "model", "per_repeat"),
+    "RunSpec": (),  # no [run] field was in a key then; those that change results since enter by the rule
 }
 ORIGINAL_PARAMS: dict[str, tuple[str, ...]] = {
     "kd": ("temperature", "alpha"),
@@ -50,13 +53,14 @@ def _default(f: Any) -> Any:
     return f.default_factory() if f.default_factory is not MISSING else MISSING
 
 
-def identity(spec: Any, drop: tuple[str, ...] = ()) -> dict:
-    """The fields of a spec dataclass that enter its keys (the rule above), less ``drop``."""
+def identity(spec: Any, drop: tuple[str, ...] = (), only: tuple[str, ...] | None = None) -> dict:
+    """The fields of a spec dataclass that enter its keys (the rule above), less ``drop``; with
+    ``only``, just those fields (the [run] fields that change what a job computes)."""
     original = ORIGINAL_FIELDS.get(type(spec).__name__)
     values = asdict(spec)
     out = {}
     for f in fields(spec):
-        if f.name in drop:
+        if f.name in drop or (only is not None and f.name not in only):
             continue
         if original is None or f.name in original or values[f.name] != _default(f):
             out[f.name] = values[f.name]

@@ -7,7 +7,8 @@ sweep, status ("ok" | "failed" | "diverged": no score, a non-finite loss at
 combination, primary, repeat, grid, teacher_keys, config, metric, score (on the task's first
 evaluation split), scores {split: {metric: value}}, timings {queue_wait, setup, train, eval,
 total}, device, slot, provenance {versions, git_commit, host, pid, slurm {job_id, node, cpus, gpus} or
-null, finished}``; ok records add
+null, finished}``, precision (``run.precision`` the job ran at; absent in records written before
+it existed: fp32); ok records add
 ``score_split, n_params, fit (steps, seconds per stage), teacher_work, torch_device,
 cuda_visible_devices, threads`` and ``provenance.started``, ``paths`` (teachers root and cache:
 enough to rerun the job from its record) and ``predictions`` {split: encoded array of the
@@ -35,6 +36,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from bench.core.config import PRECISIONS
 from bench.core.files import MAX_JSON_BYTES, atomic_write_json, read_json
 from bench.core.hashing import stable_hash
 
@@ -81,6 +83,7 @@ _OPTIONAL = {
     "primary": (lambda v: v is None or _is_int(v), "a teacher index or null"),
     "attempts": (lambda v: v is None or _is_int(v), "an integer"),
     "error": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "precision": (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
 }
 _SCORES = (
     lambda v: (
@@ -153,6 +156,7 @@ _TEACHER_META = {
 _TEACHER_OPTIONAL = {
     "n_params": (lambda v: v is None or _is_int(v), "an integer"),
     "files": (lambda v: isinstance(v, dict), "{file: size and sha256}"),
+    "precision": (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
 }
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.core.cache import load_arrays
+from bench.core.config import job_precision
 from bench.core.contracts import JobPaths, JobPayload
 from bench.core.errors import SpecError, UserError
 from bench.core.files import atomic_write_bytes, read_json, remove_stale_temps
@@ -448,6 +449,7 @@ def unscored_record(sweep_name: str, item: Item, metric: str, status: str, **fie
         **p.plan,
         "teacher_keys": p.config["teachers"],
         "config": p.config,
+        "precision": job_precision(p.config),
         "metric": metric,
         "scores": None,
         "score": None,

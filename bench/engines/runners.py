@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.core.config import task_spec, train_spec
+from bench.core.config import job_precision, task_spec, train_spec
 from bench.core.contracts import JobPayload
 from bench.core.hashing import stable_hash
 from bench.core.provenance import provenance
@@ -29,7 +29,7 @@ from bench.tasks.glue import concat_splits, text_split
 from bench.tasks.table import TASKS
 from bench.training.augment import augmented_path, load_augmented
 from bench.training.augment import run_augment as augment_job
-from bench.training.loop import evaluate
+from bench.training.loop import evaluate, precision_scope
 from bench.training.teachers import augmented_outputs_path, load_outputs, run_teacher_outputs, train_teacher
 
 _TASKS: dict[str, Any] = {}
@@ -132,10 +132,12 @@ def run_distill(job: JobPayload, device: Any) -> dict:
         teacher_outputs=tuple(logits),
     )
     t_setup = time.perf_counter()
-    model = METHODS[config["method"]["name"]].run(ctx)
-    t_train = time.perf_counter()
-    predictions: dict = {}
-    scores = evaluate(data, model, device, predictions)
+    precision = job_precision(config)
+    with precision_scope(precision, device):  # every forward pass of the recipe and of the evaluation
+        model = METHODS[config["method"]["name"]].run(ctx)
+        t_train = time.perf_counter()
+        predictions: dict = {}
+        scores = evaluate(data, model, device, predictions)
     t_eval = time.perf_counter()
     info = TASKS[data.name]
     metric = info.metrics[0]
@@ -148,6 +150,7 @@ def run_distill(job: JobPayload, device: Any) -> dict:
         **{k: job.plan[k] for k in ("k", "combination", "primary", "repeat", "grid")},
         "teacher_keys": config["teachers"],
         "config": config,
+        "precision": precision,
         "paths": dataclasses.asdict(job.paths),
         "scores": scores,
         "metric": metric,

@@ -5,6 +5,10 @@
 
 KL summed over classes, everything averaged over the batch; ``t`` is the mean of the k
 teachers' logits (Ilichev et al. 2021, eq. 9 with the intended roles).
+
+Every loss computes in float32 whatever precision the forward pass ran at (``run.precision``:
+bf16/fp16 logits and features are cast to float32 first, ``_wide``), so the convention does not
+depend on it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,11 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+
+def _wide(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The tensors with 16-bit floats (an autocast forward pass) cast to float32; others as they are."""
+    return tuple(t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in tensors)
 
 
 def mean_teacher_logits(teacher_logits: torch.Tensor) -> torch.Tensor:
@@ -30,6 +39,7 @@ def kd_loss(
     alpha: float,
 ) -> torch.Tensor:
     """The pinned KD loss for one batch; ``teacher_logits`` is already the k-teacher mean."""
+    student_logits, teacher_logits = _wide(student_logits, teacher_logits)
     ce = F.cross_entropy(student_logits, labels)
     if alpha >= 1.0:
         return ce
@@ -59,6 +69,8 @@ def token_kd_loss(
     tokens. ``alpha*CE + (1-alpha)*T^2*KL``; with the whole vocabulary as support this is
     ``kd_loss`` per token.
     """
+    student_logits, target_logits = _wide(student_logits, target_logits)
+    tail_logits = None if tail_logits is None else _wide(tail_logits)[0]
     m = mask.to(student_logits.dtype)
     n = m.sum().clamp_min(1.0)
     ce = (F.cross_entropy(student_logits, labels, reduction="none") * m).sum() / n
@@ -90,6 +102,7 @@ def soft_cross_entropy(
     """TinyBERT's prediction-layer loss as its task_distill.py computes it: -p_t log p_s at
     temperature T (no T^2), averaged over the batch AND the classes, i.e. the per-example soft
     cross-entropy divided by the number of classes. The scale matters: gradients are clipped."""
+    student_logits, teacher_logits = _wide(student_logits, teacher_logits)
     p_t = F.softmax(teacher_logits / temperature, dim=-1)
     return -(p_t * F.log_softmax(student_logits / temperature, dim=-1)).mean()
 
@@ -97,6 +110,7 @@ def soft_cross_entropy(
 def masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean squared error over the positions where ``mask`` (broadcastable to a's shape) is 1;
     padded positions count for nothing."""
+    a, b = _wide(a, b)
     mask = mask.to(a.dtype).expand_as(a)
     return ((a - b) ** 2 * mask).sum() / mask.sum().clamp_min(1.0)
 
@@ -108,6 +122,7 @@ def attention_mse(
     averaged over heads and over the (query, key) pairs where both tokens are real (padding
     excluded). Scores are (batch, heads, len, len); with different head counts the head-averaged
     score maps are compared instead."""
+    student_scores, teacher_scores = _wide(student_scores, teacher_scores)
     if student_scores.shape[1] != teacher_scores.shape[1]:
         student_scores = student_scores.mean(dim=1, keepdim=True)
         teacher_scores = teacher_scores.mean(dim=1, keepdim=True)
@@ -120,6 +135,7 @@ def cosine_hidden_loss(
     student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, attention_mask: torch.Tensor
 ) -> torch.Tensor:
     """DistilBERT's cosine embedding loss: mean over real tokens of 1 - cos(h_s, h_t)."""
+    student_hidden, teacher_hidden = _wide(student_hidden, teacher_hidden)
     cos = F.cosine_similarity(student_hidden, teacher_hidden, dim=-1)
     m = attention_mask.to(cos.dtype)
     return ((1.0 - cos) * m).sum() / m.sum().clamp_min(1.0)

@@ -90,6 +90,16 @@ def _train_identity(spec: Any) -> dict:
     return identity(spec, drop=("seed",))
 
 
+RESULT_RUN_FIELDS = ("precision",)  # the [run] fields that change what a model job computes
+
+
+def _run_identity(sweep: Sweep) -> dict:
+    """``{"precision": ...}`` for a job that trains or runs a model, empty at fp32 (the key rule:
+    a field added later enters only when not at its default), so fp32 sweeps keep their keys; a
+    worker reads a missing precision as fp32 (``core.config.job_precision``)."""
+    return identity(sweep.run, only=RESULT_RUN_FIELDS)
+
+
 def teacher_jobs(sweep: Sweep) -> tuple:
     """The N teachers: identical configs but for the seed (teacher.seed + i)."""
     out = []
@@ -101,6 +111,7 @@ def teacher_jobs(sweep: Sweep) -> tuple:
             "task": _task_identity(sweep),
             "model": _train_identity(sweep.teacher),
             "seed": seed,
+            **_run_identity(sweep),
         }
         out.append(TeacherJob(key=stable_hash(config), index=i, seed=seed, config=config))
     return tuple(out)
@@ -136,6 +147,7 @@ def augment_jobs(sweep: Sweep, teachers: tuple) -> tuple[tuple, tuple]:
                 "teacher": t.key,
                 "augment": a.key,
                 "task": _task_identity(sweep),
+                **_run_identity(sweep),
             }
             outputs.append(OutputsJob(key=stable_hash(config), teacher_key=t.key, augment_key=a.key, config=config))
     return tuple(augments), tuple(outputs)
@@ -168,6 +180,7 @@ def make_plan(sweep: Sweep) -> Plan:
                             "teachers": list(keys),
                             "primary": None if primary is None else teachers[primary].key,
                             "loss": method.convention,
+                            **_run_identity(sweep),
                         }
                         deps = keys
                         if aug is not None:  # only then: keys of sweeps without augmentation stay as they are

@@ -13,6 +13,7 @@ from math import comb
 from typing import Any, get_args, get_origin, get_type_hints
 
 from bench.core.config import (
+    PRECISIONS,
     AugmentSpec,
     MethodSpec,
     PathsSpec,
@@ -470,6 +471,28 @@ ENGINE_NAMES = ("local", "dask", "slurm")
 FAILURE_KINDS = ("error", "crash", "timeout", "oom", "diverged", "network")
 
 
+def _check_precision(run: RunSpec, file: str, prefix: str) -> None:
+    """``run.precision`` is one of ``PRECISIONS``; fp16 on a CPU device (autocast without a
+    GradScaler, which is CUDA's) only where this torch can autocast to float16 on CPU."""
+    if run.precision not in PRECISIONS:
+        raise SpecError(
+            file,
+            f"{prefix}.precision",
+            f"unknown precision {run.precision!r}{did_you_mean(run.precision, PRECISIONS)}; "
+            f"expected one of: {', '.join(PRECISIONS)}",
+        )
+    if run.precision == "fp16" and "cpu" in run.devices:
+        from bench.training.loop import cpu_autocast_supported  # lazy: torch only for an fp16 spec with a CPU device
+
+        if not cpu_autocast_supported("fp16"):
+            raise SpecError(
+                file,
+                f"{prefix}.precision",
+                'this torch cannot autocast to float16 on CPU; expected "bf16" or "fp32" with a CPU device, '
+                "or fp16 on CUDA devices only",
+            )
+
+
 def check_run(run: RunSpec, file: str, prefix: str) -> None:
     """Validate the [run] table (also used for CLI overrides, with prefix '--...')."""
 
@@ -524,6 +547,7 @@ def check_run(run: RunSpec, file: str, prefix: str) -> None:
             f"a scheduler address is for engine 'dask'; "
             f'expected engine = "dask" or no scheduler, got engine {run.engine!r}',
         )
+    _check_precision(run, file, prefix)
     if run.engine == "slurm":
         slurm = run.slurm
         if not (slurm.host or slurm.interface):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,52 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # run.precision -> autocast dtype (fp32: none)
+_PRECISION: contextvars.ContextVar[str] = contextvars.ContextVar("precision", default="fp32")
+
+
+@contextlib.contextmanager
+def precision_scope(name: str, device: torch.device) -> Iterator[None]:
+    """The scope a job's model runs in at ``run.precision`` ``name``: torch autocast to bfloat16 or
+    float16 on the device's type (nothing at fp32), so every forward pass in it (training,
+    prediction, a recipe's teacher features) runs in that precision while the weights stay float32.
+    ``train`` reads the scope (fp16 on CUDA adds a GradScaler); losses compute in float32 inside
+    it (``bench.models.losses``) and ``predict_logits`` returns float32, so the KD convention and
+    the teacher caches do not depend on it."""
+    token = _PRECISION.set(name)
+    try:
+        if name == "fp32":
+            yield
+        else:
+            with torch.autocast(device.type, dtype=AUTOCAST_DTYPES[name]):
+                yield
+    finally:
+        _PRECISION.reset(token)
+
+
+def cpu_autocast_supported(name: str) -> bool:
+    """Whether this torch autocasts a CPU matmul to ``name``'s dtype (older builds warn and stay
+    in float32 for float16): the spec check refuses fp16 on CPU where it does not."""
+    import warnings
+
+    dtype = AUTOCAST_DTYPES[name]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with torch.autocast("cpu", dtype=dtype):
+                return torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == dtype
+    except RuntimeError:
+        return False
+
+
+def _grad_scaler(device: torch.device) -> Any:
+    """A GradScaler for fp16 on CUDA (float16 gradients underflow without one), else None: bf16 has
+    float32's range, and fp16 on CPU runs without one (the spec check allows it where torch can)."""
+    if _PRECISION.get() == "fp16" and device.type == "cuda":
+        return torch.amp.GradScaler("cuda")
+    return None
 
 
 def _schedule(spec: Any, total_steps: int) -> Callable[[int], float]:
@@ -63,8 +111,9 @@ LossFn = Callable[[torch.nn.Module, dict, torch.Tensor, torch.Tensor], torch.Ten
 
 
 def logits_loss(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> LossFn:
-    """Adapt ``fn(logits, example_indices, labels)`` to the training loop's loss signature."""
-    return lambda model, batch, idx, labels: fn(model(**batch), idx, labels)
+    """Adapt ``fn(logits, example_indices, labels)`` to the training loop's loss signature; the
+    logits reach ``fn`` as float32 whatever the precision of the forward pass."""
+    return lambda model, batch, idx, labels: fn(model(**batch).float(), idx, labels)  # the loss in float32
 
 
 class Diverged(RuntimeError):
@@ -95,7 +144,8 @@ def train(
     drawn for that example at this step. ``extra_params`` (e.g. projections of intermediate-layer
     losses) are trained with the model. Returns step count and seconds. Raises ``Diverged`` with
     the first step whose loss is NaN or infinite (checked on the device, synced every
-    ``DIVERGENCE_CHECK_EVERY`` steps and at the end).
+    ``DIVERGENCE_CHECK_EVERY`` steps and at the end). Inside a ``precision_scope`` the forward
+    pass and loss run under its autocast, backward outside it, with a GradScaler for fp16 on CUDA.
     """
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad] + list(extra_params or [])
@@ -107,6 +157,7 @@ def train(
     labels_all = torch.from_numpy(split.labels)
     steps, start = 0, time.perf_counter()
     first_bad = torch.tensor(-1, device=device)
+    scaler = _grad_scaler(device)
     for _ in range(spec.epochs):
         order = rng.permutation(n)
         for b in range(0, n, spec.batch_size):
@@ -123,10 +174,17 @@ def train(
             if steps % DIVERGENCE_CHECK_EVERY == 0 and first_bad.item() >= 0:
                 raise Diverged(int(first_bad.item()))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            with torch.autocast(device.type, enabled=False):  # backward outside autocast, as torch advises
+                (loss if scaler is None else scaler.scale(loss)).backward()
+            if scaler is not None:
+                scaler.unscale_(opt)  # clip the true gradients
             if spec.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, spec.max_grad_norm)
-            opt.step()
+            if scaler is None:
+                opt.step()
+            else:
+                scaler.step(opt)  # skipped when the scaled gradients overflowed
+                scaler.update()
             sched.step()
             steps += 1
     if first_bad.item() >= 0:

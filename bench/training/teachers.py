@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.core.cache import save_arrays
-from bench.core.config import task_spec, train_spec
+from bench.core.config import job_precision, task_spec, train_spec
 from bench.core.contracts import JobPayload
 from bench.core.files import atomic_write_json, file_mode, read_json
 from bench.core.provenance import provenance
@@ -90,34 +90,37 @@ def train_teacher(job: JobPayload, data, device, started: float) -> dict:
     from bench.training.loop import (  # lazy: torch only in the worker that trains, not in the driver
         evaluate,
         logits_loss,
+        precision_scope,
         predict_logits,
         set_seed,
         train,
     )
 
     config = job.config
+    precision = job_precision(config)
     spec = train_spec(config["model"], config["seed"])
     set_seed(spec.seed)
     model = MODELS[spec.model].build(spec, data.shape)
     t_setup = time.perf_counter()
-    fit = train(
-        model,
-        data.splits["train"],
-        spec,
-        spec.seed,
-        logits_loss(lambda logits, idx, y: F.cross_entropy(logits.flatten(0, -2), y.flatten())),
-        device,
-    )
-    t_train = time.perf_counter()
-    scores = evaluate(data, model, device)
-    t_eval = time.perf_counter()
+    with precision_scope(precision, device):  # the cached logits are float32 whatever the precision
+        fit = train(
+            model,
+            data.splits["train"],
+            spec,
+            spec.seed,
+            logits_loss(lambda logits, idx, y: F.cross_entropy(logits.flatten(0, -2), y.flatten())),
+            device,
+        )
+        t_train = time.perf_counter()
+        scores = evaluate(data, model, device)
+        t_eval = time.perf_counter()
 
-    hook = TASKS[data.name].teacher_outputs
-    outputs = (
-        hook(model, data, device, task_spec(config))
-        if hook is not None
-        else {name: predict_logits(model, split, device) for name, split in data.splits.items()}
-    )
+        hook = TASKS[data.name].teacher_outputs
+        outputs = (
+            hook(model, data, device, task_spec(config))
+            if hook is not None
+            else {name: predict_logits(model, split, device) for name, split in data.splits.items()}
+        )
     t_cache = time.perf_counter()
 
     metric = TASKS[data.name].metrics[0]
@@ -155,6 +158,7 @@ def train_teacher(job: JobPayload, data, device, started: float) -> dict:
         "slot": job.slot,
         "attempt": job.attempt,
         "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "precision": precision,
         "threads": torch.get_num_threads(),
         **(
             {
@@ -204,13 +208,17 @@ def run_teacher_outputs(job: JobPayload, data, device) -> dict:
         augmented_path,
         load_augmented,
     )
-    from bench.training.loop import predict_logits  # lazy: torch only in the worker that trains, not in the driver
+    from bench.training.loop import (  # lazy: torch only in the worker that trains, not in the driver
+        precision_scope,
+        predict_logits,
+    )
 
     start = time.perf_counter()
     config = job.config
     split = text_split(load_augmented(augmented_path(job.paths.cache, data.name, config["augment"])))
     model = load_teacher_model(job.paths.teachers, data.name, config["teacher"], data.shape, device)
-    logits = predict_logits(model, split, device)
+    with precision_scope(job_precision(config), device):  # as the teacher's own cached logits
+        logits = predict_logits(model, split, device)
     save_arrays(
         augmented_outputs_path(job.paths.teachers, data.name, config["teacher"], config["augment"]),
         {"train": logits},
