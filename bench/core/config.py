@@ -104,6 +104,7 @@ class RunSpec:
     dashboard: str = ""  # dask local cluster: dashboard address ("8787" binds 127.0.0.1:8787); "": none
     slurm: SlurmSpec = SlurmSpec()
     deterministic: bool = False  # torch deterministic algorithms (+ cuBLAS workspace): GPU reruns match bit for bit
+    save_students: str = "none"  # none | best (per k, kept at the end of bench run) | all: results/<sweep>/students/
 
     def gpu_share(self) -> float:
         """The GPU share one job requests from a Dask cluster (0: a CPU job)."""

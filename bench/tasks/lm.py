@@ -147,7 +147,8 @@ def load_lm(spec: Any, cache_dir: Path) -> Any:
         splits["lambada"] = lambada_split(pairs, tokenizer, spec.max_length)
         eval_splits = ("val", "lambada")
     vocab = tokenizer.get_vocab_size()
-    return TaskData("lm", splits, Shape(num_labels=vocab, vocab_size=vocab, context=spec.max_length), eval_splits)
+    shape = Shape(num_labels=vocab, vocab_size=vocab, context=spec.max_length)
+    return TaskData("lm", splits, shape, eval_splits, tokenizer)
 
 
 # --------------------------------------------------------------------------- evaluation
