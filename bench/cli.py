@@ -42,6 +42,7 @@ def _run_options(args: argparse.Namespace) -> dict:
         "engine": getattr(args, "engine", None) or ("dask" if scheduler else None),
         "scheduler": scheduler,
         "gpus_per_job": getattr(args, "gpus_per_job", None),
+        "save_students": getattr(args, "save_students", None),
     }
 
 
@@ -335,6 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--gpus-per-job",
         type=float,
         help="dask/slurm: GPU share per job, e.g. 0.5 packs two students per GPU, 0 runs CPU jobs (overrides [run])",
+    )
+    run.add_argument(
+        "--save-students",
+        choices=("none", "best", "all"),
+        help="keep distilled students under results/<sweep>/students/: none, best (per k) or all (overrides [run])",
     )
     run.add_argument("--no-report", action="store_true", help="do not write the report afterwards")
     run.add_argument("--teachers-only", action="store_true", help="only fine-tune (and cache) the teachers")

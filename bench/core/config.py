@@ -105,6 +105,7 @@ class RunSpec:
     slurm: SlurmSpec = SlurmSpec()
     deterministic: bool = False  # torch deterministic algorithms (+ cuBLAS workspace): GPU reruns match bit for bit
     precision: str = "fp32"  # fp32 | bf16 | fp16: forward passes under torch autocast (in job keys unless fp32)
+    save_students: str = "none"  # none | best (per k, kept at the end of bench run) | all: results/<sweep>/students/
 
     def gpu_share(self) -> float:
         """The GPU share one job requests from a Dask cluster (0: a CPU job)."""

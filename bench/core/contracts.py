@@ -39,6 +39,7 @@ class JobPayload:
     deterministic: bool  # run.deterministic, applied before the job
     plan: dict  # coordinates: sweep and the teacher index, or k, combination, primary, repeat, grid
     record_path: str | None = None  # distillation jobs: where the record goes
+    student_path: str | None = None  # distillation jobs: where to save the student (run.save_students), or None
     attempt: int = 0  # set by the engine for each attempt ...
     slot: str = ""
     device: str = "cpu"
@@ -84,6 +85,7 @@ class JobPayload:
             "deterministic": lambda v: isinstance(v, bool),
             "plan": lambda v: isinstance(v, dict),
             "record_path": lambda v: v is None or isinstance(v, str),
+            "student_path": lambda v: v is None or isinstance(v, str),
             "attempt": lambda v: isinstance(v, int),
             "slot": lambda v: isinstance(v, str),
             "device": lambda v: isinstance(v, str),

@@ -13,8 +13,11 @@ it existed: fp32); ok records add
 cuda_visible_devices, threads`` and ``provenance.started``, ``paths`` (teachers root and cache:
 enough to rerun the job from its record) and ``predictions`` {split: encoded array of the
 predicted class per example, in split order; empty for tasks not scored by classes (lm)}, read
-with ``decode_array``; failed and skipped ones add ``errors`` (one per attempt) and
-``traceback`` (where the job, or for a skipped one the failed job it waited for, raised),
+with ``decode_array``, and ``student`` (null, or where the student is saved with
+``run.save_students``: {path, format: transformers | state-dict}; absent in records written
+before it; with ``best`` a student not kept has null) with ``timings.save`` when it was saved;
+failed and skipped ones add ``errors`` (one per attempt) and ``traceback`` (where the job, or
+for a skipped one the failed job it waited for, raised),
 ``error_kind`` (error, oom, crash, timeout, diverged) and have null scores and timings.
 
 A record file is **sound** (``record_problem``) when it is a regular file of at most
@@ -113,6 +116,12 @@ _OK_OPTIONAL = {
     "score_split": (lambda v: isinstance(v, str), "a split name"),
     "n_params": (lambda v: v is None or _is_int(v), "an integer"),
     "predictions": (lambda v: isinstance(v, dict), "{split: encoded array}"),
+    "student": (
+        lambda v: (
+            v is None or isinstance(v, dict) and isinstance(v.get("path"), str) and isinstance(v.get("format"), str)
+        ),
+        "null or {path, format}",
+    ),
 }
 _UNSCORED = {  # a record of a job without a score has none
     "score": (lambda v: v is None, "null (no score without status ok)"),

@@ -10,6 +10,7 @@ from pathlib import Path
 from bench.core.contracts import JobPaths, JobPayload
 from bench.core.errors import UserError
 from bench.core.files import read_json
+from bench.driver.students import student_dir
 from bench.engines.queue import Slot, Worker, WorkerError
 from bench.training.teachers import teacher_done
 
@@ -32,7 +33,8 @@ def find_record(name: str, results_root: str = "results") -> Path:
 
 def rerun_job(record_file: Path, device: str = "cpu", replace: bool = False) -> tuple[dict, dict]:
     """Run the job of ``record_file`` again in a worker process, from the record alone; returns
-    (the old record, the new one). The new record replaces the old one only with ``replace``."""
+    (the old record, the new one). The new record replaces the old one only with ``replace``; a job
+    whose record names a saved student saves it again (replacing the sweep's copy only with ``replace``)."""
     try:
         old = read_json(record_file)
     except (OSError, ValueError) as e:
@@ -49,6 +51,9 @@ def rerun_job(record_file: Path, device: str = "cpu", replace: bool = False) -> 
             )
     scratch = Path(tempfile.mkdtemp(prefix="bench-rerun-"))
     out = record_file if replace else scratch / record_file.name
+    # a job that saved its student saves it again: with --replace where the sweep keeps it, else in the scratch
+    saved = old.get("student") is not None
+    student = student_dir(record_file.resolve().parent.parent, old["key"]) if replace else scratch / "student"
     threads = int(old.get("threads") or 1)
     payload = JobPayload(
         kind="distill",
@@ -59,6 +64,7 @@ def rerun_job(record_file: Path, device: str = "cpu", replace: bool = False) -> 
         deterministic=bool(old.get("deterministic")),
         plan={"sweep": old["sweep"], **{k: old[k] for k in ("k", "combination", "primary", "repeat", "grid")}},
         record_path=str(Path(out).resolve()),
+        student_path=str(student.resolve()) if saved else None,
     ).dispatched(1, f"{device}#rerun", device, 0.0)
     worker = Worker(Slot(f"{device}#rerun", device, threads), scratch / "worker.log")
     try:

@@ -20,6 +20,7 @@ from bench.core.errors import SpecError, UserError
 from bench.core.files import atomic_write_bytes, read_json, remove_stale_temps
 from bench.core.provenance import provenance
 from bench.core.records import load_records, record_path, write_record
+from bench.driver.students import keep_best_students, student_path
 from bench.engines.dispatch import Hooks, job_threads, run_engine
 from bench.engines.queue import Item
 from bench.plan.jobs import AugmentJob, DistillJob, OutputsJob, Plan, TeacherJob
@@ -43,9 +44,18 @@ class RunSummary:
     wall_seconds: float
 
 
-def _payload(plan: Plan, kind: str, key: str, config: dict, coordinates: dict, record: str | None = None) -> JobPayload:
+def _payload(
+    plan: Plan,
+    kind: str,
+    key: str,
+    config: dict,
+    coordinates: dict,
+    record: str | None = None,
+    student: str | None = None,
+) -> JobPayload:
     """A job's payload: the output roots and run options every kind carries (determinism and the
-    thread count, ``engines.dispatch.job_threads``), with its own config and coordinates in the plan."""
+    thread count, ``engines.dispatch.job_threads``), with its own config and coordinates in the
+    plan; a distillation job's record path and where it saves its student (or None)."""
     p = plan.sweep.paths
     return JobPayload(
         kind=kind,
@@ -56,6 +66,7 @@ def _payload(plan: Plan, kind: str, key: str, config: dict, coordinates: dict, r
         deterministic=plan.sweep.run.deterministic,
         plan={"sweep": plan.sweep.name, **coordinates},
         record_path=record,
+        student_path=student,
     )
 
 
@@ -93,7 +104,7 @@ def distill_payload(plan: Plan, j: DistillJob) -> JobPayload:
         "grid": j.grid,
     }
     record = str(record_path(plan.sweep.results_dir(), j.key).resolve())
-    return _payload(plan, "distill", j.key, j.config, coordinates, record)
+    return _payload(plan, "distill", j.key, j.config, coordinates, record, student_path(plan, j.key))
 
 
 def pending_work(plan: Plan, repair: bool = False) -> tuple[list, list, dict]:
@@ -325,7 +336,12 @@ def run_sweep(
     try:
         if spec_text:
             atomic_write_bytes(results / SAVED_SPEC, spec_text.encode())
-        return _run_locked(plan, quiet, teachers_only, mixed_threads)
+        summary = _run_locked(plan, quiet, teachers_only, mixed_threads)
+        if sweep.run.save_students == "best" and not teachers_only:  # also what an interrupted earlier run left
+            pruned = keep_best_students(plan)
+            if pruned and not quiet:
+                print(f"{sweep.name}: kept the best student per k, deleted {len(pruned)} other(s)", file=sys.stderr)
+        return summary
     finally:
         lock.close()
 

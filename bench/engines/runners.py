@@ -8,6 +8,7 @@ logits in memory across jobs.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from collections import OrderedDict
@@ -29,6 +30,7 @@ from bench.tasks.glue import concat_splits, text_split
 from bench.tasks.table import TASKS
 from bench.training.augment import augmented_path, load_augmented
 from bench.training.augment import run_augment as augment_job
+from bench.training.export import model_card, model_description, save_model_folder, wrapped_hf
 from bench.training.loop import evaluate, precision_scope
 from bench.training.teachers import augmented_outputs_path, load_outputs, run_teacher_outputs, train_teacher
 
@@ -180,9 +182,39 @@ def run_distill(job: JobPayload, device: Any) -> dict:
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "threads": torch.get_num_threads(),
         "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "student": None,
         "provenance": {**provenance(), "started": wall_start, "finished": time.time()},
     }
+    if job.student_path is not None:
+        t_save = time.perf_counter()
+        record["student"] = save_student(job.student_path, job, model, data, record)
+        record["timings"]["save"] = time.perf_counter() - t_save  # outside total: not the student's compute
     return write_record(job.record(), record)
+
+
+def save_student(folder: str, job: JobPayload, model: Any, data: Any, record: dict) -> dict:
+    """Save a distilled student into ``folder`` (its payload's ``student_path``, from
+    ``run.save_students``): a transformers folder with the task's tokenizer and a model card, or
+    a state dict with ``model.json``; returns the record's ``student`` entry (path and format)."""
+    config = job.config
+    facts = {
+        "task": data.name,
+        "sweep": job.plan["sweep"],
+        "job key": job.key,
+        "method": f"{config['method']['name']} {json.dumps(config['method']['params'], sort_keys=True)}",
+        "teachers (k)": f"{job.plan['k']}: indices {job.plan['combination']}, keys {config['teachers']}",
+        "primary teacher": job.plan["primary"],
+        "repeat": job.plan["repeat"],
+        "grid point": json.dumps(job.plan["grid"], sort_keys=True),
+        "seed": config["seed"],
+        "training seconds": f"{record['timings']['train']:.1f}",
+    }
+    hf = wrapped_hf(model)
+    card = "" if hf is None else model_card(f"bench student {job.key}", facts, record["scores"], hf)
+    description = {} if hf is not None else model_description(config["student"], config["seed"], data.shape, facts)
+    path = str(Path(folder).resolve())
+    kind = save_model_folder(path, model.cpu(), data.tokenizer, card, description)
+    return {"path": path, "format": kind}
 
 
 RUNNERS = {"teacher": run_teacher, "augment": run_augment, "teacher-outputs": run_outputs, "distill": run_distill}

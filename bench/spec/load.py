@@ -468,6 +468,7 @@ def _run(data: Any, file: str) -> RunSpec:
 
 
 ENGINE_NAMES = ("local", "dask", "slurm")
+SAVE_STUDENTS = ("none", "best", "all")  # run.save_students (bench/driver/students.py)
 FAILURE_KINDS = ("error", "crash", "timeout", "oom", "diverged", "network")
 
 
@@ -526,6 +527,13 @@ def check_run(run: RunSpec, file: str, prefix: str) -> None:
                 f"unknown failure kind {kind!r}{did_you_mean(kind, FAILURE_KINDS)}; "
                 f"expected some of: {', '.join(FAILURE_KINDS)}",
             )
+    if run.save_students not in SAVE_STUDENTS:
+        raise SpecError(
+            file,
+            f"{prefix}.save_students",
+            f"expected one of: {', '.join(SAVE_STUDENTS)}, got {run.save_students!r}"
+            f"{did_you_mean(str(run.save_students), SAVE_STUDENTS)}",
+        )
     if run.engine not in ENGINE_NAMES:
         raise SpecError(
             file,

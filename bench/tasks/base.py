@@ -5,6 +5,7 @@ training views), a task's data, and the classification metrics.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -93,12 +94,14 @@ class Split:
 @dataclass(frozen=True)
 class TaskData:
     """A loaded task: its splits (``train`` plus the evaluation splits, the first of which gives the
-    headline score) and the model shape."""
+    headline score), the model shape, and for text tasks the tokenizer that made the ids (saved
+    with transformers models, ``bench.training.export``)."""
 
     name: str
     splits: dict
     shape: Shape
     eval_splits: tuple
+    tokenizer: Any = None  # a transformers tokenizer (GLUE) or a ``tokenizers.Tokenizer`` (lm); None: no text
     text_bytes: dict = field(default_factory=dict)  # LM: split -> UTF-8 bytes of the tokens it predicts
 
 

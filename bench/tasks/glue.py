@@ -162,4 +162,4 @@ def load_glue(spec: Any, cache_dir: Path) -> TaskData:
             arrays.update(tokenize_split(texts, labels, tokenizer, spec.max_length, prefix=f"{split}/"))
         save_arrays(path, arrays)
     splits = {s: text_split(arrays, f"{s}/") for s in ("train", "dev")}
-    return TaskData(spec.name, splits, Shape(num_labels=2, vocab_size=len(tokenizer)), ("dev",))
+    return TaskData(spec.name, splits, Shape(num_labels=2, vocab_size=len(tokenizer)), ("dev",), tokenizer)

@@ -163,7 +163,14 @@ def load_lm(spec: Any, cache_dir: Path) -> Any:
         eval_splits = ("val", "lambada")
     vocab = tokenizer.get_vocab_size()
     shape = Shape(num_labels=vocab, vocab_size=vocab, context=spec.max_length)
-    return TaskData("lm", splits, shape, eval_splits, text_bytes={"val": int(per_token[splits["val"].labels].sum())})
+    return TaskData(
+        "lm",
+        splits,
+        shape,
+        eval_splits,
+        tokenizer=tokenizer,
+        text_bytes={"val": int(per_token[splits["val"].labels].sum())},
+    )
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -1,9 +1,12 @@
 """Teachers: fine-tune one seed-varied teacher, store it, and serve its cached outputs.
 
-Layout: ``<teachers root>/<task>/<teacher key>/`` holding ``model.safetensors``, ``outputs.npz``
-(logits on every split, in split order) and ``meta.json`` (seed, scores, timings, device), the
-last written last. The folder is built under a temporary name and renamed into place, so a
-teacher exists completely or not at all.
+Layout: ``<teachers root>/<task>/<teacher key>/`` holding ``model.safetensors`` (the bench
+module's state dict, what bench loads), ``outputs.npz`` (logits on every split, in split order),
+for the transformers families (bert, gpt) ``hf/`` (a folder ``from_pretrained`` loads, with the
+task's tokenizer and a model card: ``bench.training.export``; teachers stored before it have
+none), and ``meta.json`` (seed, scores, timings, device, sizes and sha256 sums of every other
+file), the last written last. The folder is built under a temporary name and renamed into place,
+so a teacher exists completely or not at all.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from bench.core.records import teacher_meta_problem
 from bench.models.builders import MODELS, count_parameters
 from bench.tasks.glue import text_split
 from bench.tasks.table import TASKS
+from bench.training.export import HF_FOLDER, model_card, save_hf, wrapped_hf
 
 
 def teacher_dir(root: str | os.PathLike, task: str, key: str) -> Path:
@@ -35,7 +39,7 @@ def teacher_done(root: str | os.PathLike, task: str, key: str) -> bool:
     return (teacher_dir(root, task, key) / "meta.json").is_file()
 
 
-TEACHER_FILES = ("model.safetensors", "outputs.npz")  # checked against meta.json's sizes and sha256 sums
+TEACHER_FILES = ("model.safetensors", "outputs.npz")  # every teacher has them; meta.json's "files" may list more (hf/)
 
 
 def file_digest(path: Path) -> dict:
@@ -49,9 +53,17 @@ def file_digest(path: Path) -> dict:
     return {"bytes": path.stat().st_size, "sha256": h.hexdigest()}
 
 
+def teacher_files(folder: Path) -> dict[str, dict]:
+    """Size and sha256 of every file of a teacher being stored (``model.safetensors``,
+    ``outputs.npz``, the files of ``hf/``), by path relative to its folder."""
+    names = [*TEACHER_FILES, *sorted(p.relative_to(folder).as_posix() for p in (folder / HF_FOLDER).rglob("*"))]
+    return {name: file_digest(folder / name) for name in names if (folder / name).is_file()}
+
+
 def check_teacher(root: str | os.PathLike, task: str, key: str) -> str | None:
     """What is wrong with a stored teacher (unreadable meta.json, a missing, truncated or
-    altered file against the sizes and sha256 sums in its meta.json), or None when it is sound."""
+    altered file against the sizes and sha256 sums in its meta.json: ``TEACHER_FILES`` and every
+    other file it lists, such as ``hf/``'s), or None when it is sound."""
     folder = teacher_dir(root, task, key)
     try:
         meta = read_json(folder / "meta.json")
@@ -60,11 +72,14 @@ def check_teacher(root: str | os.PathLike, task: str, key: str) -> str | None:
     problem = teacher_meta_problem(meta, key)
     if problem is not None:
         return problem
-    for name in TEACHER_FILES:
+    listed = meta.get("files", {})
+    for name in [*TEACHER_FILES, *(n for n in listed if n not in TEACHER_FILES)]:
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            return f"meta.json lists a file outside the teacher's folder ({name})"
         path = folder / name
         if not path.is_file():
             return f"{name} missing"
-        want = meta.get("files", {}).get(name)
+        want = listed.get(name)
         if want is not None and file_digest(path) != want:
             return f"{name} truncated or altered (size or sha256 differs from meta.json)"
     return None
@@ -139,7 +154,7 @@ def train_teacher(job: JobPayload, data, device, started: float) -> dict:
         "index": job.plan["index"],
         "seed": spec.seed,
         "config": config,
-        "files": {name: file_digest(tmp / name) for name in TEACHER_FILES},
+        "files": {},  # below, once hf/ is written
         "status": "ok",
         "scores": scores,
         "metric": metric,
@@ -176,6 +191,19 @@ def train_teacher(job: JobPayload, data, device, started: float) -> dict:
             "finished": time.time(),
         },
     }
+    if wrapped_hf(model) is not None:
+        facts = {
+            "task": data.name,
+            "trained by sweep": job.plan["sweep"],
+            "teacher index": meta["index"],
+            "seed": spec.seed,
+            "teacher key": job.key,
+            "training seconds": f"{meta['timings']['train']:.1f}",
+        }
+        save_hf(model, data.tokenizer, tmp / HF_FOLDER, model_card(f"bench teacher {job.key}", facts, scores, model.hf))
+        meta["timings"]["total"] = time.perf_counter() - started
+        meta["provenance"]["finished"] = time.time()
+    meta["files"] = teacher_files(tmp)
     atomic_write_json(tmp / "meta.json", meta)
     try:
         os.rename(tmp, final)
