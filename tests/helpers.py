@@ -108,3 +108,13 @@ def copy_of(finished: Path, tmp_path: Path) -> Path:
     folder = tmp_path / "sweep"
     shutil.copytree(finished, folder, symlinks=True)  # a damaged sweep may hold symlinks
     return folder
+
+
+def without_packages(folder: Path, *names: str) -> dict[str, str]:
+    """Environment for ``bench_cli`` in which ``names`` cannot be imported (as if not installed): a
+    sitecustomize that marks them missing in ``sys.modules``, first on PYTHONPATH."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(
+        "import sys\n" + "".join(f"sys.modules[{n!r}] = None  # import fails, find_spec says None\n" for n in names)
+    )
+    return {"PYTHONPATH": os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p)}

