@@ -8,11 +8,16 @@ from __future__ import annotations
 import ast
 import importlib.metadata
 import re
+import shutil
+import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
+import pytest
 from helpers import REPO
 
+import bench
 from bench.models.builders import PRETRAINED_ALIASES
 from bench.spec.load import tomllib
 
@@ -98,3 +103,35 @@ def test_every_declared_package_is_imported():
     )
     unused = declared - used - TOOLS
     assert not unused, f"declared in pyproject.toml but never imported: {sorted(unused)}"
+
+
+def test_the_wheel_ships_every_module_and_the_version(tmp_path):
+    """A plain `pip install .` gets every sub-package, and the version written in bench/__init__.py."""
+    pytest.importorskip("setuptools")
+    build = tmp_path / "src"  # a copy: setuptools writes build/ and *.egg-info where it builds
+    shutil.copytree(REPO / "bench", build / "bench", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, build / name)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            ".",
+        ],
+        cwd=build,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (wheel,) = tmp_path.glob("bench-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {p.relative_to(REPO).as_posix() for p in (REPO / "bench").rglob("*.py")} <= names
+    assert wheel.name.startswith(f"bench-{bench.__version__}-")

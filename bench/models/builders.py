@@ -75,18 +75,24 @@ def _check_keys(spec: Any, file: str, role: str, allowed: list[str]) -> None:
         raise SpecError(file, f"{role}.params.dropout", f"expected 0 <= dropout < 1, got {dropout!r}")
 
 
+# the params of the small families (their checks and `bench ls models` read these)
+MLP_PARAMS = ("hidden", "dropout")
+CNN_PARAMS = ("channels", "dropout")
+RESNET_PARAMS = ("widths", "blocks")
+
+
 def _check_mlp(spec: Any, file: str, role: str) -> None:
-    _check_keys(spec, file, role, ["hidden", "dropout"])
+    _check_keys(spec, file, role, list(MLP_PARAMS))
     _ints(spec, file, role, "hidden", [64])
 
 
 def _check_cnn(spec: Any, file: str, role: str) -> None:
-    _check_keys(spec, file, role, ["channels", "dropout"])
+    _check_keys(spec, file, role, list(CNN_PARAMS))
     _ints(spec, file, role, "channels", [32, 64])
 
 
 def _check_resnet(spec: Any, file: str, role: str) -> None:
-    _check_keys(spec, file, role, ["widths", "blocks"])
+    _check_keys(spec, file, role, list(RESNET_PARAMS))
     widths = _ints(spec, file, role, "widths", [16, 32, 64])
     blocks = _ints(spec, file, role, "blocks", [1, 1, 1])
     if len(widths) != len(blocks):
@@ -374,22 +380,42 @@ CIFAR_RESNET_DEPTHS = (8, 14, 20, 32, 44, 56, 110)
 
 @dataclass(frozen=True)
 class ModelKind:
-    """A model family: which inputs it takes, how to check its params and how to build it."""
+    """A model family: which inputs it takes, how to check its params and how to build it; its
+    params' names and a one-line doc are what `bench ls models` prints."""
 
     modality: str  # "image", "text" (classification) or "lm" (causal language modelling)
     check: Callable[[Any, str, str], None]
     build: Callable[[Any, Shape], Any]
+    params: tuple[str, ...] = ()
+    doc: str = ""
 
 
 BUILTIN_MODELS: dict[str, ModelKind] = {
-    "mlp": ModelKind("image", _check_mlp, build_mlp),
-    "cnn": ModelKind("image", _check_cnn, build_cnn),
-    "resnet": ModelKind("image", _check_resnet, build_resnet),
-    "bert": ModelKind("text", _check_bert, build_bert),
-    "gpt": ModelKind("lm", _check_gpt, build_gpt),
+    "mlp": ModelKind("image", _check_mlp, build_mlp, MLP_PARAMS, "multilayer perceptron on the flattened input"),
+    "cnn": ModelKind("image", _check_cnn, build_cnn, CNN_PARAMS, "small convolutional network, one block per channel"),
+    "resnet": ModelKind("image", _check_resnet, build_resnet, RESNET_PARAMS, "residual network of chosen widths"),
+    "bert": ModelKind(
+        "text",
+        _check_bert,
+        build_bert,
+        tuple(CONFIG_FIELDS["bert"]),
+        "BERT classifier from a config, or `pretrained` (alias, folder, hub name; then dropout / depth only)",
+    ),
+    "gpt": ModelKind(
+        "lm",
+        _check_gpt,
+        build_gpt,
+        tuple(CONFIG_FIELDS["gpt"]),
+        "causal LM: a GPT-2 config, or `pretrained` (alias, folder, hub name; then dropout / depth only)",
+    ),
     # He et al. (2016) CIFAR ResNets, 6n+2 layers: resnet20 0.27M ... resnet110 1.7M parameters
     **{
-        f"resnet{d}": ModelKind("image", _check_cifar_resnet, partial(build_cifar_resnet, depth=d))
+        f"resnet{d}": ModelKind(
+            "image",
+            _check_cifar_resnet,
+            partial(build_cifar_resnet, depth=d),
+            doc=f"He et al. (2016) CIFAR ResNet, {d} layers",
+        )
         for d in CIFAR_RESNET_DEPTHS
     },
 }
