@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from math import comb
@@ -384,9 +385,24 @@ COMMANDS = {
 }
 
 
+def report_internal_error(e: Exception, argv: list[str]) -> str:
+    """Write the traceback of an unexpected exception (a bug, not the user's input) with the command
+    line and version to a new file in the system temp folder; return its path."""
+    import tempfile  # lazy: only on a crash
+    import traceback  # lazy: only on a crash
+
+    fd, path = tempfile.mkstemp(prefix="bench-error-", suffix=".txt")
+    with os.fdopen(fd, "w") as f:
+        f.write(f"bench {package_version()}: {' '.join(['bench', *argv])}\n\n")
+        f.write("".join(traceback.format_exception(type(e), e, e.__traceback__)))
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``bench`` console script; user errors exit with code 2. SIGINT and SIGTERM
-    stop the command (its workers first, bench/core/interrupt.py) with one line and exit 130 / 143."""
+    """Entry point of the ``bench`` console script. Exit codes: 0 done, 1 some jobs failed, 2 a user
+    error (one line), 3 an internal error (one line naming the exception and the file holding its
+    traceback); SIGINT and SIGTERM stop the command (its workers first, bench/core/interrupt.py)
+    with one line and exit 130 / 143."""
 
     install()
     args = build_parser().parse_args(argv)
@@ -405,6 +421,14 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # a full disk, a lost permission: one line naming the file, not a traceback
         print(f"error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
         return 1
+    except Exception as e:  # a bug: one line and the traceback in a file, not a page of traceback
+        try:
+            where = f"full traceback in {report_internal_error(e, sys.argv[1:] if argv is None else argv)}"
+        except OSError as why:
+            where = f"its traceback could not be written ({why})"
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        print(f"internal error: {type(e).__name__}: {first} ({where}; please report it)", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 """CLI habits: `bench --version`, `bench ls tasks|models|methods`, fixed choices shown in --help,
-as a user meets them (the command as a subprocess)."""
+exit code 3 for internal errors, as a user meets them (the command as a subprocess)."""
 
 from __future__ import annotations
 
+import re
+import tempfile
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
-from helpers import bench_cli
+from helpers import bench_cli, digits_spec, with_sitecustomize
 
 import bench
 from bench.analysis.options import TEACHER_COST_POLICIES
@@ -61,3 +64,35 @@ def test_help_lists_the_choices_of_fixed_options(tmp_path):
     for command in ("report", "compare"):
         assert "{full,amortised,free}" in bench_cli(command, "--help", cwd=tmp_path).stdout
     assert "{tasks,models,methods}" in bench_cli("ls", "--help", cwd=tmp_path).stdout
+
+
+def test_an_internal_error_is_one_line_exit_3_and_its_traceback_in_a_file(tmp_path):
+    """A bug (an exception that is not the user's input) exits 3, not 1 ("some jobs failed"), with
+    one line naming the exception and the file holding the whole traceback."""
+    spec = digits_spec(tmp_path)
+    env = with_sitecustomize(
+        tmp_path / "site",
+        """
+        import bench.plan.jobs
+
+        def make_plan(sweep):
+            raise RuntimeError("a bug in planning\\nsecond line")
+
+        bench.plan.jobs.make_plan = make_plan
+        """,
+    )
+    proc = bench_cli("plan", str(spec), cwd=tmp_path, env=env)
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    line = proc.stderr.strip()
+    assert line.startswith("internal error: RuntimeError: a bug in planning (full traceback in ")
+    path = Path(re.search(r"full traceback in (\S+);", line).group(1))
+    try:
+        assert path.parent == Path(tempfile.gettempdir())
+        text = path.read_text()
+        assert f"bench plan {spec}" in text and "Traceback (most recent call last)" in text
+        assert "in make_plan" in text and "RuntimeError: a bug in planning\nsecond line" in text
+    finally:
+        path.unlink()
+    # user errors keep exit 2 and no file is written for them
+    assert bench_cli("plan", str(tmp_path / "missing.toml"), cwd=tmp_path).returncode == 2
