@@ -327,13 +327,11 @@ def build_gpt(spec: Any, shape: Shape) -> Any:
     GPT-2 config built locally (``params`` = GPT2Config fields; vocabulary and context from the task).
     Never runs a model's own code (trust_remote_code=False)."""
     from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config
-    from transformers.utils import logging as hf_logging
 
     from bench.models.nets import (
         CausalLM,  # lazy: torch only when a model is built, not when `bench plan` checks a spec
     )
 
-    hf_logging.set_verbosity_error()
     overrides = check_config_params(spec, "job config", "model", "gpt")
     if spec.pretrained:
         source = resolve_pretrained(spec.pretrained)
@@ -349,17 +347,12 @@ def build_gpt(spec: Any, shape: Shape) -> Any:
 def build_bert(spec: Any, shape: Shape) -> Any:
     """A BERT-family classifier: from pretrained weights (with dropout / depth overrides) or from a
     config (``params`` = BertConfig fields). Never runs a model's own code (trust_remote_code=False)."""
-    import logging
-
     from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig
-    from transformers.utils import logging as hf_logging
 
     from bench.models.nets import (
         SequenceClassifier,  # lazy: torch only when a model is built, not when `bench plan` checks a spec
     )
 
-    hf_logging.set_verbosity_error()
-    logging.getLogger("transformers").setLevel(logging.ERROR)
     overrides = check_config_params(spec, "job config", "model", "bert")
     if spec.pretrained:
         source = resolve_pretrained(spec.pretrained)
