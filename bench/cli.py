@@ -6,9 +6,12 @@ import argparse
 import json
 import os
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from math import comb
 from pathlib import Path
 
+import bench
+from bench.analysis.options import TEACHER_COST_POLICIES
 from bench.core.config import parse_device
 from bench.core.errors import UserError, did_you_mean
 from bench.core.interrupt import Interrupted, install
@@ -18,9 +21,11 @@ from bench.driver.run import SAVED_SPEC, pending_work, run_sweep
 from bench.engines.cluster import slurm_cluster
 from bench.engines.queue import make_slots
 from bench.methods.table import METHODS
+from bench.models.builders import MODELS
 from bench.plan.jobs import grid_points, make_plan
 from bench.spec.compose import apply_sets, dump_toml, read_document, resolved_document
-from bench.spec.load import check_run, load_sweep, with_run_overrides
+from bench.spec.load import ENGINE_NAMES, check_run, load_sweep, with_run_overrides
+from bench.tasks.table import TASKS
 from bench.training.teachers import teacher_done
 
 
@@ -183,9 +188,6 @@ def _report_options(args: argparse.Namespace):
     from bench.analysis.report import (
         ReportOptions,  # lazy: pandas and matplotlib load only for the commands that report
     )
-    from bench.analysis.stats import (
-        TEACHER_COST_POLICIES,  # lazy: pandas and matplotlib load only for the commands that report
-    )
 
     if args.teacher_cost not in TEACHER_COST_POLICIES:
         raise UserError(
@@ -274,10 +276,49 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     return 0 if same or args.replace else 1
 
 
+def _columns(rows: list[tuple[str, ...]]) -> str:
+    """Rows as lines of left-aligned columns (the last one unpadded)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)] if rows else []
+    return "\n".join("  ".join([*(c.ljust(w) for c, w in zip(r, widths)), r[-1]]).rstrip() for r in rows)
+
+
+def _ls_rows(what: str) -> list[tuple[str, ...]]:
+    """One row per entry of the table ``what`` (built-in and installed plugins)."""
+    if what == "tasks":
+        return [(n, t.modality, "metrics: " + ", ".join(t.metrics), t.doc) for n, t in TASKS.items()]
+    if what == "models":
+        return [(n, m.modality, m.doc, "params: " + (", ".join(m.params) or "none")) for n, m in MODELS.items()]
+    return [
+        (
+            n,
+            "primary: " + ("yes" if m.needs_primary else "no"),
+            "params: "
+            + (", ".join(k if p.default is None else f"{k}={p.default:g}" for k, p in m.params.items()) or "none"),
+            m.doc,
+        )
+        for n, m in METHODS.items()
+    ]
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    """List the tasks, model families or methods a spec can name, one line each (plugins included)."""
+    print(_columns(_ls_rows(args.what)))
+    return 0
+
+
+def package_version() -> str:
+    """bench's version from the installed package's metadata (the source's when not installed)."""
+    try:
+        return version("bench")
+    except PackageNotFoundError:
+        return bench.__version__
+
+
 def _add_report_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--teacher-cost",
         default="full",
+        metavar="{" + ",".join(TEACHER_COST_POLICIES) + "}",
         help="what a student is charged for its teachers in the "
         "compute figures: full (default), amortised (shared by the runs using them) or free",
     )
@@ -315,6 +356,7 @@ def _add_set(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench", description="Seed-robustness studies of multi-teacher distillation.")
+    p.add_argument("--version", action="version", version=f"bench {package_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     plan = sub.add_parser("plan", help="count the jobs of a sweep and estimate its compute")
     plan.add_argument("spec")
@@ -326,7 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--devices", help="comma-separated devices, e.g. cuda:0,cuda:1 or cpu (overrides [run])")
     run.add_argument("--jobs-per-device", type=int, help="slots per device (overrides [run])")
     run.add_argument("--retries", type=int, help="extra attempts of a failed job (overrides [run])")
-    run.add_argument("--engine", help="local, dask or slurm (overrides [run]; docs/cluster.md)")
+    run.add_argument(
+        "--engine",
+        metavar="{" + ",".join(ENGINE_NAMES) + "}",
+        help="where jobs run (overrides [run]; docs/cluster.md)",
+    )
     run.add_argument(
         "--scheduler",
         help="Dask scheduler address or scheduler file (implies --engine dask); "
@@ -372,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     slurm = sub.add_parser("slurm-script", help="print the batch script of one Slurm worker job ([run.slurm])")
     slurm.add_argument("spec")
     _add_set(slurm)
+    ls = sub.add_parser("ls", help="list the tasks, model families or methods a spec can name (plugins included)")
+    ls.add_argument("what", choices=("tasks", "models", "methods"))
     return p
 
 
@@ -383,12 +431,28 @@ COMMANDS = {
     "doctor": cmd_doctor,
     "rerun": cmd_rerun,
     "slurm-script": cmd_slurm_script,
+    "ls": cmd_ls,
 }
 
 
+def report_internal_error(e: Exception, argv: list[str]) -> str:
+    """Write the traceback of an unexpected exception (a bug, not the user's input) with the command
+    line and version to a new file in the system temp folder; return its path."""
+    import tempfile  # lazy: only on a crash
+    import traceback  # lazy: only on a crash
+
+    fd, path = tempfile.mkstemp(prefix="bench-error-", suffix=".txt")
+    with os.fdopen(fd, "w") as f:
+        f.write(f"bench {package_version()}: {' '.join(['bench', *argv])}\n\n")
+        f.write("".join(traceback.format_exception(type(e), e, e.__traceback__)))
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``bench`` console script; user errors exit with code 2. SIGINT and SIGTERM
-    stop the command (its workers first, bench/core/interrupt.py) with one line and exit 130 / 143."""
+    """Entry point of the ``bench`` console script. Exit codes: 0 done, 1 some jobs failed, 2 a user
+    error (one line), 3 an internal error (one line naming the exception and the file holding its
+    traceback); SIGINT and SIGTERM stop the command (its workers first, bench/core/interrupt.py)
+    with one line and exit 130 / 143."""
 
     install()
     args = build_parser().parse_args(argv)
@@ -407,6 +471,14 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # a full disk, a lost permission: one line naming the file, not a traceback
         print(f"error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
         return 1
+    except Exception as e:  # a bug: one line and the traceback in a file, not a page of traceback
+        try:
+            where = f"full traceback in {report_internal_error(e, sys.argv[1:] if argv is None else argv)}"
+        except OSError as why:
+            where = f"its traceback could not be written ({why})"
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        print(f"internal error: {type(e).__name__}: {first} ({where}; please report it)", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,10 +119,9 @@ def one_sweep(sc: Scenario, seed: int, true: pd.DataFrame) -> dict:
 
 def run_scenario(sc: Scenario, reps: int, jobs: int) -> dict:
     """Rates over ``reps`` sweeps with Monte-Carlo standard errors."""
-    from joblib import Parallel, delayed
-
     true = truth(sc, sc.r)
-    results = Parallel(n_jobs=jobs)(delayed(one_sweep)(sc, 1000 + i, true) for i in range(reps))
+    with ProcessPoolExecutor(max_workers=jobs if jobs > 0 else os.cpu_count()) as pool:
+        results = list(pool.map(one_sweep, [sc] * reps, [1000 + i for i in range(reps)], [true] * reps))
     calls = pd.Series([r["call"] for r in results])
 
     def rate(x) -> tuple[float, float]:
@@ -181,7 +182,7 @@ def fmt(pair: tuple[float, float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--reps", type=int, default=500, help="simulated sweeps per scenario (default 500)")
-    p.add_argument("--jobs", type=int, default=-1, help="processes (joblib; default: every core)")
+    p.add_argument("--jobs", type=int, default=-1, help="processes (default: every core)")
     p.add_argument("--quick", action="store_true", help="fewer scenarios (a smoke run)")
     args = p.parse_args(argv)
     start = time.perf_counter()

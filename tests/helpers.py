@@ -108,3 +108,17 @@ def copy_of(finished: Path, tmp_path: Path) -> Path:
     folder = tmp_path / "sweep"
     shutil.copytree(finished, folder, symlinks=True)  # a damaged sweep may hold symlinks
     return folder
+
+
+def with_sitecustomize(folder: Path, code: str) -> dict[str, str]:
+    """Environment for ``bench_cli`` whose interpreter first runs ``code`` (a sitecustomize first on
+    PYTHONPATH): how a test makes a package look missing or a function misbehave in a real CLI run."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(textwrap.dedent(code))
+    return {"PYTHONPATH": os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p)}
+
+
+def without_packages(folder: Path, *names: str) -> dict[str, str]:
+    """Environment for ``bench_cli`` in which ``names`` cannot be imported (as if not installed):
+    marked missing in ``sys.modules`` (import fails, find_spec says None)."""
+    return with_sitecustomize(folder, "import sys\n" + "".join(f"sys.modules[{n!r}] = None\n" for n in names))

@@ -111,3 +111,11 @@ def test_a_plugin_is_only_loaded_when_a_table_is_read(monkeypatch):
     assert calls == []
     assert "kd" in table and list(table)[:1] == ["kd"] and calls == ["bench.methods"]
     make_plan(load_sweep(REPO / "sweeps" / "quickstart.toml"))  # the built-in table still serves plans
+
+
+def test_bench_ls_methods_lists_an_installed_plugin(tmp_path, plugin_site):
+    proc = bench_cli("ls", "methods", cwd=tmp_path, env=_env(plugin_site))
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("logit-mse ")]
+    assert "primary: no" in line and "alpha=0" in line
+    assert "logit-mse" not in bench_cli("ls", "methods", cwd=tmp_path).stdout  # not installed: not listed

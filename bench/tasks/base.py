@@ -4,12 +4,17 @@ training views), a task's data, and the classification metrics.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from bench.core.errors import UserError
 from bench.models.builders import Shape
+
+# Data sets read from the Hugging Face hub need ``datasets``, an optional extra (pyproject: hub).
+HUB_EXTRA = "pip install -e '.[hub]'"
 
 # Training views of a 32x32 image (standard CIFAR augmentation): a 32x32 crop of the image padded
 # by 4 pixels (9 x 9 offsets), mirrored or not: 162 views in all, view code = flip*81 + dy*9 + dx.
@@ -103,6 +108,24 @@ class TaskData:
     eval_splits: tuple
     tokenizer: Any = None  # a transformers tokenizer (GLUE) or a ``tokenizers.Tokenizer`` (lm); None: no text
     text_bytes: dict = field(default_factory=dict)  # LM: split -> UTF-8 bytes of the tokens it predicts
+
+
+def hub_datasets_installed() -> bool:
+    """Whether ``datasets`` can be imported (asked without importing it: it takes seconds)."""
+    return importlib.util.find_spec("datasets") is not None
+
+
+def hub_datasets() -> Any:
+    """The ``datasets`` module, for the tasks that read a data set from the hub (no local
+    ``task.data``); without it installed, a UserError in one line saying how to get it or do without."""
+    if not hub_datasets_installed():
+        raise UserError(
+            "task.data: reading a data set from the Hugging Face hub needs the Python package 'datasets', "
+            f"which is not installed; expected {HUB_EXTRA} or a local task.data"
+        )
+    import datasets  # lazy: an optional extra, and seconds to import; only hub data sets need it
+
+    return datasets
 
 
 def _subset(n: int, size: int | None, seed: int) -> np.ndarray:

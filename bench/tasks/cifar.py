@@ -26,7 +26,7 @@ from bench.core.cache import load_arrays, save_arrays
 from bench.core.errors import UserError
 from bench.core.hashing import stable_hash
 from bench.models.builders import Shape
-from bench.tasks.base import ALL_VIEWS, Split, TaskData, _subset
+from bench.tasks.base import ALL_VIEWS, Split, TaskData, _subset, hub_datasets
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MEAN = (0.4914, 0.4822, 0.4465)
@@ -89,7 +89,7 @@ def _arrays_from_local(root: Path) -> dict[str, np.ndarray]:
 
 
 def _arrays_from_hub() -> dict[str, np.ndarray]:
-    import datasets  # online only: nothing is downloaded on offline machines
+    datasets = hub_datasets()  # online only: nothing is downloaded on offline machines
 
     arrays = {}
     for split in ("train", "test"):

@@ -14,7 +14,7 @@ from bench.core.errors import UserError
 from bench.core.hashing import stable_hash
 from bench.core.keys import identity
 from bench.models.builders import Shape, resolve_pretrained
-from bench.tasks.base import Split, TaskData, _subset
+from bench.tasks.base import Split, TaskData, _subset, hub_datasets
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def _glue_raw(spec: Any, fmt: GlueFormat) -> dict[str, tuple[list, np.ndarray]]:
     if spec.data is not None:
         root = Path(spec.data) / fmt.folder
         return {"train": _read_glue_tsv(root / "train.tsv", fmt), "dev": _read_glue_tsv(root / "dev.tsv", fmt)}
-    import datasets  # online only: nothing is downloaded on offline machines
+    datasets = hub_datasets()  # online only: nothing is downloaded on offline machines
 
     out = {}
     for split, hub_split in (("train", "train"), ("dev", "validation")):

@@ -29,7 +29,7 @@ from bench.core.cache import load_arrays, save_arrays
 from bench.core.errors import UserError
 from bench.core.hashing import stable_hash
 from bench.models.builders import Shape
-from bench.tasks.base import Split, TaskData, _subset
+from bench.tasks.base import Split, TaskData, _subset, hub_datasets
 from bench.tasks.glue import load_tokenizer
 
 EOS = "<|endoftext|>"
@@ -41,7 +41,7 @@ EOS = "<|endoftext|>"
 def read_corpus(spec: Any) -> tuple[str, str]:
     """(training text, validation text) of the task."""
     if spec.data.startswith("hub:"):
-        import datasets  # online only
+        datasets = hub_datasets()  # online only: nothing is downloaded on offline machines
 
         name, _, config = spec.data[4:].partition(":")
         ds = datasets.load_dataset(name, config or None, trust_remote_code=False)

@@ -62,6 +62,7 @@ class TaskInfo:
     teacher_outputs: Callable[[Any, TaskData, Any, Any], dict] | None = None  # (model, data, device, spec)
     check: Callable[[Any], None] | None = None  # (task spec) -> raises UserError on bad local data
     other_names: Callable[[dict], dict] | None = None  # scores -> the same under another tool's names
+    doc: str = ""  # one line, printed by `bench ls tasks`
 
 
 # Metrics where lower is better: the worst case of a combination is then its maximum.
@@ -90,11 +91,15 @@ def load_cifar10(spec: Any, cache_dir: Path) -> TaskData:
 
 
 BUILTIN_TASKS: dict[str, TaskInfo] = {
-    "digits": TaskInfo("image", ("accuracy",), load_digits),
-    "cifar10": TaskInfo("image", ("accuracy",), load_cifar10),
-    "cola": TaskInfo("text", ("mcc", "accuracy"), load_glue, check=check_glue),
-    "mrpc": TaskInfo("text", ("accuracy", "f1"), load_glue, check=check_glue),
-    "sst2": TaskInfo("text", ("accuracy",), load_glue, check=check_glue),
+    "digits": TaskInfo("image", ("accuracy",), load_digits, doc="scikit-learn's embedded 8x8 digits (no download)"),
+    "cifar10": TaskInfo(
+        "image", ("accuracy",), load_cifar10, doc="CIFAR-10 images: task.data folder, or the hub ([hub] extra)"
+    ),
+    "cola": TaskInfo(
+        "text", ("mcc", "accuracy"), load_glue, check=check_glue, doc="GLUE CoLA: grammatical acceptability"
+    ),
+    "mrpc": TaskInfo("text", ("accuracy", "f1"), load_glue, check=check_glue, doc="GLUE MRPC: paraphrase pairs"),
+    "sst2": TaskInfo("text", ("accuracy",), load_glue, check=check_glue, doc="GLUE SST-2: sentiment of sentences"),
     "lm": TaskInfo(
         "lm",
         ("perplexity", "token_accuracy", "accuracy", "bits_per_byte"),
@@ -102,6 +107,7 @@ BUILTIN_TASKS: dict[str, TaskInfo] = {
         _lm_evaluate,
         _lm_teacher_outputs,
         other_names=lm_eval_scores,
+        doc="causal language modelling of a text corpus (task.data: a file or hub:NAME)",
     ),
 }
 TASKS: Table[TaskInfo] = Table("bench.tasks", TaskInfo, BUILTIN_TASKS)  # + installed plugins (bench.core.plugins)

@@ -44,9 +44,7 @@ class Candidates:
 def load_candidates(name: str) -> Candidates:
     """Load the masked LM ``name`` (alias, folder or hub name) for augmentation."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
     source = resolve_pretrained(name)
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     mlm, info = AutoModelForMaskedLM.from_pretrained(source, output_loading_info=True, trust_remote_code=False)

@@ -7,6 +7,9 @@ jobs are their own failure kind (`network`), not retried by default."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from helpers import bench_cli
 
@@ -184,3 +187,68 @@ def test_connection_errors_in_jobs_are_their_own_kind_and_not_retried(monkeypatc
     taken.attempts, taken.failure = 1, "network"
     sched.finish(taken, False, "OSError: We couldn't connect to 'https://huggingface.co'")
     assert failed == [item] and item.attempts == 1  # recorded at once, never retried
+
+
+@pytest.mark.parametrize("case", ["task.data (GLUE on the hub)", "task.data (hub: LM data)"])
+def test_hub_data_without_the_datasets_package_says_how_to_get_it(project, tmp_path_factory, case):
+    """`datasets` is an optional extra: without it, a spec reading its data from the hub is refused
+    in one line naming the extra and the local alternative; `bench plan` still works."""
+    from helpers import without_packages
+
+    spec = project / "net.toml"
+    spec.write_text(CASES[case](project))
+    env = without_packages(tmp_path_factory.mktemp("site"), "datasets")
+    assert bench_cli("plan", str(spec), cwd=project, env=env).returncode == 0
+    before = sorted(p.name for p in project.rglob("*"))
+    proc = bench_cli("run", str(spec), "--quiet", cwd=project, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "net.toml: field 'task.data':" in proc.stderr and "'datasets', which is not installed" in proc.stderr
+    assert "pip install -e '.[hub]' or task.data = a local" in proc.stderr, proc.stderr
+    assert sorted(p.name for p in project.rglob("*")) == before
+
+
+def test_a_job_reading_hub_data_without_datasets_fails_in_one_line(monkeypatch):
+    import sys
+
+    from bench.core.errors import UserError
+    from bench.tasks.base import hub_datasets
+
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    with pytest.raises(UserError, match=r"needs the Python package 'datasets'.*pip install -e '\.\[hub\]'"):
+        hub_datasets()
+
+
+HUB_IDS = ["sentence-transformers/all-MiniLM-L6-v2", "Sentence-Transformers/ALL-MINILM-L6-V2", "ALL-MiniLM-L6-v2"]
+
+
+@pytest.mark.parametrize("name", HUB_IDS)
+def test_the_hub_id_of_installed_weights_resolves_like_its_alias(name, monkeypatch):
+    from bench.models.builders import PRETRAINED_ALIASES, pretrained_alias, resolve_pretrained
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert pretrained_alias(name) == ALIAS
+    path = resolve_pretrained(ALIAS)
+    assert path != PRETRAINED_ALIASES[ALIAS][1] and (Path(path) / "config.json").is_file()  # the PyPI package
+    assert resolve_pretrained(name) == path
+    assert pretrained_alias("sentence-transformers/all-MiniLM-L12-v2") is None
+    assert resolve_pretrained(HUB) == HUB
+
+
+def test_a_spec_naming_the_hub_id_of_installed_weights_runs_offline(project, tmp_path_factory):
+    """Teacher weights and tokenizer named by their hub id (any case), HF_HUB_OFFLINE and an empty
+    Hugging Face cache: the installed package serves both, as for the alias."""
+    spec = project / "net.toml"
+    spec.write_text(
+        SPEC.format(data=_glue(project), tokenizer=HUB_IDS[0], teacher=HUB_IDS[1], augment="")
+        + "[run]\ndevices = ['cpu']\njobs_per_device = 1\nthreads_per_job = 1\n"
+    )
+    text = spec.read_text().replace(
+        "[teacher]\n", "[teacher]\nepochs = 1\nbatch_size = 2\nparams = { num_hidden_layers = 1 }\n"
+    )
+    spec.write_text(text.replace('name = "cola"\n', 'name = "cola"\nmax_length = 16\n'))
+    env = {"HF_HOME": str(tmp_path_factory.mktemp("empty-hf-home")), "HF_HUB_OFFLINE": "1"}
+    proc = bench_cli("run", str(spec), "--teachers-only", "--no-report", "--quiet", cwd=project, env=env)
+    assert proc.returncode == 0, proc.stderr
+    metas = [json.loads(p.read_text()) for p in (project / "teachers" / "cola").glob("*/meta.json")]
+    assert len(metas) == 2 and all(m["config"]["model"]["pretrained"] == HUB_IDS[1] for m in metas)

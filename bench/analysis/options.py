@@ -1,0 +1,6 @@
+"""The fixed choices of the report's options, known without loading pandas (`bench --help` lists them)."""
+
+from __future__ import annotations
+
+# what a student is charged for its teachers in the compute figures (analysis.stats.expected_by_budget)
+TEACHER_COST_POLICIES = ("full", "amortised", "free")
