@@ -19,7 +19,7 @@ from helpers import REPO
 
 import bench
 from bench.models.builders import PRETRAINED_ALIASES
-from bench.spec.load import tomllib
+from bench.spec.compose import tomllib
 
 # declared for their commands or as pytest plugins, never imported
 TOOLS = {"pytest-timeout", "ruff", "mypy"}
