@@ -753,10 +753,6 @@ def _write_report(plan: Plan, options: ReportOptions, out: Path, outputs: _Outpu
                 out,
                 outputs,
                 body,
-                plot_budget,
-                plot_expected_budget,
-                charged_teacher_seconds,
-                expected_by_budget,
             ),
             body,
         )
@@ -889,10 +885,6 @@ def _compute(
     out,
     outputs,
     body,
-    plot_budget,
-    plot_expected_budget,
-    charged_teacher_seconds,
-    expected_by_budget,
 ) -> None:
     """Worst / best case and expected best / worst of n students against compute (when every
     teacher of the ok runs has a readable meta.json with its timings)."""
