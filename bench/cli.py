@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -15,6 +16,7 @@ from bench.analysis.options import TEACHER_COST_POLICIES
 from bench.core.config import parse_device
 from bench.core.errors import UserError, did_you_mean
 from bench.core.interrupt import Interrupted, install
+from bench.core.logs import configure as configure_logging
 from bench.driver.preflight import check_before_run
 from bench.driver.rerun import find_record, rerun_job
 from bench.driver.run import SAVED_SPEC, pending_work, run_sweep
@@ -57,15 +59,16 @@ def _load(args: argparse.Namespace):
 
 
 def _saved_spec(args: argparse.Namespace, sweep) -> str:
-    """The spec as this run uses it (extends merged, --set and [run] options applied, paths
-    absolute), with a header saying where it came from: results/<sweep>/spec.toml."""
+    """The spec as this run uses it (extends merged, --set and [run] options applied, output roots
+    absolute, its project root stated), with a header saying where it came from:
+    results/<sweep>/spec.toml."""
     run = {k: list(v) if isinstance(v, tuple) else v for k, v in _run_options(args).items() if v is not None}
-    doc = resolved_document(apply_sets(read_document(_spec_path(args.spec)), tuple(args.set or ())), run, os.getcwd())
+    doc = resolved_document(apply_sets(read_document(_spec_path(args.spec)), tuple(args.set or ())), run, sweep.paths)
     sets = " ".join(f"--set {s}" for s in args.set or ())
     header = (
         f"The spec of sweep {sweep.name} as `bench run` last used it: {os.path.abspath(args.spec)}"
         f"{' ' + sets if sets else ''}{' with [run] options ' + json.dumps(run) if run else ''}.\n"
-        f"`bench report {sweep.results_dir()}` reads it; paths are absolute."
+        f"`bench report {sweep.results_dir()}` reads it; relative paths resolve from [paths] root."
     )
     return dump_toml(doc, header)
 
@@ -140,6 +143,14 @@ def _overridden(args: argparse.Namespace) -> frozenset[str]:
     return frozenset(n for n in names if getattr(args, n, None) is not None)
 
 
+def _outputs_line(sweep) -> str:
+    """Where a run writes, in one line (every path from the project root, docs/architecture.md)."""
+    return (
+        f"{sweep.name}: project root {sweep.root}; records in {sweep.results_dir()}, teachers in "
+        f"{sweep.paths.teachers}, report in {sweep.reports_dir()}, cache in {sweep.paths.cache}"
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Check every option and what the run needs of this machine (devices, engine, network,
     output layout), then run every missing or failed job and write the report."""
@@ -148,6 +159,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = make_plan(_load(args))
     _check_report_options(plan.sweep, options)
     check_before_run(plan, _overridden(args))
+    print(_outputs_line(plan.sweep), file=sys.stderr)
     summary = run_sweep(
         plan,
         quiet=args.quiet,
@@ -357,6 +369,19 @@ def _add_set(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench", description="Seed-robustness studies of multi-teacher distillation.")
     p.add_argument("--version", action="version", version=f"bench {package_version()}")
+    talk = p.add_mutually_exclusive_group()
+    talk.add_argument(
+        "-q",
+        "--quiet-log",
+        dest="log_level",
+        action="store_const",
+        const=logging.WARNING,
+        default=logging.INFO,
+        help="show only warnings and errors on stderr (results and the progress bar are unchanged)",
+    )
+    talk.add_argument(
+        "-v", "--verbose", dest="log_level", action="store_const", const=logging.DEBUG, help="show debug messages too"
+    )
     sub = p.add_subparsers(dest="command", required=True)
     plan = sub.add_parser("plan", help="count the jobs of a sweep and estimate its compute")
     plan.add_argument("spec")
@@ -456,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
 
     install()
     args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)  # the "bench" logger only: diagnostics on stderr, results on stdout
     try:
         return COMMANDS[args.command](args)
     except UserError as e:

@@ -1,7 +1,8 @@
 """Importing bench (every module of it), or building its models, leaves the user's libraries as they
-were: logging levels and transformers' verbosity, warning filters, environment variables, signal
-handlers, torch's thread counts, numpy's error handling. What bench's own worker needs it sets in
-the worker (engines.worker.quiet_libraries).
+were: logging levels and handlers (the root logger's and every library's; bench's own logger has
+none until its command line or worker sets one) and transformers' verbosity, warning filters,
+environment variables, signal handlers, torch's thread counts, numpy's error handling. What bench's
+own worker needs it sets in the worker (engines.worker.quiet_libraries).
 
 The libraries bench imports change some of these themselves when imported (torch sets
 TORCHINDUCTOR_CACHE_DIR, scipy adds warning filters): so the state after bench is compared with
@@ -26,6 +27,11 @@ def state():
         "warnings": sorted({repr(f) for f in warnings.filters}),
         "loggers": {n: l.level for n, l in logging.root.manager.loggerDict.items() if isinstance(l, logging.Logger)},
         "root": logging.root.level,
+        "root_handlers": [type(h).__name__ for h in logging.root.handlers],
+        "handlers": {
+            n: len(l.handlers) for n, l in logging.root.manager.loggerDict.items() if isinstance(l, logging.Logger)
+        },
+        "bench_logger": [len(logging.getLogger("bench").handlers), logging.getLogger("bench").level],
         "transformers": hf_logging.get_verbosity(),
         "signals": {s.name: repr(signal.getsignal(s)) for s in (signal.SIGINT, signal.SIGTERM)},
         "threads": [torch.get_num_threads(), torch.get_num_interop_threads()],
@@ -79,7 +85,9 @@ def test_importing_bench_and_building_models_changes_no_global_state():
     baseline = _run(WITHOUT_BENCH, json.dumps(with_bench["modules"]))["state"]
     after = with_bench["state"]
     common = set(after["loggers"]) & set(baseline["loggers"])
-    after["loggers"] = {n: after["loggers"][n] for n in common}
-    baseline["loggers"] = {n: baseline["loggers"][n] for n in common}
+    for part in ("loggers", "handlers"):
+        after[part] = {n: after[part][n] for n in common}
+        baseline[part] = {n: baseline[part][n] for n in common}
+    assert after["bench_logger"] == [0, 0]  # bench's own logger: no handler, no level, until its CLI sets one
     changed = {k: (baseline[k], after[k]) for k in after if after[k] != baseline[k]}
     assert changed == {}, changed

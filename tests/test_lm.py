@@ -180,6 +180,26 @@ def test_tiny_lm_sweep_end_to_end(project, topk):
     # the verdict reads perplexity the right way round: lower is better, whatever the direction
     verdict = (project / "reports" / "lm-toy" / "report.md").read_text().split("## Verdict")[1].split("##")[0]
     assert "higher (better)" not in verdict and "lower (worse)" not in verdict
+    assert (
+        "lm-eval's names of these scores: lambada_accuracy = lambada_openai/acc"
+        in (project / "reports" / "lm-toy" / "report.md").read_text()
+    )
+
+
+def test_the_report_names_lm_evals_scores_beside_ours():
+    """The report's names of lm-evaluation-harness (records carry them in other_names), derived
+    from the task's own renaming, for the score table and the headline metric."""
+    from bench.analysis.report import _metric_label, other_names
+
+    columns = ["val_perplexity", "lambada_accuracy", "lambada_perplexity", "n_params", "n_runs"]
+    assert other_names("lm", columns) == {
+        "lambada_accuracy": "lambada_openai/acc",
+        "lambada_perplexity": "lambada_openai/perplexity",
+    }
+    assert other_names("cola", ["dev_mcc", "dev_accuracy"]) == {} and other_names("gone", ["x_y"]) == {}
+    record = {"score_split": "lambada", "metric": "accuracy", "config": {"task": {"name": "lm"}}}
+    assert _metric_label(record) == "lambada accuracy (lm-eval: lambada_openai/acc)"
+    assert _metric_label({**record, "score_split": "val", "metric": "perplexity"}) == "val perplexity"
 
 
 def test_lm_only_task_fields_are_refused_elsewhere():

@@ -11,9 +11,9 @@ the same. Nothing is random, so the same records give the same report, byte for 
 from __future__ import annotations
 
 import io
+import logging
 import math
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,8 +37,10 @@ from bench.core.files import atomic_write_bytes, folder_lock, read_json, remove_
 from bench.core.records import load_records, scan_records, teacher_meta_problem
 from bench.driver.run import lock_holder
 from bench.plan.jobs import Plan, grid_points
-from bench.tasks.table import LOWER_IS_BETTER
+from bench.tasks.table import LOWER_IS_BETTER, TASKS
 from bench.training.teachers import teacher_dir, teacher_done
+
+log = logging.getLogger(__name__)
 
 
 def teachers_frame(plan: Plan, problems: list[str] | None = None) -> pd.DataFrame:
@@ -130,9 +132,32 @@ def _param_text(value: Any) -> str:
     return str(list(value)) if isinstance(value, (list, tuple)) else f"{value:g}"
 
 
+def other_names(task: str, columns: list[str]) -> dict[str, str]:
+    """``<split>_<metric>`` score column -> the same score's name in another tool, e.g.
+    ``lambada_accuracy`` -> ``lambada_openai/acc`` (lm-evaluation-harness). The task's own
+    ``TaskInfo.other_names`` (what records carry as ``other_names``) is given the column names in
+    place of the scores, so the renaming is stated once, in the task."""
+    info = TASKS.get(task)
+    if info is None or info.other_names is None:
+        return {}
+    scores: dict[str, dict[str, str]] = {}
+    for column in columns:
+        split, _, metric = column.partition("_")
+        scores.setdefault(split, {})[metric] = column
+    return {
+        column: f"{tool_task}/{theirs}"
+        for tool_task, names in info.other_names(scores).items()
+        for theirs, column in names.items()
+    }
+
+
 def _metric_label(record: dict) -> str:
-    """The headline score's split and metric, e.g. 'dev mcc' (records before score_split: dev)."""
-    return f"{record.get('score_split', 'dev')} {record['metric']}"
+    """The headline score's split and metric, e.g. 'dev mcc' (records before score_split: dev),
+    with its lm-eval name when it has one ('lambada accuracy (lm-eval: lambada_openai/acc)')."""
+    split, metric = record.get("score_split", "dev"), record["metric"]
+    task = record.get("config", {}).get("task", {}).get("name", "")
+    theirs = other_names(task, [f"{split}_{metric}"])
+    return f"{split} {metric}" + "".join(f" (lm-eval: {name})" for name in theirs.values())
 
 
 def _figure(
@@ -194,10 +219,16 @@ def save_figure(fig, out: Path, outputs: _Outputs | None = None) -> None:
 
 
 def _teachers_vs_students(
-    jobs: pd.DataFrame, teachers: pd.DataFrame, grid: list[str], out: Path, outputs: _Outputs | None = None
+    jobs: pd.DataFrame,
+    teachers: pd.DataFrame,
+    grid: list[str],
+    out: Path,
+    outputs: _Outputs | None = None,
+    task: str = "",
 ) -> list[tuple]:
     """Every metric per grid point, students (mean over runs) next to the teachers (mean over the
-    N), with parameter counts: the shape of Gholami & Omar's Tables 3-4."""
+    N), with parameter counts: the shape of Gholami & Omar's Tables 3-4; a line gives the columns'
+    names in other tools (LM: lm-evaluation-harness's), as records carry them in ``other_names``."""
     table = scores_by_grid(jobs, grid)
     ok = jobs[jobs["status"] == "ok"]
     table.insert(len(grid), "model", "student")
@@ -213,10 +244,16 @@ def _teachers_vs_students(
         }
         table = pd.concat([pd.DataFrame([row]), table], ignore_index=True)[table.columns]
     _save_csv(table, out / "scores_by_grid.csv", outputs)
+    theirs = other_names(task, [str(c) for c in table.columns])
     return [
         ("h2", "Teachers vs students, every metric"),
         ("p", "Students: mean over all their runs (every k) at each grid point; teachers: mean over the N."),
         ("table", table),
+        *(
+            [("p", "lm-eval's names of these scores: " + "; ".join(f"{c} = {n}" for c, n in theirs.items()) + ".")]
+            if theirs
+            else []
+        ),
     ]
 
 
@@ -658,7 +695,7 @@ def _guarded(what: str, build, blocks: list[tuple]) -> None:
         raise
     except Exception as e:  # noqa: BLE001 - the report must be written whatever the records hold
         line = f"{what} could not be computed from these records ({type(e).__name__}: {e})"
-        print(f"warning: {line}", file=sys.stderr)
+        log.warning("%s", line)
         blocks.append(("p", f"**{line}.** The coverage above and jobs.csv are complete."))
 
 
@@ -669,7 +706,7 @@ def _write_report(plan: Plan, options: ReportOptions, out: Path, outputs: _Outpu
     planned = {j.key for j in plan.jobs}
     found, damaged = scan_records(sweep.results_dir(), plan.jobs)
     for p, problem in damaged:
-        print(f"warning: {p}: {problem}; skipped", file=sys.stderr)
+        log.warning("%s: %s; skipped", p, problem)
     by_key = {k: r for k, r in found.items() if k in planned}
     records = [r for j in plan.jobs if (r := by_key.get(j.key)) is not None]
     damaged_keys = {p.name[: -len(".json")] for p, _ in damaged}
@@ -758,7 +795,7 @@ def _write_report(plan: Plan, options: ReportOptions, out: Path, outputs: _Outpu
         )
         _guarded(
             "The teachers-vs-students table",
-            lambda: body.extend(_teachers_vs_students(jobs, teachers, grid, out, outputs)),
+            lambda: body.extend(_teachers_vs_students(jobs, teachers, grid, out, outputs, sweep.task.name)),
             body,
         )
     tables = [n for n in _Outputs.TABLES if n in outputs.written]

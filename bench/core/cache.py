@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import sys
+import logging
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from bench.core.files import atomic_write_bytes
+
+log = logging.getLogger(__name__)
 
 DIGEST = "__sha256__"
 
@@ -68,5 +70,5 @@ def load_arrays(path: str | Path) -> dict[str, np.ndarray] | None:
     """The arrays of a sound cache file, or None (missing, or damaged: then a warning) to rebuild it."""
     arrays, problem = cache_problem(path)
     if problem is not None:
-        print(f"warning: {path}: damaged cache, {problem}; it is built again", file=sys.stderr)
+        log.warning("%s: damaged cache, %s; it is built again", path, problem)
     return arrays

@@ -4,6 +4,7 @@ by bench.spec.load), and the small helpers that read them.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -124,12 +125,39 @@ class RunSpec:
 
 @dataclass(frozen=True)
 class PathsSpec:
-    """Output roots; relative paths are taken from the current directory."""
+    """Output roots and the project root they, and every relative path of the spec, resolve from
+    (``project_root``); ``bench.spec.load`` makes the output roots absolute."""
 
     teachers: str = "teachers"
     results: str = "results"
     reports: str = "reports"
     cache: str = ".cache/bench"
+    root: str = ""  # "": found from the spec's folder (project_root); relative: from the spec's folder
+
+
+ROOT_MARKERS = ("bench.toml", "pyproject.toml", ".git")  # what makes a folder a project root
+
+
+def project_root(spec_file: str | os.PathLike) -> Path:
+    """Where a spec's relative paths resolve from: the nearest folder, from the spec's own folder
+    up, holding ``bench.toml``, ``pyproject.toml`` or ``.git``; else the spec's own folder. One
+    stated place, never the current directory, so a command gives the same sweep from any folder
+    (the shipped specs in sweeps/ resolve from the repository, as they always did)."""
+    folder = Path(os.path.abspath(spec_file)).parent
+    for candidate in (folder, *folder.parents):
+        if any((candidate / marker).exists() for marker in ROOT_MARKERS):
+            return candidate
+    return folder
+
+
+def locate(path: str, root: str | os.PathLike) -> str:
+    """A file or folder named in a spec as the run finds it: a relative path that exists under
+    ``root`` becomes absolute; anything else (hub names, aliases, absolute paths, a missing file)
+    is returned as written. Keys keep the written value; only file access uses this one."""
+    if not path or os.path.isabs(path) or path.startswith(("~", "hub:")):
+        return path
+    found = os.path.join(root, path)
+    return os.path.normpath(found) if os.path.exists(found) else path
 
 
 @dataclass(frozen=True)
@@ -149,6 +177,15 @@ class Sweep:
     paths: PathsSpec
     augment: AugmentSpec = AugmentSpec()
     source: str = ""
+
+    @property
+    def root(self) -> str:
+        """The project root (``paths.root``, absolute once loaded; "" for a Sweep built by hand)."""
+        return self.paths.root
+
+    def locate(self, path: str) -> str:
+        """``path`` (a spec's data, tokenizer or weights) as found from the project root (``locate``)."""
+        return locate(path, self.root) if self.root else path
 
     def results_dir(self) -> Path:
         return Path(self.paths.results) / self.name

@@ -21,10 +21,13 @@ KINDS = ("teacher", "augment", "teacher-outputs", "distill")
 
 @dataclass(frozen=True)
 class JobPaths:
-    """Absolute output roots a job reads and writes: stored teachers and the data cache."""
+    """Absolute output roots a job reads and writes: stored teachers and the data cache; and the
+    project root, where the worker runs the job, so the config's relative data, tokenizer and
+    weights paths (kept as written: they are in its key) resolve as the spec's did."""
 
     teachers: str
     cache: str
+    root: str = ""  # "": the worker's own folder (payloads and records made before it existed)
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,9 @@ class JobPayload:
             "device": lambda v: isinstance(v, str),
             "queue_wait": lambda v: isinstance(v, (int, float)),
             "paths": lambda v: (
-                isinstance(v, dict) and set(v) == {"teachers", "cache"} and all(isinstance(p, str) for p in v.values())
+                isinstance(v, dict)
+                and {"teachers", "cache"} <= set(v) <= {"teachers", "cache", "root"}
+                and all(isinstance(p, str) for p in v.values())
             ),
         }
         for name, ok in checks.items():

@@ -5,15 +5,17 @@ of dead processes, folder locks.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 # Reading a JSON file (a record, a teacher's meta.json) is bounded: real records are a few kB (a
 # digits record 2.6 kB; predictions of CIFAR-10's 10,000 test images encode to about 6 kB; a failed
@@ -188,7 +190,7 @@ def folder_lock(folder: Path, what: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
-            print(f"waiting: another {what} is writing {folder} ({f.read().strip() or 'pid unknown'})", file=sys.stderr)
+            log.info("waiting: another %s is writing %s (%s)", what, folder, f.read().strip() or "pid unknown")
             fcntl.flock(f, fcntl.LOCK_EX)
         f.seek(0)
         f.truncate()

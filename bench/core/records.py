@@ -32,8 +32,8 @@ Anything else is damaged: skipped with a named warning by readers, quarantined b
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -42,6 +42,8 @@ from typing import Any
 from bench.core.config import PRECISIONS
 from bench.core.files import MAX_JSON_BYTES, atomic_write_json, read_json
 from bench.core.hashing import stable_hash
+
+log = logging.getLogger(__name__)
 
 RECORD_FORMAT = 1
 STATUSES = ("ok", "failed", "diverged", "skipped")
@@ -291,9 +293,9 @@ def load_records(results_dir: Path, quarantine: bool = False, jobs: Iterable[Any
     for p, problem in damaged:
         if quarantine:
             dest = quarantine_file(results_dir, p)
-            print(f"warning: {p}: {problem}; moved to {dest}, the job runs again", file=sys.stderr)
+            log.warning("%s: %s; moved to %s, the job runs again", p, problem, dest)
         else:
-            print(f"warning: {p}: {problem}; skipped", file=sys.stderr)
+            log.warning("%s: %s; skipped", p, problem)
     return out
 
 

@@ -225,7 +225,7 @@ def hub_names(sweep: Any) -> list[HubName]:
         if not name or name in seen:
             continue
         seen.add(name)
-        if pretrained_alias(name) is not None or not os.path.isdir(os.path.expanduser(name)):
+        if pretrained_alias(name) is not None or not os.path.isdir(os.path.expanduser(sweep.locate(name))):
             out.append(HubName(field, name, "model"))
     if task.data is None and task.name in ("cola", "mrpc", "sst2"):
         out.append(HubName("task.data", GLUE_HUB, "dataset"))
@@ -320,7 +320,7 @@ def check_hub(sweep: Any) -> None:
                 sweep.source,
                 need.field,
                 f"expected an existing folder, got {need.name!r} (relative "
-                f"paths are taken from the current directory {os.getcwd()})",
+                f"paths are taken from the project root {sweep.root or os.getcwd()})",
             )
         if in_cache(name, need.repo_type):
             cached.append((name, need.repo_type))

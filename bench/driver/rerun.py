@@ -59,7 +59,7 @@ def rerun_job(record_file: Path, device: str = "cpu", replace: bool = False) -> 
         kind="distill",
         key=old["key"],
         config=old["config"],
-        paths=JobPaths(teachers=paths["teachers"], cache=paths["cache"]),
+        paths=JobPaths(teachers=paths["teachers"], cache=paths["cache"], root=paths.get("root", "")),
         threads=threads,
         deterministic=bool(old.get("deterministic")),
         plan={"sweep": old["sweep"], **{k: old[k] for k in ("k", "combination", "primary", "repeat", "grid")}},

@@ -7,6 +7,7 @@ config); each distillation job becomes ready as soon as its k teachers exist. A 
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -26,6 +27,8 @@ from bench.engines.queue import Item
 from bench.plan.jobs import AugmentJob, DistillJob, OutputsJob, Plan, TeacherJob
 from bench.tasks.table import TASKS
 from bench.training.teachers import augmented_outputs_path, check_teacher, load_meta, quarantine_teacher, teacher_done
+
+log = logging.getLogger(__name__)
 
 FINAL_STATUSES = ("ok", "diverged")  # a job with such a record is not run again
 
@@ -61,7 +64,9 @@ def _payload(
         kind=kind,
         key=key,
         config=config,
-        paths=JobPaths(teachers=os.path.abspath(p.teachers), cache=os.path.abspath(p.cache)),
+        paths=JobPaths(
+            teachers=os.path.abspath(p.teachers), cache=os.path.abspath(p.cache), root=p.root or os.getcwd()
+        ),
         threads=job_threads(plan.sweep.run),
         deterministic=plan.sweep.run.deterministic,
         plan={"sweep": plan.sweep.name, **coordinates},
@@ -154,10 +159,7 @@ class SweepLock:
                 f"(lock {self.path}); wait for it or stop it"
             ) from None
         if previous:
-            print(
-                f"note: took over the lock of a run that ended without releasing it: {_holder(previous)}",
-                file=sys.stderr,
-            )
+            log.info("note: took over the lock of a run that ended without releasing it: %s", _holder(previous))
         self.file.seek(0)
         self.file.truncate()
         self.file.write(
@@ -269,7 +271,7 @@ def quarantine_damaged_teachers(plan: Plan, keys: set[str]) -> list[str]:
         problem = check_teacher(root, task, t.key)
         if problem is not None:
             dest = quarantine_teacher(root, task, t.key, problem)
-            print(f"warning: teacher {t.key}: {problem}; moved to {dest}, it is trained again", file=sys.stderr)
+            log.warning("teacher %s: %s; moved to %s, it is trained again", t.key, problem, dest)
             damaged.append(t.key)
     return damaged
 
@@ -340,7 +342,7 @@ def run_sweep(
         if sweep.run.save_students == "best" and not teachers_only:  # also what an interrupted earlier run left
             pruned = keep_best_students(plan)
             if pruned and not quiet:
-                print(f"{sweep.name}: kept the best student per k, deleted {len(pruned)} other(s)", file=sys.stderr)
+                log.info("%s: kept the best student per k, deleted %d other(s)", sweep.name, len(pruned))
         return summary
     finally:
         lock.close()
@@ -376,11 +378,14 @@ def _run_locked(plan: Plan, quiet: bool, teachers_only: bool, mixed_threads: boo
     done_teachers = {t.key for t in plan.teachers if teacher_done(sweep.paths.teachers, sweep.task.name, t.key)}
     done_teachers |= {p.key for p in (*plan.augments, *plan.outputs) if p.key not in prep_keys and prep_done(plan, p)}
     if not quiet:
-        print(
-            f"{sweep.name}: {len(teachers)} of {len(plan.teachers)} teachers to train, "
-            f"{len(jobs)} of {len(plan.jobs)} distillation jobs to run "
-            f"({len(ok)} already recorded)",
-            file=sys.stderr,
+        log.info(
+            "%s: %d of %d teachers to train, %d of %d distillation jobs to run (%d already recorded)",
+            sweep.name,
+            len(teachers),
+            len(plan.teachers),
+            len(jobs),
+            len(plan.jobs),
+            len(ok),
         )
     if not items:
         return RunSummary(0, 0, 0, 0, 0, 0, len(ok), 0.0)
@@ -389,10 +394,13 @@ def _run_locked(plan: Plan, quiet: bool, teachers_only: bool, mixed_threads: boo
 
     def record_failure(item: Item) -> None:
         if item.kind != "distill":
-            print(
-                f"{item.kind} {item.key} failed after {item.attempts} attempt(s): {item.errors[-1]}"
-                + (f"\n{item.traceback.rstrip()}" if item.traceback else ""),
-                file=sys.stderr,
+            log.error(
+                "%s %s failed after %d attempt(s): %s%s",
+                item.kind,
+                item.key,
+                item.attempts,
+                item.errors[-1],
+                f"\n{item.traceback.rstrip()}" if item.traceback else "",
             )
             return
         write_record(
@@ -440,7 +448,7 @@ def _run_locked(plan: Plan, quiet: bool, teachers_only: bool, mixed_threads: boo
     n_teach = sum(1 for i in result.done if i.kind == "teacher")
     n_prep = sum(1 for i in result.done if i.kind in ("augment", "teacher-outputs"))
     if n_prep and not quiet:
-        print(f"{sweep.name}: made {n_prep} augmentation runs and teacher outputs on them", file=sys.stderr)
+        log.info("%s: made %d augmentation runs and teacher outputs on them", sweep.name, n_prep)
     ran = [i for i in result.done + result.failed if i.kind == "distill"]
     return RunSummary(
         teachers_trained=n_teach,
@@ -516,8 +524,10 @@ def record_skipped(plan: Plan, result, metric: str) -> None:
             ),
         )
     for key, n in blocked.items():
-        print(
-            f"{failed[key].kind} {key} failed: {n} distillation job(s) that need it were not run "
-            f"(recorded as skipped; a rerun retries them)",
-            file=sys.stderr,
+        log.error(
+            "%s %s failed: %d distillation job(s) that need it were not run "
+            "(recorded as skipped; a rerun retries them)",
+            failed[key].kind,
+            key,
+            n,
         )

@@ -10,6 +10,7 @@ slots; each runs its jobs in a ``bench.engines.worker`` process (bench/engines/d
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -21,6 +22,8 @@ from pathlib import Path
 from bench.core.config import parse_device
 from bench.core.errors import UserError
 from bench.core.interrupt import install
+
+log = logging.getLogger(__name__)
 
 
 def _distributed():
@@ -160,10 +163,7 @@ def slurm_client(run, log_dir: Path) -> Iterator:
         start_new_session=True,
     )
     assert reaper.stdin is not None  # stdin=PIPE
-    print(
-        f"slurm: worker jobs are named {name} (`scancel --name {name}` ends them; they end with this run)",
-        file=sys.stderr,
-    )
+    log.info("slurm: worker jobs are named %s (`scancel --name %s` ends them; they end with this run)", name, name)
     try:
         cluster = slurm_cluster(run, log_dir, name)
         with cluster:

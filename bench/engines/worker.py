@@ -34,6 +34,7 @@ import traceback
 from bench.core.contracts import JobPayload
 from bench.core.errors import is_network_error
 from bench.core.files import pid_alive
+from bench.core.logs import configure as configure_logging
 from bench.engines.runners import RUNNERS
 from bench.training.loop import Diverged, set_determinism
 
@@ -67,6 +68,7 @@ def main() -> None:
     t0 = time.perf_counter()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     quiet_libraries()
+    configure_logging()  # bench's warnings (a damaged cache rebuilt) in the slot's log, as the driver shows them
     exit_with_parent()
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
@@ -109,6 +111,8 @@ def main() -> None:
             set_determinism(job.deterministic)
             if job.threads:
                 torch.set_num_threads(job.threads)  # run.threads_per_job, whatever the engine
+            if job.paths.root:
+                os.chdir(job.paths.root)  # the config's relative data and weights paths resolve from the project root
             result = RUNNERS[job.kind](job, device)
             send(
                 {

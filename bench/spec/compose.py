@@ -164,28 +164,11 @@ def dump_toml(data: dict, header: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-PATH_FIELDS = (
-    ("task", "data"),
-    ("task", "lambada"),
-    ("task", "tokenizer"),
-    ("teacher", "pretrained"),
-    ("student", "pretrained"),
-    ("augment", "model"),
-)  # paths when they name an existing file
-
-
-def resolved_document(data: dict, run: dict, cwd: str) -> dict:
+def resolved_document(data: dict, run: dict, paths: PathsSpec) -> dict:
     """A spec document as one run used it, readable from any folder: the command line's [run]
-    options merged in, output roots and local files (data, tokenizer or weights folders) made
-    absolute from ``cwd``. Hub names stay as they are."""
+    options merged in, and ``[paths]`` replaced by the run's (``paths``: absolute output roots and
+    the project root). Data, tokenizer and weights stay as written, since they are in the keys:
+    they resolve from the stated root, as they did for the run."""
     out = deep_merge(data, {"run": run} if run else {})
-    paths = out.get("paths")
-    given: dict = paths if isinstance(paths, dict) else {}
-    out["paths"] = {
-        f.name: os.path.abspath(os.path.join(cwd, given.get(f.name, f.default))) for f in dataclasses.fields(PathsSpec)
-    }  # every output root, so the copy writes where the run wrote wherever it is read from
-    for table, key in PATH_FIELDS:
-        value = out.get(table, {}).get(key) if isinstance(out.get(table), dict) else None
-        if isinstance(value, str) and not os.path.isabs(value) and os.path.exists(os.path.join(cwd, value)):
-            out[table][key] = os.path.abspath(os.path.join(cwd, value))
+    out["paths"] = dataclasses.asdict(paths)  # so the copy writes where the run wrote wherever it is read from
     return out

@@ -22,7 +22,9 @@ from bench.core.config import (
     Sweep,
     TaskSpec,
     TrainSpec,
+    locate,
     parse_device,
+    project_root,
 )
 from bench.core.errors import SpecError, did_you_mean
 from bench.methods.table import METHODS
@@ -271,7 +273,8 @@ def parse_sweep(data: dict, file: str) -> Sweep:
     This is the one place a spec is validated, in this order (each step may assume the ones before
     it passed, and the cheap, structural ones come first):
 
-    1. ``_top``: no unknown top-level key, the required ones present;
+    1. ``_top``: no unknown top-level key, the required ones present; ``_root``: the project root
+       every relative path resolves from (``paths.root``, else ``core.config.project_root``);
     2. ``_team``: name, N teachers (bounded before any combinatorics), k, repeats, plan size;
     3. ``_task``: a known task (``TASKS``), its sizes, views, LM-only fields, its local data folder;
     4. ``_models``: teacher and student fields, then whether their model families fit the task and
@@ -281,20 +284,25 @@ def parse_sweep(data: dict, file: str) -> Sweep:
     6. ``[run]`` (``check_run``: engine, devices, slots, Slurm), ``[paths]``, ``[augment]``;
     7. ``_sources``: hub names that must resolve to something loadable (tokenizer, augmentation model).
 
+    Paths: the output roots come out absolute (from the root); data, tokenizer and weights keep the
+    value as written (it is in the keys) and are checked, and later read, from the root
+    (``Sweep.locate``; workers run their jobs in the root).
+
     What depends on the machine or on stored results is checked by ``bench run`` only, before the
     sweep lock: devices, engines and the network (``driver.preflight``) and the thread count of
     existing results (``driver.run.check_threads``).
     """
     _top(data, file)
+    root = _root(data, file)
     name, n, k, repeats, n_jobs = _team(data, file)
-    task = _task(data["task"], file)
-    task, teacher, student = _models(data, task, file)
+    task = _task(data["task"], file, root)
+    task, teacher, student = _models(data, task, file, root)
     method, grid = _method_and_grid(data, teacher, student, n, repeats, n_jobs, file)
-    run = _run(data.get("run", {}), file)
+    run = _run(data.get("run", {}), file, root)
     check_run(run, file, "run")
-    paths = _build(PathsSpec, data.get("paths", {}), file, "paths")
+    paths = _paths(data.get("paths", {}), file, root)
     augment = _augment(data.get("augment", {}), task, file)
-    _sources(task, augment, file)
+    _sources(task, augment, file, root)
     return Sweep(
         name=name,
         task=task,
@@ -353,7 +361,38 @@ def _team(data: dict, file: str) -> tuple[str, int, tuple[int, ...], int, int]:
     return name, n, k, repeats, n_jobs
 
 
-def _task(task_data: Any, file: str) -> TaskSpec:
+def _root(data: dict, file: str) -> str:
+    """The absolute project root: ``paths.root`` (relative to the spec's folder) when given (the
+    spec a run saves states it), else the nearest folder up from the spec's holding a project
+    marker (``core.config.project_root``)."""
+    paths = data.get("paths")
+    given = paths.get("root") if isinstance(paths, dict) else None
+    if given is None or given == "":
+        return str(project_root(file))
+    if not isinstance(given, str):
+        raise SpecError(file, "paths.root", f"expected a folder path, got {_short(given)}")
+    root = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(file)), os.path.expanduser(given)))
+    if not os.path.isdir(root):
+        raise SpecError(file, "paths.root", f"expected an existing folder, got {given!r}")
+    return root
+
+
+def _paths(data: Any, file: str, root: str) -> PathsSpec:
+    """The output roots, absolute from the project root (so is ``root`` itself)."""
+    paths = _build(PathsSpec, data, file, "paths")
+    absolute = {
+        f.name: os.path.normpath(os.path.join(root, os.path.expanduser(getattr(paths, f.name))))
+        for f in dataclasses.fields(PathsSpec)
+        if f.name != "root"
+    }
+    return PathsSpec(**absolute, root=root)
+
+
+def _where(root: str) -> str:
+    return f"(relative paths are taken from the project root {root}, docs/architecture.md: Contracts)"
+
+
+def _task(task_data: Any, file: str, root: str) -> TaskSpec:
     """The task spec; LM-only fields are refused for other tasks when written, even at their default."""
     if isinstance(task_data, str):
         task_data = {"name": task_data}
@@ -380,20 +419,15 @@ def _task(task_data: Any, file: str) -> TaskSpec:
         if task.name != "lm" and key in task_data:
             raise SpecError(file, f"task.{key}", f"only for task 'lm'; expected no {key} for '{task.name}'")
     if task.name == "lm":
-        _check_lm_task(task, file)
-    elif task.data is not None and not os.path.isdir(task.data):
-        raise SpecError(
-            file,
-            "task.data",
-            f"expected an existing folder, got {task.data!r} "
-            f"(relative paths are taken from the current directory {os.getcwd()})",
-        )
+        _check_lm_task(task, file, root)
+    elif task.data is not None and not os.path.isdir(locate(task.data, root)):
+        raise SpecError(file, "task.data", f"expected an existing folder, got {task.data!r} {_where(root)}")
     return task
 
 
-def _models(data: dict, task: TaskSpec, file: str) -> tuple[TaskSpec, TrainSpec, TrainSpec]:
-    """Teacher and student specs, checked against the task; the task's tokenizer defaults to the
-    teacher's (a local BPE for LMs without one)."""
+def _models(data: dict, task: TaskSpec, file: str, root: str) -> tuple[TaskSpec, TrainSpec, TrainSpec]:
+    """Teacher and student specs, checked against the task (local weights folders as found from the
+    root); the task's tokenizer defaults to the teacher's (a local BPE for LMs without one)."""
     teacher = _build(TrainSpec, data["teacher"], file, "teacher")
     student = _build(TrainSpec, data["student"], file, "student")
     _check_train(teacher, file, "teacher")
@@ -402,8 +436,13 @@ def _models(data: dict, task: TaskSpec, file: str) -> tuple[TaskSpec, TrainSpec,
         task = dataclasses.replace(task, tokenizer=teacher.pretrained or "bpe")
     if task.tokenizer is None and teacher.pretrained is not None:
         task = dataclasses.replace(task, tokenizer=teacher.pretrained)
-    check_models(task, teacher, student, file)
+    check_models(task, _located(teacher, root), _located(student, root), file)
     return task, teacher, student
+
+
+def _located(spec: TrainSpec, root: str) -> TrainSpec:
+    """``spec`` with its pretrained weights as found from the root, for the checks only."""
+    return dataclasses.replace(spec, pretrained=spec.pretrained and locate(spec.pretrained, root))
 
 
 def _method_and_grid(
@@ -437,32 +476,35 @@ def _augment(data: Any, task: TaskSpec, file: str) -> AugmentSpec:
     return augment
 
 
-def _sources(task: TaskSpec, augment: AugmentSpec, file: str) -> None:
-    """Hub names that must be loadable: the tokenizer and the augmentation model."""
+def _sources(task: TaskSpec, augment: AugmentSpec, file: str, root: str) -> None:
+    """Hub names that must be loadable: the tokenizer and the augmentation model (local folders as
+    found from the root)."""
     if task.tokenizer not in (None, "bpe"):
-        check_pretrained_source(task.tokenizer, file, "task.tokenizer")
+        check_pretrained_source(locate(task.tokenizer, root), file, "task.tokenizer")
     if augment.factor:
-        check_pretrained_source(augment.model, file, "augment.model")
+        check_pretrained_source(locate(augment.model, root), file, "augment.model")
 
 
-def _check_lm_task(task: TaskSpec, file: str) -> None:
-    if task.data is None or not (task.data.startswith("hub:") or os.path.isfile(task.data)):
+def _check_lm_task(task: TaskSpec, file: str, root: str) -> None:
+    if task.data is None or not (task.data.startswith("hub:") or os.path.isfile(locate(task.data, root))):
         raise SpecError(
-            file,
-            "task.data",
-            f"expected a text file or 'hub:NAME[:CONFIG]', got {task.data!r} "
-            f"(relative paths are taken from the current directory {os.getcwd()})",
+            file, "task.data", f"expected a text file or 'hub:NAME[:CONFIG]', got {task.data!r} {_where(root)}"
         )
-    if task.lambada is not None and not os.path.isfile(task.lambada):
-        raise SpecError(file, "task.lambada", f"expected an existing LAMBADA jsonl file, got {task.lambada!r}")
+    if task.lambada is not None and not os.path.isfile(locate(task.lambada, root)):
+        raise SpecError(
+            file, "task.lambada", f"expected an existing LAMBADA jsonl file, got {task.lambada!r} {_where(root)}"
+        )
     _positive(file, "task.vocab_size", task.vocab_size, 258, MAX_SIZE)
     _positive(file, "task.teacher_topk", task.teacher_topk, 0, MAX_SIZE)
 
 
-def _run(data: Any, file: str) -> RunSpec:
+def _run(data: Any, file: str, root: str) -> RunSpec:
+    """[run]; a Slurm log folder, like every path of the spec, from the project root."""
     if not isinstance(data, dict):
         raise SpecError(file, "run", f"expected a table, got {data!r}")
     slurm = _build(SlurmSpec, data.get("slurm", {}), file, "run.slurm")
+    if slurm.log_directory:
+        slurm = dataclasses.replace(slurm, log_directory=os.path.join(root, os.path.expanduser(slurm.log_directory)))
     rest = {k: v for k, v in data.items() if k != "slurm"}
     return dataclasses.replace(_build(RunSpec, rest, file, "run", skip=("slurm",)), slurm=slurm)
 

@@ -118,8 +118,9 @@ def test_a_full_disk_is_one_line_naming_the_file(sweep, monkeypatch, capsys, com
     err = capsys.readouterr().err
     assert code == 1
     last = err.strip().splitlines()[-1]
-    # `bench run` first writes results/tiny/spec.toml (the spec it runs with), `bench report` its report
-    first = "error: reports/tiny/" if command == "report" else "error: results/tiny/spec.toml"
+    # `bench run` first writes results/tiny/spec.toml (the spec it runs with), `bench report` its report,
+    # both under the project root (the spec's folder here), named absolute
+    first = f"error: {folder}/reports/tiny/" if command == "report" else f"error: {folder}/results/tiny/spec.toml"
     assert last.startswith(first) and last.endswith(": No space left on device"), err
     assert "Traceback" not in err
     for out in (folder / "reports" / "tiny", folder / "results" / "tiny"):
