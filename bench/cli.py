@@ -148,13 +148,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = make_plan(_load(args))
     _check_report_options(plan.sweep, options)
     check_before_run(plan, _overridden(args))
-    summary = run_sweep(
-        plan,
-        quiet=args.quiet,
-        teachers_only=args.teachers_only,
-        mixed_threads=args.mixed_threads,
-        spec_text=_saved_spec(args, plan.sweep),
-    )
+    if plan.sweep.design.kind == "adaptive" and not args.teachers_only:
+        from bench.study.adaptive import run_adaptive  # lazy: pandas loads only for the commands that need it
+
+        summary, _ = run_adaptive(plan, args.quiet, args.mixed_threads, _saved_spec(args, plan.sweep))
+    else:
+        summary = run_sweep(
+            plan,
+            quiet=args.quiet,
+            teachers_only=args.teachers_only,
+            mixed_threads=args.mixed_threads,
+            spec_text=_saved_spec(args, plan.sweep),
+        )
     print(
         f"{plan.sweep.name}: trained {summary.teachers_trained} teachers, ran {summary.jobs_run} jobs "
         f"({summary.jobs_ok} ok, {summary.jobs_failed} failed, "

@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from bench.analysis.aggregate import budget, by_combination, jobs_frame, scores_by_grid, summary_by_k
+from bench.analysis.design_report import design_section, read_design, sequential_sentence
 from bench.analysis.document import to_html, to_markdown
 from bench.analysis.plots import plot_budget, plot_by_k, plot_expected_budget, plot_robust_by_k
 from bench.analysis.stats import (
@@ -701,6 +702,9 @@ def _write_report(plan: Plan, options: ReportOptions, out: Path, outputs: _Outpu
             + (f" {n_stale} record(s) of another configuration are ignored." if n_stale else ""),
         ),
     ]
+    design = read_design(sweep)
+    if design is not None:
+        blocks += design_section(design, grid)
     gaps = coverage_notes(plan, cov, by_key, damaged, teacher_problems, lock_holder(sweep.results_dir()))
     if gaps or n_ok < len(planned):
         blocks += [
@@ -796,8 +800,10 @@ def _statistics(
             f"the size-matched statistics take extremes of m={m} runs (the repeats that have an ok run), "
             f"not of r={sweep.repeats}: a partial sweep (set --m to choose)"
         )
+    design = read_design(sweep)
     blocks += [
         ("h2", "Verdict"),
+        *([("p", sequential_sentence(design, grid))] if design is not None else []),
         ("p", sweep_verdict(sweep, summary, robust, comparison, metric, higher, options.level, notes)),
     ]
     _figure(

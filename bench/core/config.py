@@ -132,6 +132,30 @@ class PathsSpec:
     cache: str = ".cache/bench"
 
 
+DESIGN_KINDS = ("full", "adaptive")
+DESIGN_STATISTICS = ("worst_m", "best_m", "mean")  # bench.analysis.stats.STATISTICS
+
+
+@dataclass(frozen=True)
+class DesignSpec:
+    """Which of the plan's student jobs run, and in what order ([design]; docs/statistics.md section 9).
+
+    ``full`` runs every job. ``adaptive`` runs the same jobs (same keys) in ``looks`` balanced
+    batches (bench.plan.design) and stops after a batch once the sequential interval of the
+    contrast of k = ``k`` against k = 1 excludes 0 (``error`` held over every planned look), or
+    its half-width is at most ``tolerance``, or the next batch would pass ``budget`` (a fraction of
+    the full plan's student jobs). Never part of a job key: only order and count change."""
+
+    kind: str = "full"
+    k: int = 0  # the k compared with k = 1; 0: the largest k of the sweep
+    statistic: str = "worst_m"  # worst_m | best_m | mean (size-matched, bench.analysis.stats)
+    error: float = 0.05  # the error rate held over all planned looks together
+    tolerance: float = 0.0  # stop when the interval's half-width is at most this (score units); 0: never
+    budget: float = 1.0  # at most this fraction of the full plan's student jobs
+    looks: int = 5  # planned looks: batch j brings every k to about j/looks of its cells
+    seed: int = 0  # the order of the cells (ties of the balanced order)
+
+
 @dataclass(frozen=True)
 class Sweep:
     """A validated sweep: everything the planner and the runners need."""
@@ -149,6 +173,7 @@ class Sweep:
     paths: PathsSpec
     augment: AugmentSpec = AugmentSpec()
     source: str = ""
+    design: DesignSpec = DesignSpec()
 
     def results_dir(self) -> Path:
         return Path(self.paths.results) / self.name
