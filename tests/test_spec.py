@@ -70,6 +70,11 @@ def _error(capsys, path: Path, *cmd: str) -> str:
             'model = "mlp"\nparams = { hidden = [8, 0] }',
             ["student.params.hidden", "expected a non-empty list of positive integers"],
         ),
+        ("[run]", '[design]\nkind = "adaptiv"\n[run]', ["design.kind", "did you mean 'adaptive'"]),
+        ("[run]", '[design]\nkind = "adaptive"\nk = 1\n[run]', ["design.k", "a planned k > 1 with k = 1"]),
+        ("[run]", "[design]\nbudget = 0\n[run]", ["design.budget", "expected a fraction 0 < budget <= 1"]),
+        ("[run]", "[design]\nerror = 1.5\n[run]", ["design.error", "expected an error rate 0 < error < 1"]),
+        ("[run]", '[design]\nstatistic = "worst"\n[run]', ["design.statistic", "expected one of: worst_m"]),
     ],
 )
 def test_spec_errors(project, capsys, old, new, expected):

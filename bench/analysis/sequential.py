@@ -5,8 +5,9 @@ at any look (for any reason) keeps it (docs/statistics.md section 9).
 Each look computes the same model-based contrast as the report (``stats.fit_k_model`` on the
 size-matched statistic of the complete cells present, ``stats.contrast``), at level
 1 - alpha_j. The error is spent evenly over the looks at which the design can decide at all
-(alpha_j = error / L', L' the looks whose cells leave the fit residual degrees of freedom; a look
-without them cannot decide and spends nothing: that depends on the design, never on the scores).
+(alpha_j = error / L', L' the looks whose cells leave the fit at least ``MIN_DF`` residual degrees
+of freedom, or any at the last look; a look without them does not decide and spends nothing: that depends on the design,
+never on the scores).
 By the union bound the probability that some look's interval misses the true contrast is at
 most sum_j alpha_j = error, so every stopping rule that reads these intervals (stop when one
 excludes 0, or is narrow enough, or the money is spent) keeps the error rate: the intervals are
@@ -25,6 +26,7 @@ import pandas as pd
 from bench.analysis.stats import _grid_points, _per_combination, cells, contrast, fit_k_model
 
 STOP_REASONS = ("effect", "precise", "budget", "complete")
+MIN_DF = 5  # a look decides only when the design leaves the k model this many residual degrees of freedom
 
 CellKey = tuple[str, int]  # (combination "0-3-4", primary or -1): a cell of the runs table
 
@@ -57,15 +59,24 @@ def in_cells(runs: pd.DataFrame, cells: set[CellKey]) -> pd.DataFrame:
     return runs[keys.isin(cells)]
 
 
-def can_decide(combinations: Sequence[str], target_k: int, base_k: int = 1) -> bool:
+def can_decide(combinations: Sequence[str], target_k: int, base_k: int = 1, min_df: int = MIN_DF) -> bool:
     """Whether a design holding these combinations (complete) can test k = target_k against
     base_k: both present and the k model left with residual degrees of freedom. Depends on the
-    design only, not on any score."""
+    design only, not on any score. Fewer than ``min_df`` residual degrees of freedom count as
+    none: such a look's interval is too wide to decide anything, and spending error on it would
+    only narrow the others less."""
     ks = [len(c.split("-")) for c in combinations]
     if target_k not in ks or base_k not in ks:
         return False
     frame = pd.DataFrame({"k": ks, "combination": list(combinations), "y": 0.0, "n_cells": 1})
-    return fit_k_model(frame, "y").df > 0
+    return fit_k_model(frame, "y").df >= min_df
+
+
+def decidable_looks(prefixes: Sequence[Sequence[str]], target_k: int) -> list[bool]:
+    """Per look (the combinations its prefix holds): whether it decides. ``can_decide`` with
+    ``MIN_DF``, except the last look, which decides with any residual degree of freedom (so a small
+    design still gets the verdict the full design would give)."""
+    return [can_decide(p, target_k, min_df=1 if i == len(prefixes) - 1 else MIN_DF) for i, p in enumerate(prefixes)]
 
 
 def look_alphas(error: float, decidable: Sequence[bool]) -> list[float]:
@@ -159,15 +170,11 @@ def replay(
     """Run an adaptive design over a completed sweep's runs table, batch after batch of cells, as
     ``bench run`` would have (benchmarks/adaptive.py, tests): the looks made and why it stopped."""
     total = len(in_cells(runs, {c for b in batches for c in b}))
-    prefix: set[CellKey] = set()
-    decidable = []
-    for batch in batches:
-        prefix |= set(batch)
-        decidable.append(can_decide(sorted({c for c, _ in prefix}), k))
-    alphas = look_alphas(error, decidable)
+    combos = [sorted({c for b in batches[: i + 1] for c, _ in b}) for i in range(len(batches))]
+    alphas = look_alphas(error, decidable_looks(combos, k))
     table = cells(runs, grid, None, higher_is_better)  # a cell's statistics do not depend on the others
     looks: list[Look] = []
-    prefix = set()
+    prefix: set[CellKey] = set()
     for j, batch in enumerate(batches):
         prefix |= set(batch)
         n_jobs = len(in_cells(runs, prefix))

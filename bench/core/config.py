@@ -152,7 +152,7 @@ class DesignSpec:
     error: float = 0.05  # the error rate held over all planned looks together
     tolerance: float = 0.0  # stop when the interval's half-width is at most this (score units); 0: never
     budget: float = 1.0  # at most this fraction of the full plan's student jobs
-    looks: int = 5  # planned looks: batch j brings every k to about j/looks of its cells
+    looks: int = 6  # planned looks: batch j brings every k to about j/looks of its cells
     seed: int = 0  # the order of the cells (ties of the balanced order)
 
 

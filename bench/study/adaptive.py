@@ -17,7 +17,7 @@ import sys
 
 from bench.analysis.aggregate import jobs_frame
 from bench.analysis.design_report import DESIGN_FILE
-from bench.analysis.sequential import can_decide, cell_key, evaluate_look, look_alphas, over_budget
+from bench.analysis.sequential import cell_key, decidable_looks, evaluate_look, look_alphas, over_budget
 from bench.analysis.stats import cells
 from bench.core.files import atomic_write_bytes
 from bench.core.records import load_records
@@ -51,7 +51,7 @@ def _seconds(plan: Plan, records: list[dict]) -> tuple[float, float]:
 
 
 def _add(a: RunSummary, b: RunSummary) -> RunSummary:
-    """Two runs' summaries as one (``already_done`` of the last: what was recorded before it)."""
+    """Two runs' summaries as one (``already_done`` of the first: what was recorded before this command)."""
     fields = [f.name for f in dataclasses.fields(RunSummary)]
     return RunSummary(**{f: getattr(a, f) + getattr(b, f) if f != "already_done" else a.already_done for f in fields})
 
@@ -66,8 +66,8 @@ def run_adaptive(
     grid = sorted(sweep.grid)
     batches = job_batches(plan)
     prefixes = [tuple(job for b in batches[: i + 1] for job in b) for i in range(len(batches))]
-    decidable = [can_decide(sorted({cell_key(*cell_of(job))[0] for job in p}), k) for p in prefixes]
-    alphas = look_alphas(design.error, decidable)
+    combos = [sorted({cell_key(*cell_of(job))[0] for job in p}) for p in prefixes]
+    alphas = look_alphas(design.error, decidable_looks(combos, k))
     total, summary, looks, reason = len(plan.jobs), None, [], "complete"
     done: tuple[DistillJob, ...] = ()
     for j, prefix in enumerate(prefixes):
