@@ -44,7 +44,9 @@ def sequential_sentence(state: dict, grid: list[str]) -> str:
     for p in last["points"]:
         where = _where(p, grid)
         if reading(p) == "untestable":
-            parts.append(f"{where + ': ' if where else ''}no interval yet")
+            parts.append(
+                f"{where + ': ' if where else ''}no interval (too few residual degrees of freedom, or no variation)"
+            )
             continue
         parts.append(
             f"{where + ': ' if where else ''}gain {p['estimate']:+.4f}, {level:.2%} interval "
@@ -84,7 +86,7 @@ def design_section(state: dict, grid: list[str]) -> list[tuple]:
                     "look": look["look"],
                     **{g: p[g] for g in grid if g in p},
                     "jobs": look["jobs"],
-                    "error spent": f"{look['alpha']:.4g}",
+                    "error spent": f"{look['alpha']:.4g}" if look["alpha"] > 0 else "none (cannot decide)",
                     "gain": f"{p['estimate']:+.4f}" if p["estimate"] == p["estimate"] else "-",
                     "interval": f"[{p['lo']:+.4f}, {p['hi']:+.4f}]" if p["lo"] == p["lo"] else "-",
                     "decision": look["decision"] or "continue",
