@@ -130,4 +130,4 @@ def test_adaptive_run_stops_before_the_full_plan_and_reports_why(project):
     again = bench_cli("run", str(path), "--no-report", cwd=project)  # continues: nothing left to run
     assert again.returncode == 0, again.stderr
     assert json.loads((project / "results" / "adapt" / "design.json").read_text())["looks"] == state["looks"]
-    assert "ran 0 jobs" in again.stderr
+    assert "ran 0 jobs" in again.stderr and f"{state['jobs_run']} were already recorded" in again.stderr

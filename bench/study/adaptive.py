@@ -51,9 +51,10 @@ def _seconds(plan: Plan, records: list[dict]) -> tuple[float, float]:
 
 
 def _add(a: RunSummary, b: RunSummary) -> RunSummary:
-    """Two runs' summaries as one (``already_done`` of the first: what was recorded before this command)."""
-    fields = [f.name for f in dataclasses.fields(RunSummary)]
-    return RunSummary(**{f: getattr(a, f) + getattr(b, f) if f != "already_done" else a.already_done for f in fields})
+    """The summaries of two successive runs on growing prefixes as one: counts and seconds add up;
+    ``already_done`` is what b found recorded less what a recorded (so: recorded before this command)."""
+    summed = {f.name: getattr(a, f.name) + getattr(b, f.name) for f in dataclasses.fields(RunSummary)}
+    return RunSummary(**{**summed, "already_done": b.already_done - a.jobs_ok - a.jobs_diverged})
 
 
 def run_adaptive(
