@@ -16,6 +16,7 @@ from pathlib import Path
 from bench.core.cache import load_arrays
 from bench.core.config import job_precision
 from bench.core.contracts import JobPaths, JobPayload
+from bench.core.energy import settings as energy_settings
 from bench.core.errors import SpecError, UserError
 from bench.core.files import atomic_write_bytes, read_json, remove_stale_temps
 from bench.core.provenance import provenance
@@ -67,6 +68,7 @@ def _payload(
         plan={"sweep": plan.sweep.name, **coordinates},
         record_path=record,
         student_path=student,
+        energy=energy_settings(plan.sweep.run.energy, plan.sweep.run.slots_per_device()),
     )
 
 

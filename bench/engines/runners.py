@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.core import energy
 from bench.core.config import job_precision, task_spec, train_spec
 from bench.core.contracts import JobPayload
 from bench.core.hashing import stable_hash
@@ -96,8 +97,9 @@ def run_teacher(job: JobPayload, device: Any) -> dict:
     """Fine-tune and store one teacher."""
 
     started = time.perf_counter()
+    span = energy.begin(job.energy, device)
     data = load_task(job.config, job.paths.cache)
-    return train_teacher(job, data, device, started)
+    return train_teacher(job, data, device, started, span)
 
 
 def run_distill(job: JobPayload, device: Any) -> dict:
@@ -105,6 +107,7 @@ def run_distill(job: JobPayload, device: Any) -> dict:
     import torch
 
     started = time.perf_counter()
+    span = energy.begin(job.energy, device)
     wall_start = time.time()
     config = job.config
     data = load_task(config, job.paths.cache)
@@ -183,6 +186,7 @@ def run_distill(job: JobPayload, device: Any) -> dict:
         "threads": torch.get_num_threads(),
         "deterministic": torch.are_deterministic_algorithms_enabled(),
         "student": None,
+        "energy": span.end(),  # over the same interval as timings.total
         "provenance": {**provenance(), "started": wall_start, "finished": time.time()},
     }
     if job.student_path is not None:
