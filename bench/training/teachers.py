@@ -96,8 +96,9 @@ def quarantine_teacher(root: str | os.PathLike, task: str, key: str, reason: str
     return dest
 
 
-def train_teacher(job: JobPayload, data, device, started: float) -> dict:
-    """Fine-tune the teacher of ``job``, cache its logits on every split, store it; returns its meta."""
+def train_teacher(job: JobPayload, data, device, started: float, worker_startup: float = 0.0) -> dict:
+    """Fine-tune the teacher of ``job``, cache its logits on every split, store it; returns its meta.
+    ``worker_startup`` (the worker's one-off seconds before this job) is recorded outside ``total``."""
     import torch
     import torch.nn.functional as F
     from safetensors.torch import save_model
@@ -168,6 +169,7 @@ def train_teacher(job: JobPayload, data, device, started: float) -> dict:
             "eval": t_eval - t_train,
             "cache": t_cache - t_eval,
             "total": time.perf_counter() - started,
+            "worker_startup": worker_startup,  # one-off, paid before this job's clock: never in total
         },
         "device": job.device,
         "slot": job.slot,
