@@ -97,9 +97,10 @@ def quarantine_teacher(root: str | os.PathLike, task: str, key: str, reason: str
     return dest
 
 
-def train_teacher(job: JobPayload, data, device, started: float, span: Span) -> dict:
+def train_teacher(job: JobPayload, data, device, started: float, span: Span, worker_startup: float = 0.0) -> dict:
     """Fine-tune the teacher of ``job``, cache its logits on every split, store it; returns its meta
-    (timings from ``started`` and energy from ``span``, both begun before the data was loaded)."""
+    (timings from ``started`` and energy from ``span``, both begun before the data was loaded).
+    ``worker_startup`` (the worker's one-off seconds before this job) is recorded outside ``total``."""
     import torch
     import torch.nn.functional as F
     from safetensors.torch import save_model
@@ -170,6 +171,7 @@ def train_teacher(job: JobPayload, data, device, started: float, span: Span) -> 
             "eval": t_eval - t_train,
             "cache": t_cache - t_eval,
             "total": time.perf_counter() - started,
+            "worker_startup": worker_startup,  # one-off, paid before this job's clock: never in total
         },
         "device": job.device,
         "slot": job.slot,
