@@ -63,6 +63,7 @@ def test_a_row_is_the_flattened_config_and_the_numbers(sweep):
     assert row.params["teacher_keys"] == ",".join(ok["teacher_keys"]) and row.params["seed"] == ok["config"]["seed"]
     assert row.metrics["score"] == ok["score"] and row.metrics["dev_accuracy"] == ok["scores"]["dev"]["accuracy"]
     assert row.metrics["t_total"] == ok["timings"]["total"]
+    assert row.metrics["energy_kwh"] == ok["energy"]["kwh"] and row.params["energy_source"] == ok["energy"]["source"]
     failed = flat_row(sweep["records"][sweep["victim"]])
     assert failed.status == "failed" and failed.metrics == {} and failed.params["config.student.lr"] == 0.01
 

@@ -120,6 +120,10 @@ def flat_row(record: dict) -> Row:
         for split, values in (record.get("scores") or {}).items():
             metrics.update({f"{split}_{m}": float(v) for m, v in values.items()})
         metrics.update({f"t_{t}": float(v) for t, v in (record.get("timings") or {}).items() if v is not None})
+        energy = record.get("energy") or {}  # records before energy was measured have none
+        metrics.update({f"energy_{u}": float(energy[u]) for u in ("kwh", "co2e_g") if energy.get(u) is not None})
+        if energy.get("source"):
+            params["energy_source"] = energy["source"]
     return Row(record["key"], str(record.get("sweep")), record["status"], params, metrics)
 
 
