@@ -52,6 +52,8 @@ def _error(capsys, path: Path, *cmd: str) -> str:
         ),
         ("[run]", "[grid]\ntau = [1, 2]\n[run]", ["grid.tau", "not a parameter of method 'kd'"]),
         ("threads_per_job = 1", "retries = -1", ["run.retries", "expected a value >= 0"]),
+        ("threads_per_job = 1", "energy = { pue = 0.5 }", ["run.energy.pue", "expected a value >= 1"]),
+        ("threads_per_job = 1", "energy = { watt_per_core = 5 }", ["run.energy.watt_per_core", "did you mean"]),
         ("threads_per_job = 1", "timeout = nan", ["run.timeout", "expected a finite number, got nan"]),
         ("seed = 10", "seed = -1", ["teacher.seed", "expected a value >= 0, got -1"]),
         ("teachers = 3", "teachers = 40", ["'teachers'", "expected a plan of at most 1,000,000 jobs"]),

@@ -33,6 +33,7 @@ from bench.analysis.stats import (
     expected_by_budget,
     robust_tables,
 )
+from bench.core.energy import PowerModel
 from bench.core.errors import UserError
 from bench.core.files import atomic_write_bytes, folder_lock, read_json, remove_stale_temps
 from bench.core.records import load_records, scan_records, teacher_meta_problem
@@ -74,6 +75,9 @@ def teachers_frame(plan: Plan, problems: list[str] | None = None) -> pd.DataFram
                 "device": m.get("device"),
                 **{f"{split}_{name}": v for split, values in m["scores"].items() for name, v in values.items()},
                 **{f"t_{k}": v for k, v in m["timings"].items()},
+                "energy_kwh": (m.get("energy") or {}).get("kwh"),  # teachers before energy was measured: None
+                "energy_source": (m.get("energy") or {}).get("source"),
+                "co2e_g": (m.get("energy") or {}).get("co2e_g"),
             }
         )
     return pd.DataFrame(rows)
@@ -879,6 +883,29 @@ def _statistics(
     ]
 
 
+BUDGET_COLUMNS = ("compute_seconds", "teacher_seconds", "student_seconds", "compute_kwh", "teacher_kwh", "student_kwh")
+
+
+def energy_sentence(jobs: pd.DataFrame, teachers: pd.DataFrame, model: PowerModel) -> str:
+    """What the sweep's stored jobs and teachers used, in kWh and gCO2e, with the sources of the
+    figures (measured by a counter or estimated) and the estimate's model."""
+    parts = [f for f in (jobs, teachers) if "energy_kwh" in f]
+    if not parts:
+        return "Energy: no record carries it (written before bench measured energy)."
+    frame = pd.concat([f[["energy_kwh", "energy_source"]] for f in parts], ignore_index=True)
+    known = frame[frame["energy_kwh"].notna()]
+    sources = ", ".join(f"{n} {s}" for s, n in known["energy_source"].value_counts().sort_index().items())
+    missing = len(frame) - len(known)
+    return (
+        f"Energy: the sweep's {len(known)} stored jobs and teachers used {known['energy_kwh'].sum():.3g} kWh, "
+        f"{known['energy_kwh'].sum() * model.carbon_intensity:.3g} gCO2e at {model.carbon_intensity:g} gCO2e/kWh "
+        f"(`[run.energy]`); sources: "
+        f"{sources or 'none'}{f'; {missing} without energy (stored before it was measured)' if missing else ''}. "
+        f"nvml and rapl are counters read on the machine; estimate is CPU seconds x {model.watts_per_core:g} W "
+        f"per core + memory x {model.watts_per_gib:g} W/GiB (x PUE {model.pue:g}): a model, not a measurement."
+    )
+
+
 def _compute(
     sweep,
     jobs,
@@ -907,7 +934,15 @@ def _compute(
         ]
         return
     policy = options.teacher_cost
-    bud = budget(jobs, charged_teacher_seconds(jobs, tsec, policy), grid, higher).assign(policy=policy)
+    tkwh = dict(zip(teachers["key"], teachers["energy_kwh"])) if "energy_kwh" in teachers else {}
+    energy = bool(tkwh) and all(v is not None and v == v for v in tkwh.values())
+    bud = budget(
+        jobs,
+        charged_teacher_seconds(jobs, tsec, policy),
+        grid,
+        higher,
+        teacher_kwh=charged_teacher_seconds(jobs, tkwh, policy) if energy else None,
+    ).assign(policy=policy)
     _save_csv(bud, out / "budget.csv", outputs)
     expected = expected_by_budget(jobs, tsec, grid, policy, higher)
     _save_csv(expected, out / "expected_budget.csv", outputs)
@@ -924,7 +959,8 @@ def _compute(
             "caching (train + eval + cache); a student's is its job (setup + train + eval). "
             "compute_seconds: per student, averaged over combinations.",
         ),
-        ("table", bud[[*grid, "k", "compute_seconds", "teacher_seconds", "student_seconds", "worst", "best", "mean"]]),
+        ("table", bud[[*grid, "k", *[c for c in BUDGET_COLUMNS if c in bud], "worst", "best", "mean"]]),
+        ("p", energy_sentence(jobs, teachers, sweep.run.energy)),
         ("img", "budget.png", "worst / best case against compute"),
         (
             "p",

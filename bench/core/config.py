@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from bench.core.energy import PowerModel
+
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -106,6 +108,7 @@ class RunSpec:
     deterministic: bool = False  # torch deterministic algorithms (+ cuBLAS workspace): GPU reruns match bit for bit
     precision: str = "fp32"  # fp32 | bf16 | fp16: forward passes under torch autocast (in job keys unless fp32)
     save_students: str = "none"  # none | best (per k, kept at the end of bench run) | all: results/<sweep>/students/
+    energy: PowerModel = PowerModel()  # [run.energy]: the estimate's figures, PUE, carbon intensity (core.energy)
 
     def gpu_share(self) -> float:
         """The GPU share one job requests from a Dask cluster (0: a CPU job)."""
@@ -114,6 +117,11 @@ class RunSpec:
         if self.engine == "slurm":
             return self.slurm.gpus / self.jobs_per_device
         return 0.0 if all(d == "cpu" for d in self.devices) else 1.0 / self.jobs_per_device
+
+    def slots_per_device(self) -> int:
+        """How many jobs share one device: the energy of a GPU's counter is split between them."""
+        share = self.gpu_share()
+        return max(1, round(1 / share)) if share > 0 else self.jobs_per_device
 
     def slurm_jobs_at_once(self) -> int:
         """How many jobs one Slurm worker job runs side by side: one per core for CPU jobs, else as

@@ -27,6 +27,7 @@ from bench.core.config import (
     TrainSpec,
     parse_device,
 )
+from bench.core.energy import PowerModel
 from bench.core.errors import SpecError, did_you_mean
 from bench.methods.table import METHODS
 from bench.models.builders import MODELS, check_pretrained_source
@@ -507,8 +508,9 @@ def _run(data: Any, file: str) -> RunSpec:
     if not isinstance(data, dict):
         raise SpecError(file, "run", f"expected a table, got {data!r}")
     slurm = _build(SlurmSpec, data.get("slurm", {}), file, "run.slurm")
-    rest = {k: v for k, v in data.items() if k != "slurm"}
-    return dataclasses.replace(_build(RunSpec, rest, file, "run", skip=("slurm",)), slurm=slurm)
+    energy = _build(PowerModel, data.get("energy", {}), file, "run.energy")
+    rest = {k: v for k, v in data.items() if k not in ("slurm", "energy")}
+    return dataclasses.replace(_build(RunSpec, rest, file, "run", skip=("slurm", "energy")), slurm=slurm, energy=energy)
 
 
 ENGINE_NAMES = ("local", "dask", "slurm")
@@ -571,6 +573,8 @@ def check_run(run: RunSpec, file: str, prefix: str) -> None:
                 f"unknown failure kind {kind!r}{did_you_mean(kind, FAILURE_KINDS)}; "
                 f"expected some of: {', '.join(FAILURE_KINDS)}",
             )
+    for name, value in dataclasses.asdict(run.energy).items():
+        _positive(file, f"{prefix}.energy.{name}", value, 1.0 if name == "pue" else 0.0, 1e6)
     if run.save_students not in SAVE_STUDENTS:
         raise SpecError(
             file,
