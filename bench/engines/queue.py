@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -75,6 +75,7 @@ class Item:
     failure: str | None = None  # kind of the last failure: error, oom, diverged, crash, timeout
     step: int | None = None  # diverged: the first step with a non-finite loss
     unmet: int = 0  # dependencies not done yet (kept by the Scheduler)
+    seconds: float | None = None  # the last attempt's own seconds, from the worker (one-off start-up excluded)
 
 
 class WorkerError(Exception):
@@ -111,7 +112,13 @@ class Worker:
         """Start the process and wait for its ready line. Raises WorkerUnusable when it reports that it
         cannot work on the slot, WorkerError (crash or timeout) when it dies or hangs while starting."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.slot.env(), **self.extra_env, "BENCH_PARENT_PID": str(os.getpid())}
+        env = {
+            **os.environ,
+            **self.slot.env(),
+            **self.extra_env,
+            "BENCH_PARENT_PID": str(os.getpid()),
+            "BENCH_SPAWNED_AT": repr(time.time()),  # the worker's start-up is measured from here
+        }
         with self._lock:  # close() from another thread either sees this process or prevents it
             if self.closed:
                 raise WorkerError("the run is stopping")
@@ -254,6 +261,8 @@ class Scheduler:
         self.stopped = False
         self.result = QueueResult()
         self.total = len(items)
+        self.left = Counter(item.kind for item in items)  # by kind: not finished yet (for the ETA)
+        self.measured: dict[str, list[float]] = {}  # by kind: the seconds of jobs done (for the ETA)
         now = time.time()
         for item in items:
             unmet = [d for d in item.deps if d not in self.done_keys]
@@ -285,12 +294,19 @@ class Scheduler:
                     stack.append(item.key)
 
     def counts(self) -> dict:
+        """What the progress hook receives: the four counts, and per kind of job what is left and
+        the seconds measured so far (``phases``, for an ETA: ``driver.progress.estimate_eta``)."""
         r = self.result
+        skipped = Counter(item.kind for item in r.skipped)
         return {
             "done": len(r.done),
             "failed": len(r.failed) + len(r.skipped),
             "running": self.running,
             "remaining": len(self.pending) + len(self.ready),
+            "phases": {
+                kind: {"left": n - skipped[kind], "seconds": list(self.measured.get(kind, ()))}
+                for kind, n in self.left.items()
+            },
         }
 
     def next(self) -> Item | None:
@@ -351,6 +367,9 @@ class Scheduler:
             if ok:
                 self.done_keys.add(item.key)
                 self.result.done.append(item)
+                self.left[item.kind] -= 1
+                if item.seconds is not None:
+                    self.measured.setdefault(item.kind, []).append(item.seconds)
                 self._done(item.key)
             else:
                 item.errors.append(error)
@@ -359,6 +378,7 @@ class Scheduler:
                     self.ready.append(item)
                 else:
                     self.result.failed.append(item)
+                    self.left[item.kind] -= 1
                     self._failed(item.key)
                     final_failure = True
             self.lock.notify_all()
@@ -420,6 +440,7 @@ def run_queue(
             item.attempts -= 1  # the job never reached the worker
             raise
         item.traceback, item.failure, item.step = reply.get("traceback"), reply.get("kind"), reply.get("step")
+        item.seconds = reply.get("seconds")
         return reply["status"] == "ok", reply.get("error")
 
     def slot_loop(slot: Slot) -> None:

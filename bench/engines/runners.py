@@ -3,6 +3,11 @@
 Jobs are self-contained dicts (config + plan coordinates + paths), so a job can run in any
 worker process and be rerun from its record alone. Workers keep loaded task data and teacher
 logits in memory across jobs.
+
+One-off costs are not a job's: before the first job of a task, the worker warms up (``warm_up``:
+the task's data and caches, its metrics' and its model family's libraries) off every job's clock,
+and the record carries that, with the worker's start-up when it is the worker's first job, as
+``timings.worker_startup``, outside ``total`` (docs/performance.md, "Accounting").
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.core import energy
 from bench.core.config import job_precision, task_spec, train_spec
 from bench.core.contracts import JobPayload
 from bench.core.hashing import stable_hash
@@ -24,17 +30,18 @@ from bench.core.provenance import provenance
 from bench.core.records import encode_array, write_record
 from bench.methods.context import DistillContext
 from bench.methods.table import METHODS
-from bench.models.builders import count_parameters
+from bench.models.builders import MODELS, count_parameters
 from bench.models.losses import mean_teacher_logits
 from bench.tasks.glue import concat_splits, text_split
-from bench.tasks.table import TASKS
+from bench.tasks.table import TASKS, score
 from bench.training.augment import augmented_path, load_augmented
 from bench.training.augment import run_augment as augment_job
 from bench.training.export import model_card, model_description, save_model_folder, wrapped_hf
-from bench.training.loop import evaluate, precision_scope
+from bench.training.loop import evaluate, precision_scope, warm_up_step
 from bench.training.teachers import augmented_outputs_path, load_outputs, run_teacher_outputs, train_teacher
 
 _TASKS: dict[str, Any] = {}
+_WARM: set[str] = set()  # (task, model) pairs this worker has warmed up for
 _LOGITS: OrderedDict[str, dict] = OrderedDict()
 _LOGITS_MAX_BYTES = 4 << 30  # teacher logits per (example, view) can be hundreds of MB per teacher
 
@@ -47,6 +54,36 @@ def load_task(config: dict, cache_dir: str) -> Any:
         spec = task_spec(config)
         _TASKS[key] = TASKS[spec.name].load(spec, Path(cache_dir))
     return _TASKS[key]
+
+
+MODEL_OF = {"teacher": "model", "distill": "student"}  # the config entry naming the model a job trains
+
+
+def warm_up(job: JobPayload, device: Any) -> float:
+    """Pay, once per worker and (task, model), what the first job of a task would otherwise pay
+    and later jobs reuse: the task's data and caches (``load_task``), the libraries of its metrics
+    (scored on two labels) and of the job's model family, and a process's first training step (a
+    model built once, given one step on two examples on ``device`` and dropped:
+    ``training.loop.warm_up_step``; transformers, pretrained files into the page cache, kernel and
+    optimizer set-up). Returns the seconds spent, 0.0 when the worker was warm. Augmentation jobs
+    read no task data and need none. Every recipe seeds before it builds, so the model built here
+    changes no result."""
+    config = job.config
+    if job.kind not in (*MODEL_OF, "teacher-outputs"):
+        return 0.0
+    model = config.get(MODEL_OF.get(job.kind, ""))
+    key = stable_hash([config["task"], model])
+    if key in _WARM:
+        return 0.0
+    start = time.perf_counter()
+    data = load_task(config, job.paths.cache)
+    if TASKS[data.name].evaluate is None:  # the generic evaluation scores classes with the task's metrics
+        score(data.name, np.array([0, 1]), np.array([0, 1]))
+    if model is not None:
+        spec = train_spec(model, config["seed"])
+        warm_up_step(MODELS[spec.model].build(spec, data.shape), data.splits["train"], spec, device)
+    _WARM.add(key)
+    return time.perf_counter() - start
 
 
 def teacher_logits(root: str, task: str, key: str, augment: str | None = None) -> dict[str, np.ndarray]:
@@ -80,31 +117,35 @@ def with_augmented_train(config: dict, data: Any, cache: str, augment: str) -> A
     return _TASKS[key]
 
 
-def run_augment(job: JobPayload, device: Any) -> dict:
+def run_augment(job: JobPayload, device: Any, worker_startup: float = 0.0) -> dict:
     """Augment the training texts (bench.training.augment)."""
 
     return augment_job(job, device)
 
 
-def run_outputs(job: JobPayload, device: Any) -> dict:
+def run_outputs(job: JobPayload, device: Any, worker_startup: float = 0.0) -> dict:
     """Cache a teacher's logits on an augmented set."""
 
     return run_teacher_outputs(job, load_task(job.config, job.paths.cache), device)
 
 
-def run_teacher(job: JobPayload, device: Any) -> dict:
-    """Fine-tune and store one teacher."""
+def run_teacher(job: JobPayload, device: Any, worker_startup: float = 0.0) -> dict:
+    """Fine-tune and store one teacher; ``worker_startup``: the worker's one-off seconds before it
+    (its meta's ``timings.worker_startup``, outside ``total``)."""
 
     started = time.perf_counter()
+    span = energy.begin(job.energy, device)
     data = load_task(job.config, job.paths.cache)
-    return train_teacher(job, data, device, started)
+    return train_teacher(job, data, device, started, span, worker_startup)
 
 
-def run_distill(job: JobPayload, device: Any) -> dict:
-    """Distil one student and write its record atomically; returns the record."""
+def run_distill(job: JobPayload, device: Any, worker_startup: float = 0.0) -> dict:
+    """Distil one student and write its record atomically; returns the record. ``worker_startup``:
+    the worker's one-off seconds before this job (``timings.worker_startup``, outside ``total``)."""
     import torch
 
     started = time.perf_counter()
+    span = energy.begin(job.energy, device)
     wall_start = time.time()
     config = job.config
     data = load_task(config, job.paths.cache)
@@ -175,6 +216,7 @@ def run_distill(job: JobPayload, device: Any) -> dict:
             "train": t_train - t_setup,
             "eval": t_eval - t_train,
             "total": t_eval - started,
+            "worker_startup": worker_startup,  # one-off, paid before this job's clock: never in total
         },
         "device": job.device,
         "slot": job.slot,
@@ -183,6 +225,7 @@ def run_distill(job: JobPayload, device: Any) -> dict:
         "threads": torch.get_num_threads(),
         "deterministic": torch.are_deterministic_algorithms_enabled(),
         "student": None,
+        "energy": span.end(),  # over the same interval as timings.total
         "provenance": {**provenance(), "started": wall_start, "finished": time.time()},
     }
     if job.student_path is not None:
