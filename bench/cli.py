@@ -159,7 +159,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = make_plan(_load(args))
     _check_report_options(plan.sweep, options)
     check_before_run(plan, _overridden(args))
-    print(_outputs_line(plan.sweep), file=sys.stderr)
     if plan.sweep.design.kind == "adaptive" and not args.teachers_only:
         from bench.study.adaptive import run_adaptive  # lazy: pandas loads only for the commands that need it
 
@@ -180,6 +179,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{summary.already_done} were already recorded) in {summary.wall_seconds:.1f} s",
         file=sys.stderr,
     )
+    print(_outputs_line(plan.sweep), file=sys.stderr)  # after the run: a refused input stays one line
     if not args.no_report:
         from bench.analysis.report import (
             write_report,  # lazy: pandas and matplotlib load only for the commands that report
