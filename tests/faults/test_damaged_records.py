@@ -130,7 +130,7 @@ def test_doctor_report_and_run_name_quarantine_and_redo_every_damaged_record(fin
     assert doctor.returncode == 0, doctor.stderr
     assert f"{len(names)} damaged records" in doctor.stdout and f"run {len(names)} jobs" in doctor.stdout
     for name, job in zip(names, victims):
-        assert f"damaged record results/tiny/records/{job.key}.json: " in doctor.stdout
+        assert f"damaged record {folder / 'results' / 'tiny' / 'records' / job.key}.json: " in doctor.stdout
         assert DAMAGE[name][1] in doctor.stdout
     report = bench_cli("report", str(spec), cwd=folder, timeout=120)
     assert report.returncode == 0 and "Traceback" not in report.stderr, report.stderr
