@@ -188,12 +188,17 @@ def main() -> None:
             row[f"ours{k}"], row[f"ours{k}_acc"] = rec["timings"]["total"], rec["score"]
         for k in picks:
             got = theirs(args.peer_python, peer_paths[k])
-            row[f"theirs{k}"], row[f"theirs{k}_acc"] = got["total"], got["accuracy"]
+            row[f"theirs{k}"], row[f"theirs{k}_train"], row[f"theirs{k}_acc"] = (
+                got["total"],
+                got["train"],
+                got["accuracy"],
+            )
         if pair:
             rows.append(row)
             print(
                 f"pair {pair}: ours k=1 {row['ours1']:.2f} s, k=6 {row['ours6']:.2f} s; "
-                f"TextBrewer k=1 {row['theirs1']:.2f} s, k=6 {row['theirs6']:.2f} s; dev accuracy ours "
+                f"TextBrewer k=1 {row['theirs1']:.2f} s (training {row['theirs1_train']:.2f}), "
+                f"k=6 {row['theirs6']:.2f} s (training {row['theirs6_train']:.2f}); dev accuracy ours "
                 f"{row['ours1_acc']:.3f}/{row['ours6_acc']:.3f}, "
                 f"TextBrewer {row['theirs1_acc']:.3f}/{row['theirs6_acc']:.3f}",
                 flush=True,
