@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -31,7 +32,7 @@ from bench.tasks.table import TASKS
 from bench.training.augment import augmented_path, load_augmented
 from bench.training.augment import run_augment as augment_job
 from bench.training.export import model_card, model_description, save_model_folder, wrapped_hf
-from bench.training.loop import evaluate, precision_scope
+from bench.training.loop import Diverged, evaluate, precision_scope
 from bench.training.teachers import augmented_outputs_path, load_outputs, run_teacher_outputs, train_teacher
 
 _TASKS: dict[str, Any] = {}
@@ -100,12 +101,11 @@ def run_teacher(job: JobPayload, device: Any) -> dict:
     return train_teacher(job, data, device, started)
 
 
-def run_distill(job: JobPayload, device: Any) -> dict:
-    """Distil one student and write its record atomically; returns the record."""
+def distill_context(job: JobPayload, device: Any) -> DistillContext:
+    """What a distillation job's recipe receives: the task data (with its augmented examples, if
+    any) and its teachers' cached logits, averaged once per split."""
     import torch
 
-    started = time.perf_counter()
-    wall_start = time.time()
     config = job.config
     data = load_task(config, job.paths.cache)
     augment = config.get("augment")
@@ -118,7 +118,7 @@ def run_distill(job: JobPayload, device: Any) -> dict:
         for s in logits[0]
         if s in data.splits
     }  # dense per-split logits (not the LM's top-K caches)
-    ctx = DistillContext(
+    return DistillContext(
         data=data,
         spec=train_spec(config["student"], config["seed"]),
         seed=config["seed"],
@@ -133,14 +133,33 @@ def run_distill(job: JobPayload, device: Any) -> dict:
         device=device,
         teacher_outputs=tuple(logits),
     )
+
+
+def run_distill(job: JobPayload, device: Any) -> dict:
+    """Distil one student and write its record atomically; returns the record."""
+    started = time.perf_counter()
+    wall_start = time.time()
+    ctx = distill_context(job, device)
     t_setup = time.perf_counter()
+    with precision_scope(job_precision(job.config), device):  # every forward pass of the recipe and of the evaluation
+        model = METHODS[job.config["method"]["name"]].run(ctx)
+    t_train = time.perf_counter()
+    return finish_distill(job, ctx, model, {"setup": t_setup - started, "train": t_train - t_setup}, wall_start)
+
+
+def finish_distill(job: JobPayload, ctx: DistillContext, model: Any, timings: dict, wall_start: float, **extra) -> dict:
+    """Evaluate a trained student, write its record (with ``extra`` fields) and save it if asked;
+    returns the record. ``timings`` holds its setup and train seconds; eval and total are added."""
+    import torch
+
+    config, data = job.config, ctx.data
+    augment = config.get("augment")
     precision = job_precision(config)
-    with precision_scope(precision, device):  # every forward pass of the recipe and of the evaluation
-        model = METHODS[config["method"]["name"]].run(ctx)
-        t_train = time.perf_counter()
+    t_eval0 = time.perf_counter()
+    with precision_scope(precision, ctx.device):
         predictions: dict = {}
-        scores = evaluate(data, model, device, predictions)
-    t_eval = time.perf_counter()
+        scores = evaluate(data, model, ctx.device, predictions)
+    t_eval = time.perf_counter() - t_eval0
     info = TASKS[data.name]
     metric = info.metrics[0]
     record = {
@@ -171,18 +190,18 @@ def run_distill(job: JobPayload, device: Any) -> dict:
         },
         "timings": {
             "queue_wait": job.queue_wait,
-            "setup": t_setup - started,
-            "train": t_train - t_setup,
-            "eval": t_eval - t_train,
-            "total": t_eval - started,
+            **timings,
+            "eval": t_eval,
+            "total": timings["setup"] + timings["train"] + t_eval,
         },
         "device": job.device,
         "slot": job.slot,
-        "torch_device": str(device),
+        "torch_device": str(ctx.device),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "threads": torch.get_num_threads(),
         "deterministic": torch.are_deterministic_algorithms_enabled(),
         "student": None,
+        **extra,
         "provenance": {**provenance(), "started": wall_start, "finished": time.time()},
     }
     if job.student_path is not None:
@@ -190,6 +209,79 @@ def run_distill(job: JobPayload, device: Any) -> dict:
         record["student"] = save_student(job.student_path, job, model, data, record)
         record["timings"]["save"] = time.perf_counter() - t_save  # outside total: not the student's compute
     return write_record(job.record(), record)
+
+
+def run_stack(job: JobPayload, device: Any) -> dict:
+    """Train a stack's distillation jobs (``job.members``) as one batched model
+    (``training.stack.train_stacked``), then evaluate each and write its record. Returns
+    ``{"members": {key: record | exception}}``: a member that diverged (``Diverged``) or whose
+    evaluation raised fails alone. With ``run.stack = "auto"`` (``job.plan["stack"]``) the members
+    are trained in chunks that fit the device's memory (``training.stack.auto_size``). Members
+    that cannot be stacked (``training.stack.stack_problem``) run one after the other, alone."""
+    from bench.training.stack import auto_size, stack_problem, student_bytes  # lazy: torch.func, workers only
+
+    wall_start = time.time()
+    outcomes: dict[str, Any] = {}
+    setups = []  # (member, ctx, model, loss, setup seconds)
+    for member in job.members:
+        t0 = time.perf_counter()
+        ctx = distill_context(member, device)
+        model, loss = METHODS[member.config["method"]["name"]].stack_setup(ctx)  # type: ignore[misc]
+        setups.append((member, ctx, model, loss, time.perf_counter() - t0))
+    first = setups[0]
+    split = first[1].data.splits["train"]
+    problem = stack_problem(first[2], split, job_precision(first[0].config))
+    if problem is not None:
+        print(f"stack {job.key}: {len(setups)} jobs run alone: {problem}", file=sys.stderr)
+        for member, *_ in setups:
+            outcomes[member.key] = _alone(member, device)
+        return {"members": outcomes}
+    size = len(setups)
+    if job.plan.get("stack") == "auto":
+        targets = sum(t.numel() * t.element_size() for t in first[3].targets)
+        size = auto_size(student_bytes(first[2], split, first[1].spec.batch_size, targets), device)
+    chunks = [setups[i :: -(-len(setups) // size)] for i in range(-(-len(setups) // size))]
+    for chunk in chunks:
+        _train_chunk(chunk, device, wall_start, outcomes)
+    return {"members": outcomes}
+
+
+def _alone(member: JobPayload, device: Any) -> Any:
+    """A member run alone: its record, or the exception it raised."""
+    try:
+        return run_distill(member, device)
+    except Exception as e:
+        return e
+
+
+def _train_chunk(chunk: list, device: Any, wall_start: float, outcomes: dict) -> None:
+    """Train one stack of (member, ctx, model, loss, setup seconds) together, then finish each
+    member alone: its record, or the exception that ends it (``Diverged`` at its first
+    non-finite loss), in ``outcomes``."""
+    from bench.training.stack import train_stacked  # lazy: torch.func, workers only
+
+    members, contexts, models, losses, setup = zip(*chunk)
+    fits = train_stacked(
+        list(models),
+        contexts[0].data.splits["train"],
+        contexts[0].spec,
+        [c.seed for c in contexts],
+        list(losses),
+        device,
+    )
+    train_seconds = sum(f["seconds"] for f in fits)
+    for i, (member, ctx, model, fit) in enumerate(zip(members, contexts, models, fits)):
+        if fit["diverged_at"] is not None:
+            outcomes[member.key] = Diverged(fit["diverged_at"])
+            continue
+        ctx.fit.update(steps=fit["steps"], seconds=fit["seconds"])
+        stack = {"size": len(chunk), "index": i, "train_seconds": train_seconds}
+        try:
+            outcomes[member.key] = finish_distill(
+                member, ctx, model, {"setup": setup[i], "train": fit["seconds"]}, wall_start, stack=stack
+            )
+        except Exception as e:
+            outcomes[member.key] = e
 
 
 def save_student(folder: str, job: JobPayload, model: Any, data: Any, record: dict) -> dict:
@@ -217,4 +309,10 @@ def save_student(folder: str, job: JobPayload, model: Any, data: Any, record: di
     return {"path": path, "format": kind}
 
 
-RUNNERS = {"teacher": run_teacher, "augment": run_augment, "teacher-outputs": run_outputs, "distill": run_distill}
+RUNNERS = {
+    "teacher": run_teacher,
+    "augment": run_augment,
+    "teacher-outputs": run_outputs,
+    "distill": run_distill,
+    "stack": run_stack,
+}

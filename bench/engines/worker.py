@@ -110,28 +110,28 @@ def main() -> None:
             if job.threads:
                 torch.set_num_threads(job.threads)  # run.threads_per_job, whatever the engine
             result = RUNNERS[job.kind](job, device)
-            send(
-                {
-                    "key": key,
-                    "status": "ok",
-                    "score": result.get("score"),
-                    "seconds": time.perf_counter() - start,
-                }
-            )
+            reply = {"key": key, "status": "ok", "score": result.get("score"), "seconds": time.perf_counter() - start}
+            if "members" in result:  # a stack: how each of its jobs ended
+                reply["members"] = {k: outcome(v) for k, v in result["members"].items()}
+            send(reply)
         except Exception as e:
-            tb = traceback.format_exc()
-            print(tb, file=sys.stderr)
-            send(
-                {
-                    "key": key,
-                    "status": "failed",
-                    "error": f"{type(e).__name__}: {e}",
-                    "kind": failure_kind(e),
-                    "step": getattr(e, "step", None),
-                    "traceback": tb,
-                    "seconds": time.perf_counter() - start,
-                }
-            )
+            send({"key": key, **outcome(e), "seconds": time.perf_counter() - start})
+
+
+def outcome(result: dict | BaseException) -> dict:
+    """A job's reply fields: ok with its score, or failed with the exception's kind, step (a
+    divergence) and traceback (also printed to the slot's log)."""
+    if not isinstance(result, BaseException):
+        return {"status": "ok", "score": result.get("score")}
+    tb = "".join(traceback.format_exception(result))
+    print(tb, file=sys.stderr)
+    return {
+        "status": "failed",
+        "error": f"{type(result).__name__}: {result}",
+        "kind": failure_kind(result),
+        "step": getattr(result, "step", None),
+        "traceback": tb,
+    }
 
 
 def failure_kind(e: BaseException) -> str:

@@ -28,7 +28,7 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 
 from bench.tasks.base import Split
-from bench.training.loop import DIVERGENCE_CHECK_EVERY, lr_scheduler, optimizer
+from bench.training.loop import DIVERGENCE_CHECK_EVERY, logits_loss, lr_scheduler, optimizer
 
 AUTO_CAP = 64  # run.stack = "auto": at most this many students in one stack
 AUTO_MEMORY_SHARE = 0.25  # ... whose estimated memory fits this share of the device's free memory
@@ -144,9 +144,7 @@ def train_stacked(
             for k, t in {**params, **buffers}.items():
                 _tensor(m, k).copy_(t[i])
     bad = first_bad.tolist()
-    return [
-        {"steps": steps, "seconds": seconds / size, "diverged_at": None if b < 0 else int(b)} for b in bad
-    ]
+    return [{"steps": steps, "seconds": seconds / size, "diverged_at": None if b < 0 else int(b)} for b in bad]
 
 
 def _tensor(model: torch.nn.Module, name: str) -> torch.Tensor:
@@ -194,3 +192,9 @@ def auto_size(per_student: int, device: torch.device, cap: int = AUTO_CAP) -> in
     """``run.stack = "auto"``: as many students as fit in AUTO_MEMORY_SHARE of the device's free
     memory at ``per_student`` bytes each, at most ``cap``, at least 1."""
     return max(1, min(cap, int(_free_bytes(device) * AUTO_MEMORY_SHARE) // max(1, per_student)))
+
+
+def table_loss(loss: StackLoss, device: torch.device) -> Callable:
+    """``loss`` as ``training.loop.train`` takes it for one student alone: the rows of its target
+    tables at the step's target indices (``LossFn``)."""
+    return logits_loss(lambda logits, idx, labels: loss.fn(logits, *(t[idx.to(device)] for t in loss.targets), labels))
