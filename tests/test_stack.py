@@ -14,6 +14,7 @@ from helpers import bench_cli, digits_spec, records, with_sitecustomize
 from bench.core.config import TaskSpec, TrainSpec
 from bench.core.contracts import JobPayload
 from bench.core.errors import SpecError
+from bench.driver.rerun import compare_scores
 from bench.driver.run import _stack_item, distill_payload, stack_items
 from bench.engines.queue import Item, Scheduler
 from bench.models.losses import kd_loss
@@ -168,3 +169,11 @@ def test_a_stacked_sweep_records_what_the_jobs_alone_record(project):
         assert rec["status"] == "ok" and set(rec) - set(a[key]) == {"stack"} and rec["stack"]["size"] in (3, 4)
         assert abs(rec["score"] - a[key]["score"]) <= 0.01  # float order only (here: equal)
         assert rec["fit"]["steps"] == a[key]["fit"]["steps"]
+
+
+def test_rerun_compares_a_stacked_record_within_the_tolerance():
+    old = {"scores": {"dev": {"accuracy": 0.9}}, "stack": {"size": 4, "index": 0}}
+    assert compare_scores(old, {"scores": {"dev": {"accuracy": 0.9}}}) == (True, "identical, bit for bit")
+    assert compare_scores(old, {"scores": {"dev": {"accuracy": 0.905}}})[0]
+    assert not compare_scores(old, {"scores": {"dev": {"accuracy": 0.95}}})[0]
+    assert not compare_scores({**old, "stack": None}, {"scores": {"dev": {"accuracy": 0.905}}})[0]  # alone: bit for bit
