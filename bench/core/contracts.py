@@ -44,6 +44,7 @@ class JobPayload:
     plan: dict  # coordinates: sweep and the teacher index, or k, combination, primary, repeat, grid
     record_path: str | None = None  # distillation jobs: where the record goes
     student_path: str | None = None  # distillation jobs: where to save the student (run.save_students), or None
+    energy: dict | None = None  # run.energy's power model and the slots sharing the device (core.energy.settings)
     attempt: int = 0  # set by the engine for each attempt ...
     slot: str = ""
     device: str = "cpu"
@@ -98,6 +99,7 @@ class JobPayload:
             "plan": lambda v: isinstance(v, dict),
             "record_path": lambda v: v is None or isinstance(v, str),
             "student_path": lambda v: v is None or isinstance(v, str),
+            "energy": lambda v: v is None or isinstance(v, dict),
             "attempt": lambda v: isinstance(v, int),
             "slot": lambda v: isinstance(v, str),
             "device": lambda v: isinstance(v, str),

@@ -6,7 +6,8 @@ sweep, status ("ok" | "failed" | "diverged": no score, a non-finite loss at
 ``diverged_at_step`` | "skipped": not run, a job it waits for failed), attempts, error, k,
 combination, primary, repeat, grid, teacher_keys, config, metric, score (on the task's first
 evaluation split), scores {split: {metric: value}}, timings {queue_wait, setup, train, eval,
-total}, device, slot, provenance {versions, git_commit, host, pid, slurm {job_id, node, cpus, gpus} or
+total, worker_startup: the worker's one-off seconds before this job, outside total; absent before it
+existed}, device, slot, provenance {versions, git_commit, host, pid, slurm {job_id, node, cpus, gpus} or
 null, finished}``, precision (``run.precision`` the job ran at; absent in records written before
 it existed: fp32); ok records add
 ``score_split, n_params, fit (steps, seconds per stage), teacher_work, torch_device,

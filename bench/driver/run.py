@@ -17,14 +17,16 @@ from pathlib import Path
 from bench.core.cache import load_arrays
 from bench.core.config import STACK_AUTO_CAP, job_precision
 from bench.core.contracts import JobPaths, JobPayload
+from bench.core.energy import settings as energy_settings
 from bench.core.errors import SpecError, UserError
 from bench.core.files import atomic_write_bytes, read_json, remove_stale_temps
 from bench.core.hashing import stable_hash
 from bench.core.provenance import provenance
 from bench.core.records import load_records, record_path, write_record
+from bench.driver.progress import ProgressBar
 from bench.driver.students import keep_best_students, student_path
 from bench.engines.dispatch import Hooks, job_threads, run_engine
-from bench.engines.queue import Item
+from bench.engines.queue import Item, make_slots
 from bench.methods.table import METHODS
 from bench.plan.jobs import AugmentJob, DistillJob, OutputsJob, Plan, TeacherJob
 from bench.tasks.table import TASKS
@@ -70,6 +72,7 @@ def _payload(
         plan={"sweep": plan.sweep.name, **coordinates},
         record_path=record,
         student_path=student,
+        energy=energy_settings(plan.sweep.run.energy, plan.sweep.run.slots_per_device()),
     )
 
 
@@ -332,20 +335,6 @@ def quarantine_damaged_teachers(plan: Plan, keys: set[str]) -> list[str]:
     return damaged
 
 
-def _progress_bar(total: int):
-    from tqdm import tqdm
-
-    tty = sys.stderr.isatty()
-    return tqdm(
-        total=total,
-        unit="job",
-        dynamic_ncols=True,
-        mininterval=0.5 if tty else 30.0,
-        file=sys.stderr,
-        disable=total == 0,
-    )
-
-
 def check_threads(plan: Plan, finished: dict) -> None:
     """Refuse, before any job runs, to resume a sweep whose ``finished`` records or stored teachers
     were made with another torch thread count than this run's (``engines.dispatch.job_threads``): scores
@@ -482,12 +471,12 @@ def _run_locked(plan: Plan, quiet: bool, teachers_only: bool, mixed_threads: boo
             return prep_done(plan, prep_by_key[item.key])
         return _record_ok(item.payload.record())
 
-    bar = None if quiet else _progress_bar(sum(len(i.jobs()) for i in items))
+    parallel = len(make_slots(sweep.run.devices, sweep.run.jobs_per_device, sweep.run.threads_per_job))
+    bar = None if quiet else ProgressBar(sum(len(i.jobs()) for i in items), parallel)
 
     def progress(counts: dict) -> None:
         if bar is not None:
-            bar.set_postfix(counts, refresh=False)
-            bar.update(counts["done"] + counts["failed"] - bar.n)
+            bar.update(counts)
 
     try:
         result = run_engine(

@@ -225,7 +225,7 @@ def drive(client, items: list[Item], run, log_dir: Path, hooks, done_keys: set[s
             reply = _outcome(future)
             future.release()
             item.slot, item.traceback = reply.get("slot"), reply.get("traceback")
-            item.failure, item.step = reply.get("kind"), reply.get("step")
+            item.failure, item.step, item.seconds = reply.get("kind"), reply.get("step"), reply.get("seconds")
             if reply.get("fatal"):
                 sched.stop()
                 raise UserError(

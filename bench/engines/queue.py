@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -76,6 +76,7 @@ class Item:
     step: int | None = None  # diverged: the first step with a non-finite loss
     unmet: int = 0  # dependencies not done yet (kept by the Scheduler)
     members: tuple = ()  # a stack (run.stack): its distillation items, each settled on its own
+    seconds: float | None = None  # the last attempt's own seconds, from the worker (one-off start-up excluded)
 
     def jobs(self) -> list[Item]:
         """The jobs this item stands for: a stack's members, else itself."""
@@ -132,7 +133,13 @@ class Worker:
         """Start the process and wait for its ready line. Raises WorkerUnusable when it reports that it
         cannot work on the slot, WorkerError (crash or timeout) when it dies or hangs while starting."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.slot.env(), **self.extra_env, "BENCH_PARENT_PID": str(os.getpid())}
+        env = {
+            **os.environ,
+            **self.slot.env(),
+            **self.extra_env,
+            "BENCH_PARENT_PID": str(os.getpid()),
+            "BENCH_SPAWNED_AT": repr(time.time()),  # the worker's start-up is measured from here
+        }
         with self._lock:  # close() from another thread either sees this process or prevents it
             if self.closed:
                 raise WorkerError("the run is stopping")
@@ -276,6 +283,8 @@ class Scheduler:
         self.stopped = False
         self.result = QueueResult()
         self.total = sum(len(item.jobs()) for item in items)
+        self.left = Counter(j.kind for item in items for j in item.jobs())  # by kind: jobs not finished (for the ETA)
+        self.measured: dict[str, list[float]] = {}  # by kind: the seconds of jobs done (for the ETA)
         now = time.time()
         for item in items:
             unmet = [d for d in item.deps if d not in self.done_keys]
@@ -307,12 +316,19 @@ class Scheduler:
                     stack.append(item.key)
 
     def counts(self) -> dict:
+        """What the progress hook receives: the four counts, and per kind of job what is left and
+        the seconds measured so far (``phases``, for an ETA: ``driver.progress.estimate_eta``)."""
         r = self.result
+        skipped = Counter(item.kind for item in r.skipped)
         return {
             "done": len(r.done),
             "failed": len(r.failed) + len(r.skipped),
             "running": self.running,
             "remaining": sum(len(i.jobs()) for i in (*self.pending.values(), *self.ready)),
+            "phases": {
+                kind: {"left": n - skipped[kind], "seconds": list(self.measured.get(kind, ()))}
+                for kind, n in self.left.items()
+            },
         }
 
     def next(self) -> Item | None:
@@ -389,6 +405,7 @@ class Scheduler:
             reply = replies.get(m.key)
             if reply is None:
                 continue
+            m.seconds = None if item.seconds is None else item.seconds / len(item.members)  # its share, for the ETA
             m.attempts += 1
             m.slot, m.traceback, m.failure, m.step = (
                 item.slot,
@@ -405,6 +422,9 @@ class Scheduler:
             if ok:
                 self.done_keys.add(item.key)
                 self.result.done.append(item)
+                self.left[item.kind] -= 1
+                if item.seconds is not None:
+                    self.measured.setdefault(item.kind, []).append(item.seconds)
                 self._done(item.key)
             else:
                 item.errors.append(error)
@@ -413,6 +433,7 @@ class Scheduler:
                     self.ready.append(item)
                 else:
                     self.result.failed.append(item)
+                    self.left[item.kind] -= 1
                     self._failed(item.key)
                     final_failure = True
             self.lock.notify_all()
@@ -474,6 +495,7 @@ def run_queue(
             item.attempts -= 1  # the job never reached the worker
             raise
         item.traceback, item.failure, item.step = reply.get("traceback"), reply.get("kind"), reply.get("step")
+        item.seconds = reply.get("seconds")
         return reply["status"] == "ok", reply.get("error"), member_replies(item, reply, is_done)
 
     def slot_loop(slot: Slot) -> None:

@@ -116,6 +116,21 @@ def optimizer(spec: Any, params: list) -> torch.optim.Optimizer:
 LossFn = Callable[[torch.nn.Module, dict, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def warm_up_step(model: torch.nn.Module, split: Split, spec: Any, device: torch.device) -> None:
+    """One forward, backward and optimizer step of a throwaway ``model`` on two examples of
+    ``split``, then one forward in eval mode: what a process pays once at its first step (kernel
+    and autograd set-up, the optimizer's first step, a CUDA context), paid by a worker's warm-up
+    (``engines.runners.warm_up``) so that no job is charged it. Every recipe seeds before it
+    builds its model, so this changes no result."""
+    model.to(device).train()
+    batch = {k: v.to(device) for k, v in split.batch(np.arange(min(2, len(split)))).items()}
+    opt = optimizer(spec, [p for p in model.parameters() if p.requires_grad])
+    model(**batch).float().sum().backward()
+    opt.step()
+    with torch.no_grad():
+        model.eval()(**batch)
+
+
 def logits_loss(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> LossFn:
     """Adapt ``fn(logits, example_indices, labels)`` to the training loop's loss signature; the
     logits reach ``fn`` as float32 whatever the precision of the forward pass."""
