@@ -11,12 +11,12 @@ from math import comb
 from pathlib import Path
 
 import bench
-from bench.analysis.options import TEACHER_COST_POLICIES
+from bench.analysis.options import EXPORT_TARGETS, TEACHER_COST_POLICIES
 from bench.core.config import parse_device
 from bench.core.errors import UserError, did_you_mean
 from bench.core.interrupt import Interrupted, install
 from bench.driver.preflight import check_before_run
-from bench.driver.rerun import find_record, rerun_job
+from bench.driver.rerun import compare_scores, find_record, rerun_job
 from bench.driver.run import SAVED_SPEC, pending_work, run_sweep
 from bench.engines.cluster import slurm_cluster
 from bench.engines.queue import make_slots
@@ -148,13 +148,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = make_plan(_load(args))
     _check_report_options(plan.sweep, options)
     check_before_run(plan, _overridden(args))
-    summary = run_sweep(
-        plan,
-        quiet=args.quiet,
-        teachers_only=args.teachers_only,
-        mixed_threads=args.mixed_threads,
-        spec_text=_saved_spec(args, plan.sweep),
-    )
+    if plan.sweep.design.kind == "adaptive" and not args.teachers_only:
+        from bench.study.adaptive import run_adaptive  # lazy: pandas loads only for the commands that need it
+
+        summary, _ = run_adaptive(plan, args.quiet, args.mixed_threads, _saved_spec(args, plan.sweep))
+    else:
+        summary = run_sweep(
+            plan,
+            quiet=args.quiet,
+            teachers_only=args.teachers_only,
+            mixed_threads=args.mixed_threads,
+            spec_text=_saved_spec(args, plan.sweep),
+        )
     print(
         f"{plan.sweep.name}: trained {summary.teachers_trained} teachers, ran {summary.jobs_run} jobs "
         f"({summary.jobs_ok} ok, {summary.jobs_failed} failed, "
@@ -227,6 +232,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write the sweep's records for an experiment tracker or analysis tool (one run per job)."""
+    from bench.analysis.export import export  # lazy: pandas and the tracker's library load only for this command
+
+    out, n = export(make_plan(_load(args)), args.to, Path(args.out) if args.out else None)
+    print(f"export: {n} records to {args.to} in {out}")
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     """Overlay several sweeps in one table and figure."""
     from pathlib import Path
@@ -262,10 +276,10 @@ def cmd_rerun(args: argparse.Namespace) -> int:
         raise UserError(f"--device: {e}") from None
     path = find_record(args.record, args.results)
     old, new = rerun_job(path, args.device, args.replace)
-    same = old.get("scores") == new["scores"]
+    same, how = compare_scores(old, new)
     print(
         f"job {old['key']}: score {new['score']!r} (recorded: {old.get('score')!r}); every score "
-        + ("identical, bit for bit" if same else "DIFFERS from the record")
+        + how
         + ("; the record was replaced" if args.replace else "")
     )
     if not old.get("deterministic"):
@@ -402,6 +416,15 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("spec")
     _add_set(rep)
     _add_report_options(rep)
+    exp = sub.add_parser(
+        "export",
+        help="write the records for TensorBoard, MLflow, W&B (offline), rliable or Parquet (one run per job; "
+        'needs pip install "bench[export]")',
+    )
+    exp.add_argument("spec", help="a spec file or a results/<sweep> folder")
+    _add_set(exp)
+    exp.add_argument("--to", required=True, choices=EXPORT_TARGETS, help="the target format")
+    exp.add_argument("--out", help="output folder (default: reports/<sweep>/export/<target>)")
     cmp = sub.add_parser("compare", help="overlay two or more sweeps in one table and figure")
     cmp.add_argument("specs", nargs="+", metavar="SPEC")
     cmp.add_argument("--out", help="output folder (default: reports/compare-A-vs-B)")
@@ -427,6 +450,7 @@ COMMANDS = {
     "plan": cmd_plan,
     "run": cmd_run,
     "report": cmd_report,
+    "export": cmd_export,
     "compare": cmd_compare,
     "doctor": cmd_doctor,
     "rerun": cmd_rerun,

@@ -70,6 +70,28 @@ def test_budget_charges_each_combination_its_teachers():
     assert b.loc[2, "best"] == pytest.approx(0.9)
 
 
+def test_budget_in_kwh_charges_the_same_way():
+    jobs = runs()
+    jobs["energy_kwh"] = [1.0, 3.0, 1.0, 1.0, 2.0, 2.0, None]  # the failed run has none: ignored
+    b = budget(jobs, {"a": 100.0, "b": 200.0}, teacher_kwh={"a": 10.0, "b": 20.0}).set_index("k")
+    # k=1: combination 0 costs 10 + mean(1, 3) = 12 kWh, combination 1 costs 20 + 1 = 21
+    assert b.loc[1, "compute_kwh"] == pytest.approx((12 + 21) / 2)
+    assert b.loc[2, "compute_kwh"] == pytest.approx(32) and b.loc[2, "student_kwh"] == pytest.approx(2)
+    assert "compute_kwh" not in budget(runs(), {"a": 100.0, "b": 200.0}, teacher_kwh={"a": 1.0, "b": 1.0})
+
+
+def test_budget_figure_has_a_kwh_axis_when_energy_grows_with_compute():
+    jobs = runs()
+    jobs["energy_kwh"] = [1.0, 3.0, 1.0, 1.0, 2.0, 2.0, None]
+    ax = plot_budget(budget(jobs, {"a": 100.0, "b": 200.0}, teacher_kwh={"a": 10.0, "b": 20.0}))
+    tops = [c for c in ax.child_axes if "kWh" in c.get_xlabel()]
+    assert len(tops) == 1
+    # without a monotone mapping (k=2 costs more seconds, less energy), each k's label carries its kWh
+    jobs["energy_kwh"] = [100.0, 100.0, 100.0, 100.0, 0.0, 0.0, None]
+    ax = plot_budget(budget(jobs, {"a": 100.0, "b": 200.0}, teacher_kwh={"a": 1.0, "b": 1.0}))
+    assert not ax.child_axes and any("kWh" in t.get_text() for t in ax.texts)
+
+
 def test_jobs_frame_flattens_records():
     rec = {
         "key": "x",

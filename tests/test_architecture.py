@@ -14,7 +14,20 @@ import ast
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
-LAYERS = ("core", "models", "tasks", "training", "methods", "spec", "plan", "engines", "driver", "analysis", "cli")
+LAYERS = (
+    "core",
+    "models",
+    "tasks",
+    "training",
+    "methods",
+    "spec",
+    "plan",
+    "engines",
+    "driver",
+    "analysis",
+    "study",
+    "cli",
+)
 
 
 def _modules() -> dict[str, Path]:

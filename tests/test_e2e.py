@@ -9,6 +9,7 @@ import pytest
 import torch
 from helpers import GLUE, bench_cli, records
 
+from bench.core.energy import SOURCES
 from bench.plan.jobs import make_plan
 from bench.spec.load import load_sweep
 
@@ -59,6 +60,13 @@ def test_quickstart_full_protocol(project):
     assert "## Verdict" in report and "At k=6 the size-matched worst case" in report and "95% CI of the gain" in report
     # the paper's single- vs multi-teacher comparison, raw and size-matched
     assert "| k | worst: multi (paper) | worst: single pooled (paper) | worst: gap (paper) |" in report
+    # energy in every record and teacher, with its source; the budget in seconds and kWh
+    assert all(r["energy"]["source"] in SOURCES and r["energy"]["kwh"] > 0 for r in recs.values())
+    metas = [json.loads(p.read_text()) for p in (project / "teachers" / "digits").glob("*/meta.json")]
+    assert len(metas) == 6 and all(m["energy"]["kwh"] > 0 for m in metas)
+    bud = pd.read_csv(project / "reports" / "quickstart" / "budget.csv")
+    assert (bud["compute_kwh"] > bud["student_kwh"]).all()
+    assert "Energy: the sweep's 195 stored jobs and teachers used" in report
     # each record keeps its per-example predictions: they reproduce its score
     from bench.core.records import decode_array
     from bench.engines.runners import load_task

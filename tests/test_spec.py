@@ -52,6 +52,8 @@ def _error(capsys, path: Path, *cmd: str) -> str:
         ),
         ("[run]", "[grid]\ntau = [1, 2]\n[run]", ["grid.tau", "not a parameter of method 'kd'"]),
         ("threads_per_job = 1", "retries = -1", ["run.retries", "expected a value >= 0"]),
+        ("threads_per_job = 1", "energy = { pue = 0.5 }", ["run.energy.pue", "expected a value >= 1"]),
+        ("threads_per_job = 1", "energy = { watt_per_core = 5 }", ["run.energy.watt_per_core", "did you mean"]),
         ("threads_per_job = 1", "timeout = nan", ["run.timeout", "expected a finite number, got nan"]),
         ("seed = 10", "seed = -1", ["teacher.seed", "expected a value >= 0, got -1"]),
         ("teachers = 3", "teachers = 40", ["'teachers'", "expected a plan of at most 1,000,000 jobs"]),
@@ -70,6 +72,11 @@ def _error(capsys, path: Path, *cmd: str) -> str:
             'model = "mlp"\nparams = { hidden = [8, 0] }',
             ["student.params.hidden", "expected a non-empty list of positive integers"],
         ),
+        ("[run]", '[design]\nkind = "adaptiv"\n[run]', ["design.kind", "did you mean 'adaptive'"]),
+        ("[run]", '[design]\nkind = "adaptive"\nk = 1\n[run]', ["design.k", "a planned k > 1 with k = 1"]),
+        ("[run]", "[design]\nbudget = 0\n[run]", ["design.budget", "expected a fraction 0 < budget <= 1"]),
+        ("[run]", "[design]\nerror = 1.5\n[run]", ["design.error", "expected an error rate 0 < error < 1"]),
+        ("[run]", '[design]\nstatistic = "worst"\n[run]', ["design.statistic", "expected one of: worst_m"]),
     ],
 )
 def test_spec_errors(project, capsys, old, new, expected):

@@ -63,6 +63,9 @@ def jobs_frame(records: Sequence[dict], grid: Sequence[str] = ()) -> pd.DataFram
                 row[f"{split}_{m}"] = v
         for t, v in (r.get("timings") or {}).items():
             row[f"t_{t}"] = v
+        energy = r.get("energy") or {}  # records before energy was measured have none
+        row["energy_kwh"], row["energy_source"] = energy.get("kwh"), energy.get("source")
+        row["co2e_g"] = energy.get("co2e_g")
         row["teacher_keys"] = ",".join(r["teacher_keys"])
         row["constant_predictions"] = _constant_predictions(r)
         fidelity = (r.get("teacher_work") or {}).get("cache_fidelity")
@@ -82,7 +85,7 @@ def _ok(jobs: pd.DataFrame) -> pd.DataFrame:
     """The successful runs, with numeric score and timing columns."""
     if "status" in jobs:
         jobs = jobs[jobs["status"] == "ok"]
-    numeric = [c for c in jobs.columns if c == "score" or c.startswith("t_")]
+    numeric = [c for c in jobs.columns if c in ("score", "energy_kwh", "co2e_g") or c.startswith("t_")]
     return jobs.astype({c: float for c in numeric})
 
 
@@ -115,7 +118,11 @@ def summary_by_k(by_comb: pd.DataFrame, grid: Sequence[str] = (), higher_is_bett
 
 
 def budget(
-    jobs: pd.DataFrame, teacher_seconds: dict[str, float], grid: Sequence[str] = (), higher_is_better: bool = True
+    jobs: pd.DataFrame,
+    teacher_seconds: dict[str, float],
+    grid: Sequence[str] = (),
+    higher_is_better: bool = True,
+    teacher_kwh: dict[str, float] | None = None,
 ) -> pd.DataFrame:
     """The summary by k against compute: what one k-teacher student costs from scratch.
 
@@ -123,17 +130,23 @@ def budget(
     teacher key -> seconds; the report passes fine-tuning + evaluation + output caching);
     ``student_seconds`` = the mean over its runs of the job's ``t_total`` (setup + train + eval,
     no queue wait); ``compute_seconds`` = their sum. Per k: their means over combinations, next to
-    the worst/best/mean statistics of ``summary_by_k``.
+    the worst/best/mean statistics of ``summary_by_k``. With ``teacher_kwh`` (teacher key -> kWh)
+    and every ok run's ``energy_kwh``, the same in energy: ``teacher_kwh``, ``student_kwh``,
+    ``compute_kwh``.
     """
     ok = _ok(jobs)
-    costs = (
-        ok.groupby([*grid, "k", "combination"], sort=True)
-        .agg(student_seconds=("t_total", "mean"), teacher_keys=("teacher_keys", "first"))
-        .reset_index()
-    )
-    costs["teacher_seconds"] = [sum(teacher_seconds[t] for t in keys.split(",")) for keys in costs["teacher_keys"]]
-    costs["compute_seconds"] = costs["teacher_seconds"] + costs["student_seconds"]
-    per_k = costs.groupby([*grid, "k"], sort=True)[["compute_seconds", "teacher_seconds", "student_seconds"]].mean()
+    energy = teacher_kwh is not None and "energy_kwh" in ok and bool(ok["energy_kwh"].notna().all())
+    agg = {"student_seconds": ("t_total", "mean"), "teacher_keys": ("teacher_keys", "first")}
+    units = [("seconds", teacher_seconds)]
+    if energy:
+        agg["student_kwh"] = ("energy_kwh", "mean")
+        units.append(("kwh", teacher_kwh or {}))
+    costs = ok.groupby([*grid, "k", "combination"], sort=True).agg(**agg).reset_index()
+    for unit, per_teacher in units:
+        costs[f"teacher_{unit}"] = [sum(per_teacher[t] for t in keys.split(",")) for keys in costs["teacher_keys"]]
+        costs[f"compute_{unit}"] = costs[f"teacher_{unit}"] + costs[f"student_{unit}"]
+    columns = [f"{part}_{unit}" for unit, _ in units for part in ("compute", "teacher", "student")]
+    per_k = costs.groupby([*grid, "k"], sort=True)[columns].mean()
     summary = summary_by_k(by_combination(ok, grid), grid, higher_is_better)
     return per_k.reset_index().merge(summary, on=[*grid, "k"])
 
@@ -145,7 +158,9 @@ def scores_by_grid(jobs: pd.DataFrame, grid: Sequence[str] = ()) -> pd.DataFrame
     cols = [
         c
         for c in ok.columns
-        if "_" in c and c.split("_", 1)[0] not in ("t", "n", "teacher") and pd.api.types.is_numeric_dtype(ok[c])
+        if "_" in c
+        and c.split("_", 1)[0] not in ("t", "n", "teacher", "energy", "co2e")
+        and pd.api.types.is_numeric_dtype(ok[c])
     ]
     if not grid:
         return ok[cols].mean().to_frame().T.assign(n_runs=len(ok))

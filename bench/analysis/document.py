@@ -17,8 +17,13 @@ import pandas as pd
 
 
 def _cell(v: object, floatfmt: str) -> str:
+    """A table cell: floats in ``floatfmt``, except non-zero ones too small for it (e.g. a job's kWh,
+    a tiny p-value), which keep 3 significant digits instead of printing as 0.0000."""
     if isinstance(v, float):
-        return "" if math.isnan(v) else format(v, floatfmt)
+        if math.isnan(v):
+            return ""
+        text = format(v, floatfmt)
+        return format(v, ".3g") if v != 0 and float(text) == 0 else text
     return str(v)
 
 

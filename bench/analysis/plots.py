@@ -94,7 +94,9 @@ def plot_budget(budget: pd.DataFrame, metric: str = "score", title: str | None =
     """Worst / best / mean case against the compute one student costs (teachers included; the
     paper's Figures 4, 5, 7) from a ``budget`` table restricted to one grid point, joined in k
     order; its ``policy`` column, when present, names what the student is charged for its
-    teachers (in the title)."""
+    teachers (in the title). With a ``compute_kwh`` column, a kWh axis on top: mapped from the
+    seconds axis through the k points when energy grows with compute (as it does when it is
+    measured or estimated from CPU time), else each k's kWh is written beside its label."""
     policy = f" (teacher cost: {budget['policy'].iloc[0]})" if "policy" in budget else ""
     ax = _bands(
         budget,
@@ -104,10 +106,15 @@ def plot_budget(budget: pd.DataFrame, metric: str = "score", title: str | None =
         metric,
         (title or "Worst / best case vs compute budget") + policy,
     )
-    for i, (_, row) in enumerate(budget.sort_values("k").iterrows()):
+    ordered = budget.sort_values("k")
+    kwh_axis = "compute_kwh" in budget and _kwh_axis(ax, ordered)
+    for i, (_, row) in enumerate(ordered.iterrows()):
         # alternate above / below the best-case point, so neighbours on the x axis do not collide
+        label = f"k={int(row['k'])}"
+        if "compute_kwh" in budget and not kwh_axis:
+            label += f", {row['compute_kwh']:.2g} kWh"
         ax.annotate(
-            f"k={int(row['k'])}",
+            label,
             (row["compute_seconds"], row["best"]),
             textcoords="offset points",
             xytext=(0, 7 if i % 2 == 0 else -13),
@@ -115,6 +122,31 @@ def plot_budget(budget: pd.DataFrame, metric: str = "score", title: str | None =
             fontsize="x-small",
         )
     return ax
+
+
+def _extrapolate(x: Any, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
+    """Piecewise-linear through (xp, fp), continued by the end segments (np.interp would clamp,
+    and an axis beyond the data would then have every tick at one place)."""
+    x = np.asarray(x, float)
+    y = np.interp(x, xp, fp)
+    lo, hi = (fp[1] - fp[0]) / (xp[1] - xp[0]), (fp[-1] - fp[-2]) / (xp[-1] - xp[-2])
+    return np.where(x < xp[0], fp[0] + (x - xp[0]) * lo, np.where(x > xp[-1], fp[-1] + (x - xp[-1]) * hi, y))
+
+
+def _kwh_axis(ax: Any, ordered: pd.DataFrame) -> bool:
+    """A top x axis in kWh, interpolated through the (seconds, kWh) points of ``ordered``, when
+    both increase together; False (no axis) otherwise."""
+    by_seconds = ordered.sort_values("compute_seconds")
+    sec, kwh = by_seconds["compute_seconds"].to_numpy(float), by_seconds["compute_kwh"].to_numpy(float)
+    if len(sec) < 2 or not (np.all(np.diff(sec) > 0) and np.all(np.diff(kwh) > 0)):
+        return False
+    top = ax.secondary_xaxis(
+        "top", functions=(lambda s: _extrapolate(s, sec, kwh), lambda e: _extrapolate(e, kwh, sec))
+    )
+    top.set_xlabel("energy per student, kWh (same charges)", fontsize="small")
+    top.xaxis.set_major_formatter(lambda v, _: f"{v:.2g}")  # no "1e-5" offset text over the label
+    ax.set_title(ax.get_title(), fontsize="medium", y=1.16)  # above the top axis and its label
+    return True
 
 
 def plot_robust_by_k(comparison: pd.DataFrame, metric: str = "score", title: str | None = None, ax: Any = None) -> Any:

@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from bench.analysis.aggregate import budget, by_combination, jobs_frame, scores_by_grid, summary_by_k
+from bench.analysis.design_report import design_section, read_design, sequential_sentence
 from bench.analysis.document import to_html, to_markdown
 from bench.analysis.plots import plot_budget, plot_by_k, plot_expected_budget, plot_robust_by_k
 from bench.analysis.stats import (
@@ -32,6 +33,7 @@ from bench.analysis.stats import (
     expected_by_budget,
     robust_tables,
 )
+from bench.core.energy import PowerModel
 from bench.core.errors import UserError
 from bench.core.files import atomic_write_bytes, folder_lock, read_json, remove_stale_temps
 from bench.core.records import load_records, scan_records, teacher_meta_problem
@@ -73,6 +75,9 @@ def teachers_frame(plan: Plan, problems: list[str] | None = None) -> pd.DataFram
                 "device": m.get("device"),
                 **{f"{split}_{name}": v for split, values in m["scores"].items() for name, v in values.items()},
                 **{f"t_{k}": v for k, v in m["timings"].items()},
+                "energy_kwh": (m.get("energy") or {}).get("kwh"),  # teachers before energy was measured: None
+                "energy_source": (m.get("energy") or {}).get("source"),
+                "co2e_g": (m.get("energy") or {}).get("co2e_g"),
             }
         )
     return pd.DataFrame(rows)
@@ -701,6 +706,9 @@ def _write_report(plan: Plan, options: ReportOptions, out: Path, outputs: _Outpu
             + (f" {n_stale} record(s) of another configuration are ignored." if n_stale else ""),
         ),
     ]
+    design = read_design(sweep)
+    if design is not None:
+        blocks += design_section(design, grid)
     gaps = coverage_notes(plan, cov, by_key, damaged, teacher_problems, lock_holder(sweep.results_dir()))
     if gaps or n_ok < len(planned):
         blocks += [
@@ -796,8 +804,10 @@ def _statistics(
             f"the size-matched statistics take extremes of m={m} runs (the repeats that have an ok run), "
             f"not of r={sweep.repeats}: a partial sweep (set --m to choose)"
         )
+    design = read_design(sweep)
     blocks += [
         ("h2", "Verdict"),
+        *([("p", sequential_sentence(design, grid))] if design is not None else []),
         ("p", sweep_verdict(sweep, summary, robust, comparison, metric, higher, options.level, notes)),
     ]
     _figure(
@@ -873,6 +883,29 @@ def _statistics(
     ]
 
 
+BUDGET_COLUMNS = ("compute_seconds", "teacher_seconds", "student_seconds", "compute_kwh", "teacher_kwh", "student_kwh")
+
+
+def energy_sentence(jobs: pd.DataFrame, teachers: pd.DataFrame, model: PowerModel) -> str:
+    """What the sweep's stored jobs and teachers used, in kWh and gCO2e, with the sources of the
+    figures (measured by a counter or estimated) and the estimate's model."""
+    parts = [f for f in (jobs, teachers) if "energy_kwh" in f]
+    if not parts:
+        return "Energy: no record carries it (written before bench measured energy)."
+    frame = pd.concat([f[["energy_kwh", "energy_source"]] for f in parts], ignore_index=True)
+    known = frame[frame["energy_kwh"].notna()]
+    sources = ", ".join(f"{n} {s}" for s, n in known["energy_source"].value_counts().sort_index().items())
+    missing = len(frame) - len(known)
+    return (
+        f"Energy: the sweep's {len(known)} stored jobs and teachers used {known['energy_kwh'].sum():.3g} kWh, "
+        f"{known['energy_kwh'].sum() * model.carbon_intensity:.3g} gCO2e at {model.carbon_intensity:g} gCO2e/kWh "
+        f"(`[run.energy]`); sources: "
+        f"{sources or 'none'}{f'; {missing} without energy (stored before it was measured)' if missing else ''}. "
+        f"nvml and rapl are counters read on the machine; estimate is CPU seconds x {model.watts_per_core:g} W "
+        f"per core + memory x {model.watts_per_gib:g} W/GiB (x PUE {model.pue:g}): a model, not a measurement."
+    )
+
+
 def _compute(
     sweep,
     jobs,
@@ -901,7 +934,15 @@ def _compute(
         ]
         return
     policy = options.teacher_cost
-    bud = budget(jobs, charged_teacher_seconds(jobs, tsec, policy), grid, higher).assign(policy=policy)
+    tkwh = dict(zip(teachers["key"], teachers["energy_kwh"])) if "energy_kwh" in teachers else {}
+    energy = bool(tkwh) and all(v is not None and v == v for v in tkwh.values())
+    bud = budget(
+        jobs,
+        charged_teacher_seconds(jobs, tsec, policy),
+        grid,
+        higher,
+        teacher_kwh=charged_teacher_seconds(jobs, tkwh, policy) if energy else None,
+    ).assign(policy=policy)
     _save_csv(bud, out / "budget.csv", outputs)
     expected = expected_by_budget(jobs, tsec, grid, policy, higher)
     _save_csv(expected, out / "expected_budget.csv", outputs)
@@ -918,7 +959,8 @@ def _compute(
             "caching (train + eval + cache); a student's is its job (setup + train + eval). "
             "compute_seconds: per student, averaged over combinations.",
         ),
-        ("table", bud[[*grid, "k", "compute_seconds", "teacher_seconds", "student_seconds", "worst", "best", "mean"]]),
+        ("table", bud[[*grid, "k", *[c for c in BUDGET_COLUMNS if c in bud], "worst", "best", "mean"]]),
+        ("p", energy_sentence(jobs, teachers, sweep.run.energy)),
         ("img", "budget.png", "worst / best case against compute"),
         (
             "p",

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from bench.core.energy import PowerModel
+
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -106,6 +108,8 @@ class RunSpec:
     deterministic: bool = False  # torch deterministic algorithms (+ cuBLAS workspace): GPU reruns match bit for bit
     precision: str = "fp32"  # fp32 | bf16 | fp16: forward passes under torch autocast (in job keys unless fp32)
     save_students: str = "none"  # none | best (per k, kept at the end of bench run) | all: results/<sweep>/students/
+    stack: int | str = 1  # students trained together as one batched model (bench/training/stack.py), or "auto"
+    energy: PowerModel = PowerModel()  # [run.energy]: the estimate's figures, PUE, carbon intensity (core.energy)
 
     def gpu_share(self) -> float:
         """The GPU share one job requests from a Dask cluster (0: a CPU job)."""
@@ -115,11 +119,19 @@ class RunSpec:
             return self.slurm.gpus / self.jobs_per_device
         return 0.0 if all(d == "cpu" for d in self.devices) else 1.0 / self.jobs_per_device
 
+    def slots_per_device(self) -> int:
+        """How many jobs share one device: the energy of a GPU's counter is split between them."""
+        share = self.gpu_share()
+        return max(1, round(1 / share)) if share > 0 else self.jobs_per_device
+
     def slurm_jobs_at_once(self) -> int:
         """How many jobs one Slurm worker job runs side by side: one per core for CPU jobs, else as
         many as its GPUs hold at ``gpu_share()`` each (never more than its cores)."""
         share, cores = self.gpu_share(), self.slurm.cores
         return cores if share <= 0 else max(1, min(cores, int(self.slurm.gpus / share + 1e-9)))
+
+
+STACK_AUTO_CAP = 64  # run.stack = "auto": at most this many students per stack (the worker may train fewer at once)
 
 
 @dataclass(frozen=True)
@@ -130,6 +142,30 @@ class PathsSpec:
     results: str = "results"
     reports: str = "reports"
     cache: str = ".cache/bench"
+
+
+DESIGN_KINDS = ("full", "adaptive")
+DESIGN_STATISTICS = ("worst_m", "best_m", "mean")  # bench.analysis.stats.STATISTICS
+
+
+@dataclass(frozen=True)
+class DesignSpec:
+    """Which of the plan's student jobs run, and in what order ([design]; docs/statistics.md section 9).
+
+    ``full`` runs every job. ``adaptive`` runs the same jobs (same keys) in ``looks`` balanced
+    batches (bench.plan.design) and stops after a batch once the sequential interval of the
+    contrast of k = ``k`` against k = 1 excludes 0 (``error`` held over every planned look), or
+    its half-width is at most ``tolerance``, or the next batch would pass ``budget`` (a fraction of
+    the full plan's student jobs). Never part of a job key: only order and count change."""
+
+    kind: str = "full"
+    k: int = 0  # the k compared with k = 1; 0: the largest k of the sweep
+    statistic: str = "worst_m"  # worst_m | best_m | mean (size-matched, bench.analysis.stats)
+    error: float = 0.05  # the error rate held over all planned looks together
+    tolerance: float = 0.0  # stop when the interval's half-width is at most this (score units); 0: never
+    budget: float = 1.0  # at most this fraction of the full plan's student jobs
+    looks: int = 6  # planned looks: batch j brings every k to about j/looks of its cells
+    seed: int = 0  # the order of the cells (ties of the balanced order)
 
 
 @dataclass(frozen=True)
@@ -149,6 +185,7 @@ class Sweep:
     paths: PathsSpec
     augment: AugmentSpec = AugmentSpec()
     source: str = ""
+    design: DesignSpec = DesignSpec()
 
     def results_dir(self) -> Path:
         return Path(self.paths.results) / self.name

@@ -6,7 +6,8 @@ sweep, status ("ok" | "failed" | "diverged": no score, a non-finite loss at
 ``diverged_at_step`` | "skipped": not run, a job it waits for failed), attempts, error, k,
 combination, primary, repeat, grid, teacher_keys, config, metric, score (on the task's first
 evaluation split), scores {split: {metric: value}}, timings {queue_wait, setup, train, eval,
-total}, device, slot, provenance {versions, git_commit, host, pid, slurm {job_id, node, cpus, gpus} or
+total, worker_startup: the worker's one-off seconds before this job, outside total; absent before it
+existed}, device, slot, provenance {versions, git_commit, host, pid, slurm {job_id, node, cpus, gpus} or
 null, finished}``, precision (``run.precision`` the job ran at; absent in records written before
 it existed: fp32); ok records add
 ``score_split, n_params, fit (steps, seconds per stage), teacher_work, torch_device,
@@ -16,6 +17,8 @@ predicted class per example, in split order; empty for tasks not scored by class
 with ``decode_array``, and ``student`` (null, or where the student is saved with
 ``run.save_students``: {path, format: transformers | state-dict}; absent in records written
 before it; with ``best`` a student not kept has null) with ``timings.save`` when it was saved;
+a job trained in a stack (``run.stack``) adds ``stack`` {size, index, train_seconds: the whole
+stack's}, its ``timings.train`` and ``fit.seconds`` being the stack's divided by its size;
 failed and skipped ones add ``errors`` (one per attempt) and ``traceback`` (where the job, or
 for a skipped one the failed job it waited for, raised),
 ``error_kind`` (error, oom, crash, timeout, diverged) and have null scores and timings.

@@ -29,7 +29,7 @@ class Hooks:
     """What an engine reports to the driver while it runs."""
 
     on_final_failure: Callable[[Item], None]  # an item is out of attempts
-    progress: Callable[[dict], None]  # counts: done, failed, running, remaining
+    progress: Callable[[dict], None]  # Scheduler.counts(): done, failed, running, remaining, phases
     is_done: Callable[[Item], bool]  # did a job whose reply was lost leave its result?
 
 

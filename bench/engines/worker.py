@@ -4,7 +4,15 @@ Protocol: one JSON object per line. The driver writes jobs to the worker's stdin
 answers on the original stdout (``{"ready": ...}`` once, then per job ``{"started": key}`` as soon
 as it has read it and one reply when it ends; a worker that dies before ``started`` never ran the job).
 Everything the job code prints goes to stderr, which the driver sends to the slot's log file.
-The driver sets ``BENCH_DEVICE``, ``CUDA_VISIBLE_DEVICES`` and the thread counts before start.
+The driver sets ``BENCH_DEVICE``, ``CUDA_VISIBLE_DEVICES`` and the thread counts before start,
+and ``BENCH_SPAWNED_AT`` (its ``time.time()`` when it started the process).
+
+Accounting: the worker's start-up (from ``BENCH_SPAWNED_AT`` to ready: the interpreter, torch and
+bench imports) and its warm-up before the first job of a task (``runners.warm_up``: task data,
+caches, libraries) are one-off costs, never a job's: each job's clock starts after them; the
+record (or teacher meta) of the job they precede says how long they took in
+``timings.worker_startup``, outside ``total``, and the reply to the driver in ``worker_startup``
+next to the job's own ``seconds``.
 
 Testing hooks (fault injection, documented in docs/architecture.md): ``BENCH_CRASH_ON=<key prefix>``
 makes the worker exit abruptly when it starts a job whose key has that prefix;
@@ -34,7 +42,7 @@ import traceback
 from bench.core.contracts import JobPayload
 from bench.core.errors import is_network_error
 from bench.core.files import pid_alive
-from bench.engines.runners import RUNNERS
+from bench.engines.runners import RUNNERS, warm_up
 from bench.training.loop import Diverged, set_determinism
 
 
@@ -86,7 +94,9 @@ def main() -> None:
     except Exception as e:  # reported to the driver, which stops the sweep
         send({"ready": False, "error": f"{type(e).__name__}: {e}"})
         return
-    send({"ready": True, "pid": os.getpid(), "startup": time.perf_counter() - t0, "device": str(device)})
+    startup = started_seconds(t0)
+    send({"ready": True, "pid": os.getpid(), "startup": startup, "device": str(device)})
+    pending_startup = startup  # charged to no job: recorded with the first one, outside its total
     crash_on = os.environ.get("BENCH_CRASH_ON")
     raise_on = tuple(p for p in os.environ.get("BENCH_RAISE_ON", "").split(",") if p)
     oom_on = tuple(p for p in os.environ.get("BENCH_OOM_ON", "").split(",") if p)
@@ -98,6 +108,7 @@ def main() -> None:
         if crash_on and key.startswith(crash_on):
             os._exit(137)
         start = time.perf_counter()
+        one_off = 0.0
         try:
             job = JobPayload.from_wire(raw)  # a driver of another bench version: this job fails, saying so
             if raise_on and key.startswith(raise_on):
@@ -109,29 +120,48 @@ def main() -> None:
             set_determinism(job.deterministic)
             if job.threads:
                 torch.set_num_threads(job.threads)  # run.threads_per_job, whatever the engine
-            result = RUNNERS[job.kind](job, device)
-            send(
-                {
-                    "key": key,
-                    "status": "ok",
-                    "score": result.get("score"),
-                    "seconds": time.perf_counter() - start,
-                }
-            )
+            one_off, pending_startup = pending_startup + warm_up(job, device), 0.0
+            start = time.perf_counter()  # the job's own clock starts after the one-off costs
+            result = RUNNERS[job.kind](job, device, one_off)
+            reply = {
+                "key": key,
+                "status": "ok",
+                "score": result.get("score"),
+                "seconds": time.perf_counter() - start,
+                "worker_startup": one_off,
+            }
+            if "members" in result:  # a stack: how each of its jobs ended
+                reply["members"] = {k: outcome(v) for k, v in result["members"].items()}
+            send(reply)
         except Exception as e:
-            tb = traceback.format_exc()
-            print(tb, file=sys.stderr)
-            send(
-                {
-                    "key": key,
-                    "status": "failed",
-                    "error": f"{type(e).__name__}: {e}",
-                    "kind": failure_kind(e),
-                    "step": getattr(e, "step", None),
-                    "traceback": tb,
-                    "seconds": time.perf_counter() - start,
-                }
-            )
+            send({"key": key, **outcome(e), "seconds": time.perf_counter() - start, "worker_startup": one_off})
+
+
+def outcome(result: dict | BaseException) -> dict:
+    """A job's reply fields: ok with its score, or failed with the exception's kind, step (a
+    divergence) and traceback (also printed to the slot's log)."""
+    if not isinstance(result, BaseException):
+        return {"status": "ok", "score": result.get("score")}
+    tb = "".join(traceback.format_exception(result))
+    print(tb, file=sys.stderr)
+    return {
+        "status": "failed",
+        "error": f"{type(result).__name__}: {result}",
+        "kind": failure_kind(result),
+        "step": getattr(result, "step", None),
+        "traceback": tb,
+    }
+
+
+def started_seconds(t0: float) -> float:
+    """Seconds this worker took to start: from ``BENCH_SPAWNED_AT`` (the driver's clock when it
+    started the process, same host) when set, else from ``t0`` (``main``'s first line, which misses
+    the interpreter and the imports of this module)."""
+    spawned = os.environ.get("BENCH_SPAWNED_AT", "")
+    try:
+        return max(0.0, time.time() - float(spawned))
+    except ValueError:
+        return time.perf_counter() - t0
 
 
 def failure_kind(e: BaseException) -> str:

@@ -13,8 +13,11 @@ from math import comb
 from typing import Any, get_args, get_origin, get_type_hints
 
 from bench.core.config import (
+    DESIGN_KINDS,
+    DESIGN_STATISTICS,
     PRECISIONS,
     AugmentSpec,
+    DesignSpec,
     MethodSpec,
     PathsSpec,
     RunSpec,
@@ -24,6 +27,7 @@ from bench.core.config import (
     TrainSpec,
     parse_device,
 )
+from bench.core.energy import PowerModel
 from bench.core.errors import SpecError, did_you_mean
 from bench.methods.table import METHODS
 from bench.models.builders import MODELS, check_pretrained_source
@@ -46,6 +50,7 @@ MAX_JOBS_PER_DEVICE = 64  # one worker process per slot
 MAX_SLOTS = 256  # devices x jobs_per_device
 MAX_THREADS = 1024
 MAX_RETRIES = 100
+MAX_STACK = 4096  # run.stack: students trained together
 MAX_SECONDS = 10**7  # timeouts and waits (about 115 days)
 
 _TOP_KEYS = {
@@ -61,6 +66,7 @@ _TOP_KEYS = {
     "run",
     "paths",
     "augment",
+    "design",
     "extends",  # read by bench.spec.compose before validation
 }
 
@@ -278,7 +284,7 @@ def parse_sweep(data: dict, file: str) -> Sweep:
        their params are valid (``tasks.table.check_models`` -> ``MODELS[...].check``);
     5. ``_method_and_grid``: a known method, its parameters, its own check (``Method.check``, e.g.
        layer indices against the teacher's depth), seeds kept apart, the grid and the plan size;
-    6. ``[run]`` (``check_run``: engine, devices, slots, Slurm), ``[paths]``, ``[augment]``;
+    6. ``[run]`` (``check_run``: engine, devices, slots, Slurm), ``[paths]``, ``[augment]``, ``[design]``;
     7. ``_sources``: hub names that must resolve to something loadable (tokenizer, augmentation model).
 
     What depends on the machine or on stored results is checked by ``bench run`` only, before the
@@ -294,6 +300,7 @@ def parse_sweep(data: dict, file: str) -> Sweep:
     check_run(run, file, "run")
     paths = _build(PathsSpec, data.get("paths", {}), file, "paths")
     augment = _augment(data.get("augment", {}), task, file)
+    design = _design(data.get("design", {}), k, file)
     _sources(task, augment, file)
     return Sweep(
         name=name,
@@ -309,6 +316,7 @@ def parse_sweep(data: dict, file: str) -> Sweep:
         paths=paths,
         augment=augment,
         source=file,
+        design=design,
     )
 
 
@@ -437,6 +445,44 @@ def _augment(data: Any, task: TaskSpec, file: str) -> AugmentSpec:
     return augment
 
 
+MAX_LOOKS = 1000
+
+
+def _design(data: Any, k: tuple[int, ...], file: str) -> DesignSpec:
+    """The [design] table: a known kind and statistic; an adaptive design compares a k of the
+    sweep (other than 1) with k = 1, so both must be planned."""
+    design = _build(DesignSpec, data, file, "design")
+    for key, choices in (("kind", DESIGN_KINDS), ("statistic", DESIGN_STATISTICS)):
+        value = getattr(design, key)
+        if value not in choices:
+            raise SpecError(
+                file,
+                f"design.{key}",
+                f"unknown {key} {value!r}{did_you_mean(str(value), choices)}; expected one of: {', '.join(choices)}",
+            )
+    if not 0 < design.error < 1:
+        raise SpecError(file, "design.error", f"expected an error rate 0 < error < 1, got {design.error}")
+    _positive(file, "design.tolerance", design.tolerance, 0)
+    if not 0 < design.budget <= 1:
+        raise SpecError(
+            file,
+            "design.budget",
+            f"expected a fraction 0 < budget <= 1 of the plan's student jobs, got {design.budget}",
+        )
+    _positive(file, "design.looks", design.looks, 1, MAX_LOOKS)
+    _positive(file, "design.seed", design.seed, 0, MAX_SEED)
+    if design.kind == "adaptive":
+        target = design.k or max(k)
+        if 1 not in k or target not in k or target == 1:
+            raise SpecError(
+                file,
+                "design.k",
+                f"expected an adaptive design to compare a planned k > 1 with k = 1, both in k = {list(k)}; "
+                f"got design.k = {design.k} (0: the largest k)",
+            )
+    return design
+
+
 def _sources(task: TaskSpec, augment: AugmentSpec, file: str) -> None:
     """Hub names that must be loadable: the tokenizer and the augmentation model."""
     if task.tokenizer not in (None, "bpe"):
@@ -463,8 +509,10 @@ def _run(data: Any, file: str) -> RunSpec:
     if not isinstance(data, dict):
         raise SpecError(file, "run", f"expected a table, got {data!r}")
     slurm = _build(SlurmSpec, data.get("slurm", {}), file, "run.slurm")
-    rest = {k: v for k, v in data.items() if k != "slurm"}
-    return dataclasses.replace(_build(RunSpec, rest, file, "run", skip=("slurm",)), slurm=slurm)
+    energy = _build(PowerModel, data.get("energy", {}), file, "run.energy")
+    rest = {k: v for k, v in data.items() if k not in ("slurm", "stack", "energy")}
+    run = _build(RunSpec, rest, file, "run", skip=("slurm", "stack", "energy"))
+    return dataclasses.replace(run, slurm=slurm, stack=data.get("stack", RunSpec.stack), energy=energy)
 
 
 ENGINE_NAMES = ("local", "dask", "slurm")
@@ -527,6 +575,8 @@ def check_run(run: RunSpec, file: str, prefix: str) -> None:
                 f"unknown failure kind {kind!r}{did_you_mean(kind, FAILURE_KINDS)}; "
                 f"expected some of: {', '.join(FAILURE_KINDS)}",
             )
+    for name, value in dataclasses.asdict(run.energy).items():
+        _positive(file, f"{prefix}.energy.{name}", value, 1.0 if name == "pue" else 0.0, 1e6)
     if run.save_students not in SAVE_STUDENTS:
         raise SpecError(
             file,
@@ -534,6 +584,13 @@ def check_run(run: RunSpec, file: str, prefix: str) -> None:
             f"expected one of: {', '.join(SAVE_STUDENTS)}, got {run.save_students!r}"
             f"{did_you_mean(str(run.save_students), SAVE_STUDENTS)}",
         )
+    if run.stack != "auto" and (isinstance(run.stack, bool) or not isinstance(run.stack, int) or run.stack < 1):
+        raise SpecError(
+            file,
+            f"{prefix}.stack",
+            f'expected a number of students >= 1 (1: each alone) or "auto", got {_short(run.stack)}',
+        )
+    _positive(file, f"{prefix}.stack", run.stack if isinstance(run.stack, int) else 1, 1, MAX_STACK)
     if run.engine not in ENGINE_NAMES:
         raise SpecError(
             file,

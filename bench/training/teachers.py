@@ -21,6 +21,7 @@ import numpy as np
 from bench.core.cache import save_arrays
 from bench.core.config import job_precision, task_spec, train_spec
 from bench.core.contracts import JobPayload
+from bench.core.energy import Span
 from bench.core.files import atomic_write_json, file_mode, read_json
 from bench.core.provenance import provenance
 from bench.core.records import teacher_meta_problem
@@ -96,8 +97,10 @@ def quarantine_teacher(root: str | os.PathLike, task: str, key: str, reason: str
     return dest
 
 
-def train_teacher(job: JobPayload, data, device, started: float) -> dict:
-    """Fine-tune the teacher of ``job``, cache its logits on every split, store it; returns its meta."""
+def train_teacher(job: JobPayload, data, device, started: float, span: Span, worker_startup: float = 0.0) -> dict:
+    """Fine-tune the teacher of ``job``, cache its logits on every split, store it; returns its meta
+    (timings from ``started`` and energy from ``span``, both begun before the data was loaded).
+    ``worker_startup`` (the worker's one-off seconds before this job) is recorded outside ``total``."""
     import torch
     import torch.nn.functional as F
     from safetensors.torch import save_model
@@ -168,6 +171,7 @@ def train_teacher(job: JobPayload, data, device, started: float) -> dict:
             "eval": t_eval - t_train,
             "cache": t_cache - t_eval,
             "total": time.perf_counter() - started,
+            "worker_startup": worker_startup,  # one-off, paid before this job's clock: never in total
         },
         "device": job.device,
         "slot": job.slot,
@@ -203,6 +207,7 @@ def train_teacher(job: JobPayload, data, device, started: float) -> dict:
         save_hf(model, data.tokenizer, tmp / HF_FOLDER, model_card(f"bench teacher {job.key}", facts, scores, model.hf))
         meta["timings"]["total"] = time.perf_counter() - started
         meta["provenance"]["finished"] = time.time()
+    meta["energy"] = span.end()  # over the same interval as timings.total
     meta["files"] = teacher_files(tmp)
     atomic_write_json(tmp / "meta.json", meta)
     try:

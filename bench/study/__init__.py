@@ -1,0 +1,1 @@
+"""bench.study: see docs/architecture.md."""
