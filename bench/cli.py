@@ -18,7 +18,7 @@ from bench.core.errors import UserError, did_you_mean
 from bench.core.interrupt import Interrupted, install
 from bench.core.logs import configure as configure_logging
 from bench.driver.preflight import check_before_run
-from bench.driver.rerun import find_record, rerun_job
+from bench.driver.rerun import compare_scores, find_record, rerun_job
 from bench.driver.run import SAVED_SPEC, pending_work, run_sweep
 from bench.engines.cluster import slurm_cluster
 from bench.engines.queue import make_slots
@@ -288,10 +288,10 @@ def cmd_rerun(args: argparse.Namespace) -> int:
         raise UserError(f"--device: {e}") from None
     path = find_record(args.record, args.results)
     old, new = rerun_job(path, args.device, args.replace)
-    same = old.get("scores") == new["scores"]
+    same, how = compare_scores(old, new)
     print(
         f"job {old['key']}: score {new['score']!r} (recorded: {old.get('score')!r}); every score "
-        + ("identical, bit for bit" if same else "DIFFERS from the record")
+        + how
         + ("; the record was replaced" if args.replace else "")
     )
     if not old.get("deterministic"):

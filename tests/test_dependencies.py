@@ -38,10 +38,13 @@ def _project() -> dict:
 
 
 def _imports(folders: list[Path]) -> set[str]:
-    """Top-level names of every absolute import in the .py files under ``folders``."""
+    """Top-level names of every absolute import in the .py files under ``folders`` (not under
+    ``benchmarks/peer/``: those scripts run in a peer tool's own environment, e.g. TextBrewer's)."""
     out: set[str] = set()
     for folder in folders:
         for path in folder.rglob("*.py"):
+            if (REPO / "benchmarks" / "peer") in path.parents:
+                continue
             for node in ast.walk(ast.parse(path.read_text(), str(path))):
                 if isinstance(node, ast.Import):
                     out.update(a.name.split(".")[0] for a in node.names)

@@ -162,6 +162,26 @@ def test_the_k_contrast_by_hand():
     assert summary.set_index("k").loc[3, "d_worst_m"] == pytest.approx(means[3] - means[1])
 
 
+def test_t_quantiles_and_iqm_are_scipy_stats_bit_for_bit():
+    """The report computes these without importing scipy.stats (seconds of its time); the values
+    must be the very floats scipy.stats gives, so reports stay byte-identical."""
+    from scipy.stats import t as student
+    from scipy.stats import trim_mean
+
+    from bench.analysis.stats import _t_ppf, _t_sf
+
+    rng = np.random.default_rng(7)
+    for df in (0.5, 1.0, 2.0, 3.7, 57.0, 1e6):
+        for q in (0.5, 0.8, 0.975, 0.995):
+            assert _t_ppf(q, df) == float(student.ppf(q, df))
+        for x in (0.0, 0.3, 2.1, 50.0):
+            assert _t_sf(x, df) == float(student.sf(x, df))
+    for n in (1, 2, 3, 4, 5, 7, 8, 63, 189):
+        a = np.round(rng.normal(0.9, 0.05, size=n), 4)  # ties, like accuracies of a small split
+        assert iqm(a) == float(trim_mean(a, 0.25))
+    assert np.isnan(iqm([])) and np.isnan(iqm([1.0, np.nan, 2.0, 3.0]))
+
+
 def test_residual_variance_falls_with_k_when_the_residuals_do():
     from bench.analysis.stats import _variance_function
 

@@ -84,9 +84,13 @@ def iqm(values: Sequence[float]) -> float:
     """The interquartile mean as rliable defines it (Agarwal et al. 2021): scipy's
     ``trim_mean(values, 0.25)``, the mean after cutting 25% of the runs from each end (whole
     runs, rounded down). Robust to a few diverged or outlier runs."""
-    from scipy.stats import trim_mean
-
-    return float(trim_mean(np.asarray(values, dtype=float), 0.25))
+    a = np.asarray(values, dtype=float).ravel()
+    if a.size == 0 or np.isnan(a).any():  # scipy's trim_mean: NaN for no runs, NaN propagates
+        return float("nan")
+    cut = int(0.25 * a.size)
+    # trim_mean's own steps (partition at both cuts, mean of the middle), so the same bits, without
+    # importing scipy.stats (seconds of a report's time, mostly parsing docstrings)
+    return float(np.partition(a, (cut, a.size - cut - 1))[cut : a.size - cut].mean())
 
 
 # ---- cells and combinations -------------------------------------------------------------------
@@ -347,29 +351,40 @@ def _vector(fit: KFit, k: int, base_k: int) -> np.ndarray:
     return vec
 
 
+def _t_ppf(q: float, df: float) -> float:
+    """Student's t quantile: what ``scipy.stats.t.ppf`` computes (``scipy.special.stdtrit``), without
+    importing scipy.stats, whose import alone cost a report seconds."""
+    from scipy.special import stdtrit  # lazy: scipy only when a report computes statistics
+
+    return float(stdtrit(df, q))
+
+
+def _t_sf(x: float, df: float) -> float:
+    """Student's t survival function: what ``scipy.stats.t.sf`` computes (``scipy.special.stdtr(df, -x)``)."""
+    from scipy.special import stdtr  # lazy: scipy only when a report computes statistics
+
+    return float(stdtr(df, -x))
+
+
 def contrast(fit: KFit, k: int, base_k: int, level: float = 0.95) -> Contrast:
     """The k-level contrast of ``fit`` with a Student-t interval."""
-    from scipy.stats import t as student
-
     vec = _vector(fit, k, base_k)
     est = float(vec @ fit.coef)
     var, df = fit.variance(vec)
     if not df > 0 or not var > 0:  # no noise could be estimated: nothing to test against
         return Contrast(est, float("nan"), float("nan"), float("nan"), float("nan"), df)
     se = float(np.sqrt(var))
-    q = float(student.ppf(0.5 + level / 2, df))
-    p = float(2 * student.sf(abs(est) / se, df))
+    q = _t_ppf(0.5 + level / 2, df)
+    p = float(2 * _t_sf(abs(est) / se, df))
     return Contrast(est, se, est - q * se, est + q * se, p, df)
 
 
 def minimum_detectable(se: float, df: float, level: float = 0.95, power: float = POWER) -> float:
     """The smallest true contrast that a two-sided t test at ``1 - level`` detects with
     probability ``power``: (t_{(1+level)/2} + t_power) * se on df degrees of freedom."""
-    from scipy.stats import t as student
-
     if not df > 0 or not np.isfinite(se):
         return float("nan")
-    return float((student.ppf(0.5 + level / 2, df) + student.ppf(power, df)) * se)
+    return float((_t_ppf(0.5 + level / 2, df) + _t_ppf(power, df)) * se)
 
 
 @lru_cache(maxsize=256)

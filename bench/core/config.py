@@ -109,6 +109,7 @@ class RunSpec:
     deterministic: bool = False  # torch deterministic algorithms (+ cuBLAS workspace): GPU reruns match bit for bit
     precision: str = "fp32"  # fp32 | bf16 | fp16: forward passes under torch autocast (in job keys unless fp32)
     save_students: str = "none"  # none | best (per k, kept at the end of bench run) | all: results/<sweep>/students/
+    stack: int | str = 1  # students trained together as one batched model (bench/training/stack.py), or "auto"
     energy: PowerModel = PowerModel()  # [run.energy]: the estimate's figures, PUE, carbon intensity (core.energy)
 
     def gpu_share(self) -> float:
@@ -129,6 +130,9 @@ class RunSpec:
         many as its GPUs hold at ``gpu_share()`` each (never more than its cores)."""
         share, cores = self.gpu_share(), self.slurm.cores
         return cores if share <= 0 else max(1, min(cores, int(self.slurm.gpus / share + 1e-9)))
+
+
+STACK_AUTO_CAP = 64  # run.stack = "auto": at most this many students per stack (the worker may train fewer at once)
 
 
 @dataclass(frozen=True)

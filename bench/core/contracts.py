@@ -7,6 +7,10 @@ reads it back with ``from_wire``, which checks the format version and every fiel
 and a worker of different bench versions stop with one clear line instead of a KeyError mid-job.
 The record a job writes back is checked by ``bench.core.records`` (``write_record``), its
 schema version stored in it.
+
+A ``stack`` payload (``run.stack``, format 2) carries distillation jobs in ``members``, trained
+together as one batched model by one worker (``bench.training.stack``); it writes one record per
+member and its reply says how each member ended.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Any
 
-PAYLOAD_FORMAT = 1
-KINDS = ("teacher", "augment", "teacher-outputs", "distill")
+PAYLOAD_FORMAT = 2  # 2: the "stack" kind and its members
+KINDS = ("teacher", "augment", "teacher-outputs", "distill", "stack")
 
 
 @dataclass(frozen=True)
@@ -48,11 +52,19 @@ class JobPayload:
     slot: str = ""
     device: str = "cpu"
     queue_wait: float = 0.0  # seconds from its dependencies being met to its start
+    members: tuple[JobPayload, ...] = ()  # a stack: its distillation jobs (each a complete payload)
     format: int = PAYLOAD_FORMAT
 
     def dispatched(self, attempt: int, slot: str, device: str, queue_wait: float) -> JobPayload:
-        """This job as one attempt on one slot."""
-        return dataclasses.replace(self, attempt=attempt, slot=slot, device=device, queue_wait=queue_wait)
+        """This job as one attempt on one slot (a stack's members too)."""
+        return dataclasses.replace(
+            self,
+            attempt=attempt,
+            slot=slot,
+            device=device,
+            queue_wait=queue_wait,
+            members=tuple(m.dispatched(attempt, slot, device, queue_wait) for m in self.members),
+        )
 
     def record(self) -> str:
         """Where a distillation job's record goes (only distillation jobs have one)."""
@@ -95,6 +107,7 @@ class JobPayload:
             "slot": lambda v: isinstance(v, str),
             "device": lambda v: isinstance(v, str),
             "queue_wait": lambda v: isinstance(v, (int, float)),
+            "members": lambda v: isinstance(v, (list, tuple)) and (data.get("kind") == "stack") == bool(v),
             "paths": lambda v: (
                 isinstance(v, dict)
                 and {"teachers", "cache"} <= set(v) <= {"teachers", "cache", "root"}
@@ -104,4 +117,7 @@ class JobPayload:
         for name, ok in checks.items():
             if name in data and not ok(data[name]):
                 raise ValueError(f"job payload: field {name!r} has an unexpected value {data[name]!r}")
-        return cls(**{**data, "paths": JobPaths(**data["paths"])})
+        members = tuple(cls.from_wire(m) for m in data.get("members", ()))
+        if any(m.kind != "distill" for m in members):
+            raise ValueError("job payload: a stack's members are distillation jobs")
+        return cls(**{**data, "paths": JobPaths(**data["paths"]), "members": members})

@@ -252,3 +252,18 @@ def begin(job_settings: dict | None, device: Any) -> Span:
     slots = int(given.pop("slots_on_device", 1))
     m = meter(device, PowerModel(**given), slots)
     return Span(m, m.read())
+
+
+def combine(entries: list[tuple[dict, float]]) -> dict:
+    """The weighted sum of energy entries: a stacked job's own setup and evaluation (weight 1) and
+    its share of the stack's training (weight 1 / stack size). The source is "estimate" when any
+    part was estimated; the model is the first entry's."""
+    first = entries[0][0]
+    keys = {k for e, _ in entries for k in e["parts"] if k.endswith("_j")}
+    sources = {e["source"] for e, _ in entries}
+    return {
+        **{k: sum(e[k] * w for e, w in entries) for k in ("joules", "kwh", "co2e_g", "seconds", "cpu_seconds")},
+        "source": "estimate" if "estimate" in sources else first["source"],
+        "parts": {k: sum(e["parts"].get(k, 0.0) * w for e, w in entries) for k in sorted(keys)},
+        "model": first["model"],
+    }

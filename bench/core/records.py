@@ -17,6 +17,8 @@ predicted class per example, in split order; empty for tasks not scored by class
 with ``decode_array``, and ``student`` (null, or where the student is saved with
 ``run.save_students``: {path, format: transformers | state-dict}; absent in records written
 before it; with ``best`` a student not kept has null) with ``timings.save`` when it was saved;
+a job trained in a stack (``run.stack``) adds ``stack`` {size, index, train_seconds: the whole
+stack's}, its ``timings.train`` and ``fit.seconds`` being the stack's divided by its size;
 failed and skipped ones add ``errors`` (one per attempt) and ``traceback`` (where the job, or
 for a skipped one the failed job it waited for, raised),
 ``error_kind`` (error, oom, crash, timeout, diverged) and have null scores and timings.

@@ -1,5 +1,7 @@
 """``bench rerun``: run one distillation job again from its record alone, to check that a result
-is reproducible (on CPU, bit for bit) or to redo it with ``--replace``."""
+is reproducible (on CPU, bit for bit) or to redo it with ``--replace``. A job trained in a stack
+(``run.stack``, its record's ``stack``) is rerun alone: its scores are then compared within
+``STACK_TOLERANCE``, since only the order of floating-point operations differs."""
 
 from __future__ import annotations
 
@@ -13,6 +15,26 @@ from bench.core.files import read_json
 from bench.driver.students import student_dir
 from bench.engines.queue import Slot, Worker, WorkerError
 from bench.training.teachers import teacher_done
+
+STACK_TOLERANCE = 0.01  # largest score difference a stacked record's rerun alone may show (docs/performance.md)
+
+
+def compare_scores(old: dict, new: dict) -> tuple[bool, str]:
+    """Whether a rerun reproduces a record, and how: every score bit for bit, or, for a record
+    trained in a stack, every score within STACK_TOLERANCE."""
+    if old.get("scores") == new["scores"]:
+        return True, "identical, bit for bit"
+    if not old.get("stack") or not isinstance(old.get("scores"), dict):
+        return False, "DIFFERS from the record"
+    gaps = [
+        abs(float(v) - float(new["scores"].get(split, {}).get(metric, float("inf"))))
+        for split, metrics in old["scores"].items()
+        for metric, v in metrics.items()
+    ]
+    worst = max(gaps, default=0.0)
+    if worst <= STACK_TOLERANCE:
+        return True, f"within {STACK_TOLERANCE:g} (largest difference {worst:.4g}; trained in a stack, rerun alone)"
+    return False, f"DIFFERS from the record by up to {worst:.4g} (more than {STACK_TOLERANCE:g} for a stacked record)"
 
 
 def find_record(name: str, results_root: str = "results") -> Path:

@@ -7,6 +7,7 @@ config); each distillation job becomes ready as soon as its k teachers exist. A 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -15,17 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.core.cache import load_arrays
-from bench.core.config import job_precision
+from bench.core.config import STACK_AUTO_CAP, job_precision
 from bench.core.contracts import JobPaths, JobPayload
 from bench.core.energy import settings as energy_settings
 from bench.core.errors import SpecError, UserError
 from bench.core.files import atomic_write_bytes, read_json, remove_stale_temps
+from bench.core.hashing import stable_hash
 from bench.core.provenance import provenance
 from bench.core.records import load_records, record_path, write_record
 from bench.driver.progress import ProgressBar
 from bench.driver.students import keep_best_students, student_path
 from bench.engines.dispatch import Hooks, job_threads, run_engine
 from bench.engines.queue import Item, make_slots
+from bench.methods.table import METHODS
 from bench.plan.jobs import AugmentJob, DistillJob, OutputsJob, Plan, TeacherJob
 from bench.tasks.table import TASKS
 from bench.training.teachers import augmented_outputs_path, check_teacher, load_meta, quarantine_teacher, teacher_done
@@ -113,6 +116,60 @@ def distill_payload(plan: Plan, j: DistillJob) -> JobPayload:
     }
     record = str(record_path(plan.sweep.results_dir(), j.key).resolve())
     return _payload(plan, "distill", j.key, j.config, coordinates, record, student_path(plan, j.key))
+
+
+STACK_VARIES = ("seed", "teachers", "primary")  # what may differ between the jobs of one stack
+
+
+def stack_group(config: dict) -> str:
+    """What jobs trained in one stack share: everything in their config but seed, teachers and
+    primary (task, student model and training, method and parameters, augmentation, precision)."""
+    return stable_hash({k: v for k, v in config.items() if k not in STACK_VARIES})
+
+
+def _even_chunks(items: list, count: int) -> list[list]:
+    """``items`` in ``count`` contiguous chunks whose sizes differ by at most one (plan order kept)."""
+    size, extra = divmod(len(items), count)
+    bounds = [i * size + min(i, extra) for i in range(count + 1)]
+    return [items[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+def stack_items(plan: Plan, items: list[Item]) -> list[Item]:
+    """The distillation items as the queue runs them with ``run.stack`` (n or "auto", up to
+    ``STACK_AUTO_CAP`` per stack; the worker may then train fewer at once): stack-compatible jobs
+    (``stack_group``) in stacks of at most n, in plan order, as many stacks as the slots can run
+    at once when there are fewer, their count rounded up to a multiple of the slots (so the slots
+    end together); a stack waits for the union of its jobs' dependencies. Jobs of a method that
+    cannot be stacked, or at a precision other than fp32, stay single."""
+    run = plan.sweep.run
+    if run.stack == 1 or len(items) < 2:
+        return items
+    if METHODS[plan.sweep.method.name].stack_setup is None or run.precision != "fp32":
+        log.info(
+            f"note: run.stack: method {plan.sweep.method.name!r} at {run.precision} is not stacked; jobs run alone"
+        )
+        return items
+    limit = STACK_AUTO_CAP if run.stack == "auto" else int(run.stack)
+    slots = max(1, len(run.devices) * run.jobs_per_device)
+    groups: dict[str, list[Item]] = {}
+    for item in items:
+        groups.setdefault(stack_group(item.payload.config), []).append(item)
+    out = []
+    for group in groups.values():
+        count = max(-(-len(group) // limit), min(len(group), slots))
+        for chunk in _even_chunks(group, -(-count // slots) * slots if count > slots else count):
+            out.append(chunk[0] if len(chunk) == 1 else _stack_item(plan, chunk))
+    return out
+
+
+def _stack_item(plan: Plan, members: list[Item]) -> Item:
+    """One queue item for jobs trained together (a ``stack`` payload holding theirs)."""
+    keys = [m.key for m in members]
+    key = "stack-" + stable_hash(keys)[:16]
+    payload = _payload(plan, "stack", key, {"members": keys}, {"stack": plan.sweep.run.stack})
+    payload = dataclasses.replace(payload, members=tuple(m.payload for m in members))
+    deps = tuple(dict.fromkeys(d for m in members for d in m.deps))
+    return Item(key=key, kind="stack", deps=deps, payload=payload, members=tuple(members))
 
 
 def pending_work(plan: Plan, repair: bool = False) -> tuple[list, list, dict]:
@@ -360,7 +417,9 @@ def _run_locked(plan: Plan, quiet: bool, teachers_only: bool, mixed_threads: boo
         )
         for p in prep
     ]
-    items += [Item(key=j.key, kind="distill", deps=j.deps, payload=distill_payload(plan, j)) for j in jobs]
+    items += stack_items(
+        plan, [Item(key=j.key, kind="distill", deps=j.deps, payload=distill_payload(plan, j)) for j in jobs]
+    )
     if items and not mixed_threads:
         check_threads(plan, ok)  # before any job runs
     prep_keys = {p.key for p in prep}
@@ -420,7 +479,7 @@ def _run_locked(plan: Plan, quiet: bool, teachers_only: bool, mixed_threads: boo
         return _record_ok(item.payload.record())
 
     parallel = len(make_slots(sweep.run.devices, sweep.run.jobs_per_device, sweep.run.threads_per_job))
-    bar = None if quiet else ProgressBar(len(items), parallel)
+    bar = None if quiet else ProgressBar(sum(len(i.jobs()) for i in items), parallel)
 
     def progress(counts: dict) -> None:
         if bar is not None:
@@ -434,6 +493,8 @@ def _run_locked(plan: Plan, quiet: bool, teachers_only: bool, mixed_threads: boo
         if bar is not None:
             bar.close()
     record_skipped(plan, result, metric)
+    for key, error in result.unstacked:
+        log.info(f"note: {key} failed as a whole ({error}); its jobs ran alone")
     n_teach = sum(1 for i in result.done if i.kind == "teacher")
     n_prep = sum(1 for i in result.done if i.kind in ("augment", "teacher-outputs"))
     if n_prep and not quiet:

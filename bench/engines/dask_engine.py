@@ -44,6 +44,8 @@ from bench.engines.queue import (
     WorkerError,
     WorkerGone,
     WorkerUnusable,
+    attempt_timeout,
+    member_replies,
     run_job,
 )
 
@@ -203,7 +205,7 @@ def drive(client, items: list[Item], run, log_dir: Path, hooks, done_keys: set[s
             execute,
             item.payload.dispatched(item.attempts, "", "", 0.0),  # the worker names slot, device and wait
             share,
-            run.timeout,
+            attempt_timeout(item, run.timeout),
             run.max_jobs_per_worker,
             item.ready_at,
             str(log_dir),
@@ -229,8 +231,8 @@ def drive(client, items: list[Item], run, log_dir: Path, hooks, done_keys: set[s
                 raise UserError(
                     f"a Dask worker could not start a job process on slot {reply.get('slot')}: {reply['error']}"
                 )
-            ok = reply["status"] == "ok" or hooks.is_done(item)
-            sched.finish(item, ok, None if ok else reply.get("error"))
+            ok = reply["status"] == "ok" or (not item.members and hooks.is_done(item))
+            sched.finish(item, ok, None if ok else reply.get("error"), member_replies(item, reply, hooks.is_done))
             for ready in sched.take_ready():
                 submit(ready)
     finally:

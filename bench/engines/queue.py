@@ -75,7 +75,28 @@ class Item:
     failure: str | None = None  # kind of the last failure: error, oom, diverged, crash, timeout
     step: int | None = None  # diverged: the first step with a non-finite loss
     unmet: int = 0  # dependencies not done yet (kept by the Scheduler)
+    members: tuple = ()  # a stack (run.stack): its distillation items, each settled on its own
     seconds: float | None = None  # the last attempt's own seconds, from the worker (one-off start-up excluded)
+
+    def jobs(self) -> list[Item]:
+        """The jobs this item stands for: a stack's members, else itself."""
+        return list(self.members) or [self]
+
+
+def member_replies(item: Item, reply: dict, is_done: Callable[[Item], bool]) -> dict:
+    """How each member of a stack ended: the worker's reply per member or, when the stack failed as
+    a whole (crash, timeout, an error before its members were settled), ok for the members whose
+    result was written (``is_done``) and nothing for the others, which then run alone."""
+    if not item.members:
+        return {}
+    if reply.get("members"):
+        return reply["members"]
+    return {m.key: {"status": "ok"} for m in item.members if is_done(m)}
+
+
+def attempt_timeout(item: Item, timeout: float) -> float:
+    """``run.timeout`` is per job: a stack of n jobs gets n times as long."""
+    return timeout * max(1, len(item.members))
 
 
 class WorkerError(Exception):
@@ -236,6 +257,7 @@ class QueueResult:
     failed: list = field(default_factory=list)  # items out of attempts
     skipped: list = field(default_factory=list)  # items whose dependency failed
     wall: float = 0.0
+    unstacked: list = field(default_factory=list)  # (stack key, error): stacks that failed as a whole
 
 
 class Scheduler:
@@ -260,8 +282,8 @@ class Scheduler:
         self.running = 0
         self.stopped = False
         self.result = QueueResult()
-        self.total = len(items)
-        self.left = Counter(item.kind for item in items)  # by kind: not finished yet (for the ETA)
+        self.total = sum(len(item.jobs()) for item in items)
+        self.left = Counter(j.kind for item in items for j in item.jobs())  # by kind: jobs not finished (for the ETA)
         self.measured: dict[str, list[float]] = {}  # by kind: the seconds of jobs done (for the ETA)
         now = time.time()
         for item in items:
@@ -290,7 +312,7 @@ class Scheduler:
         while stack:
             for item in self.dependants.pop(stack.pop(), []):
                 if self.pending.pop(item.key, None) is not None:
-                    self.result.skipped.append(item)
+                    self.result.skipped.extend(item.jobs())
                     stack.append(item.key)
 
     def counts(self) -> dict:
@@ -302,7 +324,7 @@ class Scheduler:
             "done": len(r.done),
             "failed": len(r.failed) + len(r.skipped),
             "running": self.running,
-            "remaining": len(self.pending) + len(self.ready),
+            "remaining": sum(len(i.jobs()) for i in (*self.pending.values(), *self.ready)),
             "phases": {
                 kind: {"left": n - skipped[kind], "seconds": list(self.measured.get(kind, ()))}
                 for kind, n in self.left.items()
@@ -317,7 +339,7 @@ class Scheduler:
                     return None
                 if self.running == 0:
                     # nothing runs, so nothing pending can become ready: its dependencies are gone
-                    self.result.skipped.extend(self.pending.values())
+                    self.result.skipped.extend(j for i in self.pending.values() for j in i.jobs())
                     self.pending = {}
                     return None
                 self.lock.wait(timeout=1.0)
@@ -343,7 +365,7 @@ class Scheduler:
     def close(self) -> None:
         """End of the run: whatever still waits for a dependency will not run."""
         with self.lock:
-            self.result.skipped.extend(self.pending.values())
+            self.result.skipped.extend(j for i in self.pending.values() for j in i.jobs())
             self.pending = {}
 
     def give_back(self, item: Item) -> None:
@@ -359,11 +381,44 @@ class Scheduler:
             self.stopped = True
             self.lock.notify_all()
 
-    def finish(self, item: Item, ok: bool, error: str | None = None) -> None:
-        """Record an attempt's outcome: done, queued again, or failed for good (then reported)."""
-        final_failure = False
+    def finish(self, item: Item, ok: bool, error: str | None = None, members: dict | None = None) -> None:
+        """Record an attempt's outcome: done, queued again, or failed for good (then reported). A
+        stack's members are settled one by one from ``members`` (``member_replies``); a member
+        without a reply goes back to the queue alone, its attempts untouched: a stack that fails
+        as a whole costs none of its jobs an attempt, and is not tried again as a stack."""
+        if not item.members:
+            with self.lock:
+                self.running -= 1
+            return self._settle(item, ok, error)
+        replies = members or {}
         with self.lock:
             self.running -= 1
+            if not ok:
+                self.result.unstacked.append((item.key, error))
+            now = time.time()
+            for m in item.members:
+                if m.key not in replies:
+                    m.ready_at = now
+                    self.ready.append(m)
+            self.lock.notify_all()
+        for m in item.members:
+            reply = replies.get(m.key)
+            if reply is None:
+                continue
+            m.seconds = None if item.seconds is None else item.seconds / len(item.members)  # its share, for the ETA
+            m.attempts += 1
+            m.slot, m.traceback, m.failure, m.step = (
+                item.slot,
+                reply.get("traceback"),
+                reply.get("kind"),
+                reply.get("step"),
+            )
+            self._settle(m, reply["status"] == "ok", reply.get("error"))
+
+    def _settle(self, item: Item, ok: bool, error: str | None) -> None:
+        """One job's attempt is over (no longer counted as running): done, queued again, or failed for good."""
+        final_failure = False
+        with self.lock:
             if ok:
                 self.done_keys.add(item.key)
                 self.result.done.append(item)
@@ -420,7 +475,7 @@ def run_queue(
     stopping = threading.Event()
     workers = {s.name: Worker(s, log_dir / f"worker-{s.name.replace(':', '').replace('#', '-')}.log") for s in slots}
 
-    def attempt(worker: Worker, slot: Slot, item: Item) -> tuple[bool, str | None]:
+    def attempt(worker: Worker, slot: Slot, item: Item) -> tuple[bool, str | None, dict]:
         item.attempts += 1
         item.slot = slot.name
         if worker.proc is None or worker.proc.poll() is not None:
@@ -432,16 +487,16 @@ def run_queue(
             except WorkerError as e:  # died (OOM killer while importing torch ...) or hung while starting
                 worker.kill()
                 item.traceback, item.failure, item.step = None, e.kind, None
-                return False, f"while starting: {e}"
+                return False, f"while starting: {e}", {}
         payload = item.payload.dispatched(item.attempts, slot.name, slot.device, max(0.0, time.time() - item.ready_at))
         try:
-            reply = run_job(worker, payload, timeout or None)
+            reply = run_job(worker, payload, attempt_timeout(item, timeout) or None)
         except WorkerGone:
             item.attempts -= 1  # the job never reached the worker
             raise
         item.traceback, item.failure, item.step = reply.get("traceback"), reply.get("kind"), reply.get("step")
         item.seconds = reply.get("seconds")
-        return reply["status"] == "ok", reply.get("error")
+        return reply["status"] == "ok", reply.get("error"), member_replies(item, reply, is_done)
 
     def slot_loop(slot: Slot) -> None:
         worker = workers[slot.name]
@@ -451,8 +506,9 @@ def run_queue(
                 item = sched.next()
                 if item is None:
                     return
+                members: dict = {}
                 try:
-                    ok, error = attempt(worker, slot, item)
+                    ok, error, members = attempt(worker, slot, item)
                 except WorkerGone:  # died while idle: start a fresh one, the job keeps its attempts
                     worker.stop()
                     item.lost += 1
@@ -463,12 +519,12 @@ def run_queue(
                     ok, error = False, "worker process died before the job started, 4 times"
                 if stopping.is_set():  # the run was interrupted: this attempt's outcome is not recorded
                     return
-                if not ok and is_done(item):
+                if not ok and not item.members and is_done(item):
                     ok, error = True, None
                 if not ok or (max_jobs_per_worker and worker.jobs >= max_jobs_per_worker):
                     worker.stop()  # a fresh process for the next job
                 finished, item = item, None
-                sched.finish(finished, ok, error)
+                sched.finish(finished, ok, error, members)
         except BaseException as e:
             fatal.append(e)
             if item is not None:

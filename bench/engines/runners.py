@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 from collections import OrderedDict
@@ -37,9 +38,10 @@ from bench.tasks.table import TASKS, score
 from bench.training.augment import augmented_path, load_augmented
 from bench.training.augment import run_augment as augment_job
 from bench.training.export import model_card, model_description, save_model_folder, wrapped_hf
-from bench.training.loop import evaluate, precision_scope, warm_up_step
+from bench.training.loop import Diverged, evaluate, precision_scope, warm_up_step
 from bench.training.teachers import augmented_outputs_path, load_outputs, run_teacher_outputs, train_teacher
 
+log = logging.getLogger(__name__)
 _TASKS: dict[str, Any] = {}
 _WARM: set[str] = set()  # (task, model) pairs this worker has warmed up for
 _LOGITS: OrderedDict[str, dict] = OrderedDict()
@@ -68,6 +70,8 @@ def warm_up(job: JobPayload, device: Any) -> float:
     optimizer set-up). Returns the seconds spent, 0.0 when the worker was warm. Augmentation jobs
     read no task data and need none. Every recipe seeds before it builds, so the model built here
     changes no result."""
+    if job.kind == "stack":  # its members share task and student model: warm up as its first
+        return warm_up(job.members[0], device)
     config = job.config
     if job.kind not in (*MODEL_OF, "teacher-outputs"):
         return 0.0
@@ -139,14 +143,11 @@ def run_teacher(job: JobPayload, device: Any, worker_startup: float = 0.0) -> di
     return train_teacher(job, data, device, started, span, worker_startup)
 
 
-def run_distill(job: JobPayload, device: Any, worker_startup: float = 0.0) -> dict:
-    """Distil one student and write its record atomically; returns the record. ``worker_startup``:
-    the worker's one-off seconds before this job (``timings.worker_startup``, outside ``total``)."""
+def distill_context(job: JobPayload, device: Any) -> DistillContext:
+    """What a distillation job's recipe receives: the task data (with its augmented examples, if
+    any) and its teachers' cached logits, averaged once per split."""
     import torch
 
-    started = time.perf_counter()
-    span = energy.begin(job.energy, device)
-    wall_start = time.time()
     config = job.config
     data = load_task(config, job.paths.cache)
     augment = config.get("augment")
@@ -159,7 +160,7 @@ def run_distill(job: JobPayload, device: Any, worker_startup: float = 0.0) -> di
         for s in logits[0]
         if s in data.splits
     }  # dense per-split logits (not the LM's top-K caches)
-    ctx = DistillContext(
+    return DistillContext(
         data=data,
         spec=train_spec(config["student"], config["seed"]),
         seed=config["seed"],
@@ -174,14 +175,48 @@ def run_distill(job: JobPayload, device: Any, worker_startup: float = 0.0) -> di
         device=device,
         teacher_outputs=tuple(logits),
     )
+
+
+def run_distill(job: JobPayload, device: Any, worker_startup: float = 0.0) -> dict:
+    """Distil one student and write its record atomically; returns the record. ``worker_startup``:
+    the worker's one-off seconds before this job (``timings.worker_startup``, outside ``total``)."""
+    started = time.perf_counter()
+    span = energy.begin(job.energy, device)
+    wall_start = time.time()
+    ctx = distill_context(job, device)
     t_setup = time.perf_counter()
+    with precision_scope(job_precision(job.config), device):  # every forward pass of the recipe and of the evaluation
+        model = METHODS[job.config["method"]["name"]].run(ctx)
+    t_train = time.perf_counter()
+    timings = {"setup": t_setup - started, "train": t_train - t_setup}
+    return finish_distill(job, ctx, model, timings, wall_start, span, worker_startup=worker_startup)
+
+
+def finish_distill(
+    job: JobPayload,
+    ctx: DistillContext,
+    model: Any,
+    timings: dict,
+    wall_start: float,
+    span: energy.Span,
+    before: dict | None = None,
+    worker_startup: float = 0.0,
+    **extra,
+) -> dict:
+    """Evaluate a trained student, write its record (with ``extra`` fields) and save it if asked;
+    returns the record. ``timings`` holds its setup and train seconds; eval and total are added.
+    Its energy is ``span``'s to the end of the evaluation, plus ``before`` when given (a stacked
+    job: its setup and its share of the stack's training, ``energy.combine``)."""
+    import torch
+
+    config, data = job.config, ctx.data
+    augment = config.get("augment")
     precision = job_precision(config)
-    with precision_scope(precision, device):  # every forward pass of the recipe and of the evaluation
-        model = METHODS[config["method"]["name"]].run(ctx)
-        t_train = time.perf_counter()
+    t_eval0 = time.perf_counter()
+    with precision_scope(precision, ctx.device):
         predictions: dict = {}
-        scores = evaluate(data, model, device, predictions)
-    t_eval = time.perf_counter()
+        scores = evaluate(data, model, ctx.device, predictions)
+    t_eval = time.perf_counter() - t_eval0
     info = TASKS[data.name]
     metric = info.metrics[0]
     record = {
@@ -212,20 +247,20 @@ def run_distill(job: JobPayload, device: Any, worker_startup: float = 0.0) -> di
         },
         "timings": {
             "queue_wait": job.queue_wait,
-            "setup": t_setup - started,
-            "train": t_train - t_setup,
-            "eval": t_eval - t_train,
-            "total": t_eval - started,
+            **timings,
+            "eval": t_eval,
+            "total": timings["setup"] + timings["train"] + t_eval,
             "worker_startup": worker_startup,  # one-off, paid before this job's clock: never in total
         },
         "device": job.device,
         "slot": job.slot,
-        "torch_device": str(device),
+        "torch_device": str(ctx.device),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "threads": torch.get_num_threads(),
         "deterministic": torch.are_deterministic_algorithms_enabled(),
         "student": None,
-        "energy": span.end(),  # over the same interval as timings.total
+        "energy": span.end() if before is None else energy.combine([(before, 1.0), (span.end(), 1.0)]),
+        **extra,
         "provenance": {**provenance(), "started": wall_start, "finished": time.time()},
     }
     if job.student_path is not None:
@@ -233,6 +268,92 @@ def run_distill(job: JobPayload, device: Any, worker_startup: float = 0.0) -> di
         record["student"] = save_student(job.student_path, job, model, data, record)
         record["timings"]["save"] = time.perf_counter() - t_save  # outside total: not the student's compute
     return write_record(job.record(), record)
+
+
+def run_stack(job: JobPayload, device: Any, worker_startup: float = 0.0) -> dict:
+    """Train a stack's distillation jobs (``job.members``) as one batched model
+    (``training.stack.train_stacked``), then evaluate each and write its record. Returns
+    ``{"members": {key: record | exception}}``: a member that diverged (``Diverged``) or whose
+    evaluation raised fails alone. With ``run.stack = "auto"`` (``job.plan["stack"]``) the members
+    are trained in chunks that fit the device's memory (``training.stack.auto_size``). Members
+    that cannot be stacked (``training.stack.stack_problem``) run one after the other, alone."""
+    from bench.training.stack import auto_size, stack_problem, student_bytes  # lazy: torch.func, workers only
+
+    wall_start = time.time()
+    outcomes: dict[str, Any] = {}
+    setups = []  # (member, ctx, model, loss, setup seconds, setup energy)
+    for member in job.members:
+        t0 = time.perf_counter()
+        span = energy.begin(member.energy, device)
+        ctx = distill_context(member, device)
+        model, loss = METHODS[member.config["method"]["name"]].stack_setup(ctx)  # type: ignore[misc]
+        setups.append((member, ctx, model, loss, time.perf_counter() - t0, span.end()))
+    first = setups[0]
+    split = first[1].data.splits["train"]
+    problem = stack_problem(first[2], split, job_precision(first[0].config))
+    if problem is not None:
+        log.info(f"stack {job.key}: {len(setups)} jobs run alone: {problem}")
+        for member, *_ in setups:
+            outcomes[member.key] = _alone(member, device)
+        return {"members": outcomes}
+    size = len(setups)
+    if job.plan.get("stack") == "auto":
+        targets = sum(t.numel() * t.element_size() for t in first[3].targets)
+        size = auto_size(student_bytes(first[2], split, first[1].spec.batch_size, targets), device)
+    chunks = [setups[i :: -(-len(setups) // size)] for i in range(-(-len(setups) // size))]
+    for chunk in chunks:
+        _train_chunk(chunk, device, wall_start, outcomes, worker_startup if chunk is chunks[0] else 0.0)
+    return {"members": outcomes}
+
+
+def _alone(member: JobPayload, device: Any) -> Any:
+    """A member run alone: its record, or the exception it raised."""
+    try:
+        return run_distill(member, device)
+    except Exception as e:
+        return e
+
+
+def _train_chunk(chunk: list, device: Any, wall_start: float, outcomes: dict, worker_startup: float) -> None:
+    """Train one stack of (member, ctx, model, loss, setup seconds, setup energy) together, then
+    finish each member alone: its record, or the exception that ends it (``Diverged`` at its
+    first non-finite loss), in ``outcomes``. The worker's one-off ``worker_startup`` goes to the
+    chunk's first member's record; each member is charged its own setup and evaluation and an
+    equal share of the stack's training, in seconds and in energy."""
+    from bench.training.stack import train_stacked  # lazy: torch.func, workers only
+
+    members, contexts, models, losses, setup, setup_energy = zip(*chunk)
+    train_span = energy.begin(members[0].energy, device)
+    fits = train_stacked(
+        list(models),
+        contexts[0].data.splits["train"],
+        contexts[0].spec,
+        [c.seed for c in contexts],
+        list(losses),
+        device,
+    )
+    train_seconds = sum(f["seconds"] for f in fits)
+    train_energy = train_span.end()
+    for i, (member, ctx, model, fit) in enumerate(zip(members, contexts, models, fits)):
+        if fit["diverged_at"] is not None:
+            outcomes[member.key] = Diverged(fit["diverged_at"])
+            continue
+        ctx.fit.update(steps=fit["steps"], seconds=fit["seconds"])
+        stack = {"size": len(chunk), "index": i, "train_seconds": train_seconds}
+        try:
+            outcomes[member.key] = finish_distill(
+                member,
+                ctx,
+                model,
+                {"setup": setup[i], "train": fit["seconds"]},
+                wall_start,
+                energy.begin(member.energy, device),
+                before=energy.combine([(setup_energy[i], 1.0), (train_energy, 1.0 / len(chunk))]),
+                worker_startup=worker_startup if i == 0 else 0.0,
+                stack=stack,
+            )
+        except Exception as e:
+            outcomes[member.key] = e
 
 
 def save_student(folder: str, job: JobPayload, model: Any, data: Any, record: dict) -> dict:
@@ -260,4 +381,10 @@ def save_student(folder: str, job: JobPayload, model: Any, data: Any, record: di
     return {"path": path, "format": kind}
 
 
-RUNNERS = {"teacher": run_teacher, "augment": run_augment, "teacher-outputs": run_outputs, "distill": run_distill}
+RUNNERS = {
+    "teacher": run_teacher,
+    "augment": run_augment,
+    "teacher-outputs": run_outputs,
+    "distill": run_distill,
+    "stack": run_stack,
+}

@@ -127,30 +127,34 @@ def main() -> None:
             one_off, pending_startup = pending_startup + warm_up(job, device), 0.0
             start = time.perf_counter()  # the job's own clock starts after the one-off costs
             result = RUNNERS[job.kind](job, device, one_off)
-            send(
-                {
-                    "key": key,
-                    "status": "ok",
-                    "score": result.get("score"),
-                    "seconds": time.perf_counter() - start,
-                    "worker_startup": one_off,
-                }
-            )
+            reply = {
+                "key": key,
+                "status": "ok",
+                "score": result.get("score"),
+                "seconds": time.perf_counter() - start,
+                "worker_startup": one_off,
+            }
+            if "members" in result:  # a stack: how each of its jobs ended
+                reply["members"] = {k: outcome(v) for k, v in result["members"].items()}
+            send(reply)
         except Exception as e:
-            tb = traceback.format_exc()
-            print(tb, file=sys.stderr)
-            send(
-                {
-                    "key": key,
-                    "status": "failed",
-                    "error": f"{type(e).__name__}: {e}",
-                    "kind": failure_kind(e),
-                    "step": getattr(e, "step", None),
-                    "traceback": tb,
-                    "seconds": time.perf_counter() - start,
-                    "worker_startup": one_off,
-                }
-            )
+            send({"key": key, **outcome(e), "seconds": time.perf_counter() - start, "worker_startup": one_off})
+
+
+def outcome(result: dict | BaseException) -> dict:
+    """A job's reply fields: ok with its score, or failed with the exception's kind, step (a
+    divergence) and traceback (also printed to the slot's log)."""
+    if not isinstance(result, BaseException):
+        return {"status": "ok", "score": result.get("score")}
+    tb = "".join(traceback.format_exception(result))
+    print(tb, file=sys.stderr)
+    return {
+        "status": "failed",
+        "error": f"{type(result).__name__}: {result}",
+        "kind": failure_kind(result),
+        "step": getattr(result, "step", None),
+        "traceback": tb,
+    }
 
 
 def started_seconds(t0: float) -> float:

@@ -43,6 +43,9 @@ class Method:
     features: str = "none"  # which teacher work is done online, recorded with every result
     check: Callable[[Any, Any, dict, str], None] | None = None  # (teacher spec, student spec, params, file)
     seed_offsets: tuple[int, ...] = (0,)  # data-order seeds a run derives from its seed s: s + offset
+    # run.stack: (ctx) -> (fresh student, training.stack.StackLoss), for methods whose only training
+    # is one loss over per-example targets; None: the method's jobs always run alone
+    stack_setup: Callable[[Any], tuple[Any, Any]] | None = None
 
     def defaults(self) -> dict[str, Any]:
         return {k: p.default for k, p in self.params.items() if p.default is not None}
@@ -84,6 +87,20 @@ def _run_kd_primary(ctx: Any) -> Any:
     )
 
     return train_kd_primary(ctx)
+
+
+def _setup_kd(ctx: Any) -> tuple[Any, Any]:
+    from bench.methods.kd import setup_kd  # lazy: the recipes import torch; `bench plan` reads this table without it
+
+    return setup_kd(ctx)
+
+
+def _setup_kd_primary(ctx: Any) -> tuple[Any, Any]:
+    from bench.methods.kd import (
+        setup_kd_primary,  # lazy: the recipes import torch; `bench plan` reads this table without it
+    )
+
+    return setup_kd_primary(ctx)
 
 
 def _run_tinybert(ctx: Any) -> Any:
@@ -177,6 +194,7 @@ BUILTIN_METHODS: dict[str, Method] = {
         doc="Hinton KD against softmax(mean of the k teachers' logits / T)",
         convention=KD_CONVENTION,
         check=partial(_models_of, "gpt", method="kd", allowed=False),
+        stack_setup=_setup_kd,
     ),
     "kd-primary": Method(
         name="kd-primary",
@@ -190,6 +208,7 @@ BUILTIN_METHODS: dict[str, Method] = {
         "the simplest method with a single-teacher part, run once per primary",
         convention="alpha*CE + (1-alpha)*T^2*[(1-beta)*KL(p_mean||p_s) + beta*KL(p_primary||p_s)], batchmean",
         check=partial(_models_of, "gpt", method="kd-primary", allowed=False),
+        stack_setup=_setup_kd_primary,
     ),
     "tinybert": Method(
         name="tinybert",

@@ -52,6 +52,7 @@ MAX_JOBS_PER_DEVICE = 64  # one worker process per slot
 MAX_SLOTS = 256  # devices x jobs_per_device
 MAX_THREADS = 1024
 MAX_RETRIES = 100
+MAX_STACK = 4096  # run.stack: students trained together
 MAX_SECONDS = 10**7  # timeouts and waits (about 115 days)
 
 _TOP_KEYS = {
@@ -551,8 +552,9 @@ def _run(data: Any, file: str, root: str) -> RunSpec:
     if slurm.log_directory:
         slurm = dataclasses.replace(slurm, log_directory=os.path.join(root, os.path.expanduser(slurm.log_directory)))
     energy = _build(PowerModel, data.get("energy", {}), file, "run.energy")
-    rest = {k: v for k, v in data.items() if k not in ("slurm", "energy")}
-    return dataclasses.replace(_build(RunSpec, rest, file, "run", skip=("slurm", "energy")), slurm=slurm, energy=energy)
+    rest = {k: v for k, v in data.items() if k not in ("slurm", "stack", "energy")}
+    run = _build(RunSpec, rest, file, "run", skip=("slurm", "stack", "energy"))
+    return dataclasses.replace(run, slurm=slurm, stack=data.get("stack", RunSpec.stack), energy=energy)
 
 
 ENGINE_NAMES = ("local", "dask", "slurm")
@@ -624,6 +626,13 @@ def check_run(run: RunSpec, file: str, prefix: str) -> None:
             f"expected one of: {', '.join(SAVE_STUDENTS)}, got {run.save_students!r}"
             f"{did_you_mean(str(run.save_students), SAVE_STUDENTS)}",
         )
+    if run.stack != "auto" and (isinstance(run.stack, bool) or not isinstance(run.stack, int) or run.stack < 1):
+        raise SpecError(
+            file,
+            f"{prefix}.stack",
+            f'expected a number of students >= 1 (1: each alone) or "auto", got {_short(run.stack)}',
+        )
+    _positive(file, f"{prefix}.stack", run.stack if isinstance(run.stack, int) else 1, 1, MAX_STACK)
     if run.engine not in ENGINE_NAMES:
         raise SpecError(
             file,

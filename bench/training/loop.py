@@ -101,7 +101,13 @@ def _schedule(spec: Any, total_steps: int) -> Callable[[int], float]:
     return factor
 
 
-def _optimizer(spec: Any, params: list) -> torch.optim.Optimizer:
+def lr_scheduler(opt: torch.optim.Optimizer, spec: Any, n: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The spec's schedule over its epochs of ``n`` examples (a last batch of one example is skipped)."""
+    batches_per_epoch = max(1, n // spec.batch_size + (n % spec.batch_size > 1))
+    return torch.optim.lr_scheduler.LambdaLR(opt, _schedule(spec, spec.epochs * batches_per_epoch))
+
+
+def optimizer(spec: Any, params: list) -> torch.optim.Optimizer:
     if spec.optimizer == "sgd":
         return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
     return torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
@@ -118,7 +124,7 @@ def warm_up_step(model: torch.nn.Module, split: Split, spec: Any, device: torch.
     builds its model, so this changes no result."""
     model.to(device).train()
     batch = {k: v.to(device) for k, v in split.batch(np.arange(min(2, len(split)))).items()}
-    opt = _optimizer(spec, [p for p in model.parameters() if p.requires_grad])
+    opt = optimizer(spec, [p for p in model.parameters() if p.requires_grad])
     model(**batch).float().sum().backward()
     opt.step()
     with torch.no_grad():
@@ -164,10 +170,9 @@ def train(
     """
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad] + list(extra_params or [])
-    opt = _optimizer(spec, params)
+    opt = optimizer(spec, params)
     n = len(split)
-    batches_per_epoch = max(1, n // spec.batch_size + (n % spec.batch_size > 1))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(spec, spec.epochs * batches_per_epoch))
+    sched = lr_scheduler(opt, spec, n)
     rng = np.random.default_rng(seed)
     labels_all = torch.from_numpy(split.labels)
     steps, start = 0, time.perf_counter()
