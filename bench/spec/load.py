@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Sequence
 from math import comb
 from typing import Any, get_args, get_origin, get_type_hints
 
@@ -145,6 +146,16 @@ def _build(cls: type, data: Any, file: str, prefix: str, skip: tuple[str, ...] =
     return cls(**kwargs)
 
 
+def _one_of(file: str, name: str, what: str, value: Any, choices: Sequence[str]) -> None:
+    """Refuse a value outside ``choices``, with the nearest choice as a hint."""
+    if value not in choices:
+        raise SpecError(
+            file,
+            name,
+            f"unknown {what} {value!r}{did_you_mean(str(value), choices)}; expected one of: {', '.join(choices)}",
+        )
+
+
 def _positive(file: str, name: str, value: float, minimum: float = 1, maximum: float | None = None) -> None:
     if value < minimum:
         raise SpecError(file, name, f"expected a value >= {minimum:g}, got {value!r}")
@@ -174,13 +185,7 @@ def _check_train(spec: TrainSpec, file: str, role: str) -> None:
     _positive(file, f"{role}.max_grad_norm", spec.max_grad_norm, 0)
     _positive(file, f"{role}.seed", spec.seed, 0, MAX_SEED)
     for key, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
-        value = getattr(spec, key)
-        if value not in choices:
-            raise SpecError(
-                file,
-                f"{role}.{key}",
-                f"unknown {key} {value!r}{did_you_mean(value, choices)}; expected one of: {', '.join(choices)}",
-            )
+        _one_of(file, f"{role}.{key}", key, getattr(spec, key), choices)
     if not 0 <= spec.momentum < 1:
         raise SpecError(file, f"{role}.momentum", f"expected 0 <= momentum < 1, got {spec.momentum}")
     milestones = list(spec.milestones)
@@ -492,13 +497,7 @@ def _design(data: Any, k: tuple[int, ...], file: str) -> DesignSpec:
     sweep (other than 1) with k = 1, so both must be planned."""
     design = _build(DesignSpec, data, file, "design")
     for key, choices in (("kind", DESIGN_KINDS), ("statistic", DESIGN_STATISTICS)):
-        value = getattr(design, key)
-        if value not in choices:
-            raise SpecError(
-                file,
-                f"design.{key}",
-                f"unknown {key} {value!r}{did_you_mean(str(value), choices)}; expected one of: {', '.join(choices)}",
-            )
+        _one_of(file, f"design.{key}", key, getattr(design, key), choices)
     if not 0 < design.error < 1:
         raise SpecError(file, "design.error", f"expected an error rate 0 < error < 1, got {design.error}")
     _positive(file, "design.tolerance", design.tolerance, 0)
