@@ -65,7 +65,6 @@ def jobs_frame(records: Sequence[dict], grid: Sequence[str] = ()) -> pd.DataFram
             row[f"t_{t}"] = v
         energy = r.get("energy") or {}  # records before energy was measured have none
         row["energy_kwh"], row["energy_source"] = energy.get("kwh"), energy.get("source")
-        row["co2e_g"] = energy.get("co2e_g")
         row["teacher_keys"] = ",".join(r["teacher_keys"])
         row["constant_predictions"] = _constant_predictions(r)
         fidelity = (r.get("teacher_work") or {}).get("cache_fidelity")
@@ -85,7 +84,7 @@ def _ok(jobs: pd.DataFrame) -> pd.DataFrame:
     """The successful runs, with numeric score and timing columns."""
     if "status" in jobs:
         jobs = jobs[jobs["status"] == "ok"]
-    numeric = [c for c in jobs.columns if c in ("score", "energy_kwh", "co2e_g") or c.startswith("t_")]
+    numeric = [c for c in jobs.columns if c in ("score", "energy_kwh") or c.startswith("t_")]
     return jobs.astype({c: float for c in numeric})
 
 
@@ -159,7 +158,7 @@ def scores_by_grid(jobs: pd.DataFrame, grid: Sequence[str] = ()) -> pd.DataFrame
         c
         for c in ok.columns
         if "_" in c
-        and c.split("_", 1)[0] not in ("t", "n", "teacher", "energy", "co2e")
+        and c.split("_", 1)[0] not in ("t", "n", "teacher", "energy")
         and pd.api.types.is_numeric_dtype(ok[c])
     ]
     if not grid:

@@ -79,7 +79,6 @@ def teachers_frame(plan: Plan, problems: list[str] | None = None) -> pd.DataFram
                 **{f"t_{k}": v for k, v in m["timings"].items()},
                 "energy_kwh": (m.get("energy") or {}).get("kwh"),  # teachers before energy was measured: None
                 "energy_source": (m.get("energy") or {}).get("source"),
-                "co2e_g": (m.get("energy") or {}).get("co2e_g"),
             }
         )
     return pd.DataFrame(rows)
@@ -933,9 +932,10 @@ def energy_sentence(jobs: pd.DataFrame, teachers: pd.DataFrame, model: PowerMode
     known = frame[frame["energy_kwh"].notna()]
     sources = ", ".join(f"{n} {s}" for s, n in known["energy_source"].value_counts().sort_index().items())
     missing = len(frame) - len(known)
+    kwh = known["energy_kwh"].sum()
     return (
-        f"Energy: the sweep's {len(known)} stored jobs and teachers used {known['energy_kwh'].sum():.3g} kWh, "
-        f"{known['energy_kwh'].sum() * model.carbon_intensity:.3g} gCO2e at {model.carbon_intensity:g} gCO2e/kWh "
+        f"Energy: the sweep's {len(known)} stored jobs and teachers used {kwh:.3g} kWh, "
+        f"{kwh * model.carbon_intensity:.3g} gCO2e at {model.carbon_intensity:g} gCO2e/kWh "
         f"(`[run.energy]`); sources: "
         f"{sources or 'none'}{f'; {missing} without energy (stored before it was measured)' if missing else ''}. "
         f"nvml and rapl are counters read on the machine; estimate is CPU seconds x {model.watts_per_core:g} W "
@@ -971,8 +971,8 @@ def _compute(
         ]
         return
     policy = options.teacher_cost
-    tkwh = dict(zip(teachers["key"], teachers["energy_kwh"])) if "energy_kwh" in teachers else {}
-    energy = bool(tkwh) and all(v is not None and v == v for v in tkwh.values())
+    energy = "energy_kwh" in teachers and bool(teachers["energy_kwh"].notna().all())  # teachers stored before: none
+    tkwh = dict(zip(teachers["key"], teachers["energy_kwh"])) if energy else {}
     bud = budget(
         jobs,
         charged_teacher_seconds(jobs, tsec, policy),

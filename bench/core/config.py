@@ -120,6 +120,10 @@ class RunSpec:
             return self.slurm.gpus / self.jobs_per_device
         return 0.0 if all(d == "cpu" for d in self.devices) else 1.0 / self.jobs_per_device
 
+    def slots(self) -> int:
+        """The local engine's slots (worker processes): devices x jobs_per_device."""
+        return len(self.devices) * self.jobs_per_device
+
     def slots_per_device(self) -> int:
         """How many jobs share one device: the energy of a GPU's counter is split between them."""
         share = self.gpu_share()

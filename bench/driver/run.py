@@ -27,7 +27,7 @@ from bench.core.records import load_records, record_path, write_record
 from bench.driver.progress import ProgressBar
 from bench.driver.students import keep_best_students, student_path
 from bench.engines.dispatch import Hooks, job_threads, run_engine
-from bench.engines.queue import Item, make_slots
+from bench.engines.queue import Item
 from bench.methods.table import METHODS
 from bench.plan.jobs import AugmentJob, DistillJob, OutputsJob, Plan, TeacherJob
 from bench.tasks.table import TASKS
@@ -150,7 +150,7 @@ def stack_items(plan: Plan, items: list[Item]) -> list[Item]:
         )
         return items
     limit = STACK_AUTO_CAP if run.stack == "auto" else int(run.stack)
-    slots = max(1, len(run.devices) * run.jobs_per_device)
+    slots = max(1, run.slots())
     groups: dict[str, list[Item]] = {}
     for item in items:
         groups.setdefault(stack_group(item.payload.config), []).append(item)
@@ -478,8 +478,7 @@ def _run_locked(plan: Plan, quiet: bool, teachers_only: bool, mixed_threads: boo
             return prep_done(plan, prep_by_key[item.key])
         return _record_ok(item.payload.record())
 
-    parallel = len(make_slots(sweep.run.devices, sweep.run.jobs_per_device, sweep.run.threads_per_job))
-    bar = None if quiet else ProgressBar(sum(len(i.jobs()) for i in items), parallel)
+    bar = None if quiet else ProgressBar(sum(len(i.jobs()) for i in items), sweep.run.slots())
 
     def progress(counts: dict) -> None:
         if bar is not None:

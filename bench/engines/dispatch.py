@@ -46,7 +46,7 @@ def job_threads(run) -> int:
         return max(1, run.slurm.cores // run.slurm_jobs_at_once())
     if run.engine == "dask" and run.scheduler:
         return 1
-    return max(1, (os.cpu_count() or 1) // max(1, len(run.devices) * run.jobs_per_device))
+    return max(1, (os.cpu_count() or 1) // max(1, run.slots()))
 
 
 def run_local(items: list[Item], run, log_dir: Path, hooks: Hooks, done_keys: set[str]) -> QueueResult:

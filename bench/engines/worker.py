@@ -127,13 +127,7 @@ def main() -> None:
             one_off, pending_startup = pending_startup + warm_up(job, device), 0.0
             start = time.perf_counter()  # the job's own clock starts after the one-off costs
             result = RUNNERS[job.kind](job, device, one_off)
-            reply = {
-                "key": key,
-                "status": "ok",
-                "score": result.get("score"),
-                "seconds": time.perf_counter() - start,
-                "worker_startup": one_off,
-            }
+            reply = {"key": key, **outcome(result), "seconds": time.perf_counter() - start, "worker_startup": one_off}
             if "members" in result:  # a stack: how each of its jobs ended
                 reply["members"] = {k: outcome(v) for k, v in result["members"].items()}
             send(reply)

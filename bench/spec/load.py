@@ -596,13 +596,13 @@ def check_run(run: RunSpec, file: str, prefix: str) -> None:
         except ValueError as e:
             raise SpecError(file, f"{prefix}.devices[{i}]", str(e)) from None
     _positive(file, f"{prefix}.jobs_per_device", run.jobs_per_device, 1, MAX_JOBS_PER_DEVICE)
-    if len(run.devices) * run.jobs_per_device > MAX_SLOTS:
+    if run.slots() > MAX_SLOTS:
         raise SpecError(
             file,
             f"{prefix}.jobs_per_device",
             f"expected at most {MAX_SLOTS} slots (worker processes) "
             f"in all; {len(run.devices)} devices x {run.jobs_per_device} jobs per device gives "
-            f"{len(run.devices) * run.jobs_per_device}",
+            f"{run.slots()}",
         )
     _positive(file, f"{prefix}.threads_per_job", run.threads_per_job, 0, MAX_THREADS)
     _positive(file, f"{prefix}.retries", run.retries, 0, MAX_RETRIES)
