@@ -34,10 +34,12 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from math import comb
 
 import numpy as np
 import pandas as pd
 
+from bench.analysis.robustness import DEFAULT_CONTRAST, FAIL, contrast_weights, headline_table
 from bench.analysis.stats import STATISTICS, call, robust_tables
 
 LEVEL = 0.95
@@ -60,27 +62,45 @@ class Scenario:
     sd_noise: float = 0.004
     shift: float = 0.0  # delta(k) = shift * (k - 1) / (N - 1): a mean gain reaching `shift` at k = N
     shrink: bool = False  # noise(k) = 1 / sqrt(k)
+    ks: tuple[int, ...] = ()  # the k's of the design (default 1..N; a partial design otherwise)
+    spread: str = "flat"  # the combination effect's sd times sqrt(k) ("grow"), 1/sqrt(k) ("shrink") or 1
+    fail: float = 0.0  # the chance that a run fails (drops by U(0.05, 0.30)) at k = 1
+    fail_shape: str = "flat"  # the same chance at every k ("flat") or fail / k ("1/k")
+    poor: float = 0.0  # one teacher (the first) this much worse than its fine-tuning noise gives
+    old: bool = True  # a scenario of the first calibration (its per-k targets still apply)
 
     @property
     def null(self) -> bool:
-        return self.shift == 0 and not self.shrink
+        return self.shift == 0 and not self.shrink and (self.fail == 0 or self.fail_shape == "flat")
+
+    def design(self) -> tuple[int, ...]:
+        return self.ks or tuple(range(1, self.n + 1))
+
+    def fail_at(self, k: int) -> float:
+        return self.fail / k if self.fail_shape == "1/k" else self.fail
+
+    def spread_at(self, k: int) -> float:
+        return {"flat": 1.0, "grow": np.sqrt(k), "shrink": 1 / np.sqrt(k)}[self.spread]
 
 
 def simulate(sc: Scenario, rng: np.random.Generator) -> pd.DataFrame:
     """One sweep's runs table (every k, every combination, every primary when the method has one)."""
     t = rng.normal(0, sc.sd_teacher, sc.n)
+    t[0] -= sc.poor
     pi = rng.normal(0, sc.sd_primary, sc.n)
     s = rng.normal(0, sc.sd_seed, sc.r)
     rows = []
-    for k in range(1, sc.n + 1):
+    for k in sc.design():
         delta = sc.shift * (k - 1) / (sc.n - 1)
         noise = sc.sd_noise / np.sqrt(k) if sc.shrink else sc.sd_noise
         for members in itertools.combinations(range(sc.n), k):
-            base = sc.mu + delta + t[list(members)].mean() + rng.normal(0, sc.sd_combination)
+            base = sc.mu + delta + t[list(members)].mean() + rng.normal(0, sc.sd_combination * sc.spread_at(k))
             comb = "-".join(map(str, members))
             for p in members if sc.primary else (None,):
                 cell = base + (pi[p] if p is not None else 0.0) + rng.normal(0, sc.sd_cell)
                 y = cell + s + rng.normal(0, noise, sc.r)
+                if sc.fail:
+                    y = y - (rng.random(sc.r) < sc.fail_at(k)) * rng.uniform(0.05, 0.30, sc.r)
                 rows += [(k, comb, p, j, float(y[j])) for j in range(sc.r)]
     df = pd.DataFrame(rows, columns=["k", "combination", "primary", "repeat", "score"])
     df["primary"] = df["primary"].astype("Int64")
@@ -94,26 +114,47 @@ def truth(sc: Scenario, m: int, draws: int = 400_000) -> pd.DataFrame:
     s = rng.normal(0, sc.sd_seed, (draws, m))
     e = rng.normal(0, 1, (draws, m))
     rows = []
-    for k in range(1, sc.n + 1):
+    for k in sc.design():
         delta = sc.shift * (k - 1) / (sc.n - 1)
         noise = sc.sd_noise / np.sqrt(k) if sc.shrink else sc.sd_noise
-        y = s + noise * e
-        rows.append({"k": k, "worst_m": delta + y.min(1).mean(), "best_m": delta + y.max(1).mean(), "mean": delta})
+        y = s + noise * e  # worst, best and mean are of the runs that did not fail
+        rows.append(
+            {"k": k, "worst_m": delta + y.min(1).mean(), "best_m": delta + y.max(1).mean(), "mean": delta + y.mean()}
+        )
     out = pd.DataFrame(rows).set_index("k")
     return out - out.loc[1]
 
 
 def one_sweep(sc: Scenario, seed: int, true: pd.DataFrame) -> dict:
-    """Verdict and interval coverage of one simulated sweep."""
+    """Verdict and interval coverage of one simulated sweep: the per-k intervals (against k=1) and
+    the headline contrast of every statistic, as the report computes them."""
     jobs = simulate(sc, np.random.default_rng(seed))
     summary, comparison = robust_tables(jobs, level=LEVEL)
     last = comparison.sort_values("k").iloc[-1]
-    out = {"call": call(last), "mde": last["mde_worst_m"], "df": last["df"]}
+    head = headline_table(jobs, level=LEVEL).set_index("statistic").reindex([*STATISTICS, FAIL])
+    calls = head["call"].fillna("too small to tell")
+    out = {
+        "call": call(last),
+        "mde": last["mde_worst_m"],
+        "df": last["df"],
+        "claims": bool(calls.isin(["better", "worse"]).any()),
+        "worst_better": bool(calls.get("worst_m") == "better" or calls.get(FAIL) == "better"),
+        "any_better": bool((calls == "better").any()),
+        "head_mde": float(head.loc["worst_m", "mde"]),
+        "head_half": float((head.loc["worst_m", "hi"] - head.loc["worst_m", "lo"]) / 2),
+        "last_half": float((last["gain_worst_m_hi"] - last["gain_worst_m_lo"]) / 2),
+        "too_small": bool(calls.get("worst_m") == "too small to tell"),
+        "fail_call": calls[FAIL],
+    }
+    ks = list(true.index)
+    weights = contrast_weights(DEFAULT_CONTRAST, ks, [comb(sc.n, k) for k in ks], 1)
     for s in STATISTICS:
         rows = summary[summary["k"] != 1]
         covered = (rows[f"d_{s}_lo"] <= rows["k"].map(true[s])) & (rows["k"].map(true[s]) <= rows[f"d_{s}_hi"])
         out[f"cover_{s}"] = covered.to_numpy()
         out[f"cover_{s}_kN"] = bool(covered.to_numpy()[-1])
+        target = float(weights @ true[s].to_numpy())
+        out[f"head_{s}"] = bool(head.loc[s, "lo"] <= target <= head.loc[s, "hi"])
     return out
 
 
@@ -122,34 +163,48 @@ def run_scenario(sc: Scenario, reps: int, jobs: int) -> dict:
     true = truth(sc, sc.r)
     with ProcessPoolExecutor(max_workers=jobs if jobs > 0 else os.cpu_count()) as pool:
         results = list(pool.map(one_sweep, [sc] * reps, [1000 + i for i in range(reps)], [true] * reps))
-    calls = pd.Series([r["call"] for r in results])
 
     def rate(x) -> tuple[float, float]:
         p = float(np.mean(x))
         return p, float(np.sqrt(p * (1 - p) / len(x)))
 
+    def col(name: str) -> list:
+        return [r[name] for r in results]
+
+    last_calls = pd.Series(col("call"))
     row = {
         "scenario": sc.name,
         "N": sc.n,
         "r": sc.r,
         "primary": sc.primary,
         "null": sc.null,
-        "claims": rate(calls.isin(["better", "worse"])),
-        "better": rate(calls == "better"),
-        "untestable": float((calls == "untestable").mean()),
-        "mde": float(np.nanmedian([r["mde"] for r in results])),
+        "old": sc.old,
+        "claims": rate(col("claims")),
+        "worst_better": rate(col("worst_better")),
+        "any_better": rate(col("any_better")),
+        "last_claims": rate(last_calls.isin(["better", "worse"])),
+        "last_better": rate(last_calls == "better"),
+        "mde": float(np.nanmedian(col("mde"))),
+        "head_mde": float(np.nanmedian(col("head_mde"))),
+        "wide": rate(np.nan_to_num(col("head_half"), nan=np.inf) > 0.1),
+        "last_wide": rate(np.nan_to_num(col("last_half"), nan=np.inf) > 0.1),
+        "head_half": float(np.nanmedian(col("head_half"))),
+        "too_small": rate(col("too_small")),
     }
     for s in STATISTICS:
-        row[f"cover_{s}"] = rate(np.concatenate([r[f"cover_{s}"] for r in results]))
-        row[f"cover_{s}_kN"] = rate([r[f"cover_{s}_kN"] for r in results])
-        per_k = np.array([r[f"cover_{s}"] for r in results])  # sweeps x (k = 2..N)
+        row[f"head_{s}"] = rate(col(f"head_{s}"))
+        row[f"cover_{s}"] = rate(np.concatenate(col(f"cover_{s}")))
+        row[f"cover_{s}_kN"] = rate(col(f"cover_{s}_kN"))
+        per_k = np.array(col(f"cover_{s}"))  # sweeps x (k != 1)
         low = int(per_k.mean(0).argmin())
-        row[f"cover_{s}_lowest"] = (*rate(per_k[:, low]), low + 2)  # the least-covered k, as (rate, MCSE, k)
+        row[f"cover_{s}_lowest"] = (*rate(per_k[:, low]), list(true.index)[low + 1])  # (rate, MCSE, k)
     return row
 
 
 def scenarios(quick: bool) -> list[Scenario]:
-    """Null scenarios over the designs, then effect scenarios for power and coverage."""
+    """Null scenarios over the designs, then effect scenarios for power and coverage, then the
+    families of issue 27 (failed runs, small and partial designs, a spread changing with k, one
+    poor teacher)."""
     out = []
     for n, r, primary in itertools.product((4, 6), (1, 3, 5), (False, True)):
         if quick and (r == 5 or (primary and n == 6)):
@@ -171,12 +226,38 @@ def scenarios(quick: bool) -> list[Scenario]:
         Scenario("shift +0.004 N=6 r=3 primary", primary=True, sd_primary=0.004, shift=0.004),
     ]
     if quick:
-        effects = effects[:1] + effects[3:4]
-    return out + effects
+        effects = effects[:2] + effects[3:4]
+    new = [
+        Scenario("failed runs 10%, flat, N=6 r=3", fail=0.1, old=False),
+        Scenario("failed runs 10%, flat, N=4 r=3", n=4, fail=0.1, old=False),
+        Scenario("failed runs 10%, flat, N=6 r=3 primary", primary=True, sd_primary=0.004, fail=0.1, old=False),
+        Scenario("partial k=1,2,6 N=6 r=3", ks=(1, 2, 6), old=False),
+        Scenario("partial k=1,2,4 N=4 r=3", n=4, ks=(1, 2, 4), old=False),
+        Scenario("spread x sqrt(k) N=6 r=3", spread="grow", sd_combination=0.004, old=False),
+        Scenario("spread / sqrt(k) N=6 r=3", spread="shrink", sd_combination=0.004, old=False),
+        Scenario("spread x sqrt(k) N=4 r=3", n=4, spread="grow", sd_combination=0.004, old=False),
+        Scenario("one poor teacher (-0.03) N=6 r=3", poor=0.03, old=False),
+        Scenario("one poor teacher (-0.03) N=4 r=3 primary", n=4, primary=True, sd_primary=0.004, poor=0.03, old=False),
+        Scenario("failures 0.3/k N=6 r=3", fail=0.3, fail_shape="1/k", old=False),
+        Scenario("failures 0.3/k N=6 r=3 primary", primary=True, sd_primary=0.004, fail=0.3, fail_shape="1/k", old=False),
+        Scenario("failures 0.3/k N=4 r=3", n=4, fail=0.3, fail_shape="1/k", old=False),
+    ]
+    return out + effects + new
 
 
-def fmt(pair: tuple[float, float]) -> str:
+def fmt(pair: tuple[float, ...]) -> str:
     return f"{pair[0]:.3f} ± {pair[1]:.3f}"
+
+
+OLD_HEADER = (
+    "| scenario | claims an effect | says 'better' (power) | median MDE | cover worst | cover best | cover mean "
+    "| cover worst at k=N | lowest per-k cover (worst / best / mean) |"
+)
+NEW_HEADER = (
+    "| scenario | verdict claims an effect | worst case better (worst or failures) | any statistic better "
+    "| k=N alone says better | cover worst / best / mean (headline) | median half-width worst (headline) "
+    "| half-width > 0.1: headline / k=N | too small to tell |"
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,32 +265,66 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=500, help="simulated sweeps per scenario (default 500)")
     p.add_argument("--jobs", type=int, default=-1, help="processes (default: every core)")
     p.add_argument("--quick", action="store_true", help="fewer scenarios (a smoke run)")
+    p.add_argument("--only", default="", help="only scenarios whose name contains this")
     args = p.parse_args(argv)
     start = time.perf_counter()
     rows, failures = [], []
-    print(f"calibration: {args.reps} sweeps per scenario, {LEVEL:.0%} intervals, verdict at k = N vs k = 1")
     print(
-        "| scenario | claims an effect | says 'better' (power) | median MDE | cover worst | cover best | cover mean "
-        "| cover worst at k=N | lowest per-k cover (worst / best / mean) |"
+        f"calibration: {args.reps} sweeps per scenario, {LEVEL:.0%} intervals; headline contrast "
+        f"{DEFAULT_CONTRAST!r} over every k, Holm over worst / best / mean (and the failure rate)"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
     for sc in scenarios(args.quick):
-        row = run_scenario(sc, args.reps, args.jobs)
-        rows.append(row)
+        if args.only not in sc.name:
+            continue
+        rows.append(run_scenario(sc, args.reps, args.jobs))
+        print(f"done: {sc.name} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+    print("\nThe verdict (headline contrast, every k):\n")
+    print(NEW_HEADER)
+    print("|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
         print(
-            f"| {row['scenario']} | {fmt(row['claims'])} | {fmt(row['better'])} | {row['mde']:.4f} "
+            f"| {row['scenario']} | {fmt(row['claims'])} | {fmt(row['worst_better'])} | {fmt(row['any_better'])} "
+            f"| {fmt(row['last_better'])} | "
+            + " / ".join(f"{row[f'head_{s}'][0]:.3f}" for s in STATISTICS)
+            + f" | {row['head_half']:.4f} | {row['wide'][0]:.3f} / {row['last_wide'][0]:.3f} | {row['too_small'][0]:.3f} |"
+        )
+    print("\nThe per-k intervals (every k against k=1; k=N alone is the old headline):\n")
+    print(OLD_HEADER)
+    print("|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row['scenario']} | {fmt(row['last_claims'])} | {fmt(row['last_better'])} | {row['mde']:.4f} "
             f"| {fmt(row['cover_worst_m'])} | {fmt(row['cover_best_m'])} | {fmt(row['cover_mean'])} "
             f"| {fmt(row['cover_worst_m_kN'])} | "
             + " / ".join(f"{row[f'cover_{s}_lowest'][0]:.3f} (k={row[f'cover_{s}_lowest'][2]})" for s in STATISTICS)
-            + " |",
-            flush=True,
+            + " |"
         )
+    for row in rows:
+        name = row["scenario"]
         if row["null"] and row["claims"][0] > 0.05 + 2 * row["claims"][1] + 1e-12:
-            failures.append(f"{row['scenario']}: false-positive rate {fmt(row['claims'])} above 5% + 2 MCSE")
+            failures.append(f"{name}: verdict false-positive rate {fmt(row['claims'])} above 5% + 2 MCSE")
         for s in STATISTICS:
-            for key in (f"cover_{s}", f"cover_{s}_kN", f"cover_{s}_lowest"):
-                if row[key][0] < 0.93:
-                    failures.append(f"{row['scenario']}: {key} {fmt(row[key])} below 0.93")
+            if row[f"head_{s}"][0] < 0.93:
+                failures.append(f"{name}: headline {s} coverage {fmt(row[f'head_{s}'])} below 0.93")
+        if row["null"] and (row["N"] == 4 or "partial" in name) and row["wide"][0] > 0.01:
+            failures.append(f"{name}: {row['wide'][0]:.3f} of sweeps with a headline worst half-width above 0.1")
+        if row["old"]:  # the per-k intervals' targets, in the scenarios they were calibrated on
+            if row["null"] and row["last_claims"][0] > 0.05 + 2 * row["last_claims"][1] + 1e-12:
+                failures.append(f"{name}: k=N false-positive rate {fmt(row['last_claims'])} above 5% + 2 MCSE")
+            for s in STATISTICS:
+                for key in (f"cover_{s}", f"cover_{s}_kN", f"cover_{s}_lowest"):
+                    if row[key][0] < 0.93:
+                        failures.append(f"{name}: {key} {fmt(row[key])} below 0.93")
+    targets = {
+        "failures 0.3/k N=6 r=3": ("worst_better", 0.8),
+        "failures 0.3/k N=4 r=3": ("worst_better", 0.5),
+        "shift +0.008 N=6 r=3": ("worst_better", 0.96),
+    }
+    for row in rows:
+        if row["scenario"] in targets:
+            key, goal = targets[row["scenario"]]
+            if row[key][0] < goal:
+                failures.append(f"{row['scenario']}: power {fmt(row[key])} below the goal {goal}")
     print(f"\n{len(rows)} scenarios in {time.perf_counter() - start:.0f} s")
     for f in failures:
         print("FAIL", f)

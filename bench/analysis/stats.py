@@ -215,45 +215,51 @@ def single_teacher_by_combination(
 # ---- the k model -------------------------------------------------------------------------------
 
 
+MIN_GROUP_DF = 6.0  # residual degrees of freedom a variance group of k's needs before it stands alone
+
+
 @dataclass(frozen=True)
 class KFit:
     """A least-squares fit of one statistic of the combinations (one grid point) on k levels and
-    additive teacher effects, with a variance function for the residuals.
+    additive teacher effects, with a variance for the residuals of each group of k's.
 
     ``coef[:len(ks)]`` are the k levels; ``proj`` maps the data to ``coef``; ``resid_map`` (I -
-    hat matrix) maps it to the residuals. The residual of a combination at k has variance
-    a + b / k (``var_a``, ``var_b`` >= 0): a is the spread that more teachers do not touch, b / k
-    what shrinks as k teachers (or k primaries' cells) are averaged. ``weights`` maps the squared
-    residuals to (a, b); ``inv_k`` = 1/k and ``share`` = 1 / cells per combination; ``df`` the
-    residual degrees of freedom of the fit. ``teacher_effects`` is False when the design could
-    not separate them from the k levels (then they are left out)."""
+    hat matrix) maps it to the residuals. A combination's residual has the variance of its k's
+    group: ``basis`` (n x G indicators) @ ``theta`` (G variances); each k is its own group when
+    its residuals carry at least ``MIN_GROUP_DF`` degrees of freedom, else it joins its neighbour
+    towards the middle of the k's (the one k = N combination, fitted exactly, always does).
+    ``weights`` (G x n, every entry >= 0) maps the squared residuals to ``theta``; ``share`` = 1 /
+    cells per combination; ``df`` the residual degrees of freedom of the fit.
+    ``teacher_effects`` is False when the design could not separate them from the k levels
+    (then they are left out)."""
 
     ks: tuple[int, ...]
     counts: tuple[int, ...]  # combinations per k
     coef: np.ndarray
     proj: np.ndarray
     resid_map: np.ndarray
-    inv_k: np.ndarray
+    basis: np.ndarray
     share: np.ndarray
-    weights: np.ndarray  # 2 x n: (a, b) = weights @ squared residuals
-    var_a: float
-    var_b: float
+    weights: np.ndarray  # G x n: theta = weights @ squared residuals
+    theta: np.ndarray
+    groups: tuple[tuple[int, ...], ...]  # the k's of each variance group
     df: int
     teacher_effects: bool
 
     def variance(self, vec: np.ndarray, extra_cell: float = 0.0) -> tuple[float, float]:
-        """Var(vec @ coef) = sum_c g_c^2 (a + b / k_c) with g = vec @ proj, and its degrees of
+        """Var(vec @ coef) = sum_c g_c^2 sigma^2(k_c) with g = vec @ proj, and its degrees of
         freedom. The estimate is a quadratic form r'Dr in the residuals r ~ N(0, M S M) (M = I -
-        hat matrix, S = diag(a + b / k)), so df = 2 E^2 / Var = tr(DMSM)^2 / tr((DMSM)^2)
-        (Satterthwaite 1946; n - p under the one-variance fallback). ``extra_cell`` adds to every
-        cell's variance (a what-if for planning)."""
-        if self.df <= 0 or not np.isfinite(self.var_a):
+        hat matrix, S = diag(sigma^2(k))) with D >= 0, so df = 2 E^2 / Var = tr(DMSM)^2 /
+        tr((DMSM)^2) (Satterthwaite 1946), at least the smallest group's share of the df and
+        never the collapse that signed weights give. ``extra_cell`` adds to every cell's
+        variance (a what-if for planning)."""
+        if self.df <= 0 or not np.all(np.isfinite(self.theta)):
             return float("nan"), 0.0
         g2 = (vec @ self.proj) ** 2
-        coeffs = np.array([g2.sum(), g2 @ self.inv_k])
-        var = float(coeffs @ [self.var_a, self.var_b])
+        coeffs = g2 @ self.basis
+        var = float(coeffs @ self.theta)
         d = coeffs @ self.weights  # r'Dr = the estimate, D diagonal
-        sig2 = self.var_a + self.var_b * self.inv_k
+        sig2 = self.basis @ self.theta
         dms = d[:, None] * (self.resid_map * sig2[None, :]) @ self.resid_map  # D M S M
         tr2 = float(np.einsum("ij,ji->", dms, dms))
         df = float(np.trace(dms)) ** 2 / tr2 if tr2 > 0 else float(self.df)
@@ -270,37 +276,51 @@ def _design(per_comb: pd.DataFrame, teacher_effects: bool) -> tuple[np.ndarray, 
     return np.column_stack(cols), ks
 
 
+def variance_groups(k: np.ndarray, leverage_left: np.ndarray) -> tuple[tuple[int, ...], ...]:
+    """The k's grouped for the residual variance: from the largest k down, a k joins the k's
+    below it until the group's residuals carry ``MIN_GROUP_DF`` degrees of freedom
+    (``leverage_left``: the diagonal of M = I - hat matrix, whose sum over a group is its df); a
+    smallest group short of that joins the one above. So every k with enough residuals has its
+    own variance (a spread that grows or shrinks with k, in either direction, is followed), and
+    a k with too few (the one k = N combination, fitted exactly) borrows its neighbours'."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for kk in sorted((int(x) for x in np.unique(k)), reverse=True):
+        current.append(kk)
+        if float(leverage_left[np.isin(k, current)].sum()) >= MIN_GROUP_DF:
+            groups.append(current)
+            current = []
+    if current:
+        if groups:
+            groups[-1] += current
+        else:
+            groups.append(current)
+    return tuple(tuple(sorted(g)) for g in sorted(groups, key=min))
+
+
 def _variance_function(
-    r2: np.ndarray, resid_map: np.ndarray, inv_k: np.ndarray, df: int
-) -> tuple[np.ndarray, float, float]:
-    """(weights, a, b) of the residual variance a + b / k from the squared residuals ``r2``, by
-    the unbiased moment equations E[r^2] = (M o M) [1, 1/k] (a, b) (M = I - hat matrix, o the
-    elementwise product; Searle, Casella & McCulloch 1992, ch. 4), constrained to a, b >= 0:
-    b < 0 gives one variance for every k (the residual mean square, RSS / df); a < 0 sets a = 0
-    and keeps the jointly fitted b (conservative: the variance at every k is then at least the
-    unconstrained estimate). ``weights`` is linear: (a, b) = weights @ r2."""
+    r2: np.ndarray, resid_map: np.ndarray, k: np.ndarray, df: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[tuple[int, ...], ...]]:
+    """(basis, weights, theta, groups) of the residual variance per group of k's: theta_g = sum of
+    the group's squared residuals / sum of their diagonal of M = I - hat matrix, the unbiased
+    moment estimate when the group's variance is constant (E[r_c^2] = sum_j M_cj^2 sigma_j^2 and
+    sum_j M_cj^2 = M_cc). Every weight is >= 0, so the estimate is never negative and its
+    Satterthwaite df cannot collapse."""
     n = len(r2)
     if df <= 0:
-        return np.zeros((2, n)), float("nan"), float("nan")
-    flat = np.vstack([np.ones(n) / df, np.zeros(n)])  # E[RSS] = df * a under one variance
-    moments = (resid_map * resid_map) @ np.column_stack([np.ones(n), inv_k])
-    if len(np.unique(inv_k)) < 2 or np.linalg.matrix_rank(moments) < 2:
-        return flat, *(flat @ r2)
-    weights = np.linalg.pinv(moments)
-    a, b = weights @ r2
-    if b < 0:
-        return flat, *(flat @ r2)
-    if a < 0:  # a := 0, b as jointly fitted: the variance at every k is then at least the unconstrained fit's
-        weights = np.vstack([np.zeros(n), weights[1]])
-        a = 0.0
-    return weights, float(a), float(b)
+        return np.ones((n, 1)), np.zeros((1, n)), np.array([float("nan")]), (tuple(sorted(set(int(x) for x in k))),)
+    lev = np.clip(np.diag(resid_map), 0.0, None)
+    groups = variance_groups(k, lev)
+    basis = np.column_stack([np.isin(k, g).astype(float) for g in groups])
+    weights = np.vstack([b / float(lev @ b) for b in basis.T])
+    return basis, weights, weights @ r2, groups
 
 
 def fit_k_model(per_comb: pd.DataFrame, stat: str) -> KFit:
     """Fit ``stat`` of the combinations of one grid point (rows of ``size_matched_by_combination``)
     as level(k) + the mean of its members' teacher effects + residual, by least squares, and the
-    residual variance as a + b / k (``_variance_function``). Teacher effects are left out when
-    the design cannot separate them from the k levels."""
+    residual variance per group of k's (``_variance_function``). Teacher effects are left out
+    when the design cannot separate them from the k levels."""
     data = per_comb[np.isfinite(per_comb[stat].to_numpy(float))]
     y = data[stat].to_numpy(float)
     for teacher_effects in (True, False):
@@ -312,20 +332,20 @@ def fit_k_model(per_comb: pd.DataFrame, stat: str) -> KFit:
     df = len(y) - x.shape[1]
     resid_map = np.eye(len(y)) - x @ proj
     resid = resid_map @ y
-    inv_k = 1.0 / data["k"].to_numpy(float)
-    weights, var_a, var_b = _variance_function(resid**2, resid_map, inv_k, df)
-    counts = tuple(int((data["k"] == k).sum()) for k in ks)
+    k = data["k"].to_numpy(int)
+    basis, weights, theta, groups = _variance_function(resid**2, resid_map, k, df)
+    counts = tuple(int((data["k"] == kk).sum()) for kk in ks)
     return KFit(
         ks,
         counts,
         coef,
         proj,
         resid_map,
-        inv_k,
+        basis,
         1.0 / data["n_cells"].to_numpy(float),
         weights,
-        var_a,
-        var_b,
+        theta,
+        groups,
         df,
         teacher_effects,
     )

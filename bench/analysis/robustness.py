@@ -1,0 +1,294 @@
+"""The verdict's headline: contrasts that use every k, failed runs and their rate per k, and the
+multiplicity rule over the statistics the verdict reads.
+
+Every function works on the **runs table** of ``bench.analysis.aggregate`` (see
+``bench.analysis.stats``), restricted to ok runs.
+
+1. **Headline contrasts** (``CONTRASTS``, chosen before the data by ``[report] contrast``):
+   - ``trend`` (default): the k levels of ``stats.fit_k_model`` regressed on x = 1 - 1/k with
+     the combinations as weights (the shape of a gain that comes from averaging k teachers'
+     logits: the teacher-seed variance of the target falls as 1/k), reported as the gain at the
+     largest k that the fitted trend implies, x(N) - x(base) times the slope;
+   - ``pooled``: the combination-weighted mean of level(k) - level(base) over every k != base
+     (all multi-teacher combinations against the single-teacher ones);
+   - ``last``: level(largest k) - level(base), the one k = N combination (the old headline).
+   Each is a fixed linear contrast of the k levels, with weights from the design (the number of
+   combinations per k), never from the scores; under "k changes nothing" each is 0 whatever the
+   weights, so its t interval (``stats.KFit.variance``) holds its level. ``trend`` and
+   ``pooled`` lean on the k's with many combinations and on k = base, so the one k = N
+   combination, whose spread the data cannot show, weighs little.
+2. **Failed runs** (``failed_runs``): a run fails when its predictions are one class for every
+   example (the majority-class collapse of small-data fine-tuning), when its score is past a
+   user threshold on the bad side (``[report] failure_threshold``), or when it lies more than
+   ``failure_mad`` robust standard deviations (1.4826 x MAD of the grid point's runs) below the
+   median on the bad side. ``failure_table`` gives the rate per k with a Wilson interval;
+   ``failure_trend`` the change of the rate over k (run-level least-squares slope on x = 1 - 1/k,
+   as the gain at the largest k) with a randomisation p-value: the failure labels permuted among
+   the runs of one student seed (``repeat``), so a seed that fails everywhere stays one seed's.
+3. **Multiplicity.** The verdict reads a family of hypotheses, worst, best and mean case, and the
+   failure rate when the sweep has a failed run; Holm's step-down at ``1 - level`` over the family
+   decides which changes are shown (``holm``); the intervals are printed at ``level``.
+4. **Too small to tell.** An interval wider than the range of the scores says nothing the data
+   do not: its call is "too small to tell" (as with no residual degrees of freedom).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from bench.analysis.aggregate import _ok
+from bench.analysis.stats import (
+    STATISTICS,
+    KFit,
+    _grid_points,
+    _per_combination,
+    _t_ppf,
+    _t_sf,
+    cells,
+    default_m,
+    fit_k_model,
+    minimum_detectable,
+)
+
+CONTRASTS = ("trend", "pooled", "last")
+DEFAULT_CONTRAST = "trend"
+FAILURE_MAD = 5.0  # robust standard deviations below the median that make a run a failure
+PERMUTATIONS = 4999  # randomisation draws of the failure trend's p-value (fixed seed: same report)
+PERMUTATION_SEED = 20211116
+FAIL = "fail"  # the failure rate's name in the headline table
+FAMILY = (*STATISTICS, FAIL)
+
+
+@dataclass(frozen=True)
+class FailureRule:
+    """What makes a run a failed run: predictions of one class, a score past ``threshold`` on the
+    bad side (None: no threshold), or more than ``mad`` robust standard deviations from the
+    median on the bad side (0: off)."""
+
+    threshold: float | None = None
+    mad: float = FAILURE_MAD
+
+
+def contrast_weights(kind: str, ks: Sequence[int], counts: Sequence[int], base_k: int) -> np.ndarray:
+    """The weights of contrast ``kind`` on the k levels ``ks`` (combinations per k: ``counts``),
+    summing to 0, scaled so that a gain reaching g at every k > base (``pooled``), at the largest
+    k (``last``) or g at the largest k along 1 - 1/k (``trend``) reads g."""
+    ks_a, n = np.asarray(ks, float), np.asarray(counts, float)
+    w = np.zeros(len(ks))
+    if kind == "last":
+        w[int(np.argmax(ks_a))], w[list(ks).index(base_k)] = 1.0, -1.0
+    elif kind == "pooled":
+        others = ks_a != base_k
+        w[others] = n[others] / n[others].sum()
+        w[list(ks).index(base_k)] = -1.0
+    elif kind == "trend":
+        x = 1.0 - 1.0 / ks_a
+        xbar = float(n @ x / n.sum())
+        ss = float(n @ (x - xbar) ** 2)
+        w = n * (x - xbar) / ss * (x.max() - x[list(ks).index(base_k)])
+    else:
+        raise ValueError(f"unknown contrast {kind!r}; expected one of {', '.join(CONTRASTS)}")
+    return w
+
+
+def contrast_label(kind: str, ks: Sequence[int], base_k: int) -> str:
+    """How the report names contrast ``kind`` in one phrase."""
+    top = max(ks)
+    if kind == "trend":
+        return f"the trend over every k (k={', '.join(map(str, ks))}) along 1 - 1/k, read at k={top} against k={base_k}"
+    if kind == "pooled":
+        return f"every k != {base_k} pooled (combination-weighted) against k={base_k}"
+    return f"k={top} against k={base_k}"
+
+
+# ---- failed runs -------------------------------------------------------------------------------
+
+
+def failed_runs(jobs: pd.DataFrame, higher_is_better: bool = True, rule: FailureRule = FailureRule(), grid: Sequence[str] = ()) -> pd.Series:
+    """Per ok run: True when it is a failed run under ``rule`` (module docstring, 2)."""
+    ok = _ok(jobs)
+    sign = 1.0 if higher_is_better else -1.0
+    out = pd.Series(False, index=ok.index)
+    if "constant_predictions" in ok:
+        out |= ok["constant_predictions"].fillna(False).astype(bool)
+    score = ok["score"].astype(float) * sign  # higher is better from here
+    if rule.threshold is not None:
+        out |= score < sign * rule.threshold
+    if rule.mad > 0:
+        for _, sub in _grid_points(score.to_frame().join(ok[list(grid)]), grid):
+            s = sub["score"]
+            med = float(s.median())
+            spread = 1.4826 * float((s - med).abs().median())
+            if spread > 0:
+                out.loc[s.index] |= s < med - rule.mad * spread
+    return out
+
+
+def _wilson(failures: int, n: int, level: float) -> tuple[float, float]:
+    """Wilson's score interval of a binomial rate (runs taken as independent)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    z = _t_ppf(0.5 + level / 2, 1e9)
+    p = failures / n
+    mid = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(mid - half, 0.0)), float(min(mid + half, 1.0))
+
+
+def failure_table(jobs: pd.DataFrame, failed: pd.Series, grid: Sequence[str] = (), level: float = 0.95) -> pd.DataFrame:
+    """Per (grid point, k): ok runs, failed runs, the failure rate and its Wilson interval."""
+    ok = _ok(jobs).assign(failed=failed)
+    rows = []
+    for point, sub in _grid_points(ok, grid):
+        for k, g in sub.groupby("k", sort=True):
+            n, f = len(g), int(g["failed"].sum())
+            lo, hi = _wilson(f, n, level)
+            rows.append({**point, "k": int(k), "runs": n, "failed": f, "rate": f / n, "rate_lo": lo, "rate_hi": hi})
+    return pd.DataFrame(rows, columns=[*grid, "k", "runs", "failed", "rate", "rate_lo", "rate_hi"])
+
+
+@dataclass(frozen=True)
+class Trend:
+    """The failure rate's change over k: ``estimate`` (rate at the largest k minus rate at base, as
+    the run-level trend along 1 - 1/k implies; < 0 is fewer failures), randomisation ``p``."""
+
+    estimate: float
+    p: float
+    failures: int
+    runs: int
+
+
+def failure_trend(sub: pd.DataFrame, failed: pd.Series, base_k: int = 1, draws: int = PERMUTATIONS) -> Trend:
+    """The trend of the failure rate over k in one grid point's ok runs ``sub`` (module docstring,
+    2): T = sum over runs of (x - mean x of its seed) * failed, x = 1 - 1/k; p = the share of
+    ``draws`` within-seed permutations of the labels with |T| at least the observed (plus one,
+    over draws + 1). Deterministic: a fixed seed."""
+    f = failed.loc[sub.index].to_numpy(float)
+    x = 1.0 - 1.0 / sub["k"].to_numpy(float)
+    seeds = sub["repeat"].to_numpy()
+    xc = x.copy()
+    for s in np.unique(seeds):
+        xc[seeds == s] -= x[seeds == s].mean()
+    ss = float(xc @ xc)
+    if ss == 0 or f.sum() == 0 or f.sum() == len(f):
+        return Trend(0.0, float("nan"), int(f.sum()), len(f))
+    t_obs = float(xc @ f)
+    span = x.max() - (1.0 - 1.0 / base_k)
+    rng = np.random.default_rng(PERMUTATION_SEED)
+    perm = np.empty((draws, len(f)))
+    for s in np.unique(seeds):
+        at = np.flatnonzero(seeds == s)
+        perm[:, at] = rng.permuted(np.broadcast_to(f[at], (draws, len(at))), axis=1)
+    t = perm @ xc
+    p = (1 + int((np.abs(t) >= abs(t_obs) - 1e-12).sum())) / (draws + 1)
+    return Trend(t_obs / ss * span, float(p), int(f.sum()), len(f))
+
+
+# ---- the headline ------------------------------------------------------------------------------
+
+
+def _headline(fit: KFit, kind: str, base_k: int, level: float) -> dict:
+    w = contrast_weights(kind, fit.ks, fit.counts, base_k)
+    vec = np.zeros(len(fit.coef))
+    vec[: len(fit.ks)] = w
+    est = float(vec @ fit.coef)
+    var, df = fit.variance(vec)
+    if not df > 0 or not var > 0:
+        return {"estimate": est, "se": np.nan, "lo": np.nan, "hi": np.nan, "p": np.nan, "df": df, "mde": np.nan}
+    se = float(np.sqrt(var))
+    q = _t_ppf(0.5 + level / 2, df)
+    return {
+        "estimate": est,
+        "se": se,
+        "lo": est - q * se,
+        "hi": est + q * se,
+        "p": float(2 * _t_sf(abs(est) / se, df)),
+        "df": df,
+        "mde": minimum_detectable(se, df, level),
+    }
+
+
+def holm(pvalues: Sequence[float], alpha: float) -> list[bool]:
+    """Holm's step-down (1979): which of the hypotheses are rejected with the family-wise error
+    at most ``alpha``; NaN p-values are not in the family."""
+    p = np.asarray(pvalues, float)
+    keep = np.flatnonzero(np.isfinite(p))
+    out = [False] * len(p)
+    for rank, i in enumerate(keep[np.argsort(p[keep], kind="stable")]):
+        if p[i] > alpha / (len(keep) - rank):
+            break
+        out[i] = True
+    return out
+
+
+def headline_table(
+    jobs: pd.DataFrame,
+    grid: Sequence[str] = (),
+    m: int | None = None,
+    higher_is_better: bool = True,
+    base_k: int = 1,
+    level: float = 0.95,
+    kind: str = DEFAULT_CONTRAST,
+    rule: FailureRule = FailureRule(),
+) -> pd.DataFrame:
+    """Per (grid point, statistic of ``FAMILY``): the headline contrast ``kind`` turned so that > 0
+    is better (fewer failures too), its ``level`` interval (none for the failure rate, which has
+    the randomisation p-value), p, df, se, the minimum detectable gain at 80% power, the score
+    range of the runs that did not fail. Worst, best and mean are those of the runs that did not fail
+    (a cell left with fewer than m runs is left out), so one collapsed run cannot swamp them: the
+    failures are the failure rate's. Then ``call``: better / worse (Holm over the family at 1 - level), unclear,
+    or "too small to tell" (no residual df, or an interval wider than the runs' range)."""
+    ok = _ok(jobs)
+    m = m or default_m(ok)
+    sign = 1.0 if higher_is_better else -1.0
+    failed = failed_runs(ok, higher_is_better, rule, grid)
+    rows = []
+    for point, sub in _grid_points(ok, grid):
+        kept = sub[~failed.loc[sub.index]]  # worst / best / mean of the runs that did not fail
+        per_comb = _per_combination(cells(kept, (), m, higher_is_better), ())
+        if per_comb.empty:
+            continue
+        spread = float(kept["score"].max() - kept["score"].min())
+        block = []
+        for s in STATISTICS:
+            fit = fit_k_model(per_comb, s)
+            if base_k not in fit.ks or len(fit.ks) < 2:
+                continue
+            h = _headline(fit, kind, base_k, level)
+            lo, hi = sorted((sign * h["lo"], sign * h["hi"])) if np.isfinite(h["lo"]) else (np.nan, np.nan)
+            block.append(
+                {**point, "statistic": s, "gain": sign * h["estimate"], "lo": lo, "hi": hi, "p": h["p"], "df": h["df"],
+                 "se": h["se"], "mde": h["mde"], "range": spread, "n_ks": len(fit.ks)}
+            )
+        if int(failed.loc[sub.index].sum()) > 0 and sub["k"].nunique() > 1:
+            t = failure_trend(sub, failed, base_k)
+            block.append(
+                {**point, "statistic": FAIL, "gain": -t.estimate, "lo": np.nan, "hi": np.nan, "p": t.p, "df": np.nan,
+                 "se": np.nan, "mde": np.nan, "range": 1.0, "n_ks": int(sub["k"].nunique())}
+            )
+        shown = holm([b["p"] if _informative(b) else np.nan for b in block], 1 - level)
+        for b, significant in zip(block, shown):
+            b["contrast"] = kind
+            b["call"] = _call(b, significant)
+        rows += block
+    cols = [*grid, "statistic", "contrast", "gain", "lo", "hi", "p", "df", "se", "mde", "range", "n_ks", "call"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _informative(row: dict) -> bool:
+    if row["statistic"] == FAIL:
+        return bool(np.isfinite(row["p"]))
+    width = row["hi"] - row["lo"]
+    return bool(np.isfinite(width) and width / 2 <= row["range"])
+
+
+def _call(row: dict, significant: bool) -> str:
+    if not _informative(row):
+        return "too small to tell"
+    if not significant:
+        return "unclear"
+    return "better" if row["gain"] > 0 else "worse"
