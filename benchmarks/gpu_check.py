@@ -13,8 +13,9 @@ reason when it cannot run (no CUDA, a missing package or data folder, the budget
                  a stack, NVML energy and GPU slots on the real device;
   quickstart     ``bench run sweeps/quickstart.toml --devices cuda:0`` with run.stack = "auto"
                  (2 jobs per device) and with run.stack = 1 at 4, 2 and 1 jobs per device, each in
-                 its own project folder (teachers and results apart): wall each, scores equal
-                 across settings within bench rerun's stack tolerance (0.01), energy sources;
+                 its own project folder (teachers and results apart), at r = 1 (63 jobs) unless
+                 ``--quickstart-repeats 3``: wall each, scores equal across settings within bench
+                 rerun's stack tolerance (0.01), energy sources (nvml expected);
   bert-minilm    a CoLA job, 2 MiniLM teachers (``all-minilm-l6-v2``) and a MiniLM-size student
                  (6 layers, width 384), through ``bench run`` at fp32 and at bf16: the student's
                  training examples/s and the bf16/fp32 ratio;
@@ -47,7 +48,7 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,7 @@ class Context:
     deadline: float
     probe: dict
     log: Path
+    quickstart_repeats: int = 1
 
     def env(self) -> dict[str, str]:
         """The environment of every command: this checkout's bench first on the path, unbuffered."""
@@ -189,17 +191,19 @@ def require(ctx: Context, packages: tuple[str, ...] = (), paths: tuple[Path, ...
 
 def worker(ctx: Context, part: str, timeout: float) -> dict:
     """Run ``part``'s Python work in a child process of this script (``--worker``) and return the
-    JSON it wrote; a child that fails or passes its cap raises RuntimeError."""
+    JSON it wrote; a child that fails or passes its cap raises PartFailed with the figures it had
+    written by then (it rewrites them after each step)."""
     out = ctx.work / f"{part}.json"
     cmd = [sys.executable, str(Path(__file__).resolve()), str(ctx.outdir), "--worker", part]
     cmd += ["--worker-out", str(out), "--data", str(ctx.data)]
-    rc, text, seconds = run_command(ctx, cmd, timeout)
+    rc, text, _ = run_command(ctx, cmd, timeout)
+    figures = json.loads(out.read_text()) if out.is_file() else {}
     if rc == 124:
-        raise RuntimeError(f"stopped at its cap of {timeout:.0f} s")
-    if rc != 0 or not out.is_file():
+        raise PartFailed(figures, f"stopped at its cap of {timeout:.0f} s (figures so far kept)")
+    if rc != 0 or not figures:
         tail = " | ".join(text.strip().splitlines()[-3:])
-        raise RuntimeError(f"worker exited {rc}: {tail}")
-    return json.loads(out.read_text())
+        raise PartFailed(figures, f"worker exited {rc}: {tail}")
+    return figures
 
 
 # ---------------------------------------------------------------- the parts (main process)
@@ -258,7 +262,15 @@ def part_quickstart(ctx: Context, cap: float) -> tuple[dict, str]:
         folder = ctx.work / f"quickstart-{name}"
         spec = _project(folder, text)
         cmd = [sys.executable, "-m", "bench.cli", "run", str(spec), "--devices", DEVICE]
-        cmd += ["--jobs-per-device", str(jobs), "--set", f"run.stack={stack}", "--no-report", "--quiet"]
+        cmd += [
+            "--jobs-per-device",
+            str(jobs),
+            "--set",
+            f"run.stack={stack}",
+            "--set",
+            f"repeats={ctx.quickstart_repeats}",
+        ]
+        cmd += ["--no-report", "--quiet"]
         rc, _, wall = run_command(ctx, cmd, left, cwd=folder)
         recs, metas = _outputs(folder)
         ok = [r for r in recs if r.get("status") == "ok"]
@@ -276,7 +288,7 @@ def part_quickstart(ctx: Context, cap: float) -> tuple[dict, str]:
             "energy_sources": dict(sources),
         }
     ran = [n for n in scores if settings[n]["status"] == "ok"]
-    base = ran[0] if ran else None
+    base = ran[0] if ran else ""
     for n in ran[1:]:
         common = set(scores[base]) & set(scores[n])
         diffs = [abs(scores[base][k] - scores[n][k]) for k in common]
@@ -297,7 +309,7 @@ def part_quickstart(ctx: Context, cap: float) -> tuple[dict, str]:
         for n, s in settings.items()
         if s["status"] == "ok" and set(s["energy_sources"]) != {"nvml"}
     ]
-    results = {"settings": settings, "tolerance": STACK_TOLERANCE, "baseline": base}
+    results = {"settings": settings, "tolerance": STACK_TOLERANCE, "baseline": base, "repeats": ctx.quickstart_repeats}
     summary = "; ".join(f"{n} {s['wall_s']} s" if "wall_s" in s else f"{n} {s['status']}" for n, s in settings.items())
     if problems or not ran:
         raise PartFailed(results, "; ".join(problems) or "no setting finished")
@@ -436,7 +448,9 @@ PARTS: dict[str, Callable[[Context, float], tuple[dict, str]]] = {
 # ---------------------------------------------------------------- child-process work (--worker)
 
 
-def work_bert_base(data: Path, layers: int = 12, hidden: int = 768, batch: int = 32, seconds: float = 5.0) -> dict:
+def work_bert_base(
+    data: Path, layers: int = 12, hidden: int = 768, batch: int = 32, seconds: float = 5.0
+) -> Iterator[dict]:
     """A BERT-base-size classifier (12 layers, hidden 768, 12 heads, FFN 3072, random init) on
     random token ids, batch 32 x 128 tokens, under bench's ``precision_scope``: examples/s of
     training steps (forward + backward + AdamW step) and of forward passes, each timed for about
@@ -449,14 +463,10 @@ def work_bert_base(data: Path, layers: int = 12, hidden: int = 768, batch: int =
     device = torch.device(DEVICE)
     length = 128
     torch.manual_seed(0)
-    config = BertConfig(
-        num_labels=2,
-        num_hidden_layers=layers,
-        hidden_size=hidden,
-        num_attention_heads=hidden // 64,
-        intermediate_size=4 * hidden,
-    )
-    model = BertForSequenceClassification(config).to(device)
+    sizes: dict[str, Any] = {"num_hidden_layers": layers, "hidden_size": hidden, "num_labels": 2}
+    config = BertConfig(**sizes, num_attention_heads=max(1, hidden // 64), intermediate_size=4 * hidden)
+    model: Any = BertForSequenceClassification(config)
+    model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     ids = torch.randint(1000, 30000, (batch, length), device=device)
     labels = torch.randint(0, 2, (batch,), device=device)
@@ -499,10 +509,10 @@ def work_bert_base(data: Path, layers: int = 12, hidden: int = 768, batch: int =
             "forward_examples_per_s": rate(forward, precision, seconds / 2),
             "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
         }
-    return out
+        yield out
 
 
-def work_cifar_stack(data: Path) -> dict:
+def work_cifar_stack(data: Path) -> Iterator[dict]:
     """``benchmarks/stack.py``'s ``cifar_throughput`` on cuda:0: ResNet-8 and ResNet-20, 8 students
     alone and stacks of 8 and 32, 2048 training images, best of 2."""
     import torch
@@ -521,10 +531,10 @@ def work_cifar_stack(data: Path) -> dict:
             **r,
             "stacked_examples_per_s": {str(n): v for n, v in r["stacked_examples_per_s"].items()},
         }
-    return {"images": 2048, "students_alone": 8, "depths": depths}
+        yield {"images": 2048, "students_alone": 8, "depths": depths}
 
 
-WORKERS: dict[str, Callable[[Path], dict]] = {"bert-base": work_bert_base, "cifar-stack": work_cifar_stack}
+WORKERS: dict[str, Callable[[Path], Iterator[dict]]] = {"bert-base": work_bert_base, "cifar-stack": work_cifar_stack}
 
 
 # ---------------------------------------------------------------- the run and its outputs
@@ -576,7 +586,7 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def check(outdir: Path, budget_s: float, data: Path, only: tuple[str, ...] = ()) -> dict:
+def check(outdir: Path, budget_s: float, data: Path, only: tuple[str, ...] = (), quickstart_repeats: int = 1) -> dict:
     """Run the parts (all, or ``only``) within ``budget_s`` and write gpu_check.json and .md."""
     t0 = time.monotonic()
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -585,7 +595,7 @@ def check(outdir: Path, budget_s: float, data: Path, only: tuple[str, ...] = ())
     log.write_text(f"gpu_check {started}\n")
     with tempfile.TemporaryDirectory(prefix="bench-gpu-check-") as tmp:
         probe = probe_cuda(timeout=min(90.0, budget_s))
-        ctx = Context(outdir=outdir, work=Path(tmp), data=data, deadline=t0 + budget_s, probe=probe, log=log)
+        ctx = Context(outdir, Path(tmp), data, t0 + budget_s, probe, log, quickstart_repeats)
         parts = []
         for name in PARTS:
             if only and name not in only:
@@ -601,6 +611,7 @@ def check(outdir: Path, budget_s: float, data: Path, only: tuple[str, ...] = ())
         "elapsed_s": round(time.monotonic() - t0, 1),
         "environment": {**probe, "host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "data": str(data),
+        "quickstart_repeats": quickstart_repeats,
         "parts": [dataclasses.asdict(p) for p in parts],
         "skipped": {p.name: p.reason for p in parts if p.status == "skipped"},
         "failed": {p.name: p.reason for p in parts if p.status == "failed"},
@@ -617,18 +628,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--data", type=Path, default=DEFAULT_DATA, help="holds glue/CoLA and cifar10 (default ../shared/data)"
     )
+    ap.add_argument(
+        "--quickstart-repeats",
+        type=int,
+        default=1,
+        help="the quickstart's r in each setting (default 1: 63 jobs; 3 is the quickstart as shipped, 189)",
+    )
     ap.add_argument("--only", default="", help="comma-separated parts to run (default: all): " + ", ".join(PARTS))
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     ap.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.worker:  # a child of check(): one part's Python work, its figures as JSON
-        args.worker_out.write_text(json.dumps(WORKERS[args.worker](args.data)))
+    if args.worker:  # a child of check(): one part's Python work, its figures so far after each step
+        for figures in WORKERS[args.worker](args.data):
+            tmp = args.worker_out.with_suffix(".tmp")
+            tmp.write_text(json.dumps(figures))
+            tmp.replace(args.worker_out)
         return 0
     only = tuple(p for p in args.only.split(",") if p)
     unknown = [p for p in only if p not in PARTS]
     if unknown:
         ap.error(f"unknown part(s) {', '.join(unknown)}; expected some of {', '.join(PARTS)}")
-    report = check(args.outdir, args.budget_s, args.data.resolve(), only)
+    report = check(args.outdir, args.budget_s, args.data.resolve(), only, args.quickstart_repeats)
     print(f"skipped: {'; '.join(f'{k} ({v})' for k, v in report['skipped'].items()) or 'none'}")
     if report["failed"]:
         print(f"failed: {'; '.join(f'{k} ({v})' for k, v in report['failed'].items())}")
