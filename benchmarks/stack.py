@@ -114,7 +114,10 @@ def cifar_throughput(
     sizes = stack_sizes or (students,)
     rng = np.random.default_rng(0)
     rows = len(split) * split.n_views
-    targets = [torch.from_numpy(rng.normal(size=(rows, 10)).astype(np.float32)) for _ in range(max(students, *sizes))]
+    targets = [  # on the device, as a recipe's stack_setup puts them (bench.methods.kd)
+        torch.from_numpy(rng.normal(size=(rows, 10)).astype(np.float32)).to(device)
+        for _ in range(max(students, *sizes))
+    ]
 
     def loss(logits: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return kd_loss(logits, t, labels, 4.0, 0.1)

@@ -89,7 +89,8 @@ def test_a_stack_on_cuda_trains_each_student_as_it_would_train_alone(tmp_path):
     split = data.splits["train"]
     spec = TrainSpec(model="mlp", params={"hidden": [16]}, epochs=4, batch_size=64, lr=0.01)
     rng = np.random.default_rng(0)
-    targets = [torch.from_numpy(rng.normal(size=(len(split), 10)).astype(np.float32)) for _ in range(3)]
+    # on the device, as a recipe's stack_setup puts them (bench.methods.kd)
+    targets = [torch.from_numpy(rng.normal(size=(len(split), 10)).astype(np.float32)).to(CUDA) for _ in range(3)]
     seeds = [0, 1, 2]
 
     def loss(logits: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
