@@ -93,50 +93,82 @@ def e2e() -> None:
     )
 
 
-def cifar(students: int, images: int, threads: int) -> None:
-    """ResNet-8 students on CIFAR-10 (4 crop/flip views), one after the other vs one stack."""
-    torch.set_num_threads(threads)
-    cache = Path(tempfile.gettempdir()) / "bench-stack-cifar"
-    spec = TaskSpec(name="cifar10", data=str(REPO.parent / "shared" / "data" / "cifar10"), train_subset=images, views=4)
-    data = load_cifar10(spec, cache)
-    split = data.splits["train"]
-    train_spec = TrainSpec(model="resnet8", epochs=1, batch_size=64, lr=0.05, optimizer="sgd", max_grad_norm=0.0)
+def cifar_throughput(
+    students: int,
+    images: int,
+    device: torch.device,
+    depth: int = 8,
+    stack_sizes: tuple[int, ...] = (),
+    rounds: int = 2,
+    data: str | Path = REPO.parent / "shared" / "data" / "cifar10",
+    cache: Path | None = None,
+) -> dict:
+    """CIFAR-10 ResNet-``depth`` students (4 crop/flip views, batch 64, SGD, one epoch on
+    ``images`` training images) on ``device``: ``students`` of them one after the other, then one
+    stack of each size in ``stack_sizes`` (default: ``students``), alternated, best of ``rounds``.
+    Returns examples per second alone and per stack size, and the images trained on."""
+    cache = cache or Path(tempfile.gettempdir()) / "bench-stack-cifar"
+    spec = TaskSpec(name="cifar10", data=str(data), train_subset=images, views=4)
+    split = load_cifar10(spec, cache).splits["train"]
+    train_spec = TrainSpec(model=f"resnet{depth}", epochs=1, batch_size=64, lr=0.05, optimizer="sgd", max_grad_norm=0.0)
+    sizes = stack_sizes or (students,)
     rng = np.random.default_rng(0)
     rows = len(split) * split.n_views
-    targets = [torch.from_numpy(rng.normal(size=(rows, 10)).astype(np.float32)) for _ in range(students)]
-    device = torch.device("cpu")
+    targets = [  # on the device, as a recipe's stack_setup puts them (bench.methods.kd)
+        torch.from_numpy(rng.normal(size=(rows, 10)).astype(np.float32)).to(device)
+        for _ in range(max(students, *sizes))
+    ]
 
     def loss(logits: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return kd_loss(logits, t, labels, 4.0, 0.1)
 
     def build(seed: int) -> torch.nn.Module:
         set_seed(seed)
-        return CifarResNet(8, 10)
+        return CifarResNet(depth, 10)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     def alone() -> float:
+        sync()
         start = time.perf_counter()
         for s in range(students):
             train(build(s), split, train_spec, s, table_loss(StackLoss((targets[s],), loss), device), device)
+        sync()
         return time.perf_counter() - start
 
-    def stacked() -> float:
-        models = [build(s) for s in range(students)]
+    def stacked(n: int) -> float:
+        models = [build(s) for s in range(n)]
+        sync()
         start = time.perf_counter()
-        train_stacked(
-            models, split, train_spec, list(range(students)), [StackLoss((t,), loss) for t in targets], device
-        )
+        train_stacked(models, split, train_spec, list(range(n)), [StackLoss((t,), loss) for t in targets[:n]], device)
+        sync()
         return time.perf_counter() - start
 
-    seconds: dict[str, list[float]] = {"alone": [], "stacked": []}
-    for _ in range(2):
+    seconds: dict[str, list[float]] = {"alone": [], **{str(n): [] for n in sizes}}
+    for _ in range(rounds):
         seconds["alone"].append(alone())
-        seconds["stacked"].append(stacked())
-    n = students * len(split)
+        for n in sizes:
+            seconds[str(n)].append(stacked(n))
     best = {k: min(v) for k, v in seconds.items()}
+    return {
+        "images": len(split),
+        "alone_examples_per_s": students * len(split) / best["alone"],
+        "stacked_examples_per_s": {n: n * len(split) / best[str(n)] for n in sizes},
+        "rounds": rounds,
+    }
+
+
+def cifar(students: int, images: int, threads: int) -> None:
+    """ResNet-8 students on CIFAR-10 (4 crop/flip views), one after the other vs one stack, on the CPU."""
+    torch.set_num_threads(threads)
+    out = cifar_throughput(students, images, torch.device("cpu"))
+    alone, stacked = out["alone_examples_per_s"], out["stacked_examples_per_s"][students]
     print(
-        f"CIFAR-10 ResNet-8, {students} students x {len(split)} images x 1 epoch, {threads} thread(s): "
-        f"alone {n / best['alone']:.0f} examples/s, stacked {n / best['stacked']:.0f} examples/s "
-        f"-> {best['alone'] / best['stacked']:.2f}x (best of 2 each)"
+        f"CIFAR-10 ResNet-8, {students} students x {out['images']} images x 1 epoch, {threads} thread(s): "
+        f"alone {alone:.0f} examples/s, stacked {stacked:.0f} examples/s "
+        f"-> {stacked / alone:.2f}x (best of 2 each)"
     )
 
 

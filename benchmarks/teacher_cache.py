@@ -10,7 +10,10 @@ Prints the k=6 / k=1 job wall ratio with the cache (target <= 1.05) and the spee
 cache over online teachers at k=6 (student training seconds). Each figure is the median of
 --trials runs.
 
-    .venv/bin/python benchmarks/teacher_cache.py [--trials 5] [--epochs 20]
+    .venv/bin/python benchmarks/teacher_cache.py [--trials 5] [--epochs 20] [--device cuda:0]
+
+``--device`` (default cpu) is where teachers, jobs and online teachers run; the last line is the
+medians as JSON (read by benchmarks/gpu_check.py).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=20, help="student epochs")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda:N (default: cpu)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="bench-cache-") as tmp:
@@ -44,7 +48,8 @@ def main() -> None:
         spec_path = folder / "quickstart.toml"
         spec_path.write_text(text)
         subprocess.run(
-            [sys.executable, "-m", "bench.cli", "run", str(spec_path), "--teachers-only", "--quiet", "--no-report"],
+            [sys.executable, "-m", "bench.cli", "run", str(spec_path), "--teachers-only", "--quiet", "--no-report"]
+            + ["--devices", args.device, "--jobs-per-device", "1"] * (args.device != "cpu"),
             cwd=folder,
             check=True,
             capture_output=True,
@@ -63,13 +68,13 @@ def main() -> None:
         from bench.training.teachers import load_teacher_model
 
         plan = make_plan(load_sweep(spec_path))
-        cpu = torch.device("cpu")
+        cpu = torch.device(args.device)
         picks = {k: next(j for j in plan.jobs if j.k == k and j.repeat == 0) for k in (1, 6)}
         cached: dict[int, list] = {1: [], 6: []}
         for trial in range(args.trials + 1):  # the first round warms the caches and is dropped
             for k, job in picks.items():
                 payload = dataclasses.replace(
-                    distill_payload(plan, job).dispatched(1, "bench", "cpu", 0.0),
+                    distill_payload(plan, job).dispatched(1, "bench", args.device, 0.0),
                     record_path=str(folder / f"r{k}.json"),
                 )
                 rec = jobs.run_distill(payload, cpu)
@@ -98,7 +103,9 @@ def main() -> None:
     med = {
         k: {s: statistics.median(t[s] for t in cached[k]) for s in ("setup", "train", "eval", "total")} for k in cached
     }
-    print(f"digits, 6 CNN teachers, MLP student, {args.epochs} epochs, 1 thread, median of {args.trials}")
+    print(
+        f"digits, 6 CNN teachers, MLP student, {args.epochs} epochs, 1 thread, {args.device}, median of {args.trials}"
+    )
     for k in (1, 6):
         print(
             f"cached k={k}: job {med[k]['total']:.3f} s (setup {med[k]['setup']:.3f}, train {med[k]['train']:.3f}, "
@@ -109,7 +116,7 @@ def main() -> None:
         f"online k=6 / cached k=6 student training: {online_s[6] / med[6]['train']:.2f}x "
         f"(online k=1 / cached k=1: {online_s[1] / med[1]['train']:.2f}x)"
     )
-    print(json.dumps({"cached": med, "online_train": online_s}))
+    print(json.dumps({"device": args.device, "cached": med, "online_train": online_s}))
 
 
 if __name__ == "__main__":
