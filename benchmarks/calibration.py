@@ -239,7 +239,9 @@ def scenarios(quick: bool) -> list[Scenario]:
         Scenario("one poor teacher (-0.03) N=6 r=3", poor=0.03, old=False),
         Scenario("one poor teacher (-0.03) N=4 r=3 primary", n=4, primary=True, sd_primary=0.004, poor=0.03, old=False),
         Scenario("failures 0.3/k N=6 r=3", fail=0.3, fail_shape="1/k", old=False),
-        Scenario("failures 0.3/k N=6 r=3 primary", primary=True, sd_primary=0.004, fail=0.3, fail_shape="1/k", old=False),
+        Scenario(
+            "failures 0.3/k N=6 r=3 primary", primary=True, sd_primary=0.004, fail=0.3, fail_shape="1/k", old=False
+        ),
         Scenario("failures 0.3/k N=4 r=3", n=4, fail=0.3, fail_shape="1/k", old=False),
     ]
     return out + effects + new

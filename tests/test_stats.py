@@ -152,7 +152,7 @@ def test_the_k_contrast_by_hand():
     vec = np.array([-1, 0, 1, 0, 0])
     se = np.sqrt(rss[0] / 2 * vec @ np.linalg.inv(x.T @ x) @ vec)
     per = size_matched_by_combination(_full(values))
-    assert fit_k_model(per, "worst_m").var_b == 0.0
+    assert len(fit_k_model(per, "worst_m").groups) == 1  # too few residuals for a variance per k
     assert row["df"] == pytest.approx(2) and row["se_worst_m"] == pytest.approx(se)
     from scipy.stats import t as student
 
@@ -182,31 +182,34 @@ def test_t_quantiles_and_iqm_are_scipy_stats_bit_for_bit():
     assert np.isnan(iqm([])) and np.isnan(iqm([1.0, np.nan, 2.0, 3.0]))
 
 
-def test_residual_variance_falls_with_k_when_the_residuals_do():
-    from bench.analysis.stats import _variance_function
-
-    inv_k = np.array([1, 1, 1, 0.5, 0.5, 0.5, 1 / 3])
-    # with M = I the moment equations are plain least squares: r^2 = a + b/k with a = 1, b = 2
-    w, a, b = _variance_function(1 + 2 * inv_k, np.eye(7), inv_k, df=5)
-    assert (a, b) == (pytest.approx(1.0), pytest.approx(2.0))
-    # growing with k (b < 0) -> one variance for all: RSS / df
-    w, a, b = _variance_function(3 - 2 * inv_k, np.eye(7), inv_k, df=7)
-    assert b == 0 and a == pytest.approx(float(np.sum(3 - 2 * inv_k)) / 7)
-    # unbiased for a real design: fed its expectation E[r^2] = (M o M)(a + b/k), it returns (a, b)
+def test_residual_variance_per_group_of_ks_is_unbiased_and_never_negative():
     from itertools import combinations
 
-    from bench.analysis.stats import _design
+    from bench.analysis.stats import _design, _variance_function, variance_groups
 
+    k = np.array([1, 1, 1, 2, 2, 2, 3])
+    # with M = I each k with >= 2 df is its own group; the lone k=3 joins k=2
+    basis, w, theta, groups = _variance_function(np.array([1, 1, 1, 4, 4, 4, 4.0]), np.eye(7), k, df=7)
+    assert groups == ((1,), (2, 3)) and theta.tolist() == pytest.approx([1.0, 4.0])
+    assert (w >= 0).all()
+    # a real design (N=4: 15 combinations, 4 levels + 3 teachers): fed its expectation
+    # E[r^2] = (M o M) sigma^2, it returns sigma^2 exactly when sigma^2 is one value, and within
+    # 12% when the groups differ 4-fold (what leaks between groups through M)
     combos = pd.DataFrame(
-        {"combination": ["-".join(map(str, c)) for k in range(1, 5) for c in combinations(range(4), k)]}
+        {"combination": ["-".join(map(str, c)) for kk in range(1, 5) for c in combinations(range(4), kk)]}
     )
     combos["k"] = combos["combination"].str.count("-") + 1
-    x, _ = _design(combos, teacher_effects=True)  # N=4: 15 combinations, 4 levels + 3 teachers
+    x, _ = _design(combos, teacher_effects=True)
     m = np.eye(15) - x @ np.linalg.inv(x.T @ x) @ x.T
-    inv_k = 1 / combos["k"].to_numpy(float)
-    w, a, b = _variance_function((m * m) @ (0.5 + 1.5 * inv_k), m, inv_k, df=8)
-    assert (a, b) == (pytest.approx(0.5), pytest.approx(1.5))
-    assert w[:, -1].tolist() == pytest.approx([0.0, 0.0], abs=1e-9)  # the k=4 combination is fitted exactly
+    kk = combos["k"].to_numpy()
+    groups = variance_groups(kk, np.diag(m))
+    assert groups == ((1, 2), (3, 4))  # k=1 keeps 1.1 df after the teacher effects; k=4 none
+    _, w, theta, _ = _variance_function((m * m) @ np.full(15, 0.7), m, kk, df=8)
+    assert theta.tolist() == pytest.approx([0.7, 0.7])
+    sigma2 = np.where(np.isin(kk, groups[0]), 0.5, 2.0)
+    _, w, theta, _ = _variance_function((m * m) @ sigma2, m, kk, df=8)
+    assert theta.tolist() == pytest.approx([0.5, 2.0], rel=0.12)
+    assert (w >= 0).all() and np.diag(m)[-1] == pytest.approx(0.0, abs=1e-12)  # k=4: fitted exactly, r = 0
 
 
 def test_lower_is_better_turns_the_gain_not_the_estimate():

@@ -108,7 +108,9 @@ def contrast_label(kind: str, ks: Sequence[int], base_k: int) -> str:
 # ---- failed runs -------------------------------------------------------------------------------
 
 
-def failed_runs(jobs: pd.DataFrame, higher_is_better: bool = True, rule: FailureRule = FailureRule(), grid: Sequence[str] = ()) -> pd.Series:
+def failed_runs(
+    jobs: pd.DataFrame, higher_is_better: bool = True, rule: FailureRule = FailureRule(), grid: Sequence[str] = ()
+) -> pd.Series:
     """Per ok run: True when it is a failed run under ``rule`` (module docstring, 2)."""
     ok = _ok(jobs)
     sign = 1.0 if higher_is_better else -1.0
@@ -261,14 +263,36 @@ def headline_table(
             h = _headline(fit, kind, base_k, level)
             lo, hi = sorted((sign * h["lo"], sign * h["hi"])) if np.isfinite(h["lo"]) else (np.nan, np.nan)
             block.append(
-                {**point, "statistic": s, "gain": sign * h["estimate"], "lo": lo, "hi": hi, "p": h["p"], "df": h["df"],
-                 "se": h["se"], "mde": h["mde"], "range": spread, "n_ks": len(fit.ks)}
+                {
+                    **point,
+                    "statistic": s,
+                    "gain": sign * h["estimate"],
+                    "lo": lo,
+                    "hi": hi,
+                    "p": h["p"],
+                    "df": h["df"],
+                    "se": h["se"],
+                    "mde": h["mde"],
+                    "range": spread,
+                    "n_ks": len(fit.ks),
+                }
             )
         if int(failed.loc[sub.index].sum()) > 0 and sub["k"].nunique() > 1:
             t = failure_trend(sub, failed, base_k)
             block.append(
-                {**point, "statistic": FAIL, "gain": -t.estimate, "lo": np.nan, "hi": np.nan, "p": t.p, "df": np.nan,
-                 "se": np.nan, "mde": np.nan, "range": 1.0, "n_ks": int(sub["k"].nunique())}
+                {
+                    **point,
+                    "statistic": FAIL,
+                    "gain": -t.estimate,
+                    "lo": np.nan,
+                    "hi": np.nan,
+                    "p": t.p,
+                    "df": np.nan,
+                    "se": np.nan,
+                    "mde": np.nan,
+                    "range": 1.0,
+                    "n_ks": int(sub["k"].nunique()),
+                }
             )
         shown = holm([b["p"] if _informative(b) else np.nan for b in block], 1 - level)
         for b, significant in zip(block, shown):

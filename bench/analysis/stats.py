@@ -215,7 +215,7 @@ def single_teacher_by_combination(
 # ---- the k model -------------------------------------------------------------------------------
 
 
-MIN_GROUP_DF = 6.0  # residual degrees of freedom a variance group of k's needs before it stands alone
+MIN_GROUP_DF = 2.0  # residual degrees of freedom a variance group of k's needs before it stands alone
 
 
 @dataclass(frozen=True)

@@ -200,6 +200,24 @@ class DesignSpec:
     seed: int = 0  # the order of the cells (ties of the balanced order)
 
 
+CONTRAST_KINDS = ("trend", "pooled", "last")  # bench.analysis.robustness.CONTRASTS
+
+
+@dataclass(frozen=True)
+class ReportSpec:
+    """What the report's verdict reads ([report]; docs/statistics.md section 3), fixed in the spec
+    before any result exists. ``contrast``: the headline contrast of k teachers against one,
+    ``trend`` (every k, along 1 - 1/k, read at the largest k), ``pooled`` (every k != 1 pooled)
+    or ``last`` (the largest k alone). A run is a failed run when its predictions are one class,
+    when its score is past ``failure_threshold`` on the bad side (None: no threshold), or when it
+    is more than ``failure_mad`` robust standard deviations below the median (0: off). Never part
+    of a key: only the report changes."""
+
+    contrast: str = "trend"
+    failure_threshold: float | None = None
+    failure_mad: float = 5.0
+
+
 @dataclass(frozen=True)
 class Sweep:
     """A validated sweep: everything the planner and the runners need."""
@@ -218,6 +236,7 @@ class Sweep:
     augment: AugmentSpec = AugmentSpec()
     source: str = ""
     design: DesignSpec = DesignSpec()
+    report: ReportSpec = ReportSpec()
 
     @property
     def root(self) -> str:

@@ -14,6 +14,7 @@ from math import comb
 from typing import Any, get_args, get_origin, get_type_hints
 
 from bench.core.config import (
+    CONTRAST_KINDS,
     DESIGN_KINDS,
     DESIGN_STATISTICS,
     PRECISIONS,
@@ -21,6 +22,7 @@ from bench.core.config import (
     DesignSpec,
     MethodSpec,
     PathsSpec,
+    ReportSpec,
     RunSpec,
     SlurmSpec,
     Sweep,
@@ -70,6 +72,7 @@ _TOP_KEYS = {
     "paths",
     "augment",
     "design",
+    "report",
     "extends",  # read by bench.spec.compose before validation
 }
 
@@ -314,6 +317,7 @@ def parse_sweep(data: dict, file: str) -> Sweep:
     paths = _paths(data.get("paths", {}), file, root)
     augment = _augment(data.get("augment", {}), task, file)
     design = _design(data.get("design", {}), k, file)
+    report = _report(data.get("report", {}), file)
     _sources(task, augment, file, root)
     return Sweep(
         name=name,
@@ -330,6 +334,7 @@ def parse_sweep(data: dict, file: str) -> Sweep:
         augment=augment,
         source=file,
         design=design,
+        report=report,
     )
 
 
@@ -490,6 +495,14 @@ def _augment(data: Any, task: TaskSpec, file: str) -> AugmentSpec:
 
 
 MAX_LOOKS = 1000
+
+
+def _report(data: Any, file: str) -> ReportSpec:
+    """The [report] table: a known headline contrast and a failure rule."""
+    report = _build(ReportSpec, data, file, "report")
+    _one_of(file, "report.contrast", "contrast", report.contrast, CONTRAST_KINDS)
+    _positive(file, "report.failure_mad", report.failure_mad, 0)
+    return report
 
 
 def _design(data: Any, k: tuple[int, ...], file: str) -> DesignSpec:
