@@ -288,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
             f"| {row['scenario']} | {fmt(row['claims'])} | {fmt(row['worst_better'])} | {fmt(row['any_better'])} "
             f"| {fmt(row['last_better'])} | "
             + " / ".join(f"{row[f'head_{s}'][0]:.3f}" for s in STATISTICS)
-            + f" | {row['head_half']:.4f} | {row['wide'][0]:.3f} / {row['last_wide'][0]:.3f} | {row['too_small'][0]:.3f} |"
+            + f" | {row['head_half']:.4f} | {row['wide'][0]:.3f} / {row['last_wide'][0]:.3f}"
+            + f" | {row['too_small'][0]:.3f} |"
         )
     print("\nThe per-k intervals (every k against k=1; k=N alone is the old headline):\n")
     print(OLD_HEADER)
