@@ -48,8 +48,8 @@ def test_compare_overlays_two_sweeps(project):
 
 def _verdict_of(values: dict, higher: bool = True, metric: str = "dev accuracy") -> str:
     """The report's verdict on a one-run-per-combination runs table {combination: score}."""
-    from bench.analysis.report import verdict
     from bench.analysis.stats import degenerate_notes, robust_tables
+    from bench.analysis.verdict import verdict
 
     jobs = pd.DataFrame(
         [
@@ -91,8 +91,8 @@ def test_verdict_refuses_degenerate_and_too_small_designs():
 
 
 def test_verdict_names_a_missing_largest_k_and_a_sweep_without_k1():
-    from bench.analysis.report import verdict
     from bench.analysis.stats import robust_tables
+    from bench.analysis.verdict import verdict
 
     rows = [(c, v) for c, v in zip(THREE[:-1], (0.50, 0.56, 0.53, 0.55, 0.51, 0.54))]  # k=3 not run yet
     jobs = pd.DataFrame(

@@ -11,8 +11,9 @@ import pandas as pd
 from bench.analysis.aggregate import by_combination, jobs_frame, summary_by_k
 from bench.analysis.document import to_html, to_markdown
 from bench.analysis.plots import plot_compare
-from bench.analysis.report import ReportOptions, _metric_label, check_m, planned_records, save_figure, sweep_verdict
+from bench.analysis.report import ReportOptions, _metric_label, check_m, planned_records, save_figure
 from bench.analysis.stats import degenerate_notes, robust_tables
+from bench.analysis.verdict import sweep_verdict
 from bench.core.errors import UserError
 from bench.core.files import atomic_write_bytes, folder_lock, remove_stale_temps
 from bench.plan.jobs import Plan

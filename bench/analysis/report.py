@@ -24,15 +24,16 @@ from bench.analysis.aggregate import budget, by_combination, jobs_frame, scores_
 from bench.analysis.design_report import design_section, read_design, sequential_sentence
 from bench.analysis.document import to_html, to_markdown
 from bench.analysis.plots import plot_budget, plot_by_k, plot_expected_budget, plot_robust_by_k
+from bench.analysis.robustness import FailureRule, failed_runs, failure_table, headline_table
 from bench.analysis.stats import (
     POWER,
-    call,
     cells,
     charged_teacher_seconds,
     degenerate_notes,
     expected_by_budget,
     robust_tables,
 )
+from bench.analysis.verdict import sweep_verdict
 from bench.core.energy import PowerModel
 from bench.core.errors import UserError
 from bench.core.files import atomic_write_bytes, folder_lock, read_json, remove_stale_temps
@@ -395,161 +396,6 @@ def gap_notes(jobs: pd.DataFrame, grid: list[str], robust: pd.DataFrame, higher:
     return notes
 
 
-def _direction(gain: float, higher_is_better: bool) -> str:
-    """'0.0012 higher (better)' / '... lower (worse)' for a gain (> 0 better) in the metric's terms."""
-    if gain == 0:
-        return "no different"
-    up = (gain > 0) == higher_is_better
-    return f"{abs(gain):.4f} {'higher' if up else 'lower'} ({'better' if gain > 0 else 'worse'})"
-
-
-def _plan_sentence(row: pd.Series, design: str, level: float) -> str:
-    """What the design can tell apart, and what would tell more (``stats.repeats_needed``)."""
-    out = (
-        f"This design ({design}) cannot reliably tell a worst-case change smaller than {row['mde_worst_m']:.4f} "
-        f"from noise ({POWER:.0%} power at the {1 - level:.0%} level)"
-    )
-    need, share = row.get("repeats_needed"), row.get("run_noise_share")
-    if need is not None and pd.notna(need):
-        return out + (
-            f"; run noise is about {share:.0%} of that noise, and about r = {int(need)} repeats (same m, "
-            "set with --m) would halve it (an approximation)."
-        )
-    if share is None or not pd.notna(share):
-        return (
-            out + "; with r = 1 the run noise cannot be told from the spread between combinations, so r >= 2 is "
-            "needed before the report can say how many repeats would help."
-        )
-    return out + (
-        f"; run noise is about {share:.0%} of that noise, so no number of repeats up to 50 would halve it: "
-        "the rest is the spread between teacher combinations, which repeats do not reduce."
-    )
-
-
-def _paper_sentence(a: pd.Series, row: pd.Series, higher_is_better: bool) -> str:
-    """The paper's single- vs multi-teacher comparison at the verdict's k, raw and size-matched,
-    as gains (> 0: multi-teacher better); '' where the numbers are missing."""
-    sign = 1.0 if higher_is_better else -1.0
-    if not all(pd.notna(a.get(c)) for c in ("single_worst", "single_worst_m", "worst", "worst_m")):
-        return ""
-    raw, matched = sign * (a["worst"] - a["single_worst"]), sign * (a["worst_m"] - a["single_worst_m"])
-    same = int(row["base_k"]) == 1 and abs(matched - row["gain_worst_m"]) < 1e-9
-    return (
-        f"The paper's comparison at k={int(row['k'])}: the multi-teacher worst case (over a combination's runs) is "
-        f"{a['worst']:.4f} against {a['single_worst']:.4f} for the same teachers' k=1 runs pooled, a gain of "
-        f"{raw:+.4f} for multiple teachers; size-matched (m={int(row['m'])} runs of one cell on each side) the gain "
-        f"is {matched:+.4f}" + (" (the contrast above)" if same else "") + f", so {raw - matched:+.4f} of the "
-        "paper's gain comes from the number of runs each side takes its extreme over."
-    )
-
-
-def verdict(
-    comparison: pd.DataFrame,
-    grid: list[str],
-    metric: str,
-    higher_is_better: bool,
-    level: float,
-    summary: pd.DataFrame | None = None,
-    design: str = "",
-    notes: list[str] | None = None,
-    planned_k: int | None = None,
-) -> str:
-    """One paragraph per grid point, each sentence a calibrated quantity (docs/statistics.md):
-    at the largest k, the size-matched worst case against the base k with its interval and
-    reading (``stats.call``), what the design can and cannot tell, the best case, and the
-    paper's single- vs multi-teacher comparison raw and size-matched. Degenerate results
-    (``stats.degenerate_notes``) come first; a grid point whose scores do not vary gets no
-    verdict; when the largest planned k (``planned_k``) has no complete combination, the
-    comparison is at the largest k that has one, and the paragraph says so."""
-    head = "".join(f"Caution: {n}. " for n in notes or [])
-    if comparison.empty:
-        return head + "No verdict: the sweep has no complete runs at the base k and at another k to compare."
-    sentences = []
-    points = [()] if not grid else sorted({tuple(r[g] for g in grid) for _, r in comparison.iterrows()})
-    for point in points:
-        sub, paper_sub = comparison, summary
-        for g, v in zip(grid, point):
-            sub = sub[sub[g] == v]
-            paper_sub = paper_sub[paper_sub[g] == v] if paper_sub is not None else None
-        row = sub.sort_values("k").iloc[-1]
-        k, base = int(row["k"]), int(row["base_k"])
-        where = ", ".join(f"{g}={v:g}" for g, v in zip(grid, point))
-        lead = f"At {where}, at" if where else "At"
-        if row.get("constant"):
-            sentences.append(f"{'At ' + where + ', e' if where else 'E'}very run has the same score: no verdict.")
-            continue
-        if planned_k is not None and k < planned_k:
-            sentences.append(
-                f"k={planned_k} has no combination with m={int(row['m'])} complete runs yet, so the "
-                f"comparison is at k={k}."
-            )
-        reading = call(row)
-        means = f"(per-k means {row['worst_m_k']:.4f} vs {row['worst_m_base']:.4f})"
-        subject = (
-            f"the size-matched worst case (expected worst of m={int(row['m'])} runs of one teacher combination"
-            f"{' and primary' if row.get('primary') else ''}; student {metric})"
-        )
-        if reading == "untestable":
-            sentences.append(
-                f"{lead} k={k} {subject} is {_direction(row['gain_worst_m'], higher_is_better)} than at k={base} "
-                f"{means}, but this design ({design or 'as run'}) leaves no noise to test against (no residual "
-                "degrees of freedom, or combinations that do not vary): too small to tell anything about k. At least "
-                "3 teachers with every k would give an interval."
-            )
-            continue
-        sentences.append(
-            f"{lead} k={k} {subject} is {_direction(row['gain_worst_m'], higher_is_better)} than at k={base} {means}: "
-            f"{level:.0%} CI of the gain [{row['gain_worst_m_lo']:+.4f}, {row['gain_worst_m_hi']:+.4f}], p = "
-            f"{row['p_worst_m']:.2g} (t on {row['df']:.1f} df; the fit takes out each teacher's own quality, and the "
-            "noise is the spread between teacher combinations and seeds, modelled from every k)."
-        )
-        sentences.append(
-            {
-                "better": "More teachers improved the worst case beyond that noise.",
-                "worse": "More teachers made the worst case worse beyond that noise.",
-                "unclear": "No change of the worst case beyond that noise is shown.",
-            }[reading]
-        )
-        if reading == "unclear":
-            sentences.append(_plan_sentence(row, design or "as run", level))
-        best = call(row, "best_m")
-        sentences.append(
-            f"The best case is {_direction(row['gain_best_m'], higher_is_better)}, CI of the gain "
-            f"[{row['gain_best_m_lo']:+.4f}, {row['gain_best_m_hi']:+.4f}]"
-            + {
-                "better": " (improved beyond the noise).",
-                "worse": " (worse beyond the noise).",
-                "unclear": " (no change shown).",
-            }.get(best, ".")
-        )
-        if paper_sub is not None:
-            at = paper_sub[paper_sub["k"] == k]
-            if not at.empty:
-                sentences.append(_paper_sentence(at.iloc[0], row, higher_is_better))
-    return head + " ".join(s for s in sentences if s)
-
-
-def sweep_verdict(
-    sweep,
-    paper: pd.DataFrame,
-    robust: pd.DataFrame,
-    comparison: pd.DataFrame,
-    metric: str,
-    higher_is_better: bool,
-    level: float,
-    notes: list[str],
-) -> str:
-    """``verdict`` for one sweep: its design in words, the paper's per-k table merged with the
-    robust one, and its largest planned k (shared by ``bench report`` and ``bench compare``)."""
-    grid = sorted(sweep.grid)
-    design = (
-        f"N={sweep.teachers} teachers, k in {list(sweep.k)}, r={sweep.repeats}, "
-        f"m={int(robust['m'].iloc[0]) if not robust.empty else '-'}"
-    )
-    merged = paper.merge(robust, on=[*grid, "k"], suffixes=("", "_r")) if not robust.empty else None
-    return verdict(comparison, grid, metric, higher_is_better, level, merged, design, notes, planned_k=max(sweep.k))
-
-
 _LIST_AT_MOST = 12  # named items per gap sentence; coverage.csv lists every one
 
 
@@ -840,11 +686,17 @@ def _statistics(
             f"the size-matched statistics take extremes of m={m} runs (the repeats that have an ok run), "
             f"not of r={sweep.repeats}: a partial sweep (set --m to choose)"
         )
+    rule = FailureRule(sweep.report.failure_threshold, sweep.report.failure_mad)
+    headline = headline_table(jobs, grid, options.m, higher, options.base_k, options.level, sweep.report.contrast, rule)
+    failures = failure_table(jobs, failed_runs(jobs, higher, rule, grid), grid, options.level)
+    _save_csv(headline, out / "headline.csv", outputs)
+    _save_csv(failures, out / "failures_by_k.csv", outputs)
     design = read_design(sweep)
+    text = sweep_verdict(sweep, summary, robust, comparison, metric, higher, options.level, notes, headline, failures)
     blocks += [
         ("h2", "Verdict"),
         *([("p", sequential_sentence(design, grid))] if design is not None else []),
-        ("p", sweep_verdict(sweep, summary, robust, comparison, metric, higher, options.level, notes)),
+        *(("p", paragraph) for paragraph in text.split("\n\n")),
     ]
     _figure(
         summary,
@@ -873,6 +725,18 @@ def _statistics(
             "**IQM**: rliable's interquartile mean of the runs at k (no interval).",
         ),
     ]
+    if int(failures["failed"].sum()):
+        body += [
+            ("h2", "Failed runs per k"),
+            (
+                "p",
+                "A run fails when its predictions are one class, its score is past `[report] failure_threshold`, "
+                f"or it lies more than {sweep.report.failure_mad:g} robust standard deviations (1.4826 x MAD) "
+                f"below the median; rate with its {options.level:.0%} Wilson interval (runs taken as "
+                "independent). The headline's worst / best / mean are of the other runs (docs/statistics.md).",
+            ),
+            ("table", failures),
+        ]
     if not robust.empty:
         body += [("table", side_by_side(summary, robust, grid, options.level, options.base_k))]
     else:
