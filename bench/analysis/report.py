@@ -2,7 +2,8 @@
 
 Writes into reports/<sweep>/: jobs.csv, by_combination.csv, summary_by_k.csv (the paper's
 aggregation), robust_by_k.csv and compare_k.csv (size-matched statistics, the paper's
-single-teacher comparison, calibrated contrasts of k against one teacher), budget.csv and
+single-teacher comparison, calibrated contrasts of k against one teacher), headline.csv and
+failures_by_k.csv (the verdict's contrast over every k, failed runs per k), budget.csv and
 expected_budget.csv (against compute, under a teacher cost policy), scores_by_grid.csv,
 teachers.csv, the figures (PNG and PDF), and report.md and a self-contained report.html saying
 the same. Nothing is random, so the same records give the same report, byte for byte.

@@ -99,7 +99,7 @@ def contrast_label(kind: str, ks: Sequence[int], base_k: int) -> str:
     """How the report names contrast ``kind`` in one phrase."""
     top = max(ks)
     if kind == "trend":
-        return f"the trend over every k (k={', '.join(map(str, ks))}) along 1 - 1/k, read at k={top} against k={base_k}"
+        return f"the trend over every k = {', '.join(map(str, ks))} along 1 - 1/k, read at k={top} against k={base_k}"
     if kind == "pooled":
         return f"every k != {base_k} pooled (combination-weighted) against k={base_k}"
     return f"k={top} against k={base_k}"

@@ -17,10 +17,11 @@ The method (docs/statistics.md has the why, the sources and the simulation that 
    statistics on one level per k plus additive teacher effects (each member weighted 1/k: the
    teachers' logits are averaged). In a full design the k-level contrast equals the plain
    difference of the per-k means and the teachers' own quality cancels from it; what it must
-   beat is the spread between combinations, modelled as a + b/k (b/k: what averaging k
-   teachers or k primaries' cells shrinks) from every k's residuals, so the one k = N
-   combination borrows its noise from the others. Intervals and tests use Student's t with
-   Satterthwaite degrees of freedom.
+   beat is the spread between combinations, one variance per group of k's (a k with too few
+   residuals joins its neighbours, so the one k = N combination borrows its noise), estimated
+   with non-negative weights. Intervals and tests use Student's t with Satterthwaite degrees of
+   freedom. The verdict's headline, a contrast over every k, and failed runs are in
+   ``bench.analysis.robustness``.
 """
 
 from __future__ import annotations
