@@ -12,6 +12,7 @@ from bench.analysis.aggregate import by_combination, jobs_frame, summary_by_k
 from bench.analysis.document import to_html, to_markdown
 from bench.analysis.plots import plot_compare
 from bench.analysis.report import ReportOptions, _metric_label, check_m, planned_records, save_figure
+from bench.analysis.robustness import verdict_tables
 from bench.analysis.stats import degenerate_notes, robust_tables
 from bench.analysis.verdict import sweep_verdict
 from bench.core.errors import UserError
@@ -59,12 +60,10 @@ def compare_table(plans: list[Plan], options: ReportOptions = ReportOptions()) -
         frames.append(table.drop(columns=grid))
         metric = _metric_label(records[0])
         metrics.append(metric)
-        verdicts.append(
-            f"**{sweep.name}**: "
-            + sweep_verdict(
-                sweep, paper, robust, comparison, metric, higher, options.level, degenerate_notes(jobs, grid)
-            )
-        )
+        headline, failures = verdict_tables(jobs, sweep.report, grid, options.m, higher, options.base_k, options.level)
+        notes = degenerate_notes(jobs, grid)
+        text = sweep_verdict(sweep, paper, robust, comparison, metric, higher, options.level, notes, headline, failures)
+        verdicts.append(f"**{sweep.name}**: " + text)
     return pd.concat(frames, ignore_index=True), metrics, verdicts
 
 
@@ -134,7 +133,7 @@ def _write(out: Path, table: pd.DataFrame, metrics: list, verdicts: list, names:
         ("table", shown),
         ("img", "compare.png", "sweeps compared"),
         ("h2", "Verdicts"),
-        *[("p", v) for v in verdicts],
+        *[("p", para) for v in verdicts for para in v.split("\n\n")],
         ("p", "Table: [compare.csv](compare.csv)."),
     ]
     atomic_write_bytes(out / "compare.md", to_markdown(blocks).encode())

@@ -25,7 +25,7 @@ from bench.analysis.aggregate import budget, by_combination, jobs_frame, scores_
 from bench.analysis.design_report import design_section, read_design, sequential_sentence
 from bench.analysis.document import to_html, to_markdown
 from bench.analysis.plots import plot_budget, plot_by_k, plot_expected_budget, plot_robust_by_k
-from bench.analysis.robustness import FailureRule, failed_runs, failure_table, headline_table
+from bench.analysis.robustness import verdict_tables
 from bench.analysis.stats import (
     POWER,
     cells,
@@ -687,9 +687,7 @@ def _statistics(
             f"the size-matched statistics take extremes of m={m} runs (the repeats that have an ok run), "
             f"not of r={sweep.repeats}: a partial sweep (set --m to choose)"
         )
-    rule = FailureRule(sweep.report.failure_threshold, sweep.report.failure_mad)
-    headline = headline_table(jobs, grid, options.m, higher, options.base_k, options.level, sweep.report.contrast, rule)
-    failures = failure_table(jobs, failed_runs(jobs, higher, rule, grid), grid, options.level)
+    headline, failures = verdict_tables(jobs, sweep.report, grid, options.m, higher, options.base_k, options.level)
     _save_csv(headline, out / "headline.csv", outputs)
     _save_csv(failures, out / "failures_by_k.csv", outputs)
     design = read_design(sweep)

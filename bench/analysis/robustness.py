@@ -53,6 +53,7 @@ from bench.analysis.stats import (
     fit_k_model,
     minimum_detectable,
 )
+from bench.core.config import ReportSpec
 
 CONTRASTS = ("trend", "pooled", "last")
 DEFAULT_CONTRAST = "trend"
@@ -316,3 +317,20 @@ def _call(row: dict, significant: bool) -> str:
     if not significant:
         return "unclear"
     return "better" if row["gain"] > 0 else "worse"
+
+
+def verdict_tables(
+    jobs: pd.DataFrame,
+    report: ReportSpec,
+    grid: Sequence[str] = (),
+    m: int | None = None,
+    higher_is_better: bool = True,
+    base_k: int = 1,
+    level: float = 0.95,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(``headline_table``, ``failure_table``) under the spec's ``[report]`` choices: what the
+    verdict reads, for ``bench report`` and ``bench compare`` alike."""
+    rule = FailureRule(report.failure_threshold, report.failure_mad)
+    headline = headline_table(jobs, grid, m, higher_is_better, base_k, level, report.contrast, rule)
+    failures = failure_table(jobs, failed_runs(jobs, higher_is_better, rule, grid), grid, level)
+    return headline, failures
