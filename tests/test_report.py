@@ -41,7 +41,8 @@ def test_compare_overlays_two_sweeps(project):
     table = pd.read_csv(out / "compare.csv")
     assert list(table["sweep"].unique()) == ["t4", "t1"] and len(table) == 6
     md = (out / "compare.md").read_text()
-    assert "**t4**: At k=3" in md and "**t1**: At k=3" in md and (out / "compare.png").is_file()
+    assert "**t4**: Headline (" in md and "**t1**: Headline (" in md and (out / "compare.png").is_file()
+    assert md.count("Secondary reading, the largest k alone (all runs, failed ones included): At k=3") == 2
     same = bench_cli("compare", str(a), str(a), cwd=project)
     assert same.returncode == 2 and "distinct names" in same.stderr
 
