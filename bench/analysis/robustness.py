@@ -47,10 +47,10 @@ from bench.analysis.stats import (
     _grid_points,
     _per_combination,
     _t_ppf,
-    _t_sf,
     cells,
     default_m,
     fit_k_model,
+    linear_contrast,
     minimum_detectable,
 )
 from bench.core.config import ReportSpec
@@ -195,23 +195,17 @@ def failure_trend(sub: pd.DataFrame, failed: pd.Series, base_k: int = 1, draws: 
 
 
 def _headline(fit: KFit, kind: str, base_k: int, level: float) -> dict:
-    w = contrast_weights(kind, fit.ks, fit.counts, base_k)
     vec = np.zeros(len(fit.coef))
-    vec[: len(fit.ks)] = w
-    est = float(vec @ fit.coef)
-    var, df = fit.variance(vec)
-    if not df > 0 or not var > 0:
-        return {"estimate": est, "se": np.nan, "lo": np.nan, "hi": np.nan, "p": np.nan, "df": df, "mde": np.nan}
-    se = float(np.sqrt(var))
-    q = _t_ppf(0.5 + level / 2, df)
+    vec[: len(fit.ks)] = contrast_weights(kind, fit.ks, fit.counts, base_k)
+    c = linear_contrast(fit, vec, level)
     return {
-        "estimate": est,
-        "se": se,
-        "lo": est - q * se,
-        "hi": est + q * se,
-        "p": float(2 * _t_sf(abs(est) / se, df)),
-        "df": df,
-        "mde": minimum_detectable(se, df, level),
+        "estimate": c.estimate,
+        "se": c.se,
+        "lo": c.lo,
+        "hi": c.hi,
+        "p": c.p,
+        "df": c.df,
+        "mde": minimum_detectable(c.se, c.df, level),
     }
 
 

@@ -389,7 +389,11 @@ def _t_sf(x: float, df: float) -> float:
 
 def contrast(fit: KFit, k: int, base_k: int, level: float = 0.95) -> Contrast:
     """The k-level contrast of ``fit`` with a Student-t interval."""
-    vec = _vector(fit, k, base_k)
+    return linear_contrast(fit, _vector(fit, k, base_k), level)
+
+
+def linear_contrast(fit: KFit, vec: np.ndarray, level: float = 0.95) -> Contrast:
+    """``vec @ fit.coef`` (any fixed linear contrast of the coefficients) with a Student-t interval."""
     est = float(vec @ fit.coef)
     var, df = fit.variance(vec)
     if not df > 0 or not var > 0:  # no noise could be estimated: nothing to test against
