@@ -35,6 +35,7 @@ from bench.analysis.stats import (
     robust_tables,
 )
 from bench.analysis.verdict import sweep_verdict
+from bench.core.config import Sweep
 from bench.core.energy import PowerModel
 from bench.core.errors import UserError
 from bench.core.files import atomic_write_bytes, folder_lock, read_json, remove_stale_temps
@@ -104,6 +105,8 @@ class _Outputs:
         "summary_by_k.csv",
         "robust_by_k.csv",
         "compare_k.csv",
+        "headline.csv",
+        "failures_by_k.csv",
         "budget.csv",
         "expected_budget.csv",
         "scores_by_grid.csv",
@@ -271,6 +274,24 @@ class ReportOptions:
     m: int | None = None  # runs per size-matched worst / best case; None: the repeats r
     level: float = 0.95  # confidence level of every interval
     base_k: int = 1  # k compared against
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    """What every section of one sweep's report reads, built once by ``_write_report``: the sweep,
+    its runs and teachers tables, the grid axes and points, the options, the headline metric's
+    label and direction, the output folder and the record of what was written there."""
+
+    sweep: Sweep
+    jobs: pd.DataFrame
+    teachers: pd.DataFrame
+    grid: list[str]
+    points: list[dict]
+    options: ReportOptions
+    metric: str
+    higher: bool
+    out: Path
+    outputs: _Outputs
 
 
 def check_m(options: ReportOptions, repeats: int) -> None:
@@ -611,40 +632,15 @@ def _write_report(plan: Plan, options: ReportOptions, out: Path, outputs: _Outpu
     if n_ok:
         metric = _metric_label(ok_records[0])
         higher = ok_records[0]["metric"] not in LOWER_IS_BETTER
-        points = grid_points(sweep)
+        ctx = ReportContext(sweep, jobs, teachers, grid, grid_points(sweep), options, metric, higher, out, outputs)
         _guarded(
             "The statistics per k",
-            lambda: _statistics(
-                sweep,
-                jobs,
-                grid,
-                points,
-                options,
-                metric,
-                higher,
-                n_diverged,
-                out,
-                outputs,
-                blocks,
-                body,
-            ),
+            lambda: _statistics(ctx, n_diverged, blocks, body),
             body,
         )
         _guarded(
             "The compute figures",
-            lambda: _compute(
-                sweep,
-                jobs,
-                teachers,
-                grid,
-                points,
-                options,
-                metric,
-                higher,
-                out,
-                outputs,
-                body,
-            ),
+            lambda: _compute(ctx, body),
             body,
         )
         _guarded(
@@ -658,21 +654,10 @@ def _write_report(plan: Plan, options: ReportOptions, out: Path, outputs: _Outpu
     atomic_write_bytes(out / "report.html", to_html(blocks, out, f"Sweep {sweep.name}").encode())
 
 
-def _statistics(
-    sweep,
-    jobs,
-    grid,
-    points,
-    options,
-    metric,
-    higher,
-    n_diverged,
-    out,
-    outputs,
-    blocks,
-    body,
-) -> None:
+def _statistics(ctx: ReportContext, n_diverged: int, blocks: list[tuple], body: list[tuple]) -> None:
     """The verdict, the paper's and the size-matched statistics per k, and their figures."""
+    sweep, jobs, grid, points, options = ctx.sweep, ctx.jobs, ctx.grid, ctx.points, ctx.options
+    metric, higher, out, outputs = ctx.metric, ctx.higher, ctx.out, ctx.outputs
     comb = by_combination(jobs, grid)
     summary = summary_by_k(comb, grid, higher)
     _save_csv(comb, out / "by_combination.csv", outputs)
@@ -806,21 +791,11 @@ def energy_sentence(jobs: pd.DataFrame, teachers: pd.DataFrame, model: PowerMode
     )
 
 
-def _compute(
-    sweep,
-    jobs,
-    teachers,
-    grid,
-    points,
-    options,
-    metric,
-    higher,
-    out,
-    outputs,
-    body,
-) -> None:
+def _compute(ctx: ReportContext, body: list[tuple]) -> None:
     """Worst / best case and expected best / worst of n students against compute (when every
     teacher of the ok runs has a readable meta.json with its timings)."""
+    sweep, jobs, teachers, grid, points, options = ctx.sweep, ctx.jobs, ctx.teachers, ctx.grid, ctx.points, ctx.options
+    metric, higher, out, outputs = ctx.metric, ctx.higher, ctx.out, ctx.outputs
     tsec = (
         {}
         if teachers.empty
