@@ -43,6 +43,7 @@ import pandas as pd
 from bench.analysis.aggregate import _ok
 from bench.analysis.stats import (
     STATISTICS,
+    Contrast,
     KFit,
     _grid_points,
     _per_combination,
@@ -53,15 +54,14 @@ from bench.analysis.stats import (
     linear_contrast,
     minimum_detectable,
 )
-from bench.core.config import ReportSpec
+from bench.core.config import CONTRAST_KINDS, ReportSpec
 
-CONTRASTS = ("trend", "pooled", "last")
-DEFAULT_CONTRAST = "trend"
-FAILURE_MAD = 5.0  # robust standard deviations below the median that make a run a failure
+CONTRASTS = CONTRAST_KINDS  # the names the spec checker accepts (it cannot import analysis)
+DEFAULT_CONTRAST = ReportSpec.contrast
+FAILURE_MAD = ReportSpec.failure_mad  # robust standard deviations below the median that make a run a failure
 PERMUTATIONS = 4999  # randomisation draws of the failure trend's p-value (fixed seed: same report)
 PERMUTATION_SEED = 20211116
 FAIL = "fail"  # the failure rate's name in the headline table
-FAMILY = (*STATISTICS, FAIL)
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ def _wilson(failures: int, n: int, level: float) -> tuple[float, float]:
     """Wilson's score interval of a binomial rate (runs taken as independent)."""
     if n == 0:
         return float("nan"), float("nan")
-    z = _t_ppf(0.5 + level / 2, 1e9)
+    z = _t_ppf(0.5 + level / 2, 1e9)  # the normal quantile
     p = failures / n
     mid = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
@@ -194,19 +194,11 @@ def failure_trend(sub: pd.DataFrame, failed: pd.Series, base_k: int = 1, draws: 
 # ---- the headline ------------------------------------------------------------------------------
 
 
-def _headline(fit: KFit, kind: str, base_k: int, level: float) -> dict:
+def _headline(fit: KFit, kind: str, base_k: int, level: float) -> Contrast:
+    """Contrast ``kind`` of the k levels of ``fit`` with its t interval."""
     vec = np.zeros(len(fit.coef))
     vec[: len(fit.ks)] = contrast_weights(kind, fit.ks, fit.counts, base_k)
-    c = linear_contrast(fit, vec, level)
-    return {
-        "estimate": c.estimate,
-        "se": c.se,
-        "lo": c.lo,
-        "hi": c.hi,
-        "p": c.p,
-        "df": c.df,
-        "mde": minimum_detectable(c.se, c.df, level),
-    }
+    return linear_contrast(fit, vec, level)
 
 
 def holm(pvalues: Sequence[float], alpha: float) -> list[bool]:
@@ -231,18 +223,22 @@ def headline_table(
     level: float = 0.95,
     kind: str = DEFAULT_CONTRAST,
     rule: FailureRule = FailureRule(),
+    failed: pd.Series | None = None,
 ) -> pd.DataFrame:
-    """Per (grid point, statistic of ``FAMILY``): the headline contrast ``kind`` turned so that > 0
-    is better (fewer failures too), its ``level`` interval (none for the failure rate, which has
-    the randomisation p-value), p, df, se, the minimum detectable gain at 80% power, the score
-    range of the runs that did not fail. Worst, best and mean are those of the runs that did not fail
-    (a cell left with fewer than m runs is left out), so one collapsed run cannot swamp them: the
-    failures are the failure rate's. Then ``call``: better / worse (Holm over the family at 1 - level), unclear,
-    or "too small to tell" (no residual df, or an interval wider than the runs' range)."""
+    """Per (grid point, statistic: worst_m, best_m, mean and, when a run failed, ``FAIL``): the
+    headline contrast ``kind`` turned so that > 0 is better (fewer failures too), its ``level``
+    interval (none for the failure rate, which has the randomisation p-value), p, df, se, the
+    minimum detectable gain at 80% power, and the score range of the runs that did not fail.
+    Worst, best and mean are those of the runs that did not fail (a cell left with fewer than m
+    runs is left out), so one collapsed run cannot swamp them: failures are read by their rate.
+    ``call``: better / worse (Holm over the family at 1 - level), unclear, or "too small to
+    tell" (no residual df, or an interval wider than the runs' range). ``failed``: the
+    ``failed_runs`` of ``jobs`` under ``rule``, when the caller has them already."""
     ok = _ok(jobs)
     m = m or default_m(ok)
     sign = 1.0 if higher_is_better else -1.0
-    failed = failed_runs(ok, higher_is_better, rule, grid)
+    if failed is None:
+        failed = failed_runs(ok, higher_is_better, rule, grid)
     rows = []
     for point, sub in _grid_points(ok, grid):
         kept = sub[~failed.loc[sub.index]]  # worst / best / mean of the runs that did not fail
@@ -256,18 +252,18 @@ def headline_table(
             if base_k not in fit.ks or len(fit.ks) < 2:
                 continue
             h = _headline(fit, kind, base_k, level)
-            lo, hi = sorted((sign * h["lo"], sign * h["hi"])) if np.isfinite(h["lo"]) else (np.nan, np.nan)
+            lo, hi = sorted((sign * h.lo, sign * h.hi)) if np.isfinite(h.lo) else (np.nan, np.nan)
             block.append(
                 {
                     **point,
                     "statistic": s,
-                    "gain": sign * h["estimate"],
+                    "gain": sign * h.estimate,
                     "lo": lo,
                     "hi": hi,
-                    "p": h["p"],
-                    "df": h["df"],
-                    "se": h["se"],
-                    "mde": h["mde"],
+                    "p": h.p,
+                    "df": h.df,
+                    "se": h.se,
+                    "mde": minimum_detectable(h.se, h.df, level),
                     "range": spread,
                     "n_ks": len(fit.ks),
                 }
@@ -325,6 +321,7 @@ def verdict_tables(
     """(``headline_table``, ``failure_table``) under the spec's ``[report]`` choices: what the
     verdict reads, for ``bench report`` and ``bench compare`` alike."""
     rule = FailureRule(report.failure_threshold, report.failure_mad)
-    headline = headline_table(jobs, grid, m, higher_is_better, base_k, level, report.contrast, rule)
-    failures = failure_table(jobs, failed_runs(jobs, higher_is_better, rule, grid), grid, level)
+    failed = failed_runs(jobs, higher_is_better, rule, grid)
+    headline = headline_table(jobs, grid, m, higher_is_better, base_k, level, report.contrast, rule, failed)
+    failures = failure_table(jobs, failed, grid, level)
     return headline, failures

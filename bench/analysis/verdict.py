@@ -66,6 +66,23 @@ def _paper_sentence(a: pd.Series, row: pd.Series, higher_is_better: bool) -> str
     )
 
 
+def _points(frame: pd.DataFrame, grid: list[str]) -> list[tuple]:
+    """The grid points of a table, sorted; one empty point without a grid."""
+    return [()] if not grid else sorted({tuple(r[g] for g in grid) for _, r in frame.iterrows()})
+
+
+def _at(frame: pd.DataFrame, grid: list[str], point: tuple) -> pd.DataFrame:
+    """The rows of ``frame`` at one grid point."""
+    for g, v in zip(grid, point):
+        frame = frame[frame[g] == v]
+    return frame
+
+
+def _where(grid: list[str], point: tuple) -> str:
+    """'temperature=2, alpha=0.5': a grid point in words ('' without a grid)."""
+    return ", ".join(f"{g}={v:g}" for g, v in zip(grid, point))
+
+
 def verdict(
     comparison: pd.DataFrame,
     grid: list[str],
@@ -88,15 +105,12 @@ def verdict(
     if comparison.empty:
         return head + "No verdict: the sweep has no complete runs at the base k and at another k to compare."
     sentences = []
-    points = [()] if not grid else sorted({tuple(r[g] for g in grid) for _, r in comparison.iterrows()})
-    for point in points:
-        sub, paper_sub = comparison, summary
-        for g, v in zip(grid, point):
-            sub = sub[sub[g] == v]
-            paper_sub = paper_sub[paper_sub[g] == v] if paper_sub is not None else None
+    for point in _points(comparison, grid):
+        sub = _at(comparison, grid, point)
+        paper_sub = _at(summary, grid, point) if summary is not None else None
         row = sub.sort_values("k").iloc[-1]
         k, base = int(row["k"]), int(row["base_k"])
-        where = ", ".join(f"{g}={v:g}" for g, v in zip(grid, point))
+        where = _where(grid, point)
         lead = f"At {where}, at" if where else "At"
         if row.get("constant"):
             sentences.append(f"{'At ' + where + ', e' if where else 'E'}very run has the same score: no verdict.")
@@ -208,13 +222,10 @@ def headline_sentences(
         return ""
     kind = str(headline["contrast"].iloc[0])
     out = []
-    points = [()] if not grid else sorted({tuple(r[g] for g in grid) for _, r in headline.iterrows()})
-    for point in points:
-        sub, fails = headline, failures
-        for g, v in zip(grid, point):
-            sub, fails = sub[sub[g] == v], fails[fails[g] == v]
-        rows = sub.set_index("statistic")
-        where = ", ".join(f"{g}={v:g}" for g, v in zip(grid, point))
+    for point in _points(headline, grid):
+        rows = _at(headline, grid, point).set_index("statistic")
+        fails = _at(failures, grid, point) if not failures.empty else failures
+        where = _where(grid, point)
         family = len(rows)
         parts = []
         for s, name in _NAMES.items():
@@ -271,7 +282,7 @@ def headline_sentences(
             words = (
                 "Neither: more teachers made neither failed runs rarer nor the worst case better beyond the noise"
                 + (
-                    f" (this design detects a worst-case gain of {mde:.4f} with 80% power)."
+                    f" (this design detects a worst-case gain of {mde:.4f} with {POWER:.0%} power)."
                     if np.isfinite(mde)
                     else "."
                 )

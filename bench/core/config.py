@@ -200,7 +200,7 @@ class DesignSpec:
     seed: int = 0  # the order of the cells (ties of the balanced order)
 
 
-CONTRAST_KINDS = ("trend", "pooled", "last")  # bench.analysis.robustness.CONTRASTS
+CONTRAST_KINDS = ("trend", "pooled", "last")  # the headline contrasts of bench.analysis.robustness
 
 
 @dataclass(frozen=True)
