@@ -243,6 +243,7 @@ def scenarios(quick: bool) -> list[Scenario]:
             "failures 0.3/k N=6 r=3 primary", primary=True, sd_primary=0.004, fail=0.3, fail_shape="1/k", old=False
         ),
         Scenario("failures 0.3/k N=4 r=3", n=4, fail=0.3, fail_shape="1/k", old=False),
+        Scenario("failures 0.3/k N=6 r=5", r=5, fail=0.3, fail_shape="1/k", old=False),  # what more repeats buy
     ]
     return out + effects + new
 

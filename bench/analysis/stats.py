@@ -226,10 +226,11 @@ class KFit:
 
     ``coef[:len(ks)]`` are the k levels; ``proj`` maps the data to ``coef``; ``resid_map`` (I -
     hat matrix) maps it to the residuals. A combination's residual has the variance of its k's
-    group: ``basis`` (n x G indicators) @ ``theta`` (G variances); each k is its own group when
+    group: ``basis`` (n x G: group indicators times the cell shape v, ``_variance_function``) @
+    ``theta`` (G variances); each k is its own group when
     its residuals carry at least ``MIN_GROUP_DF`` degrees of freedom, else it joins its neighbour
     towards the middle of the k's (the one k = N combination, fitted exactly, always does).
-    ``weights`` (G x n, every entry >= 0) maps the squared residuals to ``theta``; ``share`` = 1 /
+    ``weights`` (G x n) maps the squared residuals to ``theta``; ``share`` = 1 /
     cells per combination; ``df`` the residual degrees of freedom of the fit.
     ``teacher_effects`` is False when the design could not separate them from the k levels
     (then they are left out)."""
@@ -250,9 +251,10 @@ class KFit:
     def variance(self, vec: np.ndarray, extra_cell: float = 0.0) -> tuple[float, float]:
         """Var(vec @ coef) = sum_c g_c^2 sigma^2(k_c) with g = vec @ proj, and its degrees of
         freedom. The estimate is a quadratic form r'Dr in the residuals r ~ N(0, M S M) (M = I -
-        hat matrix, S = diag(sigma^2(k))) with D >= 0, so df = 2 E^2 / Var = tr(DMSM)^2 /
-        tr((DMSM)^2) (Satterthwaite 1946), at least the smallest group's share of the df and
-        never the collapse that signed weights give. ``extra_cell`` adds to every cell's
+        hat matrix, S = diag(sigma^2(k))), D diagonal, so df = 2 E^2 / Var = tr(DMSM)^2 /
+        tr((DMSM)^2) (Satterthwaite 1946). D's entries are >= 0 but for the small negative
+        weights of the exact moment solution (``_variance_function``), so df stays near the
+        df of the groups the variance rests on. ``extra_cell`` adds to every cell's
         variance (a what-if for planning)."""
         if self.df <= 0 or not np.all(np.isfinite(self.theta)):
             return float("nan"), 0.0
@@ -299,22 +301,55 @@ def variance_groups(k: np.ndarray, leverage_left: np.ndarray) -> tuple[tuple[int
     return tuple(tuple(sorted(g)) for g in sorted(groups, key=min))
 
 
+def _cell_shape(r2: np.ndarray, resid_map: np.ndarray, share: np.ndarray) -> np.ndarray:
+    """The shape a + b * share of the residual variance over the combinations (share = 1 / cells
+    per combination: a combination's value averages its cells, one per primary), by the moment
+    equations E[r^2] = (M o M) [1, share] (a, b) (Searle, Casella & McCulloch 1992, ch. 4),
+    constrained to a, b >= 0 and scaled to mean 1. It only spreads a pooled group's variance
+    over its k's (``_variance_function``); it is constant, so changes nothing, where every
+    combination has the same number of cells (no primary)."""
+    n = len(r2)
+    flat = np.ones(n)
+    moments = (resid_map * resid_map) @ np.column_stack([np.ones(n), share])
+    if len(np.unique(share)) < 2 or np.linalg.matrix_rank(moments) < 2:
+        return flat
+    a, b = np.linalg.pinv(moments) @ r2
+    if b <= 0:
+        return flat
+    v = share if a <= 0 else a + b * share
+    return v / float(v.mean())
+
+
 def _variance_function(
-    r2: np.ndarray, resid_map: np.ndarray, k: np.ndarray, df: int
+    r2: np.ndarray, resid_map: np.ndarray, k: np.ndarray, share: np.ndarray, df: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[tuple[int, ...], ...]]:
-    """(basis, weights, theta, groups) of the residual variance per group of k's: theta_g = sum of
-    the group's squared residuals / sum of their diagonal of M = I - hat matrix, the unbiased
-    moment estimate when the group's variance is constant (E[r_c^2] = sum_j M_cj^2 sigma_j^2 and
-    sum_j M_cj^2 = M_cc). Every weight is >= 0, so the estimate is never negative and its
-    Satterthwaite df cannot collapse."""
+    """(basis, weights, theta, groups) of the residual variance per group of k's: sigma^2_c =
+    theta_g * v_c for combination c in group g, v the ``_cell_shape`` (1 without a primary).
+    theta solves the moment equations summed over each group, sum_{c in g} E[r_c^2] = sum_{c in
+    g} sum_j M_cj^2 sigma^2_j (M = I - hat matrix): unbiased, including what leaks between
+    groups through M (a group of small variance next to one of large variance). Where that
+    exact solution has a weight < 0 that turns any theta <= 0, the diagonal approximation
+    (E[r_c^2] ~ M_cc sigma^2_c: theta_g = the group's squared residuals over its sum of M_cc
+    v_c, every weight >= 0) is used, so the estimate is never negative and its Satterthwaite df
+    cannot collapse. The shape matters where a k with too few residuals shares its neighbour's
+    variance: with a primary, k = 1 (one cell per combination, whose residuals the teacher
+    effects nearly absorb) has more variance than k = 2, and one level for both would
+    understate it."""
     n = len(r2)
     if df <= 0:
         return np.ones((n, 1)), np.zeros((1, n)), np.array([float("nan")]), (tuple(sorted(set(int(x) for x in k))),)
     lev = np.clip(np.diag(resid_map), 0.0, None)
     groups = variance_groups(k, lev)
-    basis = np.column_stack([np.isin(k, g).astype(float) for g in groups])
-    weights = np.vstack([b / float(lev @ b) for b in basis.T])
-    return basis, weights, weights @ r2, groups
+    v = _cell_shape(r2, resid_map, share)
+    member = np.vstack([np.isin(k, g).astype(float) for g in groups])  # G x n
+    basis = (member * v).T  # n x G
+    diagonal = member / (member @ (lev * v))[:, None]
+    moments = member @ (resid_map * resid_map) @ basis  # G x G
+    if np.linalg.matrix_rank(moments) == len(groups):
+        exact = np.linalg.solve(moments, member)
+        if np.all(exact @ r2 > 0):
+            return basis, exact, exact @ r2, groups
+    return basis, diagonal, diagonal @ r2, groups
 
 
 def fit_k_model(per_comb: pd.DataFrame, stat: str) -> KFit:
@@ -334,7 +369,8 @@ def fit_k_model(per_comb: pd.DataFrame, stat: str) -> KFit:
     resid_map = np.eye(len(y)) - x @ proj
     resid = resid_map @ y
     k = data["k"].to_numpy(int)
-    basis, weights, theta, groups = _variance_function(resid**2, resid_map, k, df)
+    share = 1.0 / data["n_cells"].to_numpy(float)
+    basis, weights, theta, groups = _variance_function(resid**2, resid_map, k, share, df)
     counts = tuple(int((data["k"] == kk).sum()) for kk in ks)
     return KFit(
         ks,
@@ -343,7 +379,7 @@ def fit_k_model(per_comb: pd.DataFrame, stat: str) -> KFit:
         proj,
         resid_map,
         basis,
-        1.0 / data["n_cells"].to_numpy(float),
+        share,
         weights,
         theta,
         groups,
