@@ -230,7 +230,7 @@ class KFit:
     ``theta`` (G variances); each k is its own group when
     its residuals carry at least ``MIN_GROUP_DF`` degrees of freedom, else it joins its neighbour
     towards the middle of the k's (the one k = N combination, fitted exactly, always does).
-    ``weights`` (G x n) maps the squared residuals to ``theta``; ``share`` = 1 /
+    ``weights`` (G x n, every entry >= 0) maps the squared residuals to ``theta``; ``share`` = 1 /
     cells per combination; ``df`` the residual degrees of freedom of the fit.
     ``teacher_effects`` is False when the design could not separate them from the k levels
     (then they are left out)."""
@@ -251,10 +251,9 @@ class KFit:
     def variance(self, vec: np.ndarray, extra_cell: float = 0.0) -> tuple[float, float]:
         """Var(vec @ coef) = sum_c g_c^2 sigma^2(k_c) with g = vec @ proj, and its degrees of
         freedom. The estimate is a quadratic form r'Dr in the residuals r ~ N(0, M S M) (M = I -
-        hat matrix, S = diag(sigma^2(k))), D diagonal, so df = 2 E^2 / Var = tr(DMSM)^2 /
-        tr((DMSM)^2) (Satterthwaite 1946). D's entries are >= 0 but for the small negative
-        weights of the exact moment solution (``_variance_function``), so df stays near the
-        df of the groups the variance rests on. ``extra_cell`` adds to every cell's
+        hat matrix, S = diag(sigma^2(k))) with D >= 0, so df = 2 E^2 / Var = tr(DMSM)^2 /
+        tr((DMSM)^2) (Satterthwaite 1946), at least the smallest group's share of the df and
+        never the collapse that signed weights give. ``extra_cell`` adds to every cell's
         variance (a what-if for planning)."""
         if self.df <= 0 or not np.all(np.isfinite(self.theta)):
             return float("nan"), 0.0
@@ -324,32 +323,26 @@ def _variance_function(
     r2: np.ndarray, resid_map: np.ndarray, k: np.ndarray, share: np.ndarray, df: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[tuple[int, ...], ...]]:
     """(basis, weights, theta, groups) of the residual variance per group of k's: sigma^2_c =
-    theta_g * v_c for combination c in group g, v the ``_cell_shape`` (1 without a primary).
-    theta solves the moment equations summed over each group, sum_{c in g} E[r_c^2] = sum_{c in
-    g} sum_j M_cj^2 sigma^2_j (M = I - hat matrix): unbiased, including what leaks between
-    groups through M (a group of small variance next to one of large variance). Where that
-    exact solution has a weight < 0 that turns any theta <= 0, the diagonal approximation
-    (E[r_c^2] ~ M_cc sigma^2_c: theta_g = the group's squared residuals over its sum of M_cc
-    v_c, every weight >= 0) is used, so the estimate is never negative and its Satterthwaite df
-    cannot collapse. The shape matters where a k with too few residuals shares its neighbour's
-    variance: with a primary, k = 1 (one cell per combination, whose residuals the teacher
-    effects nearly absorb) has more variance than k = 2, and one level for both would
-    understate it."""
+    theta_g * v_c for combination c in group g, v the ``_cell_shape`` (1 without a primary), and
+    theta_g = sum of the group's squared residuals / sum of their M_cc v_c (M = I - hat matrix),
+    the moment estimate when the variance within the group follows v (E[r_c^2] ~ M_cc sigma_c^2).
+    The shape matters where a k with too few residuals shares its neighbour's variance: with a
+    primary, k = 1 (one cell per combination, whose residuals the teacher effects nearly absorb)
+    has more variance than k = 2, and one level for both would understate it. Every weight is
+    >= 0, so the estimate is never negative and its Satterthwaite df cannot collapse (the exact
+    moment equations, with what leaks between groups through M, have weights of both signs:
+    tried, they cost a quarter more interval width and a third of the power; docs/statistics.md
+    section 3)."""
     n = len(r2)
     if df <= 0:
         return np.ones((n, 1)), np.zeros((1, n)), np.array([float("nan")]), (tuple(sorted(set(int(x) for x in k))),)
     lev = np.clip(np.diag(resid_map), 0.0, None)
     groups = variance_groups(k, lev)
     v = _cell_shape(r2, resid_map, share)
-    member = np.vstack([np.isin(k, g).astype(float) for g in groups])  # G x n
-    basis = (member * v).T  # n x G
-    diagonal = member / (member @ (lev * v))[:, None]
-    moments = member @ (resid_map * resid_map) @ basis  # G x G
-    if np.linalg.matrix_rank(moments) == len(groups):
-        exact = np.linalg.solve(moments, member)
-        if np.all(exact @ r2 > 0):
-            return basis, exact, exact @ r2, groups
-    return basis, diagonal, diagonal @ r2, groups
+    member = [np.isin(k, g).astype(float) for g in groups]
+    basis = np.column_stack([b * v for b in member])
+    weights = np.vstack([b / float(lev @ (b * v)) for b in member])
+    return basis, weights, weights @ r2, groups
 
 
 def fit_k_model(per_comb: pd.DataFrame, stat: str) -> KFit:
