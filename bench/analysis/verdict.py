@@ -251,7 +251,7 @@ def headline_sentences(
             fr = rows.loc[robustness.FAIL] if robustness.FAIL in rows.index else None
             trend = (
                 f"; their trend over k (randomisation test within student seeds) changes the rate by "
-                f"{-fr['gain']:+.0%} at k={max(ks)}, p = {fr['p']:.2g} ({fr['call']})"
+                f"{-fr['gain'] * 100:+.1f} percentage points at k={max(ks)}, p = {fr['p']:.2g} ({fr['call']})"
                 if fr is not None
                 else ""
             )
