@@ -36,7 +36,10 @@ def test_a_payload_survives_the_wire_and_keeps_its_types(project):
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"format": 1}, "job payload format 1, this worker reads 2: the driver and the worker run different"),
+        (
+            {"format": 1},
+            f"job payload format 1, this worker reads {PAYLOAD_FORMAT}: the driver and the worker run different",
+        ),
         ({"threads": "2"}, "field 'threads' has an unexpected value '2'"),
         ({"kind": "train"}, "field 'kind' has an unexpected value 'train'"),
         ({"extra": 1}, "unknown fields ['extra']"),
@@ -64,7 +67,10 @@ def test_a_worker_of_another_version_fails_the_job_saying_why(project):
     )
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert lines[0]["ready"] and lines[1] == {"started": wire["key"]}
-    assert lines[2]["status"] == "failed" and "job payload format 99, this worker reads 2" in lines[2]["error"]
+    assert (
+        lines[2]["status"] == "failed"
+        and f"job payload format 99, this worker reads {PAYLOAD_FORMAT}" in lines[2]["error"]
+    )
 
 
 def test_records_are_written_stamped_and_checked(project, tmp_path):

@@ -8,9 +8,10 @@ and a worker of different bench versions stop with one clear line instead of a K
 The record a job writes back is checked by ``bench.core.records`` (``write_record``), its
 schema version stored in it.
 
-A ``stack`` payload (``run.stack``, format 2) carries distillation jobs in ``members``, trained
-together as one batched model by one worker (``bench.training.stack``); it writes one record per
-member and its reply says how each member ended.
+A ``stack`` payload (``run.stack``, format 2; teachers from format 3) carries distillation jobs, or
+teachers, in ``members`` (all of one kind), trained together as one batched model by one worker
+(``bench.training.stack``); it writes one record (a teacher: its folder) per member and its reply
+says how each member ended.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Any
 
-PAYLOAD_FORMAT = 2  # 2: the "stack" kind and its members
+PAYLOAD_FORMAT = 3  # 2: the "stack" kind and its members; 3: stacks of teachers
 KINDS = ("teacher", "augment", "teacher-outputs", "distill", "stack")
+STACKABLE = ("distill", "teacher")  # the kinds of job a stack may hold (all its members of one)
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class JobPayload:
     slot: str = ""
     device: str = "cpu"
     queue_wait: float = 0.0  # seconds from its dependencies being met to its start
-    members: tuple[JobPayload, ...] = ()  # a stack: its distillation jobs (each a complete payload)
+    members: tuple[JobPayload, ...] = ()  # a stack: its distillation jobs or teachers (each a complete payload)
     format: int = PAYLOAD_FORMAT
 
     def dispatched(self, attempt: int, slot: str, device: str, queue_wait: float) -> JobPayload:
@@ -118,6 +120,6 @@ class JobPayload:
             if name in data and not ok(data[name]):
                 raise ValueError(f"job payload: field {name!r} has an unexpected value {data[name]!r}")
         members = tuple(cls.from_wire(m) for m in data.get("members", ()))
-        if any(m.kind != "distill" for m in members):
-            raise ValueError("job payload: a stack's members are distillation jobs")
+        if members and ({m.kind for m in members} - {members[0].kind} or members[0].kind not in STACKABLE):
+            raise ValueError("job payload: a stack's members are distillation jobs or teachers, all of one kind")
         return cls(**{**data, "paths": JobPaths(**data["paths"]), "members": members})

@@ -135,12 +135,8 @@ def _even_chunks(items: list, count: int) -> list[list]:
 
 
 def stack_items(plan: Plan, items: list[Item]) -> list[Item]:
-    """The distillation items as the queue runs them with ``run.stack`` (n or "auto", up to
-    ``STACK_AUTO_CAP`` per stack; the worker may then train fewer at once): stack-compatible jobs
-    (``stack_group``) in stacks of at most n, in plan order, as many stacks as the slots can run
-    at once when there are fewer, their count rounded up to a multiple of the slots (so the slots
-    end together); a stack waits for the union of its jobs' dependencies. Jobs of a method that
-    cannot be stacked, or at a precision other than fp32, stay single."""
+    """The distillation items as the queue runs them with ``run.stack`` (``_stacked``). Jobs of a
+    method that cannot be stacked, or at a precision other than fp32, stay single."""
     run = plan.sweep.run
     if run.stack == 1 or len(items) < 2:
         return items
@@ -149,6 +145,27 @@ def stack_items(plan: Plan, items: list[Item]) -> list[Item]:
             f"note: run.stack: method {plan.sweep.method.name!r} at {run.precision} is not stacked; jobs run alone"
         )
         return items
+    return _stacked(plan, items)
+
+
+def teacher_stack_items(plan: Plan, items: list[Item]) -> list[Item]:
+    """The teacher items as the queue runs them with ``run.stack``: the sweep's teachers (one
+    architecture, seeds differ) stacked as students are (``_stacked``), when the task's inputs are
+    dense (text is padded per batch) and at fp32; a stack of teachers whose model cannot be
+    stacked (dropout) is trained one by one by its worker (``training.stack.stack_problem``)."""
+    run = plan.sweep.run
+    if run.stack == 1 or len(items) < 2 or run.precision != "fp32" or TASKS[plan.sweep.task.name].modality != "image":
+        return items
+    return _stacked(plan, items)
+
+
+def _stacked(plan: Plan, items: list[Item]) -> list[Item]:
+    """``items`` in stacks (n or "auto", up to ``STACK_AUTO_CAP`` per stack; the worker may then
+    train fewer at once): stack-compatible jobs (``stack_group``) in stacks of at most n, in plan
+    order, as many stacks as the slots can run at once when there are fewer, their count rounded
+    up to a multiple of the slots (so the slots end together); a stack waits for the union of its
+    jobs' dependencies."""
+    run = plan.sweep.run
     limit = STACK_AUTO_CAP if run.stack == "auto" else int(run.stack)
     slots = max(1, run.slots())
     groups: dict[str, list[Item]] = {}
@@ -408,6 +425,7 @@ def _run_locked(plan: Plan, quiet: bool, teachers_only: bool, mixed_threads: boo
     needed = {d for j in jobs for d in j.deps}
     prep = [p for p in (*plan.augments, *plan.outputs) if p.key in needed and not prep_done(plan, p)]
     items = [Item(key=t.key, kind="teacher", payload=teacher_payload(plan, t)) for t in teachers]
+    items = teacher_stack_items(plan, items)
     items += [
         Item(
             key=p.key,

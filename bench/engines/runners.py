@@ -39,7 +39,14 @@ from bench.training.augment import augmented_path, load_augmented
 from bench.training.augment import run_augment as augment_job
 from bench.training.export import model_card, model_description, save_model_folder, wrapped_hf
 from bench.training.loop import Diverged, evaluate, precision_scope, warm_up_step
-from bench.training.teachers import augmented_outputs_path, load_outputs, run_teacher_outputs, train_teacher
+from bench.training.teachers import (
+    augmented_outputs_path,
+    build_teacher,
+    load_outputs,
+    run_teacher_outputs,
+    train_teacher,
+    train_teachers_stacked,
+)
 
 log = logging.getLogger(__name__)
 _TASKS: dict[str, Any] = {}
@@ -271,45 +278,70 @@ def finish_distill(
 
 
 def run_stack(job: JobPayload, device: Any, worker_startup: float = 0.0) -> dict:
-    """Train a stack's distillation jobs (``job.members``) as one batched model
-    (``training.stack.train_stacked``), then evaluate each and write its record. Returns
-    ``{"members": {key: record | exception}}``: a member that diverged (``Diverged``) or whose
-    evaluation raised fails alone. With ``run.stack = "auto"`` (``job.plan["stack"]``) the members
-    are trained in chunks that fit the device's memory (``training.stack.auto_size``). Members
-    that cannot be stacked (``training.stack.stack_problem``) run one after the other, alone."""
-    from bench.training.stack import auto_size, stack_problem, student_bytes  # lazy: torch.func, workers only
+    """Train a stack's jobs (``job.members``: distillation jobs, or teachers) as one batched model
+    (``training.stack.train_stacked``), then evaluate each and write its record (a teacher: its
+    folder, as ``train_teacher`` stores it). Returns ``{"members": {key: record | meta |
+    exception}}``: a member that diverged (``Diverged``) or whose evaluation raised fails alone.
+    With ``run.stack = "auto"`` (``job.plan["stack"]``) the members are trained in chunks that fit
+    the device's memory (``training.stack.auto_size``). Members that cannot be stacked
+    (``training.stack.stack_problem``) run one after the other, alone."""
+    from bench.training.stack import stack_problem  # lazy: torch.func, workers only
 
     wall_start = time.time()
-    outcomes: dict[str, Any] = {}
-    setups = []  # (member, ctx, model, loss, setup seconds, setup energy)
+    teachers = job.members[0].kind == "teacher"
+    setups = []  # (member, ctx or task data, model, loss or spec, setup seconds, setup energy)
     for member in job.members:
         t0 = time.perf_counter()
         span = energy.begin(member.energy, device)
+        if teachers:
+            data = load_task(member.config, member.paths.cache)
+            setups.append((member, data, *build_teacher(member, data), time.perf_counter() - t0, span.end()))
+            continue
         ctx = distill_context(member, device)
         model, loss = METHODS[member.config["method"]["name"]].stack_setup(ctx)  # type: ignore[misc]
         setups.append((member, ctx, model, loss, time.perf_counter() - t0, span.end()))
     first = setups[0]
-    split = first[1].data.splits["train"]
+    data = first[1] if teachers else first[1].data
+    split = data.splits["train"]
     problem = stack_problem(first[2], split, job_precision(first[0].config))
     if problem is not None:
         log.info(f"stack {job.key}: {len(setups)} jobs run alone: {problem}")
-        for member, *_ in setups:
-            outcomes[member.key] = _alone(member, device)
-        return {"members": outcomes}
-    size = len(setups)
-    if job.plan.get("stack") == "auto":
-        targets = sum(t.numel() * t.element_size() for t in first[3].targets)
-        size = auto_size(student_bytes(first[2], split, first[1].spec.batch_size, targets), device)
-    chunks = [setups[i :: -(-len(setups) // size)] for i in range(-(-len(setups) // size))]
+        return {"members": {member.key: _alone(member, device) for member, *_ in setups}}
+    outcomes: dict[str, Any] = {}
+    chunks = _chunks(setups, _stack_size(job, setups, split, device, teachers))
     for chunk in chunks:
-        _train_chunk(chunk, device, wall_start, outcomes, worker_startup if chunk is chunks[0] else 0.0)
+        startup = worker_startup if chunk is chunks[0] else 0.0
+        if teachers:
+            built = [(member, model, spec, t, e) for member, _, model, spec, t, e in chunk]
+            outcomes.update(train_teachers_stacked(built, data, device, wall_start, startup))
+        else:
+            _train_chunk(chunk, device, wall_start, outcomes, startup)
     return {"members": outcomes}
 
 
+def _stack_size(job: JobPayload, setups: list, split: Any, device: Any, teachers: bool) -> int:
+    """How many of a stack's members train at once: all, or with ``run.stack = "auto"`` as many as
+    fit the device's memory (``training.stack.auto_size``)."""
+    from bench.training.stack import auto_size, student_bytes  # lazy: torch.func, workers only
+
+    if job.plan.get("stack") != "auto":
+        return len(setups)
+    _, first, model, loss_or_spec, *_ = setups[0]
+    targets = 0 if teachers else sum(t.numel() * t.element_size() for t in loss_or_spec.targets)
+    batch_size = loss_or_spec.batch_size if teachers else first.spec.batch_size
+    return auto_size(student_bytes(model, split, batch_size, targets), device)
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    """``items`` in as few chunks of at most ``size`` as can hold them, dealt round-robin."""
+    count = -(-len(items) // size)
+    return [items[i::count] for i in range(count)]
+
+
 def _alone(member: JobPayload, device: Any) -> Any:
-    """A member run alone: its record, or the exception it raised."""
+    """A member run alone: its record (a teacher: its meta), or the exception it raised."""
     try:
-        return run_distill(member, device)
+        return RUNNERS[member.kind](member, device)
     except Exception as e:
         return e
 

@@ -21,7 +21,7 @@ import numpy as np
 from bench.core.cache import save_arrays
 from bench.core.config import job_precision, task_spec, train_spec
 from bench.core.contracts import JobPayload
-from bench.core.energy import Span
+from bench.core.energy import Span, begin, combine
 from bench.core.files import atomic_write_json, file_mode, read_json
 from bench.core.provenance import provenance
 from bench.core.records import teacher_meta_problem
@@ -97,42 +97,78 @@ def quarantine_teacher(root: str | os.PathLike, task: str, key: str, reason: str
     return dest
 
 
+def teacher_loss(logits, labels):
+    """A teacher's training loss: cross-entropy on the labels (per token for the LM), the same
+    alone and in a stack (``training.stack.StackLoss``)."""
+    import torch.nn.functional as F
+
+    return F.cross_entropy(logits.flatten(0, -2), labels.flatten())
+
+
 def train_teacher(job: JobPayload, data, device, started: float, span: Span, worker_startup: float = 0.0) -> dict:
     """Fine-tune the teacher of ``job``, cache its logits on every split, store it; returns its meta
     (timings from ``started`` and energy from ``span``, both begun before the data was loaded).
     ``worker_startup`` (the worker's one-off seconds before this job) is recorded outside ``total``."""
+    from bench.training.loop import (  # lazy: torch only in the worker that trains, not in the driver
+        logits_loss,
+        precision_scope,
+        train,
+    )
+
+    wall_start = time.time() - (time.perf_counter() - started)
+    model, spec = build_teacher(job, data)
+    t_setup = time.perf_counter()
+    with precision_scope(job_precision(job.config), device):
+        fit = train(
+            model, data.splits["train"], spec, spec.seed, logits_loss(lambda lg, idx, y: teacher_loss(lg, y)), device
+        )
+    timings = {"setup": t_setup - started, "train": time.perf_counter() - t_setup}
+    return store_teacher(job, data, model, fit["steps"], timings, device, wall_start, span, worker_startup)
+
+
+def build_teacher(job: JobPayload, data):
+    """The teacher of ``job`` freshly built after its own ``set_seed``, and its training spec."""
+    from bench.training.loop import set_seed  # lazy: torch only in the worker that trains
+
+    spec = train_spec(job.config["model"], job.config["seed"])
+    set_seed(spec.seed)
+    return MODELS[spec.model].build(spec, data.shape), spec
+
+
+def store_teacher(
+    job: JobPayload,
+    data,
+    model,
+    steps: int,
+    timings: dict,
+    device,
+    wall_start: float,
+    span: Span,
+    worker_startup: float = 0.0,
+    before: dict | None = None,
+    **extra,
+) -> dict:
+    """Evaluate a trained teacher, cache its logits on every split and store it (files, sha256 sums,
+    ``meta.json`` last, the folder renamed into place); returns its meta. ``timings`` holds its
+    setup and train seconds (eval, cache and total are added: total runs to the end of storing);
+    its energy is ``span``'s from the end of training, plus ``before`` (setup and training,
+    ``energy.combine``) when given, else ``span``'s alone (begun before setup). ``extra``: more
+    meta fields (a stacked teacher's ``stack``)."""
     import torch
-    import torch.nn.functional as F
     from safetensors.torch import save_model
 
     from bench.training.loop import (  # lazy: torch only in the worker that trains, not in the driver
         evaluate,
-        logits_loss,
         precision_scope,
         predict_logits,
-        set_seed,
-        train,
     )
 
     config = job.config
     precision = job_precision(config)
-    spec = train_spec(config["model"], config["seed"])
-    set_seed(spec.seed)
-    model = MODELS[spec.model].build(spec, data.shape)
-    t_setup = time.perf_counter()
+    t_train = time.perf_counter()
     with precision_scope(precision, device):  # the cached logits are float32 whatever the precision
-        fit = train(
-            model,
-            data.splits["train"],
-            spec,
-            spec.seed,
-            logits_loss(lambda logits, idx, y: F.cross_entropy(logits.flatten(0, -2), y.flatten())),
-            device,
-        )
-        t_train = time.perf_counter()
         scores = evaluate(data, model, device)
         t_eval = time.perf_counter()
-
         hook = TASKS[data.name].teacher_outputs
         outputs = (
             hook(model, data, device, task_spec(config))
@@ -140,6 +176,9 @@ def train_teacher(job: JobPayload, data, device, started: float, span: Span, wor
             else {name: predict_logits(model, split, device) for name, split in data.splits.items()}
         )
     t_cache = time.perf_counter()
+
+    def total() -> float:
+        return timings["setup"] + timings["train"] + time.perf_counter() - t_train
 
     metric = TASKS[data.name].metrics[0]
     final = teacher_dir(job.paths.teachers, data.name, job.key)
@@ -155,7 +194,7 @@ def train_teacher(job: JobPayload, data, device, started: float, span: Span, wor
     meta = {
         "key": job.key,
         "index": job.plan["index"],
-        "seed": spec.seed,
+        "seed": config["seed"],
         "config": config,
         "files": {},  # below, once hf/ is written
         "status": "ok",
@@ -163,14 +202,13 @@ def train_teacher(job: JobPayload, data, device, started: float, span: Span, wor
         "metric": metric,
         "score": scores[data.eval_splits[0]][metric],
         "n_params": count_parameters(model),
-        "steps": fit["steps"],
+        "steps": steps,
         "timings": {
             "queue_wait": job.queue_wait,
-            "setup": t_setup - started,
-            "train": t_train - t_setup,
+            **timings,
             "eval": t_eval - t_train,
             "cache": t_cache - t_eval,
-            "total": time.perf_counter() - started,
+            "total": total(),
             "worker_startup": worker_startup,  # one-off, paid before this job's clock: never in total
         },
         "device": job.device,
@@ -189,25 +227,22 @@ def train_teacher(job: JobPayload, data, device, started: float, span: Span, wor
             if "fidelity" in outputs
             else {}
         ),
-        "provenance": {
-            **provenance(),
-            "started": time.time() - (time.perf_counter() - started),
-            "finished": time.time(),
-        },
+        **extra,
+        "provenance": {**provenance(), "started": wall_start, "finished": time.time()},
     }
     if wrapped_hf(model) is not None:
         facts = {
             "task": data.name,
             "trained by sweep": job.plan["sweep"],
             "teacher index": meta["index"],
-            "seed": spec.seed,
+            "seed": config["seed"],
             "teacher key": job.key,
             "training seconds": f"{meta['timings']['train']:.1f}",
         }
         save_hf(model, data.tokenizer, tmp / HF_FOLDER, model_card(f"bench teacher {job.key}", facts, scores, model.hf))
-        meta["timings"]["total"] = time.perf_counter() - started
+        meta["timings"]["total"] = total()
         meta["provenance"]["finished"] = time.time()
-    meta["energy"] = span.end()  # over the same interval as timings.total
+    meta["energy"] = span.end() if before is None else combine([(before, 1.0), (span.end(), 1.0)])  # as timings.total
     meta["files"] = teacher_files(tmp)
     atomic_write_json(tmp / "meta.json", meta)
     try:
@@ -215,6 +250,55 @@ def train_teacher(job: JobPayload, data, device, started: float, span: Span, wor
     except OSError:  # another run stored the same teacher first: keep that one
         shutil.rmtree(tmp, ignore_errors=True)
     return meta
+
+
+def train_teachers_stacked(built: list, data, device, wall_start: float, worker_startup: float = 0.0) -> dict:
+    """Train teachers of one architecture together as one batched model
+    (``training.stack.train_stacked``, each with its own seed, initialisation and data order, the
+    loss ``teacher_loss``), then store each as ``train_teacher`` does: the same files, sha256 sums
+    and meta fields, plus ``stack`` (size, index, the stack's training seconds). ``built``: per
+    teacher (job, model built by ``build_teacher``, spec, setup seconds, setup energy). Returns
+    ``{key: meta | exception}``: a teacher that diverged (``Diverged`` at its first non-finite
+    loss) or whose storing raised fails alone. The worker's one-off ``worker_startup`` goes to the
+    first teacher's meta; each is charged its own setup, evaluation and storing and an equal share
+    of the stack's training, in seconds and in energy."""
+    from bench.training.loop import Diverged  # lazy: torch only in the worker that trains
+    from bench.training.stack import StackLoss, train_stacked  # lazy: torch.func, workers only
+
+    jobs, models, specs, setup, setup_energy = zip(*built)
+    train_span = begin(jobs[0].energy, device)
+    fits = train_stacked(
+        list(models),
+        data.splits["train"],
+        specs[0],
+        [s.seed for s in specs],
+        [StackLoss((), teacher_loss)] * len(built),
+        device,
+    )
+    train_seconds = sum(f["seconds"] for f in fits)
+    train_energy = train_span.end()
+    out: dict = {}
+    for i, (job, model, fit) in enumerate(zip(jobs, models, fits)):
+        if fit["diverged_at"] is not None:
+            out[job.key] = Diverged(fit["diverged_at"])
+            continue
+        try:
+            out[job.key] = store_teacher(
+                job,
+                data,
+                model,
+                fit["steps"],
+                {"setup": setup[i], "train": fit["seconds"]},
+                device,
+                wall_start,
+                begin(job.energy, device),
+                worker_startup if i == 0 else 0.0,
+                before=combine([(setup_energy[i], 1.0), (train_energy, 1.0 / len(built))]),
+                stack={"size": len(built), "index": i, "train_seconds": train_seconds},
+            )
+        except Exception as e:
+            out[job.key] = e
+    return out
 
 
 def load_teacher_model(root: str | os.PathLike, task: str, key: str, shape, device):
