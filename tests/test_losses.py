@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from bench.models.losses import kd_loss, mean_teacher_logits
+from bench.models.losses import kd_loss, log_softmax, mean_teacher_logits
 
 
 def test_kd_loss_matches_hand_computation_t1():
@@ -56,3 +56,20 @@ def test_mean_teacher_logits_averages_logits_not_probabilities():
     assert torch.equal(mean_teacher_logits(torch.stack([a, b])), torch.tensor([[1.0, 2.0]]))
     with pytest.raises(ValueError):
         mean_teacher_logits(a)
+
+
+def test_log_softmax_and_kd_loss_equal_torchs_up_to_rounding():
+    """``log_softmax`` (x - logsumexp) against ``F.log_softmax``, and kd_loss's values and gradients
+    against the loss written with torch's own ``cross_entropy``, ``log_softmax`` and ``kl_div``."""
+    F = torch.nn.functional
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 10, generator=g) * 8
+    assert (log_softmax(x) - F.log_softmax(x, dim=-1)).abs().max().item() < 1e-5
+    s, t = torch.randn(64, 10, generator=g, requires_grad=True), torch.randn(64, 10, generator=g)
+    y = torch.randint(0, 10, (64,), generator=g)
+    ours = kd_loss(s, t, y, 4.0, 0.3)
+    (grad,) = torch.autograd.grad(ours, s)
+    kl = F.kl_div(F.log_softmax(s / 4, -1), F.log_softmax(t / 4, -1), reduction="batchmean", log_target=True)
+    ref = 0.3 * F.cross_entropy(s, y) + 0.7 * 16 * kl
+    (ref_grad,) = torch.autograd.grad(ref, s)
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-6) and (grad - ref_grad).abs().max().item() < 1e-7

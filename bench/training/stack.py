@@ -111,7 +111,11 @@ def train_stacked(
     rngs = [np.random.default_rng(s) for s in seeds]
     labels_all = torch.from_numpy(split.labels)
     fn = losses[0].fn
-    n_targets = len(losses[0].targets)
+    # every student's target tables stacked once, (students, rows, ...): one gather a step instead
+    # of one per student (its memory is counted in student_bytes)
+    tables = [torch.stack([loss.targets[t] for loss in losses]) for t in range(len(losses[0].targets))]
+    who = torch.arange(size, device=device)[:, None]
+    n_targets = len(tables)
 
     def one(p: dict, b: dict, x: torch.Tensor, labels: torch.Tensor, *rows: torch.Tensor) -> torch.Tensor:
         logits = functional_call(base, (p, b), (), {"x": x}).float()
@@ -125,7 +129,7 @@ def train_stacked(
         x = flat.reshape(size, idx.shape[1], *flat.shape[1:]).to(device, non_blocking=True)
         target = idx if views is None else idx * split.n_views + views
         at = torch.from_numpy(target).to(device)
-        rows = [torch.stack([loss.targets[t][at[i]] for i, loss in enumerate(losses)]) for t in range(n_targets)]
+        rows = [table[who, at] for table in tables]
         labels = labels_all[torch.from_numpy(idx)].to(device)
         loss = batched(params, buffers, x, labels, *rows)
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), steps, first_bad)
@@ -171,7 +175,8 @@ def _free_bytes(device: torch.device) -> int:
 def student_bytes(model: torch.nn.Module, split: Split, batch_size: int, target_bytes: int) -> int:
     """Estimated memory of one student in a stack: parameters, gradients and two optimizer moments
     (16 bytes per parameter), 3 x the activations of a batch (outputs of every module in the
-    forward pass, kept for backward, and their gradients, with room to spare), and its targets."""
+    forward pass, kept for backward, and their gradients, with room to spare), and twice its
+    targets (``target_bytes``: its own tables and their copy in the stack's, ``train_stacked``)."""
     sizes: list[int] = []
     hooks = [
         m.register_forward_hook(lambda _m, _i, out: sizes.append(out.numel() if torch.is_tensor(out) else 0))
@@ -185,7 +190,7 @@ def student_bytes(model: torch.nn.Module, split: Split, batch_size: int, target_
             h.remove()
         model.train()
     n_params = sum(p.numel() for p in model.parameters())
-    return 16 * n_params + 3 * 4 * sum(sizes) * batch_size + target_bytes
+    return 16 * n_params + 3 * 4 * sum(sizes) * batch_size + 2 * target_bytes
 
 
 def auto_size(per_student: int, device: torch.device, cap: int = AUTO_CAP) -> int:
