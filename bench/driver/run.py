@@ -26,7 +26,7 @@ from bench.core.provenance import provenance
 from bench.core.records import load_records, record_path, write_record
 from bench.driver.progress import ProgressBar
 from bench.driver.students import keep_best_students, student_path
-from bench.engines.dispatch import Hooks, job_threads, run_engine
+from bench.engines.dispatch import Hooks, early_workers, job_threads, run_engine
 from bench.engines.queue import Item
 from bench.methods.table import METHODS
 from bench.plan.jobs import AugmentJob, DistillJob, OutputsJob, Plan, TeacherJob
@@ -398,20 +398,23 @@ def run_sweep(
     results = sweep.results_dir()
     preflight(plan)
     lock = sweep_lock(results)
+    spawned = early_workers(sweep.run, results / "logs")  # their start-up overlaps the planning below
     try:
         if spec_text:
             atomic_write_bytes(results / SAVED_SPEC, spec_text.encode())
-        summary = _run_locked(plan, quiet, teachers_only, mixed_threads)
+        summary = _run_locked(plan, quiet, teachers_only, mixed_threads, spawned)
         if sweep.run.save_students == "best" and not teachers_only:  # also what an interrupted earlier run left
             pruned = keep_best_students(plan)
             if pruned and not quiet:
                 log.info("%s: kept the best student per k, deleted %d other(s)", sweep.name, len(pruned))
         return summary
     finally:
+        for worker in spawned.values():  # ended by the queue; these close only what it never used
+            worker.close()
         lock.close()
 
 
-def _run_locked(plan: Plan, quiet: bool, teachers_only: bool, mixed_threads: bool) -> RunSummary:
+def _run_locked(plan: Plan, quiet: bool, teachers_only: bool, mixed_threads: bool, spawned: dict) -> RunSummary:
     sweep = plan.sweep
     remove_stale_temporaries(plan)
     teachers, jobs, ok = pending_work(plan, repair=True)
@@ -504,7 +507,12 @@ def _run_locked(plan: Plan, quiet: bool, teachers_only: bool, mixed_threads: boo
 
     try:
         result = run_engine(
-            items, sweep.run, sweep.results_dir() / "logs", Hooks(record_failure, progress, is_done), done_teachers
+            items,
+            sweep.run,
+            sweep.results_dir() / "logs",
+            Hooks(record_failure, progress, is_done),
+            done_teachers,
+            spawned,
         )
     finally:
         if bar is not None:

@@ -115,7 +115,7 @@ def execute(
     reply = {"status": "failed", "error": "worker process died before the job started, 3 times"}
     wanted = _still_wanted()
     for _ in range(3):
-        if worker.proc is None or worker.proc.poll() is not None:
+        if not worker.usable():
             try:
                 worker.start()
             except WorkerUnusable as e:

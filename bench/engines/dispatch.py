@@ -21,7 +21,7 @@ from pathlib import Path
 from bench.core.errors import lookup
 from bench.engines.cluster import connect, slurm_client
 from bench.engines.dask_engine import drive
-from bench.engines.queue import Item, QueueResult, make_slots, run_queue
+from bench.engines.queue import Item, QueueResult, Worker, make_slots, run_queue, spawn_workers
 
 
 @dataclass(frozen=True)
@@ -49,12 +49,25 @@ def job_threads(run) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, run.slots()))
 
 
-def run_local(items: list[Item], run, log_dir: Path, hooks: Hooks, done_keys: set[str]) -> QueueResult:
+def local_slots(run) -> list:
+    """The local engine's slots: ``run.devices`` x ``run.jobs_per_device``, each with the run's threads."""
+    return make_slots(run.devices, run.jobs_per_device, job_threads(run))
+
+
+def early_workers(run, log_dir: Path) -> dict[str, Worker]:
+    """For the local engine, its slots' worker processes started now (``queue.spawn_workers``),
+    so that their start-up overlaps the driver's planning; ``run_engine`` adopts them, and the
+    caller closes them (``Worker.close``) when it ends, whatever happened. Other engines: none."""
+    return spawn_workers(local_slots(run), log_dir) if run.engine == "local" else {}
+
+
+def run_local(
+    items: list[Item], run, log_dir: Path, hooks: Hooks, done_keys: set[str], spawned: dict | None = None
+) -> QueueResult:
     """The local device queue: ``run.devices`` x ``run.jobs_per_device`` worker processes."""
-    slots = make_slots(run.devices, run.jobs_per_device, job_threads(run))
     return run_queue(
         items,
-        slots,
+        local_slots(run),
         log_dir,
         run.retries,
         run.timeout,
@@ -64,18 +77,25 @@ def run_local(items: list[Item], run, log_dir: Path, hooks: Hooks, done_keys: se
         done_keys=done_keys,
         is_done=hooks.is_done,
         retry_on=run.retry_on,
+        spawned=spawned,
     )
 
 
-def run_dask(items: list[Item], run, log_dir: Path, hooks: Hooks, done_keys: set[str]) -> QueueResult:
-    """A Dask cluster: ``run.scheduler``, or a local cluster on loopback built from ``run.devices``."""
+def run_dask(
+    items: list[Item], run, log_dir: Path, hooks: Hooks, done_keys: set[str], spawned: dict | None = None
+) -> QueueResult:
+    """A Dask cluster: ``run.scheduler``, or a local cluster on loopback built from ``run.devices``
+    (its workers start their own processes: ``spawned`` is for the local engine only, and empty)."""
 
     with connect(run) as client:
         return drive(client, items, run, log_dir, hooks, done_keys)
 
 
-def run_slurm(items: list[Item], run, log_dir: Path, hooks: Hooks, done_keys: set[str]) -> QueueResult:
-    """A Dask cluster of Slurm worker jobs that adapts to the queue (``[run.slurm]``)."""
+def run_slurm(
+    items: list[Item], run, log_dir: Path, hooks: Hooks, done_keys: set[str], spawned: dict | None = None
+) -> QueueResult:
+    """A Dask cluster of Slurm worker jobs that adapts to the queue (``[run.slurm]``; ``spawned``:
+    as for ``run_dask``, empty)."""
 
     with slurm_client(run, log_dir) as client:
         return drive(client, items, run, log_dir, hooks, done_keys)
@@ -84,6 +104,9 @@ def run_slurm(items: list[Item], run, log_dir: Path, hooks: Hooks, done_keys: se
 ENGINES: dict[str, Callable[..., QueueResult]] = {"local": run_local, "dask": run_dask, "slurm": run_slurm}
 
 
-def run_engine(items: list[Item], run, log_dir: Path, hooks: Hooks, done_keys: set[str]) -> QueueResult:
-    """Run the items on the engine that ``run.engine`` names."""
-    return lookup(ENGINES, run.engine, "engine")(items, run, log_dir, hooks, done_keys)
+def run_engine(
+    items: list[Item], run, log_dir: Path, hooks: Hooks, done_keys: set[str], spawned: dict | None = None
+) -> QueueResult:
+    """Run the items on the engine that ``run.engine`` names (the local one adopts the workers
+    ``early_workers`` spawned)."""
+    return lookup(ENGINES, run.engine, "engine")(items, run, log_dir, hooks, done_keys, spawned)

@@ -127,18 +127,22 @@ class Worker:
         self.buf = b""
         self.jobs = 0
         self.closed = False  # set by close(): no process may be started any more
+        self.ready = False  # its ready line was read (start)
+        self.spawned_at: float | None = None
         self._lock = threading.Lock()
 
-    def start(self) -> None:
-        """Start the process and wait for its ready line. Raises WorkerUnusable when it reports that it
-        cannot work on the slot, WorkerError (crash or timeout) when it dies or hangs while starting."""
+    def spawn(self) -> None:
+        """Start the process without waiting for its ready line (``start`` reads it), so that its
+        start-up (interpreter, torch) overlaps the driver's own work; its spawn time is kept
+        (``spawned_at``): the run's clock starts there."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.spawned_at = time.time()
         env = {
             **os.environ,
             **self.slot.env(),
             **self.extra_env,
             "BENCH_PARENT_PID": str(os.getpid()),
-            "BENCH_SPAWNED_AT": repr(time.time()),  # the worker's start-up is measured from here
+            "BENCH_SPAWNED_AT": repr(self.spawned_at),  # the worker's start-up is measured from here
         }
         with self._lock:  # close() from another thread either sees this process or prevents it
             if self.closed:
@@ -152,11 +156,23 @@ class Worker:
                     env=env,
                     bufsize=0,
                 )
-        self.buf, self.jobs = b"", 0
+        self.buf, self.jobs, self.ready = b"", 0, False
+
+    def start(self) -> None:
+        """Start the process (unless ``spawn`` did and it lives) and wait for its ready line. Raises
+        WorkerUnusable when it reports that it cannot work on the slot, WorkerError (crash or
+        timeout) when it dies or hangs while starting."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.spawn()
         hello = self._read(timeout=START_TIMEOUT)
         if not hello.get("ready"):
             self.stop()
             raise WorkerUnusable(f"worker for {self.slot.device} could not start: {hello.get('error')}")
+        self.ready = True
+
+    def usable(self) -> bool:
+        """Whether the process is started, ready and alive (else ``start`` it before a job)."""
+        return self.ready and self.proc is not None and self.proc.poll() is None
 
     def _read(self, timeout: float | None, wanted: Callable[[], bool] | None = None) -> dict:
         """The next line from the worker; kills it when ``timeout`` passes or, checked every second,
@@ -229,7 +245,7 @@ class Worker:
                 proc.wait(timeout=30)
             except (OSError, subprocess.TimeoutExpired):
                 self.kill()
-        self.proc = None
+        self.proc, self.ready = None, False
 
 
 def run_job(
@@ -444,6 +460,20 @@ class Scheduler:
         self.progress(counts)
 
 
+def worker_log(log_dir: Path, slot: Slot) -> Path:
+    """The log file of a slot's worker (its stderr)."""
+    return log_dir / f"worker-{slot.name.replace(':', '').replace('#', '-')}.log"
+
+
+def spawn_workers(slots: list[Slot], log_dir: Path) -> dict[str, Worker]:
+    """One worker per slot, its process started now (``Worker.spawn``), for ``run_queue``'s
+    ``spawned``: the driver plans while they import torch."""
+    workers = {s.name: Worker(s, worker_log(log_dir, s)) for s in slots}
+    for w in workers.values():
+        w.spawn()
+    return workers
+
+
 def run_queue(
     items: list[Item],
     slots: list[Slot],
@@ -456,8 +486,12 @@ def run_queue(
     done_keys: AbstractSet[str] = frozenset(),
     is_done: Callable[[Item], bool] = lambda item: False,
     retry_on: tuple[str, ...] = RETRY_ON,
+    spawned: dict[str, Worker] | None = None,
 ) -> QueueResult:
     """Run every item on the slots; returns what finished, failed and was skipped.
+
+    ``spawned``: workers the driver started already (``spawn_workers``, by slot name); the run's
+    clock (``QueueResult.wall``) starts at the first one's spawn, so their start-up is in it.
 
     ``is_done(item)`` tells whether a job whose reply was lost (worker killed or timed out just
     after it finished) did leave its result: then it counts as done, not as a failed attempt.
@@ -469,16 +503,16 @@ def run_queue(
     thread (``bench.core.interrupt.Interrupted`` on SIGINT / SIGTERM) kills every worker at once, records
     nothing for the jobs it cut short, and propagates. Nothing finished is lost.
     """
-    start = time.time()
+    workers = {s.name: (spawned or {}).get(s.name) or Worker(s, worker_log(log_dir, s)) for s in slots}
+    start = min([w.spawned_at for w in workers.values() if w.spawned_at is not None], default=time.time())
     sched = Scheduler(items, set(done_keys), retries, on_final_failure, progress, retry_on)
     fatal: list[BaseException] = []
     stopping = threading.Event()
-    workers = {s.name: Worker(s, log_dir / f"worker-{s.name.replace(':', '').replace('#', '-')}.log") for s in slots}
 
     def attempt(worker: Worker, slot: Slot, item: Item) -> tuple[bool, str | None, dict]:
         item.attempts += 1
         item.slot = slot.name
-        if worker.proc is None or worker.proc.poll() is not None:
+        if not worker.usable():
             try:
                 worker.start()
             except WorkerUnusable:
