@@ -109,7 +109,7 @@ class RunSpec:
     deterministic: bool = False  # torch deterministic algorithms (+ cuBLAS workspace): GPU reruns match bit for bit
     precision: str = "fp32"  # fp32 | bf16 | fp16: forward passes under torch autocast (in job keys unless fp32)
     save_students: str = "none"  # none | best (per k, kept at the end of bench run) | all: results/<sweep>/students/
-    stack: int | str = 1  # students trained together as one batched model (bench/training/stack.py), or "auto"
+    stack: int | str = 1  # students (and image teachers) trained as one batched model (training/stack.py), or "auto"
     energy: PowerModel = PowerModel()  # [run.energy]: the estimate's figures, PUE, carbon intensity (core.energy)
 
     def gpu_share(self) -> float:

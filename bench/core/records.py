@@ -31,6 +31,11 @@ timings with a total, decodable predictions; failed and skipped ones an error st
 ok ones a score), its key is its file name and the ``stable_hash`` of its own config, and it
 sits where the plan puts that key (same k, combination, primary, repeat, grid, teachers).
 Anything else is damaged: skipped with a named warning by readers, quarantined by the driver.
+
+A teacher's ``meta.json`` (``teacher_meta_problem``: ``_TEACHER_META`` required, ``_TEACHER_OPTIONAL``
+checked when present) is written by ``training.teachers.store_teacher``; a teacher trained in a
+stack (``run.stack``, image tasks at fp32) adds ``stack`` {size, index, train_seconds: the whole
+stack's}, as a student's record does.
 """
 
 from __future__ import annotations
