@@ -6,9 +6,18 @@ Called by ``benchmarks/peer_textbrewer.py`` (never imported by bench; it does no
 
 JOB.json names the teachers' transformers folders (bench's ``teachers/<task>/<key>/hf/``), the
 student's BertConfig fields and seed, the training settings, and a torch file of the exact batches
-bench's job trains and evaluates on (same examples, order, padding). k = 1 runs TextBrewer's
-``BasicDistiller``, k > 1 its ``MultiTeacherDistiller`` (the k teachers run forward on every
-batch and their logits are averaged: the target bench caches). The loss is bench's KD,
+bench's job trains and evaluates on (same examples, order, padding), the number of epochs they
+span and a mode. k = 1 runs TextBrewer's ``BasicDistiller``, k > 1 its ``MultiTeacherDistiller``
+(their logits are averaged: the target bench caches).
+
+  default  ``train(num_steps=...)`` over all of bench's batches: the k teachers run forward on
+           every batch of every epoch.
+  cached   ``DistillationConfig(is_caching_logits=True)``, which TextBrewer allows only with
+           ``train(num_epochs=...)``: the distiller runs the teachers once over the first epoch's
+           batches, keeps those batches and logits in memory, and each epoch trains on that list
+           after ``random.shuffle`` (Python's generator, seeded with the job's seed). So the
+           batches are bench's first-epoch batches, in TextBrewer's order, every epoch; the cache
+           lives in the distiller and dies with the job. The loss is bench's KD,
 alpha * CE + (1 - alpha) * T^2 * soft-CE(mean teacher, student); soft-CE and bench's KL differ by
 the teacher's entropy, a constant, so the gradients are the same.
 
@@ -20,6 +29,7 @@ seconds of training alone, steps, and the dev accuracy.
 from __future__ import annotations
 
 import json
+import random
 import sys
 import tempfile
 import time
@@ -66,11 +76,17 @@ def run(job: dict) -> dict:
             p.requires_grad_(False)
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=job["lr"], weight_decay=job["weight_decay"])
-    steps = len(data["train"])
+    steps, cached = len(data["train"]), job["mode"] == "cached"
     t, alpha = job["temperature"], job["alpha"]
     distill = DistillationConfig(
-        temperature=t, kd_loss_type="ce", kd_loss_weight=(1 - alpha) * t * t, hard_label_weight=alpha
+        temperature=t,
+        kd_loss_type="ce",
+        kd_loss_weight=(1 - alpha) * t * t,
+        hard_label_weight=alpha,
+        is_caching_logits=cached,
     )
+    random.seed(job["seed"])  # the cache's per-epoch shuffle
+    schedule = {"num_warmup_steps": 0, "num_training_steps": steps}
     with tempfile.TemporaryDirectory(prefix="textbrewer-") as out:
         train_config = TrainingConfig(device="cpu", output_dir=out, ckpt_steps=steps, log_dir=None)
         if len(teachers) == 1:
@@ -81,14 +97,24 @@ def run(job: dict) -> dict:
             )
         t_train = time.perf_counter()
         with distiller:
-            distiller.train(
-                optimizer,
-                data["train"],
-                num_steps=steps,
-                scheduler_class=get_linear_schedule_with_warmup,
-                scheduler_args={"num_warmup_steps": 0, "num_training_steps": steps},
-                max_grad_norm=job["max_grad_norm"],
-            )
+            if cached:  # bench's epochs have equally many batches: the first epoch's are the first steps / epochs
+                distiller.train(
+                    optimizer,
+                    data["train"][: steps // job["epochs"]],
+                    num_epochs=job["epochs"],
+                    scheduler_class=get_linear_schedule_with_warmup,
+                    scheduler_args=schedule,
+                    max_grad_norm=job["max_grad_norm"],
+                )
+            else:
+                distiller.train(
+                    optimizer,
+                    data["train"],
+                    num_steps=steps,
+                    scheduler_class=get_linear_schedule_with_warmup,
+                    scheduler_args=schedule,
+                    max_grad_norm=job["max_grad_norm"],
+                )
         t_eval = time.perf_counter()
         accuracy = _accuracy(student, data["dev"])
     done = time.perf_counter()
