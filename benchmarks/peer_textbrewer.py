@@ -56,8 +56,8 @@ PEER_JOB = REPO / "benchmarks" / "peer" / "textbrewer_job.py"
 DATA = (REPO.parent / "shared" / "data" / "glue").resolve()
 STUDENT = {"num_hidden_layers": 2, "hidden_size": 128, "num_attention_heads": 2, "intermediate_size": 512}
 
-SPEC = """name = "peer-textbrewer"
-teachers = 6
+SPEC = """name = "{name}"
+teachers = {teachers}
 repeats = 1
 
 [task]
@@ -91,14 +91,17 @@ alpha = 0.5
 
 [run]
 devices = ["cpu"]
-jobs_per_device = 1
+jobs_per_device = {slots}
 threads_per_job = 1
 """
 
 
-def spec_text(epochs: int) -> str:
-    """The sweep spec whose students train for ``epochs`` epochs (the teachers are the same for every count)."""
-    return SPEC.format(data=DATA, student=json.dumps(STUDENT).replace('":', '" ='), epochs=epochs)
+def spec_text(epochs: int, teachers: int = 6, name: str = "peer-textbrewer", slots: int = 1) -> str:
+    """The sweep spec whose students train for ``epochs`` epochs (the teachers are the same for
+    every count), with ``teachers`` teachers and ``slots`` CPU slots of 1 thread each (also used
+    by ``benchmarks/peer_sweep.py``)."""
+    student = json.dumps(STUDENT).replace('":', '" =')
+    return SPEC.format(name=name, teachers=teachers, data=DATA, student=student, epochs=epochs, slots=slots)
 
 
 def peer_batches(data, spec, seed: int) -> dict:  # noqa: ANN001 - bench's TaskData and TrainSpec
@@ -120,9 +123,12 @@ def peer_batches(data, spec, seed: int) -> dict:  # noqa: ANN001 - bench's TaskD
     return {"train": train, "dev": evals}
 
 
-def peer_job(folder: Path, job, data, seed: int, mode: str) -> dict:  # noqa: ANN001 - a bench DistillJob, TaskData
+def peer_job(  # noqa: ANN001 - a bench DistillJob, TaskData
+    folder: Path, job, data, seed: int, mode: str, teacher_dirs: list[str] | None = None
+) -> dict:
     """The JSON the TextBrewer side reads for ``job`` in ``mode`` (default or cached): teachers'
-    folders, student, settings, batches."""
+    folders (bench's ``hf/`` folders of the job's teachers unless ``teacher_dirs`` names others),
+    student, settings, batches (written to ``folder`` once per seed and epoch count)."""
     from bench.core.config import train_spec  # lazy: bench is importable only once the work folder is set
 
     spec = train_spec(job.config["student"], seed)
@@ -131,7 +137,7 @@ def peer_job(folder: Path, job, data, seed: int, mode: str) -> dict:  # noqa: AN
         torch.save(peer_batches(data, spec, seed), batches)
     params = job.config["method"]["params"]
     return {
-        "teachers": [str(folder / "teachers" / "sst2" / key / "hf") for key in job.teacher_keys],
+        "teachers": teacher_dirs or [str(folder / "teachers" / "sst2" / key / "hf") for key in job.teacher_keys],
         "student_config": {**STUDENT, "vocab_size": data.shape.vocab_size, "num_labels": data.shape.num_labels},
         "seed": seed,
         "freeze_embeddings": spec.freeze_embeddings,

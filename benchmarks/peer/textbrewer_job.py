@@ -33,6 +33,7 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -50,7 +51,7 @@ def _student_adaptor(batch: dict, out: object) -> dict:
     return {"logits": out.logits, "losses": out.loss}  # type: ignore[attr-defined]
 
 
-def _accuracy(model: torch.nn.Module, batches: list[dict]) -> float:
+def dev_accuracy(model: torch.nn.Module, batches: list[dict]) -> float:
     """Dev accuracy of ``model`` on ``batches`` (bench's evaluation batches, 256 examples each)."""
     model.eval()
     right = total = 0
@@ -63,12 +64,19 @@ def _accuracy(model: torch.nn.Module, batches: list[dict]) -> float:
     return right / total
 
 
-def run(job: dict) -> dict:
-    """Distil the student of ``job`` with TextBrewer; the timings and the accuracy."""
+def load_teacher(path: str) -> torch.nn.Module:
+    """A teacher from its transformers folder, in eval mode."""
+    return AutoModelForSequenceClassification.from_pretrained(path).eval()
+
+
+def run(job: dict, load: Callable[[str], torch.nn.Module] = load_teacher) -> dict:
+    """Distil the student of ``job`` with TextBrewer; the timings and the accuracy. ``load`` gives
+    a teacher from its folder (``benchmarks/peer/textbrewer_sweep.py`` passes one that keeps the
+    teachers a process has loaded)."""
     torch.set_num_threads(job["threads"])
     started = time.perf_counter()
     data = torch.load(job["batches"])
-    teachers = [AutoModelForSequenceClassification.from_pretrained(p).eval() for p in job["teachers"]]
+    teachers = [load(p) for p in job["teachers"]]
     torch.manual_seed(job["seed"])
     student = AutoModelForSequenceClassification.from_config(BertConfig(**job["student_config"]))
     if job["freeze_embeddings"]:
@@ -116,7 +124,7 @@ def run(job: dict) -> dict:
                     max_grad_norm=job["max_grad_norm"],
                 )
         t_eval = time.perf_counter()
-        accuracy = _accuracy(student, data["dev"])
+        accuracy = dev_accuracy(student, data["dev"])
     done = time.perf_counter()
     return {"total": done - started, "train": t_eval - t_train, "steps": steps, "accuracy": accuracy}
 
