@@ -74,7 +74,9 @@ def bench_side(folder: Path) -> dict:
     """One ``bench run`` of the sweep from an empty folder; its wall, phases and scores."""
     spec = _fresh(folder)
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "bench.cli", "run", str(spec), "--quiet", "--no-report"], cwd=folder, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "bench.cli", "run", str(spec), "--quiet", "--no-report"], cwd=folder, check=True
+    )
     wall = time.perf_counter() - t0
     teachers = [json.loads(p.read_text()) for p in sorted((folder / "teachers").glob("*/*/meta.json"))]
     records = [json.loads(p.read_text()) for p in sorted((folder / "results" / NAME / "records").glob("*.json"))]
@@ -129,7 +131,9 @@ def textbrewer_side(folder: Path, peer_python: str) -> dict:
     sweep.write_text(json.dumps({"processes": SLOTS, "threads": 1, "teachers": teachers, "jobs": jobs}))
     prep = time.perf_counter() - t0
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    out = subprocess.run([peer_python, str(PEER_SWEEP), str(sweep)], capture_output=True, text=True, check=True, env=env)
+    out = subprocess.run(
+        [peer_python, str(PEER_SWEEP), str(sweep)], capture_output=True, text=True, check=True, env=env
+    )
     wall = time.perf_counter() - t0
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert len(got["students"]) == 2**TEACHERS - 1
@@ -178,7 +182,9 @@ def main() -> None:
         got = {}
         for side in order:
             got[side] = (
-                bench_side(root / "bench") if side == "bench" else textbrewer_side(root / "textbrewer", args.peer_python)
+                bench_side(root / "bench")
+                if side == "bench"
+                else textbrewer_side(root / "textbrewer", args.peer_python)
             )
         b, t = got["bench"], got["textbrewer"]
         ratios.append((t["student_phase"] / b["student_phase"], t["whole"] / b["whole"]))

@@ -35,12 +35,18 @@ from pathlib import Path
 
 import torch
 from textbrewer_job import dev_accuracy, load_teacher, run
-from transformers import AutoModelForSequenceClassification, BertForSequenceClassification, get_linear_schedule_with_warmup
+from transformers import (
+    AutoModelForSequenceClassification,
+    BertForSequenceClassification,
+    get_linear_schedule_with_warmup,
+)
 
 _LOADED: dict[str, torch.nn.Module] = {}
 """The teachers this worker process has loaded, by folder."""
 
-assert BertForSequenceClassification  # imported in the parent, before the fork: no worker pays transformers' lazy import
+assert (
+    BertForSequenceClassification
+)  # imported in the parent, before the fork: no worker pays transformers' lazy import
 
 
 def _init(threads: int) -> None:
