@@ -6,9 +6,18 @@ Called by ``benchmarks/peer_textbrewer.py`` (never imported by bench; it does no
 
 JOB.json names the teachers' transformers folders (bench's ``teachers/<task>/<key>/hf/``), the
 student's BertConfig fields and seed, the training settings, and a torch file of the exact batches
-bench's job trains and evaluates on (same examples, order, padding). k = 1 runs TextBrewer's
-``BasicDistiller``, k > 1 its ``MultiTeacherDistiller`` (the k teachers run forward on every
-batch and their logits are averaged: the target bench caches). The loss is bench's KD,
+bench's job trains and evaluates on (same examples, order, padding), the number of epochs they
+span and a mode. k = 1 runs TextBrewer's ``BasicDistiller``, k > 1 its ``MultiTeacherDistiller``
+(their logits are averaged: the target bench caches).
+
+  default  ``train(num_steps=...)`` over all of bench's batches: the k teachers run forward on
+           every batch of every epoch.
+  cached   ``DistillationConfig(is_caching_logits=True)``, which TextBrewer allows only with
+           ``train(num_epochs=...)``: the distiller runs the teachers once over the first epoch's
+           batches, keeps those batches and logits in memory, and each epoch trains on that list
+           after ``random.shuffle`` (Python's generator, seeded with the job's seed). So the
+           batches are bench's first-epoch batches, in TextBrewer's order, every epoch; the cache
+           lives in the distiller and dies with the job. The loss is bench's KD,
 alpha * CE + (1 - alpha) * T^2 * soft-CE(mean teacher, student); soft-CE and bench's KL differ by
 the teacher's entropy, a constant, so the gradients are the same.
 
@@ -20,9 +29,11 @@ seconds of training alone, steps, and the dev accuracy.
 from __future__ import annotations
 
 import json
+import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -40,7 +51,7 @@ def _student_adaptor(batch: dict, out: object) -> dict:
     return {"logits": out.logits, "losses": out.loss}  # type: ignore[attr-defined]
 
 
-def _accuracy(model: torch.nn.Module, batches: list[dict]) -> float:
+def dev_accuracy(model: torch.nn.Module, batches: list[dict]) -> float:
     """Dev accuracy of ``model`` on ``batches`` (bench's evaluation batches, 256 examples each)."""
     model.eval()
     right = total = 0
@@ -53,12 +64,19 @@ def _accuracy(model: torch.nn.Module, batches: list[dict]) -> float:
     return right / total
 
 
-def run(job: dict) -> dict:
-    """Distil the student of ``job`` with TextBrewer; the timings and the accuracy."""
+def load_teacher(path: str) -> torch.nn.Module:
+    """A teacher from its transformers folder, in eval mode."""
+    return AutoModelForSequenceClassification.from_pretrained(path).eval()
+
+
+def run(job: dict, load: Callable[[str], torch.nn.Module] = load_teacher) -> dict:
+    """Distil the student of ``job`` with TextBrewer; the timings and the accuracy. ``load`` gives
+    a teacher from its folder (``benchmarks/peer/textbrewer_sweep.py`` passes one that keeps the
+    teachers a process has loaded)."""
     torch.set_num_threads(job["threads"])
     started = time.perf_counter()
     data = torch.load(job["batches"])
-    teachers = [AutoModelForSequenceClassification.from_pretrained(p).eval() for p in job["teachers"]]
+    teachers = [load(p) for p in job["teachers"]]
     torch.manual_seed(job["seed"])
     student = AutoModelForSequenceClassification.from_config(BertConfig(**job["student_config"]))
     if job["freeze_embeddings"]:
@@ -66,11 +84,17 @@ def run(job: dict) -> dict:
             p.requires_grad_(False)
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=job["lr"], weight_decay=job["weight_decay"])
-    steps = len(data["train"])
+    steps, cached = len(data["train"]), job["mode"] == "cached"
     t, alpha = job["temperature"], job["alpha"]
     distill = DistillationConfig(
-        temperature=t, kd_loss_type="ce", kd_loss_weight=(1 - alpha) * t * t, hard_label_weight=alpha
+        temperature=t,
+        kd_loss_type="ce",
+        kd_loss_weight=(1 - alpha) * t * t,
+        hard_label_weight=alpha,
+        is_caching_logits=cached,
     )
+    random.seed(job["seed"])  # the cache's per-epoch shuffle
+    schedule = {"num_warmup_steps": 0, "num_training_steps": steps}
     with tempfile.TemporaryDirectory(prefix="textbrewer-") as out:
         train_config = TrainingConfig(device="cpu", output_dir=out, ckpt_steps=steps, log_dir=None)
         if len(teachers) == 1:
@@ -81,16 +105,26 @@ def run(job: dict) -> dict:
             )
         t_train = time.perf_counter()
         with distiller:
-            distiller.train(
-                optimizer,
-                data["train"],
-                num_steps=steps,
-                scheduler_class=get_linear_schedule_with_warmup,
-                scheduler_args={"num_warmup_steps": 0, "num_training_steps": steps},
-                max_grad_norm=job["max_grad_norm"],
-            )
+            if cached:  # bench's epochs have equally many batches: the first epoch's are the first steps / epochs
+                distiller.train(
+                    optimizer,
+                    data["train"][: steps // job["epochs"]],
+                    num_epochs=job["epochs"],
+                    scheduler_class=get_linear_schedule_with_warmup,
+                    scheduler_args=schedule,
+                    max_grad_norm=job["max_grad_norm"],
+                )
+            else:
+                distiller.train(
+                    optimizer,
+                    data["train"],
+                    num_steps=steps,
+                    scheduler_class=get_linear_schedule_with_warmup,
+                    scheduler_args=schedule,
+                    max_grad_norm=job["max_grad_norm"],
+                )
         t_eval = time.perf_counter()
-        accuracy = _accuracy(student, data["dev"])
+        accuracy = dev_accuracy(student, data["dev"])
     done = time.perf_counter()
     return {"total": done - started, "train": t_eval - t_train, "steps": steps, "accuracy": accuracy}
 
