@@ -44,9 +44,8 @@ from transformers import (
 _LOADED: dict[str, torch.nn.Module] = {}
 """The teachers this worker process has loaded, by folder."""
 
-assert (
-    BertForSequenceClassification
-)  # imported in the parent, before the fork: no worker pays transformers' lazy import
+# imported in the parent, before the fork: no worker pays transformers' lazy import of BERT
+assert BertForSequenceClassification
 
 
 def _init(threads: int) -> None:
