@@ -128,6 +128,7 @@ class Worker:
         self.jobs = 0
         self.closed = False  # set by close(): no process may be started any more
         self.ready = False  # its ready line was read (start)
+        self.early = False  # spawned, start not yet called: a death before then is a death while starting
         self.spawned_at: float | None = None
         self._lock = threading.Lock()
 
@@ -156,14 +157,19 @@ class Worker:
                     env=env,
                     bufsize=0,
                 )
-        self.buf, self.jobs, self.ready = b"", 0, False
+        self.buf, self.jobs, self.ready, self.early = b"", 0, False, True
 
     def start(self) -> None:
         """Start the process (unless ``spawn`` did and it lives) and wait for its ready line. Raises
         WorkerUnusable when it reports that it cannot work on the slot, WorkerError (crash or
-        timeout) when it dies or hangs while starting."""
+        timeout) when it dies or hangs while starting (a process ``spawn`` started ahead and found
+        dead here died while starting: its job pays the attempt, as it would have)."""
+        if self.proc is not None and self.early and self.proc.poll() is not None:
+            self.early = False  # spawned ahead and dead before its ready line: it died while starting
+            raise WorkerError(f"worker process died (exit code {self.proc.returncode}); see {self.log_path}")
         if self.proc is None or self.proc.poll() is not None:
             self.spawn()
+        self.early = False
         hello = self._read(timeout=START_TIMEOUT)
         if not hello.get("ready"):
             self.stop()
