@@ -60,7 +60,12 @@ class Scenario:
     sd_cell: float = 0.001
     sd_seed: float = 0.002
     sd_noise: float = 0.004
-    shift: float = 0.0  # delta(k) = shift * (k - 1) / (N - 1): a mean gain reaching `shift` at k = N
+    shift: float = 0.0  # a mean gain reaching `shift` at k = N, along `shape`
+    shape: str = (
+        "linear"  # delta(k) / shift: (k - 1) / (N - 1) ("linear"), (1 - 1/k) / (1 - 1/N) ("trend"), k >= 2 ("step")
+    )
+    sd_seed_k: float = 0.0  # a seed x k interaction: seed j's effect at k has this extra sd, new at every k
+    sd_primary_k: float = 0.0  # a primary x k interaction: the primary's effect at k has this extra sd
     shrink: bool = False  # noise(k) = 1 / sqrt(k)
     ks: tuple[int, ...] = ()  # the k's of the design (default 1..N; a partial design otherwise)
     spread: str = "flat"  # the combination effect's sd times sqrt(k) ("grow"), 1/sqrt(k) ("shrink") or 1
@@ -72,6 +77,15 @@ class Scenario:
     @property
     def null(self) -> bool:
         return self.shift == 0 and not self.shrink and (self.fail == 0 or self.fail_shape == "flat")
+
+    def delta(self, k: int) -> float:
+        """The mean gain at k."""
+        shape = {
+            "linear": (k - 1) / (self.n - 1),
+            "trend": (1 - 1 / k) / (1 - 1 / self.n),
+            "step": float(k >= 2),
+        }[self.shape]
+        return self.shift * shape
 
     def design(self) -> tuple[int, ...]:
         return self.ks or tuple(range(1, self.n + 1))
@@ -91,14 +105,16 @@ def simulate(sc: Scenario, rng: np.random.Generator) -> pd.DataFrame:
     s = rng.normal(0, sc.sd_seed, sc.r)
     rows = []
     for k in sc.design():
-        delta = sc.shift * (k - 1) / (sc.n - 1)
+        delta = sc.delta(k)
         noise = sc.sd_noise / np.sqrt(k) if sc.shrink else sc.sd_noise
+        s_k = s + rng.normal(0, sc.sd_seed_k, sc.r)  # the seeds' effects at this k
+        pi_k = pi + rng.normal(0, sc.sd_primary_k, sc.n)  # the primaries' effects at this k
         for members in itertools.combinations(range(sc.n), k):
             base = sc.mu + delta + t[list(members)].mean() + rng.normal(0, sc.sd_combination * sc.spread_at(k))
             comb = "-".join(map(str, members))
             for p in members if sc.primary else (None,):
-                cell = base + (pi[p] if p is not None else 0.0) + rng.normal(0, sc.sd_cell)
-                y = cell + s + rng.normal(0, noise, sc.r)
+                cell = base + (pi_k[p] if p is not None else 0.0) + rng.normal(0, sc.sd_cell)
+                y = cell + s_k + rng.normal(0, noise, sc.r)
                 if sc.fail:
                     y = y - (rng.random(sc.r) < sc.fail_at(k)) * rng.uniform(0.05, 0.30, sc.r)
                 rows += [(k, comb, p, j, float(y[j])) for j in range(sc.r)]
@@ -111,11 +127,11 @@ def truth(sc: Scenario, m: int, draws: int = 400_000) -> pd.DataFrame:
     """Per k: the population contrast against k=1 of the expected worst and best of m runs of a
     cell and of the mean (effects constant within a cell cancel; seeds and noise do not)."""
     rng = np.random.default_rng(7)
-    s = rng.normal(0, sc.sd_seed, (draws, m))
+    s = rng.normal(0, np.hypot(sc.sd_seed, sc.sd_seed_k), (draws, m))  # seed x k: the same law at every k
     e = rng.normal(0, 1, (draws, m))
     rows = []
     for k in sc.design():
-        delta = sc.shift * (k - 1) / (sc.n - 1)
+        delta = sc.delta(k)
         noise = sc.sd_noise / np.sqrt(k) if sc.shrink else sc.sd_noise
         y = s + noise * e  # worst, best and mean are of the runs that did not fail
         rows.append(
@@ -145,6 +161,10 @@ def one_sweep(sc: Scenario, seed: int, true: pd.DataFrame) -> dict:
         "last_half": float((last["gain_worst_m_hi"] - last["gain_worst_m_lo"]) / 2),
         "too_small": bool(calls.get("worst_m") == "too small to tell"),
         "fail_call": calls[FAIL],
+        # the failure-trend test alone at 1 - LEVEL, no other statistic beside it (what the data allow)
+        "fail_alone": bool(
+            np.isfinite(head.loc[FAIL, "p"]) and head.loc[FAIL, "p"] <= 1 - LEVEL and head.loc[FAIL, "gain"] > 0
+        ),
     }
     ks = list(true.index)
     weights = contrast_weights(DEFAULT_CONTRAST, ks, [comb(sc.n, k) for k in ks], 1)
@@ -190,6 +210,7 @@ def run_scenario(sc: Scenario, reps: int, jobs: int) -> dict:
         "last_wide": rate(np.nan_to_num(col("last_half"), nan=np.inf) > 0.1),
         "head_half": float(np.nanmedian(col("head_half"))),
         "too_small": rate(col("too_small")),
+        "fail_alone": rate(col("fail_alone")),
     }
     for s in STATISTICS:
         row[f"head_{s}"] = rate(col(f"head_{s}"))
@@ -245,7 +266,24 @@ def scenarios(quick: bool) -> list[Scenario]:
         Scenario("failures 0.3/k N=4 r=3", n=4, fail=0.3, fail_shape="1/k", old=False),
         Scenario("failures 0.3/k N=6 r=5", r=5, fail=0.3, fail_shape="1/k", old=False),  # what more repeats buy
     ]
-    return out + effects + new
+    crossed = [
+        Scenario(f"seed x k {sd:g} N={n} r={r}", n=n, r=r, sd_seed_k=sd, old=False)
+        for n, r in ((6, 3), (6, 5), (4, 3))
+        for sd in (0.001, 0.003, 0.006)
+    ]
+    crossed += [
+        Scenario(
+            f"primary x k 0.003 N={n} r=3 primary", n=n, primary=True, sd_primary=0.004, sd_primary_k=0.003, old=False
+        )
+        for n in (6, 4)
+    ]
+    shapes = [
+        Scenario("mean +0.008 along 1 - 1/k N=6 r=3", shift=0.008, shape="trend", old=False),
+        Scenario("mean +0.008 step at k=2 N=6 r=3", shift=0.008, shape="step", old=False),
+    ]
+    if quick:
+        crossed = [c for c in crossed if "N=6 r=3" in c.name and "0.003" in c.name]
+    return out + effects + new + crossed + shapes
 
 
 def fmt(pair: tuple[float, ...]) -> str:
@@ -259,7 +297,7 @@ OLD_HEADER = (
 NEW_HEADER = (
     "| scenario | verdict claims an effect | worst case better (worst or failures) | any statistic better "
     "| k=N alone says better | cover worst / best / mean (headline) | median half-width worst (headline) "
-    "| half-width > 0.1: headline / k=N | too small to tell |"
+    "| half-width > 0.1: headline / k=N | too small to tell | failure test alone |"
 )
 
 
@@ -274,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, failures = [], []
     print(
         f"calibration: {args.reps} sweeps per scenario, {LEVEL:.0%} intervals; headline contrast "
-        f"{DEFAULT_CONTRAST!r} over every k, Holm over worst / best / mean (and the failure rate)"
+        f"{DEFAULT_CONTRAST!r} over every k, the default graph over the failure rate / worst / mean / best"
     )
     for sc in scenarios(args.quick):
         if args.only not in sc.name:
@@ -283,14 +321,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"done: {sc.name} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
     print("\nThe verdict (headline contrast, every k):\n")
     print(NEW_HEADER)
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(
             f"| {row['scenario']} | {fmt(row['claims'])} | {fmt(row['worst_better'])} | {fmt(row['any_better'])} "
             f"| {fmt(row['last_better'])} | "
             + " / ".join(f"{row[f'head_{s}'][0]:.3f}" for s in STATISTICS)
             + f" | {row['head_half']:.4f} | {row['wide'][0]:.3f} / {row['last_wide'][0]:.3f}"
-            + f" | {row['too_small'][0]:.3f} |"
+            + f" | {row['too_small'][0]:.3f} | {row['fail_alone'][0]:.3f} |"
         )
     print("\nThe per-k intervals (every k against k=1; k=N alone is the old headline):\n")
     print(OLD_HEADER)
@@ -312,6 +350,11 @@ def main(argv: list[str] | None = None) -> int:
                 failures.append(f"{name}: headline {s} coverage {fmt(row[f'head_{s}'])} below 0.93")
         if row["null"] and (row["N"] == 4 or "partial" in name) and row["wide"][0] > 0.01:
             failures.append(f"{name}: {row['wide'][0]:.3f} of sweeps with a headline worst half-width above 0.1")
+        if row["null"] and "x k" in name:  # the crossed-factor nulls: every interval the report prints
+            for s in STATISTICS:
+                for key in (f"cover_{s}", f"cover_{s}_kN", f"cover_{s}_lowest"):
+                    if row[key][0] < 0.93:
+                        failures.append(f"{name}: {key} {fmt(row[key])} below 0.93")
         if row["old"]:  # the per-k intervals' targets, in the scenarios they were calibrated on
             if row["null"] and row["last_claims"][0] > 0.05 + 2 * row["last_claims"][1] + 1e-12:
                 failures.append(f"{name}: k=N false-positive rate {fmt(row['last_claims'])} above 5% + 2 MCSE")
@@ -320,15 +363,21 @@ def main(argv: list[str] | None = None) -> int:
                     if row[key][0] < 0.93:
                         failures.append(f"{name}: {key} {fmt(row[key])} below 0.93")
     targets = {
-        "failures 0.3/k N=6 r=3": ("worst_better", 0.8),
-        "failures 0.3/k N=4 r=3": ("worst_better", 0.5),
-        "shift +0.008 N=6 r=3": ("worst_better", 0.96),
+        "failures 0.3/k N=6 r=3": ("worst_better", 0.7),
+        "failures 0.3/k N=6 r=5": ("worst_better", 0.88),
+        "failures 0.3/k N=4 r=3": ("worst_better", 0.3),
+        "mean +0.008 along 1 - 1/k N=6 r=3": ("any_better", 0.9),
     }
     for row in rows:
         if row["scenario"] in targets:
             key, goal = targets[row["scenario"]]
             if row[key][0] < goal:
                 failures.append(f"{row['scenario']}: power {fmt(row[key])} below the goal {goal}")
+        if row["scenario"].startswith("failures") and row["worst_better"][0] < 0.9 * row["fail_alone"][0]:
+            failures.append(
+                f"{row['scenario']}: found in {fmt(row['worst_better'])}, below 90% of the failure test alone "
+                f"({fmt(row['fail_alone'])})"
+            )
     print(f"\n{len(rows)} scenarios in {time.perf_counter() - start:.0f} s")
     for f in failures:
         print("FAIL", f)

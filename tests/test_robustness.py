@@ -12,12 +12,14 @@ import pytest
 from bench.analysis.robustness import (
     FAIL,
     FailureRule,
+    Multiplicity,
     contrast_weights,
     failed_runs,
     failure_table,
     failure_trend,
+    graph_weights,
+    graphical,
     headline_table,
-    holm,
 )
 
 
@@ -48,11 +50,30 @@ def test_contrast_weights_read_the_gain_they_name():
         contrast_weights("median", ks, counts, 1)
 
 
-def test_holm_steps_down_and_ignores_missing():
-    assert holm([0.01, 0.04, 0.03], 0.05) == [True, False, False]  # 0.01 <= 0.05/3; 0.03 > 0.05/2
-    assert holm([0.01, 0.02, 0.04], 0.05) == [True, True, True]
-    assert holm([float("nan"), 0.03], 0.05) == [False, True]  # a family of one
-    assert holm([0.2, 0.001], 0.05) == [False, True]
+def test_graphical_procedure_by_hand():
+    nan = float("nan")
+    default = Multiplicity()  # fail 0.8, worst 0.2, mean 0, best 0 of 5%, a cyclic fallback chain
+    assert default.order == ("fail", "worst", "mean", "best")
+    # the failure rate at 4%: rejected; its share then goes to the worst case (0.05), not enough for 0.2
+    assert graphical([0.03, 0.2, 0.2, 0.2], default, 0.05) == [True, False, False, False]
+    # the worst case at 1%: rejected, passes its 1% to the mean; the failure rate stays at 4%
+    assert graphical([0.045, 0.005, 0.3, 0.3], default, 0.05) == [False, True, False, False]
+    # no failed run: its share passes to the worst case, tested at the full 5%
+    assert graphical([nan, 0.04, 0.3, 0.3], default, 0.05) == [False, True, False, False]
+    assert graph_weights(default, [False, True, True, True]) == pytest.approx([0.0, 1.0, 0.0, 0.0])
+    # every rejection hands the whole error down the chain
+    assert graphical([0.01, 0.04, 0.04, 0.04], default, 0.05) == [True, True, True, True]
+    assert graphical([0.06, 0.001, 0.001, 0.001], default, 0.05) == [False, True, True, True]
+    # two hypotheses at 2.5% each (Bonferroni, then the whole 5% to the survivor: Holm for two)
+    two = Multiplicity(("fail", "worst"), (0.5, 0.5))
+    assert graphical([0.03, 0.02], two, 0.05) == [True, True]
+    assert graphical([0.03, 0.026], two, 0.05) == [False, False]
+
+
+def test_procedure_sentence_names_the_graph():
+    text = Multiplicity().sentence(0.95, ["worst_m", "best_m", "mean"])
+    assert "the worst case at 0.05 first" in text and "the failure rate" not in text
+    assert "Bretz" in text
 
 
 def test_failed_runs_one_class_threshold_and_robust_outlier():

@@ -26,8 +26,9 @@ Every function works on the **runs table** of ``bench.analysis.aggregate`` (see
    as the gain at the largest k) with a randomisation p-value: the failure labels permuted among
    the runs of one student seed (``repeat``), so a seed that fails everywhere stays one seed's.
 3. **Multiplicity.** The verdict reads a family of hypotheses, worst, best and mean case, and the
-   failure rate when the sweep has a failed run; Holm's step-down at ``1 - level`` over the family
-   decides which changes are shown (``holm``); the intervals are printed at ``level``.
+   failure rate when the sweep has a failed run; a graphical procedure at ``1 - level`` (Bretz et
+   al. 2009; ``Multiplicity``, ``graphical``), its order and weights fixed in ``[report]``, decides
+   which changes are shown; the intervals are printed at ``level``.
 4. **Too small to tell.** An interval wider than the range of the scores says nothing the data
    do not: its call is "too small to tell" (as with no residual degrees of freedom).
 """
@@ -46,13 +47,11 @@ from bench.analysis.stats import (
     Contrast,
     KFit,
     _grid_points,
-    _per_combination,
     _t_ppf,
-    cells,
     default_m,
-    fit_k_model,
     linear_contrast,
     minimum_detectable,
+    point_model,
 )
 from bench.core.config import CONTRAST_KINDS, ReportSpec
 
@@ -201,17 +200,98 @@ def _headline(fit: KFit, kind: str, base_k: int, level: float) -> Contrast:
     return linear_contrast(fit, vec, level)
 
 
-def holm(pvalues: Sequence[float], alpha: float) -> list[bool]:
-    """Holm's step-down (1979): which of the hypotheses are rejected with the family-wise error
-    at most ``alpha``; NaN p-values are not in the family."""
+HYPOTHESES = {"fail": FAIL, "worst": "worst_m", "mean": "mean", "best": "best_m"}  # [report] order names
+
+
+@dataclass(frozen=True)
+class Multiplicity:
+    """The verdict's multiple-testing procedure, fixed in the spec before the runs (``[report]
+    order`` and ``weights``): a graphical procedure (Bretz, Maurer, Brannath & Posch 2009) over the
+    hypotheses "k changes nothing" for the failure rate and the worst, mean and best case. Each
+    starts with its share ``weights`` of the error 1 - level; a rejected hypothesis passes its share
+    to the next one in ``order`` not yet rejected (a fallback chain, cyclic), so the error rate of
+    the family is held whatever the data. The default spends most of it on the failure rate, where
+    seed robustness shows first, and the rest on the worst case; the mean and best case are tested
+    with what those pass on."""
+
+    order: tuple[str, ...] = ReportSpec.order
+    weights: tuple[float, ...] = ReportSpec.weights
+
+    @classmethod
+    def of(cls, report: ReportSpec) -> Multiplicity:
+        return cls(report.order, report.weights)
+
+    def sentence(self, level: float, present: Sequence[str]) -> str:
+        """The procedure in one sentence, at error 1 - ``level``, over the hypotheses ``present``
+        (statistic names; an absent one passes its share on)."""
+        alpha = 1 - level
+        names = {"fail": "the failure rate", "worst": "the worst case", "mean": "the mean", "best": "the best case"}
+        start = graph_weights(self, [HYPOTHESES[h] in present for h in self.order])
+        first = ", ".join(f"{names[h]} at {alpha * w:.3g}" for h, w in zip(self.order, start) if w > 0)
+        chain = " -> ".join(names[h] for h, on in zip(self.order, present_mask(self, present)) if on)
+        return (
+            f"which changes are shown is decided by a fixed-sequence graph at {alpha:.0%} over {chain} "
+            f"(Bretz et al. 2009): {first} first, each rejected hypothesis passing its share on to the next"
+        )
+
+
+def present_mask(procedure: Multiplicity, present: Sequence[str]) -> list[bool]:
+    """Which of ``procedure.order`` are among the statistics ``present``."""
+    return [HYPOTHESES[h] in present for h in procedure.order]
+
+
+def _chain(n: int) -> np.ndarray:
+    """The fallback graph on n hypotheses: each passes all of its weight to the next, the last to the first."""
+    g = np.zeros((n, n))
+    if n > 1:
+        g[np.arange(n), (np.arange(n) + 1) % n] = 1.0
+    return g
+
+
+def _remove(w: np.ndarray, g: np.ndarray, active: np.ndarray, j: int) -> None:
+    """Bretz et al. (2009), algorithm 1, step 2: take hypothesis j out of the graph, in place."""
+    active[j] = False
+    for lo in np.flatnonzero(active):
+        w[lo] += w[j] * g[j, lo]
+    new = g.copy()
+    for lo in np.flatnonzero(active):
+        for hi in np.flatnonzero(active):
+            if lo == hi:
+                continue
+            denom = 1 - g[lo, j] * g[j, lo]
+            new[lo, hi] = (g[lo, hi] + g[lo, j] * g[j, hi]) / denom if denom > 0 else 0.0
+    g[:] = new
+    w[j] = 0.0
+    g[j, :] = 0.0
+    g[:, j] = 0.0
+
+
+def graph_weights(procedure: Multiplicity, testable: Sequence[bool]) -> list[float]:
+    """The starting weights once the hypotheses that cannot be tested (no failed run, no interval)
+    have passed theirs on along the graph."""
+    w, g, active = np.array(procedure.weights, float), _chain(len(procedure.order)), np.ones(len(procedure.order), bool)
+    for j in np.flatnonzero(~np.asarray(testable, bool)):
+        _remove(w, g, active, int(j))
+    return [float(x) for x in w]
+
+
+def graphical(pvalues: Sequence[float], procedure: Multiplicity, alpha: float) -> list[bool]:
+    """Which hypotheses (in ``procedure.order``; NaN p: cannot be tested, its weight passed on) the
+    graphical procedure rejects with the family-wise error at most ``alpha`` (Bretz et al. 2009,
+    algorithm 1: reject any H_j with p_j <= w_j alpha, update the weights and the graph, repeat)."""
     p = np.asarray(pvalues, float)
-    keep = np.flatnonzero(np.isfinite(p))
-    out = [False] * len(p)
-    for rank, i in enumerate(keep[np.argsort(p[keep], kind="stable")]):
-        if p[i] > alpha / (len(keep) - rank):
-            break
-        out[i] = True
-    return out
+    w, g = np.array(procedure.weights, float), _chain(len(p))
+    active = np.ones(len(p), bool)
+    for j in np.flatnonzero(~np.isfinite(p)):
+        _remove(w, g, active, int(j))
+    rejected = [False] * len(p)
+    while True:
+        hits = [int(j) for j in np.flatnonzero(active) if p[j] <= w[j] * alpha + 1e-15]
+        if not hits:
+            return rejected
+        best = min(hits, key=lambda i: p[i] / w[i] if w[i] > 0 else np.inf)
+        rejected[best] = True
+        _remove(w, g, active, best)
 
 
 def headline_table(
@@ -224,6 +304,7 @@ def headline_table(
     kind: str = DEFAULT_CONTRAST,
     rule: FailureRule = FailureRule(),
     failed: pd.Series | None = None,
+    procedure: Multiplicity = Multiplicity(),
 ) -> pd.DataFrame:
     """Per (grid point, statistic: worst_m, best_m, mean and, when a run failed, ``FAIL``): the
     headline contrast ``kind`` turned so that > 0 is better (fewer failures too), its ``level``
@@ -231,9 +312,9 @@ def headline_table(
     minimum detectable gain at 80% power, and the score range of the runs that did not fail.
     Worst, best and mean are those of the runs that did not fail (a cell left with fewer than m
     runs is left out), so one collapsed run cannot swamp them: failures are read by their rate.
-    ``call``: better / worse (Holm over the family at 1 - level), unclear, or "too small to
-    tell" (no residual df, or an interval wider than the runs' range). ``failed``: the
-    ``failed_runs`` of ``jobs`` under ``rule``, when the caller has them already."""
+    ``call``: better / worse (the graphical ``procedure`` over the family at 1 - level), unclear,
+    or "too small to tell" (no residual df, or an interval wider than the runs' range). ``failed``:
+    the ``failed_runs`` of ``jobs`` under ``rule``, when the caller has them already."""
     ok = _ok(jobs)
     m = m or default_m(ok)
     sign = 1.0 if higher_is_better else -1.0
@@ -242,13 +323,13 @@ def headline_table(
     rows = []
     for point, sub in _grid_points(ok, grid):
         kept = sub[~failed.loc[sub.index]]  # worst / best / mean of the runs that did not fail
-        per_comb = _per_combination(cells(kept, (), m, higher_is_better), ())
-        if per_comb.empty:
+        model = point_model(kept, m, higher_is_better)
+        if model.per_comb.empty:
             continue
         spread = float(kept["score"].max() - kept["score"].min())
         block = []
         for s in STATISTICS:
-            fit = fit_k_model(per_comb, s)
+            fit = model.fits[s]
             if base_k not in fit.ks or len(fit.ks) < 2:
                 continue
             h = _headline(fit, kind, base_k, level)
@@ -285,8 +366,11 @@ def headline_table(
                     "n_ks": int(sub["k"].nunique()),
                 }
             )
-        shown = holm([b["p"] if _informative(b) else np.nan for b in block], 1 - level)
-        for b, significant in zip(block, shown):
+        p_of = {b["statistic"]: (b["p"] if _informative(b) else np.nan) for b in block}
+        shown = graphical([p_of.get(HYPOTHESES[h], np.nan) for h in procedure.order], procedure, 1 - level)
+        significant_of = {HYPOTHESES[h]: hit for h, hit in zip(procedure.order, shown)}
+        for b in block:
+            significant = significant_of[b["statistic"]]
             b["contrast"] = kind
             b["call"] = _call(b, significant)
         rows += block
@@ -322,6 +406,8 @@ def verdict_tables(
     verdict reads, for ``bench report`` and ``bench compare`` alike."""
     rule = FailureRule(report.failure_threshold, report.failure_mad)
     failed = failed_runs(jobs, higher_is_better, rule, grid)
-    headline = headline_table(jobs, grid, m, higher_is_better, base_k, level, report.contrast, rule, failed)
+    headline = headline_table(
+        jobs, grid, m, higher_is_better, base_k, level, report.contrast, rule, failed, Multiplicity.of(report)
+    )
     failures = failure_table(jobs, failed, grid, level)
     return headline, failures

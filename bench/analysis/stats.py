@@ -27,7 +27,7 @@ The method (docs/statistics.md has the why, the sources and the simulation that 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from math import comb
 
@@ -35,6 +35,14 @@ import numpy as np
 import pandas as pd
 
 from bench.analysis.aggregate import _ok
+from bench.analysis.interactions import (
+    SEED_BY_K,
+    Interaction,
+    primary_by_k,
+    primary_exposure,
+    seed_by_k,
+    seed_exposures,
+)
 from bench.analysis.options import TEACHER_COST_POLICIES
 
 STATISTICS = ("worst_m", "best_m", "mean")
@@ -116,16 +124,17 @@ def _with_primary(jobs: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def cells(
-    jobs: pd.DataFrame, grid: Sequence[str] = (), m: int | None = None, higher_is_better: bool = True
-) -> pd.DataFrame:
-    """Per (grid point, k, combination, primary) cell (primary -1 without one): the expected worst
-    and best of m of its runs (``expected_extreme``), their mean, n_runs, and ``complete`` (False
-    when the cell has fewer than m ok runs: its statistics are NaN and it is left out)."""
-    ok = _with_primary(_ok(jobs))
-    m = m or default_m(ok)
+def run_weights(ok: pd.DataFrame, m: int, higher_is_better: bool = True) -> pd.DataFrame:
+    """One row per ok run (``primary`` -1 without one; grid columns kept), sorted by cell and score,
+    with the weight each size-matched statistic of its cell puts on it: ``worst_m`` / ``best_m``
+    the probability that it is the worst / best of m runs drawn from the cell (``extreme_weights``
+    by its rank), ``mean`` 1 / the cell's runs; ``n_runs`` and ``complete`` (the cell has at least m
+    runs; otherwise its weights are 0). A cell's statistic is the sum of weight x score over its
+    runs, so the weights also say how much of each seed's effect reaches it
+    (``interactions.seed_exposure``)."""
+    ok = _with_primary(ok)
     lo, hi = _orient(higher_is_better)
-    keys = [*grid, "k", "combination", "primary"]
+    keys = ["k", "combination", "primary"]
     ok = ok.sort_values([*keys, "score"], kind="stable")
     g = ok.groupby(keys, sort=False)
     n = g["score"].transform("size").to_numpy()
@@ -135,8 +144,27 @@ def cells(
         at = n == size
         w_lo[at] = extreme_weights(int(size), m, lo)[rank[at]]
         w_hi[at] = extreme_weights(int(size), m, hi)[rank[at]]
-    score = ok["score"].to_numpy(float)
-    frame = ok[keys].assign(worst_m=w_lo * score, best_m=w_hi * score, mean=score)
+    complete = n >= m
+    return ok.assign(worst_m=w_lo, best_m=w_hi, mean=np.where(complete, 1.0 / n, 0.0), n_runs=n, complete=complete)
+
+
+def cells(
+    jobs: pd.DataFrame, grid: Sequence[str] = (), m: int | None = None, higher_is_better: bool = True
+) -> pd.DataFrame:
+    """Per (grid point, k, combination, primary) cell (primary -1 without one): the expected worst
+    and best of m of its runs (``expected_extreme``), their mean, n_runs, and ``complete`` (False
+    when the cell has fewer than m ok runs: its statistics are NaN and it is left out)."""
+    ok = _ok(jobs)
+    m = m or default_m(ok)
+    parts = [run_weights(sub, m, higher_is_better) for _, sub in _grid_points(ok, grid)]
+    return _cells_of(pd.concat(parts) if parts else run_weights(ok, m, higher_is_better), grid, m)
+
+
+def _cells_of(w: pd.DataFrame, grid: Sequence[str], m: int) -> pd.DataFrame:
+    """``cells`` from the ``run_weights`` of its runs."""
+    keys = [*grid, "k", "combination", "primary"]
+    score = w["score"].to_numpy(float)
+    frame = w[keys].assign(worst_m=w["worst_m"].to_numpy() * score, best_m=w["best_m"].to_numpy() * score, mean=score)
     g = frame.groupby(keys, sort=True)
     out = g[["worst_m", "best_m"]].sum()
     out["mean"] = g["mean"].mean()
@@ -220,9 +248,27 @@ MIN_GROUP_DF = 2.0  # residual degrees of freedom a variance group of k's needs 
 
 
 @dataclass(frozen=True)
+class Crossed:
+    """A factor crossed with k (the student seed; the primary teacher) in a ``KFit``: its
+    interaction's estimate (``interactions.Interaction``) and each fitted combination's exposure
+    to it (rows: the fit's combinations; columns: the factor's levels). Its interaction with k
+    is the same for every combination of one k, so a contrast with weights g on the combinations
+    carries variance sigma^2 x sum over (k, level) of (sum_{c at k} g_c exposure_c,level)^2."""
+
+    interaction: Interaction
+    exposure: np.ndarray
+
+    def coefficient(self, g: np.ndarray, row_k: np.ndarray) -> float:
+        """The factor by which the interaction's variance enters the contrast with weights ``g``."""
+        weighted = g[:, None] * self.exposure
+        return float(sum(((weighted[row_k == k].sum(0)) ** 2).sum() for k in np.unique(row_k)))
+
+
+@dataclass(frozen=True)
 class KFit:
     """A least-squares fit of one statistic of the combinations (one grid point) on k levels and
-    additive teacher effects, with a variance for the residuals of each group of k's.
+    additive teacher effects, with a variance for the residuals of each group of k's and the
+    interactions with k of the factors crossed with it.
 
     ``coef[:len(ks)]`` are the k levels; ``proj`` maps the data to ``coef``; ``resid_map`` (I -
     hat matrix) maps it to the residuals. A combination's residual has the variance of its k's
@@ -233,7 +279,8 @@ class KFit:
     ``weights`` (G x n, every entry >= 0) maps the squared residuals to ``theta``; ``share`` = 1 /
     cells per combination; ``df`` the residual degrees of freedom of the fit.
     ``teacher_effects`` is False when the design could not separate them from the k levels
-    (then they are left out)."""
+    (then they are left out). ``crossed``: the seed x k and primary x k terms every contrast
+    carries besides (``Crossed``); ``row_k``: each fitted combination's k."""
 
     ks: tuple[int, ...]
     counts: tuple[int, ...]  # combinations per k
@@ -247,17 +294,23 @@ class KFit:
     groups: tuple[tuple[int, ...], ...]  # the k's of each variance group
     df: int
     teacher_effects: bool
+    row_k: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    crossed: tuple[Crossed, ...] = ()
 
-    def variance(self, vec: np.ndarray, extra_cell: float = 0.0) -> tuple[float, float]:
-        """Var(vec @ coef) = sum_c g_c^2 sigma^2(k_c) with g = vec @ proj, and its degrees of
-        freedom. The estimate is a quadratic form r'Dr in the residuals r ~ N(0, M S M) (M = I -
-        hat matrix, S = diag(sigma^2(k))) with D >= 0, so df = 2 E^2 / Var = tr(DMSM)^2 /
+    def variance(self, vec: np.ndarray, extra_cell: float = 0.0, seed_scale: float = 1.0) -> tuple[float, float]:
+        """Var(vec @ coef) and its degrees of freedom: the residual part sum_c g_c^2 sigma^2(k_c)
+        with g = vec @ proj, plus each crossed factor's interaction (``Crossed.coefficient`` x its
+        variance). The residual part is a quadratic form r'Dr in the residuals r ~ N(0, M S M) (M =
+        I - hat matrix, S = diag(sigma^2(k))) with D >= 0, so its df = 2 E^2 / Var = tr(DMSM)^2 /
         tr((DMSM)^2) (Satterthwaite 1946), at least the smallest group's share of the df and
-        never the collapse that signed weights give. ``extra_cell`` adds to every cell's
-        variance (a what-if for planning)."""
+        never the collapse that signed weights give; each interaction's estimate rests on its own
+        mean square's df, and the sum's df is Satterthwaite's over the parts. ``extra_cell`` adds to
+        every cell's variance and ``seed_scale`` multiplies the seed x k part (what-ifs for
+        planning: more repeats shrink both)."""
         if self.df <= 0 or not np.all(np.isfinite(self.theta)):
             return float("nan"), 0.0
-        g2 = (vec @ self.proj) ** 2
+        g = vec @ self.proj
+        g2 = g**2
         coeffs = g2 @ self.basis
         var = float(coeffs @ self.theta)
         d = coeffs @ self.weights  # r'Dr = the estimate, D diagonal
@@ -265,7 +318,21 @@ class KFit:
         dms = d[:, None] * (self.resid_map * sig2[None, :]) @ self.resid_map  # D M S M
         tr2 = float(np.einsum("ij,ji->", dms, dms))
         df = float(np.trace(dms)) ** 2 / tr2 if tr2 > 0 else float(self.df)
-        return var + extra_cell * float(g2 @ self.share), df
+        total = var + extra_cell * float(g2 @ self.share)
+        denominator, added = (var**2 / df if df > 0 else 0.0), False
+        for term in self.crossed:
+            sigma2 = term.interaction.variance
+            if not (np.isfinite(sigma2) and sigma2 > 0):
+                continue
+            part = sigma2 * term.coefficient(g, self.row_k)
+            if term.interaction.name == SEED_BY_K:
+                part *= seed_scale
+            total += part
+            denominator += part**2 / term.interaction.df
+            added = True
+        if added and denominator > 0:
+            df = total**2 / denominator
+        return total, df
 
 
 def _design(per_comb: pd.DataFrame, teacher_effects: bool) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -345,12 +412,15 @@ def _variance_function(
     return basis, weights, weights @ r2, groups
 
 
-def fit_k_model(per_comb: pd.DataFrame, stat: str) -> KFit:
+def fit_k_model(per_comb: pd.DataFrame, stat: str, crossed: Sequence[tuple[Interaction, np.ndarray]] = ()) -> KFit:
     """Fit ``stat`` of the combinations of one grid point (rows of ``size_matched_by_combination``)
     as level(k) + the mean of its members' teacher effects + residual, by least squares, and the
     residual variance per group of k's (``_variance_function``). Teacher effects are left out
-    when the design cannot separate them from the k levels."""
-    data = per_comb[np.isfinite(per_comb[stat].to_numpy(float))]
+    when the design cannot separate them from the k levels. ``crossed``: the interactions with k
+    of the factors crossed with it, each with its exposure per row of ``per_comb`` (``Crossed``;
+    ``point_fits`` builds them from the runs)."""
+    finite = np.isfinite(per_comb[stat].to_numpy(float))
+    data = per_comb[finite]
     y = data[stat].to_numpy(float)
     for teacher_effects in (True, False):
         x, ks = _design(data, teacher_effects)
@@ -378,7 +448,50 @@ def fit_k_model(per_comb: pd.DataFrame, stat: str) -> KFit:
         groups,
         df,
         teacher_effects,
+        k,
+        tuple(Crossed(i, e[finite]) for i, e in crossed),
     )
+
+
+@dataclass(frozen=True)
+class PointModel:
+    """The k model of one grid point: its combinations' statistics (``size_matched_by_combination``),
+    the fit of each statistic, and the interactions with k of the factors crossed with it (seed x k
+    and primary x k, ``bench.analysis.interactions``), which every fit's contrasts carry."""
+
+    per_comb: pd.DataFrame
+    fits: dict[str, KFit]
+    interactions: tuple[Interaction, ...]
+
+
+def teacher_count(runs: pd.DataFrame) -> int:
+    """N: one more than the largest teacher index in the runs' combinations."""
+    return 1 + max((max(int(t) for t in c.split("-")) for c in runs["combination"].unique()), default=-1)
+
+
+def point_model(
+    runs: pd.DataFrame, m: int, higher_is_better: bool = True, statistics: Sequence[str] = STATISTICS
+) -> PointModel:
+    """Fit the k model (``fit_k_model``) of each statistic of one grid point's ok runs, with the
+    seed x k and primary x k interactions (``interactions.seed_by_k``, ``primary_by_k``) and each
+    combination's exposure to them, so every contrast's variance holds them."""
+    w = run_weights(runs, m, higher_is_better)
+    per_comb = _per_combination(_cells_of(w, (), m), ())
+    teachers = teacher_count(runs)
+    seed = seed_by_k(w, teachers)
+    primary = primary_by_k(w, teachers)
+    fits: dict[str, KFit] = {}
+    if per_comb.empty:
+        return PointModel(per_comb, fits, (seed, primary))
+    exposure = seed_exposures(w, per_comb, statistics) if seed.estimable else {}
+    for s in statistics:
+        crossed = []
+        if seed.estimable:
+            crossed.append((seed, exposure[s]))
+        if primary.estimable:
+            crossed.append((primary, primary_exposure(w, per_comb, teachers)))
+        fits[s] = fit_k_model(per_comb, s, crossed)
+    return PointModel(per_comb, fits, (seed, primary))
 
 
 @dataclass(frozen=True)
@@ -611,12 +724,11 @@ def robust_tables(
     m = m or default_m(ok)
     summary, comparison = [], []
     for point, sub in _grid_points(ok, grid):
-        cell_table = cells(sub, (), m, higher_is_better)
-        per_comb = _per_combination(cell_table, ())
+        model = point_model(sub, m, higher_is_better)
+        per_comb, fits = model.per_comb, model.fits
         if per_comb.empty:
             continue
         single = single_teacher_by_combination(sub, (), m, higher_is_better)
-        fits = {s: fit_k_model(per_comb, s) for s in STATISTICS}
         contrasts = {
             (s, k): contrast(fit, k, base_k, level)
             for s, fit in fits.items()

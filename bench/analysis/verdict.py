@@ -195,7 +195,15 @@ def sweep_verdict(
         return secondary
     base = int(comparison["base_k"].iloc[0]) if not comparison.empty else 1
     first = headline_sentences(
-        headline, failures if failures is not None else pd.DataFrame(), grid, metric, level, sweep.k, base, design
+        headline,
+        failures if failures is not None else pd.DataFrame(),
+        grid,
+        metric,
+        level,
+        sweep.k,
+        base,
+        design,
+        robustness.Multiplicity.of(sweep.report),
     )
     return first + "\n\n" + "Secondary reading, the largest k alone (all runs, failed ones included): " + secondary
 
@@ -212,12 +220,13 @@ def headline_sentences(
     ks: Sequence[int],
     base_k: int,
     design: str,
+    procedure: robustness.Multiplicity = robustness.Multiplicity(),
 ) -> str:
     """The verdict's headline, one paragraph per grid point (docs/statistics.md section 3): the
     pre-registered contrast over every k for the worst, best and mean case (of the runs that did
-    not fail) with their intervals, the failure rate per k and its trend, which changes Holm's
-    rule shows, and in words whether more teachers made failures rarer, made the worst case
-    better, or neither."""
+    not fail) with their intervals, the failure rate per k and its trend, which changes the
+    multiple-testing ``procedure`` shows (named in one sentence), and in words whether more
+    teachers made failures rarer, made the worst case better, or neither."""
     if headline.empty:
         return ""
     kind = str(headline["contrast"].iloc[0])
@@ -226,7 +235,6 @@ def headline_sentences(
         rows = _at(headline, grid, point).set_index("statistic")
         fails = _at(failures, grid, point) if not failures.empty else failures
         where = _where(grid, point)
-        family = len(rows)
         parts = []
         for s, name in _NAMES.items():
             if s not in rows.index:
@@ -237,7 +245,7 @@ def headline_sentences(
         lead = (
             f"{'At ' + where + ': h' if where else 'H'}eadline ({robustness.contrast_label(kind, ks, base_k)}; "
             f'`[report] contrast = "{kind}"`, fixed before the runs; gains > 0 are better, student {metric}, '
-            f"{level:.0%} CIs, which changes are shown decided by Holm's rule over the {family} statistics): "
+            f"{level:.0%} CIs; {procedure.sentence(level, list(rows.index))}): "
             + "; ".join(parts)
             + "."
         )

@@ -201,6 +201,7 @@ class DesignSpec:
 
 
 CONTRAST_KINDS = ("trend", "pooled", "last")  # the headline contrasts of bench.analysis.robustness
+HYPOTHESIS_NAMES = ("fail", "worst", "mean", "best")  # [report] order: the verdict's family
 
 
 @dataclass(frozen=True)
@@ -210,12 +211,16 @@ class ReportSpec:
     ``trend`` (every k, along 1 - 1/k, read at the largest k), ``pooled`` (every k != 1 pooled)
     or ``last`` (the largest k alone). A run is a failed run when its predictions are one class,
     when its score is past ``failure_threshold`` on the bad side (None: no threshold), or when it
-    is more than ``failure_mad`` robust standard deviations below the median (0: off). Never part
-    of a key: only the report changes."""
+    is more than ``failure_mad`` robust standard deviations below the median (0: off). ``order``
+    and ``weights``: the verdict's multiple-testing graph (``bench.analysis.robustness.Multiplicity``):
+    each hypothesis of ``order`` (fail, worst, mean, best) starts with its share of the error and
+    passes it on to the next when rejected. Never part of a key: only the report changes."""
 
     contrast: str = "trend"
     failure_threshold: float | None = None
     failure_mad: float = 5.0
+    order: tuple[str, ...] = ("fail", "worst", "mean", "best")
+    weights: tuple[float, ...] = (0.8, 0.2, 0.0, 0.0)
 
 
 @dataclass(frozen=True)

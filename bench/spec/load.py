@@ -17,6 +17,7 @@ from bench.core.config import (
     CONTRAST_KINDS,
     DESIGN_KINDS,
     DESIGN_STATISTICS,
+    HYPOTHESIS_NAMES,
     PRECISIONS,
     AugmentSpec,
     DesignSpec,
@@ -502,6 +503,26 @@ def _report(data: Any, file: str) -> ReportSpec:
     report = _build(ReportSpec, data, file, "report")
     _one_of(file, "report.contrast", "contrast", report.contrast, CONTRAST_KINDS)
     _positive(file, "report.failure_mad", report.failure_mad, 0)
+    for i, name in enumerate(report.order):
+        _one_of(file, f"report.order[{i}]", "hypothesis", name, HYPOTHESIS_NAMES)
+    if sorted(report.order) != sorted(HYPOTHESIS_NAMES):
+        raise SpecError(
+            file, "report.order", f"expected each of {', '.join(HYPOTHESIS_NAMES)} once, got {list(report.order)}"
+        )
+    if len(report.weights) != len(report.order):
+        raise SpecError(
+            file,
+            "report.weights",
+            f"expected {len(report.order)} weights, one per report.order entry, got {len(report.weights)}",
+        )
+    for i, w in enumerate(report.weights):
+        _positive(file, f"report.weights[{i}]", w, 0, 1)
+    if not 0 < sum(report.weights) <= 1 + 1e-9:
+        raise SpecError(
+            file,
+            "report.weights",
+            f"expected weights summing to more than 0 and at most 1, got {sum(report.weights):g}",
+        )
     return report
 
 

@@ -1,0 +1,253 @@
+"""Factors crossed with k, whose interaction with k is part of every contrast over k.
+
+Every k reuses the same student seeds (repeat j uses seed ``student.seed + j`` at every k) and,
+with a primary teacher, the same primaries (each teacher is the primary at every k). A seed's
+effect that is not the same at every k (a seed x k interaction) shifts every combination of one k
+alike, so the residuals of the k model (``stats.fit_k_model``), which compare combinations of one
+k, never show it; yet it moves the k levels, and with r = 3 seeds it does not average out. In a
+repeated-measures (split-plot) design it is an error term of the k contrast. The same holds for a
+primary whose own effect differs between k's (primary x k).
+
+This module estimates each interaction's variance by moments on the runs of one grid point, with
+an F test of "no interaction", and gives each combination's *exposure* to it (how much of each
+seed's, or primary's, interaction term its statistic carries), so that ``stats.KFit.variance``
+adds sigma^2 x sum over (k, level) of (sum over the combinations c at k of g_c exposure_c,level)^2
+to the variance of a contrast with weights g on the combinations.
+
+The estimators (docs/statistics.md, section 3):
+
+- **seed x k**: the k x seed table of run means over the complete cells of each k (cells holding
+  every seed). Its two-way interaction sum of squares SS has (K - 1)(r - 1) degrees of freedom and
+  E[SS] = (K - 1)(r - 1) sigma^2_sk + (1 - 1/K)(r - 1) sum_k sigma^2_run / n_k (n_k cells at k).
+  sigma^2_run is the run noise net of the seed's interaction with the teachers (teacher x seed,
+  and primary x seed where there is one: fitted on the within-k residuals of cells x seeds and
+  taken out, since with 1/k weights such terms are the same at every k and cancel from the
+  contrast); sigma^2_sk = max(0, (SS - that noise) / df).
+- **primary x k**: for each k >= 2, the cell means fitted on combination and primary effects; the
+  primaries' effects of each k, centred, form an N x K' table whose variation over k beyond each
+  primary's own effect is the interaction: (N - 1)(K' - 1) degrees of freedom, its noise part from
+  the fit's residual variance and the effects' covariance. k = 1 (one cell per combination) cannot
+  show it: its variance there is taken to be the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+SEED_BY_K = "seed x k"
+PRIMARY_BY_K = "primary x k"
+
+
+@dataclass(frozen=True)
+class Interaction:
+    """The moment estimate of one interaction with k: ``variance`` (>= 0; NaN when the design
+    cannot estimate it, ``reason`` says why), the degrees of freedom of the mean square it rests on,
+    ``ratio`` = that mean square over what it would be without the interaction, and the F test's
+    ``p``; ``noise`` / ``noise_df``: the variance the test compares against (per run for seed x k,
+    per cell mean for primary x k) and its df; ``extra``: other components the estimation fits on
+    the way (teacher x seed: its variance), for the report's variance-components table."""
+
+    name: str
+    variance: float
+    df: float
+    ratio: float
+    p: float
+    noise: float
+    noise_df: float
+    reason: str = ""
+    extra: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def estimable(self) -> bool:
+        return bool(np.isfinite(self.variance))
+
+
+def _missing(name: str, reason: str) -> Interaction:
+    nan = float("nan")
+    return Interaction(name, nan, 0.0, nan, nan, nan, 0.0, reason)
+
+
+def _f_sf(f: float, df1: float, df2: float) -> float:
+    """P(F(df1, df2) >= f) (scipy.special, without importing scipy.stats)."""
+    from scipy.special import fdtrc  # lazy: scipy only when a report computes statistics
+
+    return float(fdtrc(df1, df2, f)) if np.isfinite(f) and df1 > 0 and df2 > 0 else float("nan")
+
+
+def _centre(n: int) -> np.ndarray:
+    return np.eye(n) - 1.0 / n
+
+
+def complete_cells(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs of the cells (k, combination, primary) that hold every student seed of ``runs`` once,
+    sorted by cell then seed. ``primary`` is -1 where the method has none."""
+    keys = ["k", "combination", "primary"]
+    r = runs["repeat"].nunique()
+    twice = runs.duplicated([*keys, "repeat"], keep=False)
+    bad = runs.loc[twice, keys].drop_duplicates()
+    count = runs.groupby(keys, sort=False)["repeat"].transform("size")
+    full = runs[count.to_numpy() == r]
+    if len(bad):
+        full = (
+            full.merge(bad, on=keys, how="left", indicator=True).query('_merge == "left_only"').drop(columns="_merge")
+        )
+    return full.sort_values([*keys, "repeat"], kind="stable")
+
+
+def _members(combination: str) -> list[int]:
+    return [int(t) for t in combination.split("-")]
+
+
+def seed_by_k(runs: pd.DataFrame, teachers: int) -> Interaction:
+    """The seed x k interaction of one grid point's runs (module docstring), from its complete
+    cells; NaN with one seed (each k then has one seed, and its interaction is confounded with k)."""
+    seeds = np.sort(runs["repeat"].unique())
+    r = len(seeds)
+    if r < 2:
+        return _missing(
+            SEED_BY_K,
+            "one student seed: each k has the same single seed, so its interaction with k cannot be told from k itself",
+        )
+    full = complete_cells(runs)
+    blocks = {int(k): g for k, g in full.groupby("k", sort=True)}
+    if len(blocks) < 2:
+        return _missing(SEED_BY_K, "fewer than two k's with a complete cell")
+    means, n_cells, rows, cols = [], [], [], []
+    has_primary = bool((full["primary"] >= 0).any())
+    pr = _centre(r)
+    for g in blocks.values():
+        a = g["score"].to_numpy(float).reshape(-1, r)
+        means.append(a.mean(0))
+        n_cells.append(a.shape[0])
+        if a.shape[0] < 2:
+            continue
+        pn = _centre(a.shape[0])
+        rows.append((pn @ a @ pr).ravel())
+        cell_keys = g.drop_duplicates(["combination", "primary"])
+        u = np.zeros((a.shape[0], teachers))  # teacher membership, each member weighted 1/k
+        for i, c in enumerate(cell_keys["combination"]):
+            ms = _members(c)
+            u[i, ms] = 1.0 / len(ms)
+        if has_primary:
+            p = np.zeros((a.shape[0], teachers))
+            p[np.arange(a.shape[0]), cell_keys["primary"].to_numpy(int)] = 1.0
+            u = np.hstack([u, p])
+        cols.append(np.kron(pn @ u, pr))  # (cells x seeds) x (features x seeds): teacher (primary) x seed
+    if not rows:
+        return _missing(SEED_BY_K, "no k with two complete cells to measure the run noise")
+    y, x = np.concatenate(rows), np.vstack(cols)
+    total_df = sum((n - 1) * (r - 1) for n in n_cells if n >= 2)
+    rank = int(np.linalg.matrix_rank(x)) if x.size else 0
+    extra: tuple[tuple[str, float], ...] = ()
+    if total_df - rank >= 2:
+        beta, *_ = np.linalg.lstsq(x, y, rcond=None)
+        fitted = x @ beta
+        noise_df = float(total_df - rank)
+        noise = float(((y - fitted) ** 2).sum()) / noise_df
+        scale = float(np.einsum("ij,ij->", x, x))
+        ts = max(0.0, (float(fitted @ fitted) - rank * noise) / scale) if scale > 0 else 0.0
+        extra = (("teacher x seed", ts),)
+    else:  # too few runs to fit the teacher x seed terms: the plain two-way residual
+        noise_df = float(total_df)
+        noise = float(y @ y) / noise_df
+    z = np.vstack(means)
+    big_k = z.shape[0]
+    resid = _centre(big_k) @ z @ pr
+    ss = float((resid**2).sum())
+    df = float((big_k - 1) * (r - 1))
+    null = (1 - 1 / big_k) * (r - 1) * noise * float(np.sum(1.0 / np.asarray(n_cells, float)))
+    ratio = ss / null if null > 0 else float("nan")
+    return Interaction(
+        SEED_BY_K,
+        max(0.0, (ss - null) / df),
+        df,
+        ratio,
+        _f_sf(ratio, df, noise_df),
+        noise,
+        noise_df,
+        extra=extra,
+    )
+
+
+def primary_by_k(runs: pd.DataFrame, teachers: int) -> Interaction:
+    """The primary x k interaction of one grid point's runs (module docstring), from the means of
+    its complete cells at every k >= 2; NaN without a primary or with fewer than two such k's."""
+    full = complete_cells(runs)
+    if not bool((full["primary"] >= 0).any()):
+        return _missing(PRIMARY_BY_K, "no primary teacher")
+    cell = full.groupby(["k", "combination", "primary"], sort=True)["score"].mean().reset_index()
+    effects, covs, rss, rdf = [], [], 0.0, 0.0
+    pn = _centre(teachers)
+    for _, g in cell[cell["k"] >= 2].groupby("k", sort=True):
+        combos = sorted(g["combination"].unique())
+        d = np.zeros((len(g), len(combos) + teachers))
+        d[np.arange(len(g)), [combos.index(c) for c in g["combination"]]] = 1.0
+        d[np.arange(len(g)), len(combos) + g["primary"].to_numpy(int)] = 1.0
+        seen = np.zeros(teachers, bool)
+        seen[g["primary"].to_numpy(int)] = True
+        if not seen.all():
+            continue  # a primary missing at this k: its effect there is not estimable
+        pinv = np.linalg.pinv(d)
+        y = g["score"].to_numpy(float)
+        fitted = d @ (pinv @ y)
+        rank = int(np.linalg.matrix_rank(d))
+        rss += float(((y - fitted) ** 2).sum())
+        rdf += len(y) - rank
+        effects.append(pn @ (pinv @ y)[len(combos) :])
+        covs.append(pn @ (pinv @ pinv.T)[len(combos) :, len(combos) :] @ pn)
+    if len(effects) < 2:
+        return _missing(PRIMARY_BY_K, "fewer than two k >= 2 with every primary in a complete cell")
+    if rdf < 1:
+        return _missing(PRIMARY_BY_K, "no residual degrees of freedom between the cells of a combination")
+    noise = rss / rdf
+    phi = np.column_stack(effects)  # primaries x k's (>= 2), centred over the primaries
+    kk = phi.shape[1]
+    ss = float(((phi @ _centre(kk)) ** 2).sum())
+    df = float((teachers - 1) * (kk - 1))
+    null = (1 - 1 / kk) * noise * sum(float(np.trace(c)) for c in covs)
+    ratio = ss / null if null > 0 else float("nan")
+    return Interaction(PRIMARY_BY_K, max(0.0, (ss - null) / df), df, ratio, _f_sf(ratio, df, rdf), noise, float(rdf))
+
+
+def seed_exposures(weights: pd.DataFrame, per_comb: pd.DataFrame, statistics: Sequence[str]) -> dict[str, np.ndarray]:
+    """Per statistic: per combination of ``per_comb`` (its rows, in order) and student seed, the
+    weight the combination's statistic puts on that seed's run, averaged over its complete cells
+    (``weights``: one row per run with ``k``, ``combination``, ``primary``, ``repeat``, the cell's
+    ``complete`` flag and a column per statistic, as ``stats.run_weights`` gives; ``per_comb`` has
+    ``n_cells``, the complete cells of each combination). 1/r per seed for the mean; for a worst
+    case, most of the weight on the seeds that come out worst."""
+    use = weights[weights["complete"].to_numpy()]
+    rows = pd.MultiIndex.from_frame(per_comb[["k", "combination"]]).get_indexer(
+        pd.MultiIndex.from_frame(use[["k", "combination"]])
+    )
+    seeds = np.sort(weights["repeat"].unique())
+    cols = np.searchsorted(seeds, use["repeat"].to_numpy())
+    keep = rows >= 0
+    n_cells = per_comb["n_cells"].to_numpy(float)[:, None]
+    out = {}
+    for stat in statistics:
+        table = np.zeros((len(per_comb), len(seeds)))
+        np.add.at(table, (rows[keep], cols[keep]), use[stat].to_numpy(float)[keep])
+        out[stat] = table / n_cells
+    return out
+
+
+def primary_exposure(weights: pd.DataFrame, per_comb: pd.DataFrame, teachers: int) -> np.ndarray:
+    """Per combination of ``per_comb`` and teacher: the share of its complete cells whose primary is
+    that teacher (a primary's interaction with k moves its cell's every statistic alike)."""
+    cells = weights[weights["complete"]].drop_duplicates(["k", "combination", "primary"])
+    out = np.zeros((len(per_comb), teachers))
+    at = {key: i for i, key in enumerate(zip(per_comb["k"], per_comb["combination"]))}
+    for (k, c), g in cells.groupby(["k", "combination"]):
+        i = at.get((k, c))
+        if i is None:
+            continue
+        primaries = g["primary"].to_numpy(int)
+        primaries = primaries[primaries >= 0]
+        if len(primaries):
+            np.add.at(out[i], primaries, 1.0 / len(primaries))
+    return out
