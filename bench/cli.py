@@ -185,8 +185,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             write_report,  # lazy: pandas and matplotlib load only for the commands that report
         )
 
-        out = write_report(plan, options)
-        print(f"report: {out / 'report.md'} and {out / 'report.html'}", file=sys.stderr)
+        written = write_report(plan, options)
+        if written.terminal:
+            print(written.terminal)
+        print(f"report: {written.folder / 'report.md'} and {written.folder / 'report.html'}", file=sys.stderr)
     if args.teachers_only:
         missing = [
             t.key for t in plan.teachers if not teacher_done(plan.sweep.paths.teachers, plan.sweep.task.name, t.key)
@@ -239,8 +241,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     options = _report_options(args)
     plan = make_plan(_load(args))
     _check_report_options(plan.sweep, options)
-    out = write_report(plan, options)
-    print(f"report: {out / 'report.md'} and {out / 'report.html'}")
+    written = write_report(plan, options)
+    if written.terminal:
+        print(written.terminal)
+    print(f"report: {written.folder / 'report.md'} and {written.folder / 'report.html'}")
     return 0
 
 

@@ -38,7 +38,7 @@ from calibration import Scenario, simulate  # noqa: E402  (the simulator of benc
 
 from bench.analysis.aggregate import jobs_frame  # noqa: E402
 from bench.analysis.sequential import cell_key, look_intervals, reading, replay  # noqa: E402
-from bench.analysis.stats import call, cells, robust_tables  # noqa: E402
+from bench.analysis.stats import call, robust_tables  # noqa: E402
 from bench.core.records import load_records  # noqa: E402
 from bench.plan.design import Cell, cell_batches  # noqa: E402
 from bench.plan.jobs import make_plan  # noqa: E402
@@ -66,7 +66,7 @@ def full_verdict(runs: pd.DataFrame) -> str:
 def full_verdict_fast(runs: pd.DataFrame) -> str:
     """``full_verdict`` by the same fit and contrast without the report's other tables (the
     simulated sweeps: ``look_intervals`` at error 0.05 on every cell)."""
-    return reading(look_intervals(cells(runs), int(runs["k"].max()), "worst_m", 0.05)[0])
+    return reading(look_intervals(runs, int(runs["k"].max()), "worst_m", 0.05)[0])
 
 
 def one(runs: pd.DataFrame, looks: int, seed: int, tolerance: float) -> dict:

@@ -60,7 +60,8 @@ def compare_table(plans: list[Plan], options: ReportOptions = ReportOptions()) -
         frames.append(table.drop(columns=grid))
         metric = _metric_label(records[0])
         metrics.append(metric)
-        headline, failures = verdict_tables(jobs, sweep.report, grid, options.m, higher, options.base_k, options.level)
+        tables = verdict_tables(jobs, sweep.report, grid, options.m, higher, options.base_k, options.level)
+        headline, failures = tables.headline, tables.failures
         notes = degenerate_notes(jobs, grid)
         text = sweep_verdict(sweep, paper, robust, comparison, metric, higher, options.level, notes, headline, failures)
         verdicts.append(f"**{sweep.name}**: " + text)

@@ -40,6 +40,7 @@ import pandas as pd
 
 SEED_BY_K = "seed x k"
 PRIMARY_BY_K = "primary x k"
+NO_PRIMARY = "no primary teacher"
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,9 @@ class Interaction:
     cannot estimate it, ``reason`` says why), the degrees of freedom of the mean square it rests on,
     ``ratio`` = that mean square over what it would be without the interaction, and the F test's
     ``p``; ``noise`` / ``noise_df``: the variance the test compares against (per run for seed x k,
-    per cell mean for primary x k) and its df; ``extra``: other components the estimation fits on
-    the way (teacher x seed: its variance), for the report's variance-components table."""
+    per cell mean for primary x k) and its df; ``extra``: other components the estimation meets on
+    the way (the seed's own effect and teacher x seed; the primary's own effect), by name, for the
+    report's variance-components table."""
 
     name: str
     variance: float
@@ -159,6 +161,10 @@ def seed_by_k(runs: pd.DataFrame, teachers: int) -> Interaction:
     resid = _centre(big_k) @ z @ pr
     ss = float((resid**2).sum())
     df = float((big_k - 1) * (r - 1))
+    # the seed's own effect: the spread of the seed means over the k's, less what the interaction puts there
+    seed_means = z.mean(0)
+    seed = max(0.0, float(((seed_means - seed_means.mean()) ** 2).sum()) / (r - 1) - ss / df / big_k)
+    extra = (("seed", seed), *extra)
     null = (1 - 1 / big_k) * (r - 1) * noise * float(np.sum(1.0 / np.asarray(n_cells, float)))
     ratio = ss / null if null > 0 else float("nan")
     return Interaction(
@@ -178,7 +184,7 @@ def primary_by_k(runs: pd.DataFrame, teachers: int) -> Interaction:
     its complete cells at every k >= 2; NaN without a primary or with fewer than two such k's."""
     full = complete_cells(runs)
     if not bool((full["primary"] >= 0).any()):
-        return _missing(PRIMARY_BY_K, "no primary teacher")
+        return _missing(PRIMARY_BY_K, NO_PRIMARY)
     cell = full.groupby(["k", "combination", "primary"], sort=True)["score"].mean().reset_index()
     effects, covs, rss, rdf = [], [], 0.0, 0.0
     pn = _centre(teachers)

@@ -107,6 +107,8 @@ class _Outputs:
         "compare_k.csv",
         "headline.csv",
         "failures_by_k.csv",
+        "variance_components.csv",
+        "model_checks.csv",
         "budget.csv",
         "expected_budget.csv",
         "scores_by_grid.csv",
@@ -117,6 +119,7 @@ class _Outputs:
     def __init__(self, folder: Path):
         self.folder = folder
         self.written: set[str] = set()
+        self.terminal: list[str] = []  # what ``bench report`` prints besides the paths
 
     def write(self, name: str, data: bytes) -> None:
         atomic_write_bytes(self.folder / name, data)
@@ -540,8 +543,17 @@ def coverage_notes(
     return notes
 
 
-def write_report(plan: Plan, options: ReportOptions = ReportOptions()) -> Path:
-    """Build every table and figure of the sweep from its records; returns the report folder.
+@dataclass(frozen=True)
+class Written:
+    """A written report: its folder and what ``bench report`` prints of it (``terminal``)."""
+
+    folder: Path
+    terminal: str
+
+
+def write_report(plan: Plan, options: ReportOptions = ReportOptions()) -> Written:
+    """Build every table and figure of the sweep from its records; returns the report folder and
+    the lines the terminal gets.
 
     Works on any partial sweep (failed, diverged, skipped or missing runs, a run still going,
     no records at all): statistics are computed where the data allow and every gap is named.
@@ -554,7 +566,7 @@ def write_report(plan: Plan, options: ReportOptions = ReportOptions()) -> Path:
         outputs = _Outputs(out)
         _write_report(plan, options, out, outputs)
         outputs.remove_others()
-    return out
+    return Written(out, "\n".join(outputs.terminal))
 
 
 def _guarded(what: str, build, blocks: list[tuple]) -> None:
@@ -672,9 +684,13 @@ def _statistics(ctx: ReportContext, n_diverged: int, blocks: list[tuple], body: 
             f"the size-matched statistics take extremes of m={m} runs (the repeats that have an ok run), "
             f"not of r={sweep.repeats}: a partial sweep (set --m to choose)"
         )
-    headline, failures = verdict_tables(jobs, sweep.report, grid, options.m, higher, options.base_k, options.level)
+    tables = verdict_tables(jobs, sweep.report, grid, options.m, higher, options.base_k, options.level)
+    headline, failures = tables.headline, tables.failures
     _save_csv(headline, out / "headline.csv", outputs)
     _save_csv(failures, out / "failures_by_k.csv", outputs)
+    _save_csv(tables.components, out / "variance_components.csv", outputs)
+    _save_csv(tables.checks, out / "model_checks.csv", outputs)
+    outputs.terminal += model_lines(tables.components, tables.checks, grid)
     design = read_design(sweep)
     text = sweep_verdict(sweep, summary, robust, comparison, metric, higher, options.level, notes, headline, failures)
     blocks += [
@@ -765,6 +781,57 @@ def _statistics(ctx: ReportContext, n_diverged: int, blocks: list[tuple], body: 
         ),
         ("table", contrasts_table(comparison, grid, options.level)),
     ]
+    body += model_section(tables.components, tables.checks, grid, sweep.repeats)
+
+
+def _point_rows(frame: pd.DataFrame, grid: list[str]) -> list[tuple[str, pd.DataFrame]]:
+    """(the point in words, its rows) per grid point of ``frame``; one unnamed point without a grid."""
+    if frame.empty:
+        return []
+    if not grid:
+        return [("", frame)]
+    return [(_where(grid, key if isinstance(key, tuple) else (key,)), g) for key, g in frame.groupby(grid, sort=True)]
+
+
+def model_section(components: pd.DataFrame, checks: pd.DataFrame, grid: list[str], repeats: int) -> list[tuple]:
+    """The report's section on what varies (variance components) and on the checks of what the
+    intervals assume (docs/statistics.md, section 3 says how to read them)."""
+    if components.empty:
+        return []
+    out: list[tuple] = [
+        ("h2", "What varies, and the model's checks"),
+        (
+            "p",
+            "Variance components of one run's score (moment estimates from the runs that did not fail; share: of "
+            "their sum): teacher (a teacher's own quality), combination (a teacher combination's own effect), "
+            "primary and cell (with a primary teacher), seed (a student seed's effect shared by every combination), "
+            "seed x k and primary x k (an effect that differs between k's: every interval over k includes them), "
+            "teacher x seed (a seed's effect that depends on the teachers; it cancels from every contrast) and run "
+            "(what is left)."
+            + (" With r = 1 the seed's effects cannot be told from the combinations'." if repeats == 1 else ""),
+        ),
+    ]
+    for where, rows in _point_rows(components, grid):
+        table = rows.drop(columns=grid)
+        out += ([("p", f"At {where}:")] if where else []) + [("table", table)]
+    out.append(("p", "What each interval assumes, its check, and what the report did about it:"))
+    for where, rows in _point_rows(checks, grid):
+        out += ([("p", f"At {where}:")] if where else []) + [("table", rows.drop(columns=grid))]
+    return out
+
+
+def model_lines(components: pd.DataFrame, checks: pd.DataFrame, grid: list[str]) -> list[str]:
+    """The variance components and model checks in a few terminal lines."""
+    lines = []
+    for where, rows in _point_rows(components, grid):
+        parts = ", ".join(
+            f"{r['component']} {r['sd']:.4f} ({r['share']:.0%})" for _, r in rows.iterrows() if pd.notna(r["share"])
+        )
+        lines.append(f"variance components{' at ' + where if where else ''} (sd, share): {parts}")
+    for where, rows in _point_rows(checks, grid):
+        for _, r in rows.iterrows():
+            lines.append(f"check{' at ' + where if where else ''}: {r['assumption']}: {r['result']} -> {r['action']}")
+    return lines
 
 
 BUDGET_COLUMNS = ("compute_seconds", "teacher_seconds", "student_seconds", "compute_kwh", "teacher_kwh", "student_kwh")

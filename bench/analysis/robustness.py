@@ -42,10 +42,12 @@ import numpy as np
 import pandas as pd
 
 from bench.analysis.aggregate import _ok
+from bench.analysis.components import model_checks, variance_components
 from bench.analysis.stats import (
     STATISTICS,
     Contrast,
     KFit,
+    PointModel,
     _grid_points,
     _t_ppf,
     default_m,
@@ -195,9 +197,7 @@ def failure_trend(sub: pd.DataFrame, failed: pd.Series, base_k: int = 1, draws: 
 
 def _headline(fit: KFit, kind: str, base_k: int, level: float) -> Contrast:
     """Contrast ``kind`` of the k levels of ``fit`` with its t interval."""
-    vec = np.zeros(len(fit.coef))
-    vec[: len(fit.ks)] = contrast_weights(kind, fit.ks, fit.counts, base_k)
-    return linear_contrast(fit, vec, level)
+    return linear_contrast(fit, headline_vector(fit, kind, base_k), level)
 
 
 HYPOTHESES = {"fail": FAIL, "worst": "worst_m", "mean": "mean", "best": "best_m"}  # [report] order names
@@ -294,6 +294,25 @@ def graphical(pvalues: Sequence[float], procedure: Multiplicity, alpha: float) -
         _remove(w, g, active, best)
 
 
+def point_models(
+    jobs: pd.DataFrame, failed: pd.Series, grid: Sequence[str], m: int, higher_is_better: bool
+) -> list[tuple[dict, pd.DataFrame, PointModel]]:
+    """Per grid point: the point, its ok runs, and the k model (``stats.point_model``) of those that
+    did not fail: what the headline and the model's checks read."""
+    out = []
+    for point, sub in _grid_points(_ok(jobs), grid):
+        kept = sub[~failed.loc[sub.index]]  # worst / best / mean of the runs that did not fail
+        out.append((point, sub, point_model(kept, m, higher_is_better)))
+    return out
+
+
+def headline_vector(fit: KFit, kind: str, base_k: int) -> np.ndarray:
+    """The weights of headline contrast ``kind`` on the coefficients of ``fit``."""
+    vec = np.zeros(len(fit.coef))
+    vec[: len(fit.ks)] = contrast_weights(kind, fit.ks, fit.counts, base_k)
+    return vec
+
+
 def headline_table(
     jobs: pd.DataFrame,
     grid: Sequence[str] = (),
@@ -305,6 +324,7 @@ def headline_table(
     rule: FailureRule = FailureRule(),
     failed: pd.Series | None = None,
     procedure: Multiplicity = Multiplicity(),
+    models: list[tuple[dict, pd.DataFrame, PointModel]] | None = None,
 ) -> pd.DataFrame:
     """Per (grid point, statistic: worst_m, best_m, mean and, when a run failed, ``FAIL``): the
     headline contrast ``kind`` turned so that > 0 is better (fewer failures too), its ``level``
@@ -314,18 +334,20 @@ def headline_table(
     runs is left out), so one collapsed run cannot swamp them: failures are read by their rate.
     ``call``: better / worse (the graphical ``procedure`` over the family at 1 - level), unclear,
     or "too small to tell" (no residual df, or an interval wider than the runs' range). ``failed``:
-    the ``failed_runs`` of ``jobs`` under ``rule``, when the caller has them already."""
+    the ``failed_runs`` of ``jobs`` under ``rule``, and ``models`` its ``point_models``, when the
+    caller has them already."""
     ok = _ok(jobs)
     m = m or default_m(ok)
     sign = 1.0 if higher_is_better else -1.0
     if failed is None:
         failed = failed_runs(ok, higher_is_better, rule, grid)
+    if models is None:
+        models = point_models(ok, failed, grid, m, higher_is_better)
     rows = []
-    for point, sub in _grid_points(ok, grid):
-        kept = sub[~failed.loc[sub.index]]  # worst / best / mean of the runs that did not fail
-        model = point_model(kept, m, higher_is_better)
+    for point, sub, model in models:
         if model.per_comb.empty:
             continue
+        kept = sub[~failed.loc[sub.index]]
         spread = float(kept["score"].max() - kept["score"].min())
         block = []
         for s in STATISTICS:
@@ -393,6 +415,18 @@ def _call(row: dict, significant: bool) -> str:
     return "better" if row["gain"] > 0 else "worse"
 
 
+@dataclass(frozen=True)
+class VerdictTables:
+    """What the verdict reads (``verdict_tables``): the headline contrasts with their calls, the
+    failure rate per k, and per grid point the variance components and the model's checks
+    (``bench.analysis.components``), all of the runs that did not fail."""
+
+    headline: pd.DataFrame
+    failures: pd.DataFrame
+    components: pd.DataFrame
+    checks: pd.DataFrame
+
+
 def verdict_tables(
     jobs: pd.DataFrame,
     report: ReportSpec,
@@ -401,13 +435,29 @@ def verdict_tables(
     higher_is_better: bool = True,
     base_k: int = 1,
     level: float = 0.95,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(``headline_table``, ``failure_table``) under the spec's ``[report]`` choices: what the
-    verdict reads, for ``bench report`` and ``bench compare`` alike."""
+) -> VerdictTables:
+    """The verdict's tables under the spec's ``[report]`` choices, for ``bench report`` and ``bench
+    compare`` alike; each grid point's k model is fitted once for all of them."""
+    ok = _ok(jobs)
+    m = m or default_m(ok)
     rule = FailureRule(report.failure_threshold, report.failure_mad)
-    failed = failed_runs(jobs, higher_is_better, rule, grid)
+    failed = failed_runs(ok, higher_is_better, rule, grid)
+    models = point_models(ok, failed, grid, m, higher_is_better)
     headline = headline_table(
-        jobs, grid, m, higher_is_better, base_k, level, report.contrast, rule, failed, Multiplicity.of(report)
+        ok, grid, m, higher_is_better, base_k, level, report.contrast, rule, failed, Multiplicity.of(report), models
     )
-    failures = failure_table(jobs, failed, grid, level)
-    return headline, failures
+    failures = failure_table(ok, failed, grid, level)
+    parts, checks = [], []
+    for point, sub, model in models:
+        fit = model.fits.get("worst_m")
+        vec = headline_vector(fit, report.contrast, base_k) if fit is not None and base_k in fit.ks else None
+        kept_r = int(sub[~failed.loc[sub.index]]["repeat"].nunique())
+        parts.append(variance_components(model, kept_r).assign(**point))
+        checks.append(model_checks(model, vec).assign(**point))
+    columns = list(grid)
+    components = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    check_table = pd.concat(checks, ignore_index=True) if checks else pd.DataFrame()
+    if columns:
+        components = components[[*columns, *[c for c in components.columns if c not in columns]]]
+        check_table = check_table[[*columns, *[c for c in check_table.columns if c not in columns]]]
+    return VerdictTables(headline, failures, components, check_table)

@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from bench.analysis.stats import _grid_points, _per_combination, cells, contrast, fit_k_model
+from bench.analysis.aggregate import _ok
+from bench.analysis.stats import _grid_points, contrast, default_m, fit_k_model, point_model
 
 STOP_REASONS = ("effect", "precise", "budget", "complete")
 MIN_DF = 5  # a look decides only when the design leaves the k model this many residual degrees of freedom
@@ -87,24 +88,28 @@ def look_alphas(error: float, decidable: Sequence[bool]) -> list[float]:
 
 
 def look_intervals(
-    cell_table: pd.DataFrame,
+    runs: pd.DataFrame,
     k: int,
     statistic: str,
     alpha: float,
     higher_is_better: bool = True,
     grid: Sequence[str] = (),
     base_k: int = 1,
+    m: int | None = None,
 ) -> tuple[dict, ...]:
-    """Per grid point of ``cell_table`` (``stats.cells`` of the runs so far): the gain of
-    ``statistic`` at k over base_k (turned so that > 0 is better) with its interval at level
-    1 - alpha, half-width and df (NaN when it cannot be tested)."""
+    """Per grid point of ``runs`` (the runs table so far): the gain of ``statistic`` at k over
+    base_k (turned so that > 0 is better) with its interval at level 1 - alpha, from the report's
+    k model with its interactions (``stats.point_model``), half-width and df (NaN when it cannot be
+    tested). ``m``: the size of the size-matched extremes (default: the repeats run)."""
     out = []
     sign = 1.0 if higher_is_better else -1.0
-    for point, sub in _grid_points(cell_table, grid):
-        per_comb = _per_combination(sub, ())
+    ok = _ok(runs)
+    m = m or default_m(ok)
+    for point, sub in _grid_points(ok, grid):
         row = {**point, "estimate": np.nan, "lo": np.nan, "hi": np.nan, "half_width": np.nan, "df": 0.0}
-        if not per_comb.empty and alpha > 0:
-            fit = fit_k_model(per_comb, statistic)
+        model = point_model(sub, m, higher_is_better, (statistic,)) if alpha > 0 else None
+        if model is not None and not model.per_comb.empty:
+            fit = model.fits[statistic]
             if k in fit.ks and base_k in fit.ks:
                 c = contrast(fit, k, base_k, 1 - alpha)
                 lo, hi = sorted((sign * c.lo, sign * c.hi)) if np.isfinite(c.lo) else (c.lo, c.hi)
@@ -136,7 +141,7 @@ def decide(points: Sequence[dict], tolerance: float) -> str | None:
 
 
 def evaluate_look(
-    cell_table: pd.DataFrame,
+    runs: pd.DataFrame,
     look: int,
     jobs: int,
     alpha: float,
@@ -145,9 +150,10 @@ def evaluate_look(
     tolerance: float,
     higher_is_better: bool = True,
     grid: Sequence[str] = (),
+    m: int | None = None,
 ) -> Look:
-    """One look over the cells recorded so far (``look_intervals``, then ``decide``)."""
-    points = look_intervals(cell_table, k, statistic, alpha, higher_is_better, grid)
+    """One look over the runs recorded so far (``look_intervals``, then ``decide``)."""
+    points = look_intervals(runs, k, statistic, alpha, higher_is_better, grid, m=m)
     return Look(look, jobs, alpha, points, decide(points, tolerance) if alpha > 0 else None)
 
 
@@ -172,7 +178,7 @@ def replay(
     total = len(in_cells(runs, {c for b in batches for c in b}))
     combos = [sorted({c for b in batches[: i + 1] for c, _ in b}) for i in range(len(batches))]
     alphas = look_alphas(error, decidable_looks(combos, k))
-    table = cells(runs, grid, None, higher_is_better)  # a cell's statistics do not depend on the others
+    m = default_m(runs)
     looks: list[Look] = []
     prefix: set[CellKey] = set()
     for j, batch in enumerate(batches):
@@ -181,7 +187,7 @@ def replay(
         if over_budget(n_jobs, total, budget):
             return looks, "budget"
         look = evaluate_look(
-            in_cells(table, prefix), j + 1, n_jobs, alphas[j], k, statistic, tolerance, higher_is_better, grid
+            in_cells(runs, prefix), j + 1, n_jobs, alphas[j], k, statistic, tolerance, higher_is_better, grid, m
         )
         looks.append(look)
         if look.decision:

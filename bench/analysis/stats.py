@@ -280,7 +280,8 @@ class KFit:
     cells per combination; ``df`` the residual degrees of freedom of the fit.
     ``teacher_effects`` is False when the design could not separate them from the k levels
     (then they are left out). ``crossed``: the seed x k and primary x k terms every contrast
-    carries besides (``Crossed``); ``row_k``: each fitted combination's k."""
+    carries besides (``Crossed``); ``row_k`` and ``resid``: each fitted combination's k and
+    residual."""
 
     ks: tuple[int, ...]
     counts: tuple[int, ...]  # combinations per k
@@ -296,6 +297,7 @@ class KFit:
     teacher_effects: bool
     row_k: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
     crossed: tuple[Crossed, ...] = ()
+    resid: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def variance(self, vec: np.ndarray, extra_cell: float = 0.0, seed_scale: float = 1.0) -> tuple[float, float]:
         """Var(vec @ coef) and its degrees of freedom: the residual part sum_c g_c^2 sigma^2(k_c)
@@ -450,6 +452,7 @@ def fit_k_model(per_comb: pd.DataFrame, stat: str, crossed: Sequence[tuple[Inter
         teacher_effects,
         k,
         tuple(Crossed(i, e[finite]) for i, e in crossed),
+        resid,
     )
 
 

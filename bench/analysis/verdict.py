@@ -245,9 +245,7 @@ def headline_sentences(
         lead = (
             f"{'At ' + where + ': h' if where else 'H'}eadline ({robustness.contrast_label(kind, ks, base_k)}; "
             f'`[report] contrast = "{kind}"`, fixed before the runs; gains > 0 are better, student {metric}, '
-            f"{level:.0%} CIs; {procedure.sentence(level, list(rows.index))}): "
-            + "; ".join(parts)
-            + "."
+            f"{level:.0%} CIs; {procedure.sentence(level, list(rows.index))}): " + "; ".join(parts) + "."
         )
         out.append(lead)
         if not fails.empty and fails["failed"].sum() > 0:

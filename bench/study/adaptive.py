@@ -18,7 +18,6 @@ import logging
 from bench.analysis.aggregate import jobs_frame
 from bench.analysis.design_report import DESIGN_FILE
 from bench.analysis.sequential import cell_key, decidable_looks, evaluate_look, look_alphas, over_budget
-from bench.analysis.stats import cells
 from bench.core.files import atomic_write_bytes
 from bench.core.records import load_records
 from bench.driver.run import RunSummary, run_sweep
@@ -85,9 +84,17 @@ def run_adaptive(
         look = None
         if ok:
             higher = ok[0]["metric"] not in LOWER_IS_BETTER
-            table = cells(jobs_frame(records, grid), grid, sweep.repeats, higher)
             look = evaluate_look(
-                table, j + 1, len(prefix), alphas[j], k, design.statistic, design.tolerance, higher, grid
+                jobs_frame(records, grid),
+                j + 1,
+                len(prefix),
+                alphas[j],
+                k,
+                design.statistic,
+                design.tolerance,
+                higher,
+                grid,
+                sweep.repeats,
             )
             looks.append(look.to_json())
         state = _state(plan, k, alphas, looks, len(prefix), None, records)
