@@ -56,6 +56,18 @@ def _teacher_variance(fit: KFit) -> tuple[float, float]:
     return max(0.0, (ss - noise) / (n - 1)), float(n - 1)
 
 
+def _within_k_trace(fit: KFit, exposure: np.ndarray) -> float:
+    """tr(M S) for an interaction with k of unit variance: S[c, c'] = exposure_c . exposure_c' for
+    combinations of one k (they share that k's interaction terms), 0 across k's; M = I - hat matrix.
+    Its variance times this is what the interaction adds to the residuals' sum of squares."""
+    total = 0.0
+    for k in np.unique(fit.row_k):
+        at = np.flatnonzero(fit.row_k == k)
+        e = exposure[at]
+        total += float(np.einsum("ij,ij->", fit.resid_map[np.ix_(at, at)], e @ e.T))
+    return total
+
+
 def variance_components(model: PointModel, repeats: int) -> pd.DataFrame:
     """The variance components of one grid point (module docstring), from its k model of the mean
     (``model.fits["mean"]``) and interactions; one row per component present in the design:
@@ -76,9 +88,11 @@ def variance_components(model: PointModel, repeats: int) -> pd.DataFrame:
         cell_noise = primary.noise
     if fit.df > 0 and np.all(np.isfinite(fit.theta)):
         lev = np.clip(np.diag(fit.resid_map), 0.0, None)
-        pooled = float(fit.resid @ fit.resid) / float(lev.sum())
-        within = cell_noise * float(lev @ fit.share) / float(lev.sum())
-        found["combination"] = (max(0.0, pooled - within), float(fit.df))
+        # what else the residuals hold: each cell's noise, and each interaction's spread within a k
+        within = cell_noise * float(lev @ fit.share) + sum(
+            term.interaction.variance * _within_k_trace(fit, term.exposure) for term in fit.crossed
+        )
+        found["combination"] = (max(0.0, (float(fit.resid @ fit.resid) - within) / float(lev.sum())), float(fit.df))
     for name, value in primary.extra:
         found[name] = (value, float(primary.df))
     if primary.estimable:

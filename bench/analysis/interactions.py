@@ -48,8 +48,9 @@ class Interaction:
     """The moment estimate of one interaction with k: ``variance`` (>= 0; NaN when the design
     cannot estimate it, ``reason`` says why), the degrees of freedom of the mean square it rests on,
     ``ratio`` = that mean square over what it would be without the interaction, and the F test's
-    ``p``; ``noise`` / ``noise_df``: the variance the test compares against (per run for seed x k,
-    per cell mean for primary x k) and its df; ``extra``: other components the estimation meets on
+    ``p`` (``raw``: the estimate before the cut at 0); ``noise`` / ``noise_df``: the variance the
+    test compares against (per run for seed x k, per cell mean for primary x k) and its df;
+    ``extra``: other components the estimation meets on
     the way (the seed's own effect and teacher x seed; the primary's own effect), by name, for the
     report's variance-components table."""
 
@@ -62,6 +63,7 @@ class Interaction:
     noise_df: float
     reason: str = ""
     extra: tuple[tuple[str, float], ...] = ()
+    raw: float = float("nan")  # the moment estimate before it is cut at 0 (unbiased; negative: none seen)
 
     @property
     def estimable(self) -> bool:
@@ -176,6 +178,7 @@ def seed_by_k(runs: pd.DataFrame, teachers: int) -> Interaction:
         noise,
         noise_df,
         extra=extra,
+        raw=(ss - null) / df,
     )
 
 
@@ -214,9 +217,24 @@ def primary_by_k(runs: pd.DataFrame, teachers: int) -> Interaction:
     kk = phi.shape[1]
     ss = float(((phi @ _centre(kk)) ** 2).sum())
     df = float((teachers - 1) * (kk - 1))
-    null = (1 - 1 / kk) * noise * sum(float(np.trace(c)) for c in covs)
+    traces = sum(float(np.trace(c)) for c in covs)
+    null = (1 - 1 / kk) * noise * traces
     ratio = ss / null if null > 0 else float("nan")
-    return Interaction(PRIMARY_BY_K, max(0.0, (ss - null) / df), df, ratio, _f_sf(ratio, df, rdf), noise, float(rdf))
+    variance = max(0.0, (ss - null) / df)
+    # the primaries' own effect: their mean over the k's, less what noise and the interaction put there
+    main = phi.mean(1)
+    own = max(0.0, (float(main @ main) - noise * traces / kk**2) / (teachers - 1) - variance / kk)
+    return Interaction(
+        PRIMARY_BY_K,
+        variance,
+        df,
+        ratio,
+        _f_sf(ratio, df, rdf),
+        noise,
+        float(rdf),
+        extra=(("primary", own),),
+        raw=(ss - null) / df,
+    )
 
 
 def seed_exposures(weights: pd.DataFrame, per_comb: pd.DataFrame, statistics: Sequence[str]) -> dict[str, np.ndarray]:
