@@ -17,6 +17,7 @@ from bench.core.config import parse_device
 from bench.core.errors import UserError, did_you_mean
 from bench.core.interrupt import Interrupted, install
 from bench.core.logs import configure as configure_logging
+from bench.driver.archive import SUFFIX, default_path, is_archive, unpacked, write_archive
 from bench.driver.preflight import check_before_run
 from bench.driver.rerun import compare_scores, find_record, rerun_job
 from bench.driver.run import SAVED_SPEC, pending_work, run_sweep
@@ -235,16 +236,37 @@ def _check_report_options(sweep, options) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Write tables and figures from the sweep's records."""
+    """Write tables and figures from the sweep's records (a spec, a results folder or an archive)."""
     from bench.analysis.report import write_report  # lazy: pandas and matplotlib load only for the commands that report
 
     options = _report_options(args)
-    plan = make_plan(_load(args))
-    _check_report_options(plan.sweep, options)
-    written = write_report(plan, options)
+    if is_archive(args.spec):
+        if args.set:
+            raise UserError(f"--set: expected no --set with an archive ({args.spec} holds the spec it was run with)")
+        with unpacked(args.spec, Path(args.out or "reports")) as plan:
+            _check_report_options(plan.sweep, options)
+            written = write_report(plan, options)
+    else:
+        if args.out:
+            raise UserError("--out: only for an archive (a spec's report goes to its [paths] reports)")
+        plan = make_plan(_load(args))
+        _check_report_options(plan.sweep, options)
+        written = write_report(plan, options)
     if written.terminal:
         print(written.terminal)
     print(f"report: {written.folder / 'report.md'} and {written.folder / 'report.html'}")
+    return 0
+
+
+def cmd_archive(args: argparse.Namespace) -> int:
+    """Write the sweep's records and teachers' metadata as one file (``bench.driver.archive``)."""
+    plan = make_plan(_load(args))
+    saved = plan.sweep.results_dir() / SAVED_SPEC
+    out = Path(args.out) if args.out else default_path(plan)
+    if not str(out).endswith(SUFFIX):
+        raise UserError(f"--out: expected a file name ending in {SUFFIX}, got {out}")
+    teachers, records = write_archive(plan, str(saved) if saved.is_file() else _spec_path(args.spec), out)
+    print(f"archive: {records} records and {teachers} teachers' metadata in {out}")
     return 0
 
 
@@ -442,9 +464,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_report_options(run)
     rep = sub.add_parser("report", help="write tables and figures from the records")
-    rep.add_argument("spec")
+    rep.add_argument("spec", help="a spec file, a results/<sweep> folder, or an archive (.jsonl.gz, bench archive)")
     _add_set(rep)
+    rep.add_argument("--out", help="with an archive: the reports folder (default: reports, under this folder)")
     _add_report_options(rep)
+    arc = sub.add_parser("archive", help="write a sweep's records and teachers' metadata as one file")
+    arc.add_argument("spec", help="a spec file or a results/<sweep> folder")
+    _add_set(arc)
+    arc.add_argument("--out", help="the file (default: archive/<sweep>.jsonl.gz under the project root)")
     exp = sub.add_parser(
         "export",
         help="write the records for TensorBoard, MLflow, W&B (offline), rliable or Parquet (one run per job; "
@@ -479,6 +506,7 @@ COMMANDS = {
     "plan": cmd_plan,
     "run": cmd_run,
     "report": cmd_report,
+    "archive": cmd_archive,
     "export": cmd_export,
     "compare": cmd_compare,
     "doctor": cmd_doctor,

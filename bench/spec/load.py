@@ -282,7 +282,7 @@ def _check_seeds(
         )
 
 
-def parse_sweep(data: dict, file: str) -> Sweep:
+def parse_sweep(data: dict, file: str, inputs: bool = True) -> Sweep:
     """Validate a parsed TOML document and build the Sweep; raises SpecError on the first problem.
 
     This is the one place a spec is validated, in this order (each step may assume the ones before
@@ -305,12 +305,13 @@ def parse_sweep(data: dict, file: str) -> Sweep:
 
     What depends on the machine or on stored results is checked by ``bench run`` only, before the
     sweep lock: devices, engines and the network (``driver.preflight``) and the thread count of
-    existing results (``driver.run.check_threads``).
+    existing results (``driver.run.check_threads``). ``inputs=False`` leaves out the checks that the
+    data files exist (a report rebuilt from an archive needs the keys, not the data).
     """
     _top(data, file)
     root = _root(data, file)
     name, n, k, repeats, n_jobs = _team(data, file)
-    task = _task(data["task"], file, root)
+    task = _task(data["task"], file, root, inputs)
     task, teacher, student = _models(data, task, file, root)
     method, grid = _method_and_grid(data, teacher, student, n, repeats, n_jobs, file)
     run = _run(data.get("run", {}), file, root)
@@ -411,7 +412,7 @@ def _where(root: str) -> str:
     return f"(relative paths are taken from the project root {root}, docs/architecture.md: Contracts)"
 
 
-def _task(task_data: Any, file: str, root: str) -> TaskSpec:
+def _task(task_data: Any, file: str, root: str, inputs: bool = True) -> TaskSpec:
     """The task spec; LM-only fields are refused for other tasks when written, even at their default."""
     if isinstance(task_data, str):
         task_data = {"name": task_data}
@@ -438,8 +439,8 @@ def _task(task_data: Any, file: str, root: str) -> TaskSpec:
         if task.name != "lm" and key in task_data:
             raise SpecError(file, f"task.{key}", f"only for task 'lm'; expected no {key} for '{task.name}'")
     if task.name == "lm":
-        _check_lm_task(task, file, root)
-    elif task.data is not None and not os.path.isdir(locate(task.data, root)):
+        _check_lm_task(task, file, root, inputs)
+    elif inputs and task.data is not None and not os.path.isdir(locate(task.data, root)):
         raise SpecError(file, "task.data", f"expected an existing folder, got {task.data!r} {_where(root)}")
     return task
 
@@ -564,12 +565,12 @@ def _sources(task: TaskSpec, augment: AugmentSpec, file: str, root: str) -> None
         check_pretrained_source(locate(augment.model, root), file, "augment.model")
 
 
-def _check_lm_task(task: TaskSpec, file: str, root: str) -> None:
-    if task.data is None or not (task.data.startswith("hub:") or os.path.isfile(locate(task.data, root))):
+def _check_lm_task(task: TaskSpec, file: str, root: str, inputs: bool = True) -> None:
+    if task.data is None or not (task.data.startswith("hub:") or not inputs or os.path.isfile(locate(task.data, root))):
         raise SpecError(
             file, "task.data", f"expected a text file or 'hub:NAME[:CONFIG]', got {task.data!r} {_where(root)}"
         )
-    if task.lambada is not None and not os.path.isfile(locate(task.lambada, root)):
+    if inputs and task.lambada is not None and not os.path.isfile(locate(task.lambada, root)):
         raise SpecError(
             file, "task.lambada", f"expected an existing LAMBADA jsonl file, got {task.lambada!r} {_where(root)}"
         )
