@@ -592,9 +592,10 @@ def repeats_needed(
 ) -> tuple[int | None, float]:
     """(the smallest number of repeats r' (m fixed) at which the minimum detectable worst-case
     contrast of k against base_k falls to ``target``, the share of the contrast's variance that
-    is run noise). The run noise that reaches a cell (``run_noise_variance`` x
-    ``extreme_noise_factor``, runs taken as independent within a cell) shrinks with r'; the rest
-    of the fitted variance (combination and cell effects) does not. r' is None when no r' <=
+    more repeats reduce). The run noise that reaches a cell (``run_noise_variance`` x
+    ``extreme_noise_factor``, runs taken as independent within a cell) shrinks with r', and so does
+    the seed x k interaction (taken to fall as r / r', as it does for the mean); the rest of the
+    fitted variance (combination, cell and primary x k effects) does not. r' is None when no r' <=
     max_r would; the share is NaN with r = 1 (the split is not identifiable). An approximation
     for planning, stated as such."""
     r = int(sub["repeat"].nunique())
@@ -603,10 +604,12 @@ def repeats_needed(
     if r < 2 or not np.isfinite(w2) or fit.df <= 0:
         return None, float("nan")
     now, _ = fit.variance(vec)
-    noise, _ = fit.variance(vec, extra_cell=-extreme_noise_factor(m, r) * w2)
-    share = float(np.clip(1 - noise / now, 0, 1)) if now > 0 else float("nan")
+    rest, _ = fit.variance(vec, extra_cell=-extreme_noise_factor(m, r) * w2, seed_scale=0.0)
+    share = float(np.clip(1 - rest / now, 0, 1)) if now > 0 else float("nan")
     for r2 in range(max(r, m), max_r + 1):
-        var, df = fit.variance(vec, extra_cell=(extreme_noise_factor(m, r2) - extreme_noise_factor(m, r)) * w2)
+        var, df = fit.variance(
+            vec, extra_cell=(extreme_noise_factor(m, r2) - extreme_noise_factor(m, r)) * w2, seed_scale=r / r2
+        )
         if minimum_detectable(np.sqrt(max(var, 0.0)), df, level) <= target:
             return r2, share
     return None, share

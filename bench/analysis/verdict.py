@@ -35,7 +35,8 @@ def _plan_sentence(row: pd.Series, design: str, level: float) -> str:
     need, share = row.get("repeats_needed"), row.get("run_noise_share")
     if need is not None and pd.notna(need):
         return out + (
-            f"; run noise is about {share:.0%} of that noise, and about r = {int(need)} repeats (same m, "
+            f"; what more repeats reduce (run noise and the seed x k interaction) is about {share:.0%} of that "
+            f"noise, and about r = {int(need)} repeats (same m, "
             "set with --m) would halve it (an approximation)."
         )
     if share is None or not pd.notna(share):
@@ -44,8 +45,9 @@ def _plan_sentence(row: pd.Series, design: str, level: float) -> str:
             "needed before the report can say how many repeats would help."
         )
     return out + (
-        f"; run noise is about {share:.0%} of that noise, so no number of repeats up to 50 would halve it: "
-        "the rest is the spread between teacher combinations, which repeats do not reduce."
+        f"; what more repeats reduce (run noise and the seed x k interaction) is about {share:.0%} of that noise, "
+        "so no number of repeats up to 50 would halve it: the rest is the spread between teacher combinations, "
+        "which repeats do not reduce."
     )
 
 
