@@ -106,9 +106,16 @@ def _members(combination: str) -> list[int]:
     return [int(t) for t in combination.split("-")]
 
 
-def seed_by_k(runs: pd.DataFrame, teachers: int) -> Interaction:
+def _contrasts(r: int) -> np.ndarray:
+    """An orthonormal basis (r x (r - 1)) of the vectors of r values summing to 0: P_r = Q Q'."""
+    values, vectors = np.linalg.eigh(_centre(r))
+    return vectors[:, values > 0.5]
+
+
+def seed_by_k(runs: pd.DataFrame, teachers: int, full: pd.DataFrame | None = None) -> Interaction:
     """The seed x k interaction of one grid point's runs (module docstring), from its complete
-    cells; NaN with one seed (each k then has one seed, and its interaction is confounded with k)."""
+    cells (``full``: ``complete_cells(runs)``, when the caller has it); NaN with one seed (each k
+    then has one seed, and its interaction is confounded with k)."""
     seeds = np.sort(runs["repeat"].unique())
     r = len(seeds)
     if r < 2:
@@ -116,22 +123,22 @@ def seed_by_k(runs: pd.DataFrame, teachers: int) -> Interaction:
             SEED_BY_K,
             "one student seed: each k has the same single seed, so its interaction with k cannot be told from k itself",
         )
-    full = complete_cells(runs)
-    blocks = {int(k): g for k, g in full.groupby("k", sort=True)}
+    full = complete_cells(runs) if full is None else full
+    blocks = [g for _, g in full.groupby("k", sort=True)]
     if len(blocks) < 2:
         return _missing(SEED_BY_K, "fewer than two k's with a complete cell")
-    means, n_cells, rows, cols = [], [], [], []
+    means, n_cells, ys, features = [], [], [], []
     has_primary = bool((full["primary"] >= 0).any())
-    pr = _centre(r)
-    for g in blocks.values():
-        a = g["score"].to_numpy(float).reshape(-1, r)
+    q = _contrasts(r)
+    for g in blocks:
+        a = g["score"].to_numpy(float).reshape(-1, r)  # cells x seeds (complete cells, sorted)
         means.append(a.mean(0))
         n_cells.append(a.shape[0])
         if a.shape[0] < 2:
             continue
         pn = _centre(a.shape[0])
-        rows.append((pn @ a @ pr).ravel())
-        cell_keys = g.drop_duplicates(["combination", "primary"])
+        ys.append(pn @ a @ q)  # the within-k residuals of cells x seeds, in the seeds' contrast basis
+        cell_keys = g.iloc[::r]
         u = np.zeros((a.shape[0], teachers))  # teacher membership, each member weighted 1/k
         for i, c in enumerate(cell_keys["combination"]):
             ms = _members(c)
@@ -140,27 +147,27 @@ def seed_by_k(runs: pd.DataFrame, teachers: int) -> Interaction:
             p = np.zeros((a.shape[0], teachers))
             p[np.arange(a.shape[0]), cell_keys["primary"].to_numpy(int)] = 1.0
             u = np.hstack([u, p])
-        cols.append(np.kron(pn @ u, pr))  # (cells x seeds) x (features x seeds): teacher (primary) x seed
-    if not rows:
+        features.append(pn @ u)  # teacher (and primary) x seed terms: one coefficient per feature and seed contrast
+    if not ys:
         return _missing(SEED_BY_K, "no k with two complete cells to measure the run noise")
-    y, x = np.concatenate(rows), np.vstack(cols)
+    y, x = np.vstack(ys), np.vstack(features)
     total_df = sum((n - 1) * (r - 1) for n in n_cells if n >= 2)
-    rank = int(np.linalg.matrix_rank(x)) if x.size else 0
+    beta, _, rank_x, _ = np.linalg.lstsq(x, y, rcond=None)
+    rank = int(rank_x) * (r - 1)
     extra: tuple[tuple[str, float], ...] = ()
     if total_df - rank >= 2:
-        beta, *_ = np.linalg.lstsq(x, y, rcond=None)
         fitted = x @ beta
         noise_df = float(total_df - rank)
         noise = float(((y - fitted) ** 2).sum()) / noise_df
-        scale = float(np.einsum("ij,ij->", x, x))
-        ts = max(0.0, (float(fitted @ fitted) - rank * noise) / scale) if scale > 0 else 0.0
+        scale = float(np.einsum("ij,ij->", x, x)) * (r - 1)
+        ts = max(0.0, (float((fitted**2).sum()) - rank * noise) / scale) if scale > 0 else 0.0
         extra = (("teacher x seed", ts),)
     else:  # too few runs to fit the teacher x seed terms: the plain two-way residual
         noise_df = float(total_df)
-        noise = float(y @ y) / noise_df
+        noise = float((y**2).sum()) / noise_df
     z = np.vstack(means)
     big_k = z.shape[0]
-    resid = _centre(big_k) @ z @ pr
+    resid = _centre(big_k) @ z @ _centre(r)
     ss = float((resid**2).sum())
     df = float((big_k - 1) * (r - 1))
     # the seed's own effect: the spread of the seed means over the k's, less what the interaction puts there
@@ -182,10 +189,11 @@ def seed_by_k(runs: pd.DataFrame, teachers: int) -> Interaction:
     )
 
 
-def primary_by_k(runs: pd.DataFrame, teachers: int) -> Interaction:
+def primary_by_k(runs: pd.DataFrame, teachers: int, full: pd.DataFrame | None = None) -> Interaction:
     """The primary x k interaction of one grid point's runs (module docstring), from the means of
-    its complete cells at every k >= 2; NaN without a primary or with fewer than two such k's."""
-    full = complete_cells(runs)
+    its complete cells at every k >= 2 (``full``: ``complete_cells(runs)``, when the caller has it);
+    NaN without a primary or with fewer than two such k's."""
+    full = complete_cells(runs) if full is None else full
     if not bool((full["primary"] >= 0).any()):
         return _missing(PRIMARY_BY_K, NO_PRIMARY)
     cell = full.groupby(["k", "combination", "primary"], sort=True)["score"].mean().reset_index()

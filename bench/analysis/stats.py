@@ -38,6 +38,7 @@ from bench.analysis.aggregate import _ok
 from bench.analysis.interactions import (
     SEED_BY_K,
     Interaction,
+    complete_cells,
     primary_by_k,
     primary_exposure,
     seed_by_k,
@@ -481,18 +482,20 @@ def point_model(
     w = run_weights(runs, m, higher_is_better)
     per_comb = _per_combination(_cells_of(w, (), m), ())
     teachers = teacher_count(runs)
-    seed = seed_by_k(w, teachers)
-    primary = primary_by_k(w, teachers)
+    full = complete_cells(w)
+    seed = seed_by_k(w, teachers, full)
+    primary = primary_by_k(w, teachers, full)
     fits: dict[str, KFit] = {}
     if per_comb.empty:
         return PointModel(per_comb, fits, (seed, primary))
     exposure = seed_exposures(w, per_comb, statistics) if seed.estimable else {}
+    by_primary = primary_exposure(w, per_comb, teachers) if primary.estimable else None
     for s in statistics:
         crossed = []
         if seed.estimable:
             crossed.append((seed, exposure[s]))
-        if primary.estimable:
-            crossed.append((primary, primary_exposure(w, per_comb, teachers)))
+        if by_primary is not None:
+            crossed.append((primary, by_primary))
         fits[s] = fit_k_model(per_comb, s, crossed)
     return PointModel(per_comb, fits, (seed, primary))
 
