@@ -72,7 +72,7 @@ def test_graphical_procedure_by_hand():
 
 def test_procedure_sentence_names_the_graph():
     text = Multiplicity().sentence(0.95, ["worst_m", "best_m", "mean"])
-    assert "the worst case at 0.05 first" in text and "the failure rate" not in text
+    assert "the worst case at 0.05 first" in text and "the failure rate" not in text and "graphical procedure" in text
     assert "Bretz" in text
 
 

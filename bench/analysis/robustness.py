@@ -226,11 +226,12 @@ class Multiplicity:
         (statistic names; an absent one passes its share on)."""
         alpha = 1 - level
         names = {"fail": "the failure rate", "worst": "the worst case", "mean": "the mean", "best": "the best case"}
-        start = graph_weights(self, [HYPOTHESES[h] in present for h in self.order])
+        mask = present_mask(self, present)
+        start = graph_weights(self, mask)
         first = ", ".join(f"{names[h]} at {alpha * w:.3g}" for h, w in zip(self.order, start) if w > 0)
-        chain = " -> ".join(names[h] for h, on in zip(self.order, present_mask(self, present)) if on)
+        chain = " -> ".join(names[h] for h, on in zip(self.order, mask) if on)
         return (
-            f"which changes are shown is decided by a fixed-sequence graph at {alpha:.0%} over {chain} "
+            f"which changes are shown is decided by a graphical procedure at {alpha:.0%} over {chain} "
             f"(Bretz et al. 2009): {first} first, each rejected hypothesis passing its share on to the next"
         )
 
