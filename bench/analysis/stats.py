@@ -132,7 +132,7 @@ def run_weights(ok: pd.DataFrame, m: int, higher_is_better: bool = True) -> pd.D
     by its rank), ``mean`` 1 / the cell's runs; ``n_runs`` and ``complete`` (the cell has at least m
     runs; otherwise its weights are 0). A cell's statistic is the sum of weight x score over its
     runs, so the weights also say how much of each seed's effect reaches it
-    (``interactions.seed_exposure``)."""
+    (``interactions.seed_exposures``)."""
     ok = _with_primary(ok)
     lo, hi = _orient(higher_is_better)
     keys = ["k", "combination", "primary"]
@@ -421,7 +421,7 @@ def fit_k_model(per_comb: pd.DataFrame, stat: str, crossed: Sequence[tuple[Inter
     residual variance per group of k's (``_variance_function``). Teacher effects are left out
     when the design cannot separate them from the k levels. ``crossed``: the interactions with k
     of the factors crossed with it, each with its exposure per row of ``per_comb`` (``Crossed``;
-    ``point_fits`` builds them from the runs)."""
+    ``point_model`` builds them from the runs)."""
     finite = np.isfinite(per_comb[stat].to_numpy(float))
     data = per_comb[finite]
     y = data[stat].to_numpy(float)
