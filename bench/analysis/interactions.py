@@ -12,7 +12,10 @@ This module estimates each interaction's variance by moments on the runs of one 
 an F test of "no interaction", and gives each combination's *exposure* to it (how much of each
 seed's, or primary's, interaction term its statistic carries), so that ``stats.KFit.variance``
 adds sigma^2 x sum over (k, level) of (sum over the combinations c at k of g_c exposure_c,level)^2
-to the variance of a contrast with weights g on the combinations.
+to the variance of a contrast with weights g on the combinations, less the part of it that the
+residuals already hold. Each sum of squares is a quadratic form in normal variables: its F test
+takes Satterthwaite's numerator df (cells per k differ), and each estimate, a difference of mean
+squares, its own Satterthwaite df (Satterthwaite 1946), both from ``_moments``.
 
 The estimators (docs/statistics.md, section 3):
 
@@ -22,7 +25,9 @@ The estimators (docs/statistics.md, section 3):
   sigma^2_run is the run noise net of the seed's interaction with the teachers (teacher x seed,
   and primary x seed where there is one: fitted on the within-k residuals of cells x seeds and
   taken out, since with 1/k weights such terms are the same at every k and cancel from the
-  contrast); sigma^2_sk = max(0, (SS - that noise) / df).
+  contrast); sigma^2_sk = max(0, (SS - that noise) / df). A seed's exposure at k is pooled over the
+  cells of that k (the chance that its run is a cell's worst, say): the part of a cell's own
+  exposure beyond that varies between the cells of one k and is in the residuals already.
 - **primary x k**: for each k >= 2, the cell means fitted on combination and primary effects; the
   primaries' effects of each k, centred, form an N x K' table whose variation over k beyond each
   primary's own effect is the interaction: (N - 1)(K' - 1) degrees of freedom, its noise part from
@@ -32,6 +37,7 @@ The estimators (docs/statistics.md, section 3):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -48,11 +54,12 @@ class Interaction:
     """The moment estimate of one interaction with k: ``variance`` (>= 0; NaN when the design
     cannot estimate it, ``reason`` says why), the degrees of freedom of the mean square it rests on,
     ``ratio`` = that mean square over what it would be without the interaction, and the F test's
-    ``p`` (``raw``: the estimate before the cut at 0); ``noise`` / ``noise_df``: the variance the
-    test compares against (per run for seed x k, per cell mean for primary x k) and its df;
-    ``extra``: other components the estimation meets on
-    the way (the seed's own effect and teacher x seed; the primary's own effect), by name, for the
-    report's variance-components table."""
+    ``p`` (``raw``: the estimate before the cut at 0; ``variance_df``: its Satterthwaite df, what a
+    contrast's df counts for it); ``noise`` / ``noise_df``: the variance the test compares against
+    (per run for seed x k, per cell mean for primary x k) and its df; ``extra``: other components
+    the estimation meets on the way (the seed's own effect and teacher x seed; the primary's own
+    effect), by name, for the report's variance-components table; ``note``: a caveat of the
+    test in words ("" when none)."""
 
     name: str
     variance: float
@@ -64,6 +71,8 @@ class Interaction:
     reason: str = ""
     extra: tuple[tuple[str, float], ...] = ()
     raw: float = float("nan")  # the moment estimate before it is cut at 0 (unbiased; negative: none seen)
+    variance_df: float = 0.0
+    note: str = ""
 
     @property
     def estimable(self) -> bool:
@@ -84,6 +93,49 @@ def _f_sf(f: float, df1: float, df2: float) -> float:
 
 def _centre(n: int) -> np.ndarray:
     return np.eye(n) - 1.0 / n
+
+
+def _moments(q: np.ndarray, cov: np.ndarray) -> tuple[float, float]:
+    """Mean and variance of x'Qx for x ~ N(0, cov): tr(QC) and 2 tr((QC)^2)."""
+    qc = q @ cov
+    return float(np.trace(qc)), 2.0 * float(np.einsum("ij,ji->", qc, qc))
+
+
+def _test_and_estimate(
+    name: str,
+    ss: float,
+    df: float,
+    q: np.ndarray,
+    null_cov: np.ndarray,
+    effect_cov: np.ndarray,
+    noise: float,
+    noise_df: float,
+    **rest,
+) -> Interaction:
+    """The F test and the moment estimate of an interaction whose sum of squares ``ss`` is x'Qx with
+    Cov(x) = noise x ``null_cov`` + sigma^2 x ``effect_cov`` (E[ss] = null + df sigma^2): the ratio to
+    what no interaction implies, its p on Satterthwaite's numerator df; sigma^2 = (ss - null) / df
+    cut at 0, with the Satterthwaite df of that difference of mean squares."""
+    null, null_var = _moments(q, noise * null_cov)
+    ratio = ss / null if null > 0 else float("nan")
+    test_df = 2 * null**2 / null_var if null_var > 0 else df
+    raw = (ss - null) / df
+    variance = max(0.0, raw)
+    _, ss_var = _moments(q, noise * null_cov + variance * effect_cov)
+    spread = (ss_var + 2 * null**2 / noise_df) / df**2 if noise_df > 0 else float("inf")
+    variance_df = 2 * raw**2 / spread if variance > 0 and spread > 0 else 0.0
+    return Interaction(
+        name,
+        variance,
+        df,
+        ratio,
+        _f_sf(ratio, test_df, noise_df),
+        noise,
+        noise_df,
+        raw=raw,
+        variance_df=variance_df,
+        **rest,
+    )
 
 
 def complete_cells(runs: pd.DataFrame) -> pd.DataFrame:
@@ -162,30 +214,25 @@ def seed_by_k(runs: pd.DataFrame, teachers: int, full: pd.DataFrame | None = Non
         scale = float(np.einsum("ij,ij->", x, x)) * (r - 1)
         ts = max(0.0, (float((fitted**2).sum()) - rank * noise) / scale) if scale > 0 else 0.0
         extra = (("teacher x seed", ts),)
+        note = ""
     else:  # too few runs to fit the teacher x seed terms: the plain two-way residual
         noise_df = float(total_df)
         noise = float((y**2).sum()) / noise_df
+        note = "the run noise holds any teacher x seed interaction (too few runs to take it out): the test may miss one"
     z = np.vstack(means)
     big_k = z.shape[0]
-    resid = _centre(big_k) @ z @ _centre(r)
+    pk, pr = _centre(big_k), _centre(r)
+    resid = pk @ z @ pr
     ss = float((resid**2).sum())
     df = float((big_k - 1) * (r - 1))
     # the seed's own effect: the spread of the seed means over the k's, less what the interaction puts there
     seed_means = z.mean(0)
     seed = max(0.0, float(((seed_means - seed_means.mean()) ** 2).sum()) / (r - 1) - ss / df / big_k)
-    extra = (("seed", seed), *extra)
-    null = (1 - 1 / big_k) * (r - 1) * noise * float(np.sum(1.0 / np.asarray(n_cells, float)))
-    ratio = ss / null if null > 0 else float("nan")
-    return Interaction(
-        SEED_BY_K,
-        max(0.0, (ss - null) / df),
-        df,
-        ratio,
-        _f_sf(ratio, df, noise_df),
-        noise,
-        noise_df,
-        extra=extra,
-        raw=(ss - null) / df,
+    # ss = vec(z)' (P_K x P_r) vec(z), vec(z) with Cov = diag(noise / n_k + sigma^2) x I_r
+    q = np.kron(pk, pr)
+    per_run = np.kron(np.diag(1.0 / np.asarray(n_cells, float)), np.eye(r))
+    return _test_and_estimate(
+        SEED_BY_K, ss, df, q, per_run, np.eye(big_k * r), noise, noise_df, extra=(("seed", seed), *extra), note=note
     )
 
 
@@ -204,11 +251,10 @@ def primary_by_k(runs: pd.DataFrame, teachers: int, full: pd.DataFrame | None = 
         d = np.zeros((len(g), len(combos) + teachers))
         d[np.arange(len(g)), [combos.index(c) for c in g["combination"]]] = 1.0
         d[np.arange(len(g)), len(combos) + g["primary"].to_numpy(int)] = 1.0
-        seen = np.zeros(teachers, bool)
-        seen[g["primary"].to_numpy(int)] = True
-        if not seen.all():
-            continue  # a primary missing at this k: its effect there is not estimable
         pinv = np.linalg.pinv(d)
+        contrasts = np.hstack([np.zeros((teachers, len(combos))), pn])  # the centred primary effects
+        if np.abs(contrasts - contrasts @ pinv @ d).max() > 1e-8:
+            continue  # a primary's effect at this k is not estimable apart from its combinations'
         y = g["score"].to_numpy(float)
         fitted = d @ (pinv @ y)
         rank = int(np.linalg.matrix_rank(d))
@@ -217,54 +263,51 @@ def primary_by_k(runs: pd.DataFrame, teachers: int, full: pd.DataFrame | None = 
         effects.append(pn @ (pinv @ y)[len(combos) :])
         covs.append(pn @ (pinv @ pinv.T)[len(combos) :, len(combos) :] @ pn)
     if len(effects) < 2:
-        return _missing(PRIMARY_BY_K, "fewer than two k >= 2 with every primary in a complete cell")
+        return _missing(PRIMARY_BY_K, "fewer than two k >= 2 where every primary's effect is estimable")
     if rdf < 1:
         return _missing(PRIMARY_BY_K, "no residual degrees of freedom between the cells of a combination")
     noise = rss / rdf
     phi = np.column_stack(effects)  # primaries x k's (>= 2), centred over the primaries
     kk = phi.shape[1]
-    ss = float(((phi @ _centre(kk)) ** 2).sum())
+    pk = _centre(kk)
+    ss = float(((phi @ pk) ** 2).sum())
     df = float((teachers - 1) * (kk - 1))
-    traces = sum(float(np.trace(c)) for c in covs)
-    null = (1 - 1 / kk) * noise * traces
-    ratio = ss / null if null > 0 else float("nan")
-    variance = max(0.0, (ss - null) / df)
+    # ss = x' (P_K' x I_N) x, x the k-major stack of the centred effects, Cov = blockdiag(noise Cov_k + sigma^2 P_N)
+    q = np.kron(pk, np.eye(teachers))
+    null_cov = np.zeros((kk * teachers, kk * teachers))
+    for i, c in enumerate(covs):
+        null_cov[i * teachers : (i + 1) * teachers, i * teachers : (i + 1) * teachers] = c
+    out = _test_and_estimate(PRIMARY_BY_K, ss, df, q, null_cov, np.kron(np.eye(kk), pn), noise, float(rdf))
     # the primaries' own effect: their mean over the k's, less what noise and the interaction put there
     main = phi.mean(1)
-    own = max(0.0, (float(main @ main) - noise * traces / kk**2) / (teachers - 1) - variance / kk)
-    return Interaction(
-        PRIMARY_BY_K,
-        variance,
-        df,
-        ratio,
-        _f_sf(ratio, df, rdf),
-        noise,
-        float(rdf),
-        extra=(("primary", own),),
-        raw=(ss - null) / df,
-    )
+    traces = float(np.trace(null_cov))
+    own = max(0.0, (float(main @ main) - noise * traces / kk**2) / (teachers - 1) - out.variance / kk)
+    return dataclasses.replace(out, extra=(("primary", own),))
 
 
 def seed_exposures(weights: pd.DataFrame, per_comb: pd.DataFrame, statistics: Sequence[str]) -> dict[str, np.ndarray]:
     """Per statistic: per combination of ``per_comb`` (its rows, in order) and student seed, the
-    weight the combination's statistic puts on that seed's run, averaged over its complete cells
-    (``weights``: one row per run with ``k``, ``combination``, ``primary``, ``repeat``, the cell's
-    ``complete`` flag and a column per statistic, as ``stats.run_weights`` gives; ``per_comb`` has
-    ``n_cells``, the complete cells of each combination). 1/r per seed for the mean; for a worst
-    case, most of the weight on the seeds that come out worst."""
+    weight the statistics of that combination's k put on that seed's run, pooled over the complete
+    cells of the k (``weights``: one row per run with ``k``, ``combination``, ``primary``,
+    ``repeat``, the cell's ``complete`` flag and a column per statistic, as ``stats.run_weights``
+    gives). 1/r per seed for the mean; for a worst case, the chance that the seed's run is a cell's
+    worst. Pooled, because a seed x k term moves the k level by that pooled weight; how one cell's
+    weights differ from it varies between the cells of one k and is in the residuals already."""
     use = weights[weights["complete"].to_numpy()]
-    rows = pd.MultiIndex.from_frame(per_comb[["k", "combination"]]).get_indexer(
-        pd.MultiIndex.from_frame(use[["k", "combination"]])
-    )
     seeds = np.sort(weights["repeat"].unique())
     cols = np.searchsorted(seeds, use["repeat"].to_numpy())
-    keep = rows >= 0
-    n_cells = per_comb["n_cells"].to_numpy(float)[:, None]
+    ks = np.unique(per_comb["k"].to_numpy())
+    rows = np.searchsorted(ks, use["k"].to_numpy())
+    keep = np.isin(use["k"].to_numpy(), ks)
+    cells_at = (
+        use[keep].drop_duplicates(["k", "combination", "primary"]).groupby("k").size().reindex(ks).to_numpy(float)
+    )
+    at_k = np.searchsorted(ks, per_comb["k"].to_numpy())
     out = {}
     for stat in statistics:
-        table = np.zeros((len(per_comb), len(seeds)))
+        table = np.zeros((len(ks), len(seeds)))
         np.add.at(table, (rows[keep], cols[keep]), use[stat].to_numpy(float)[keep])
-        out[stat] = table / n_cells
+        out[stat] = (table / cells_at[:, None])[at_k]
     return out
 
 

@@ -251,13 +251,18 @@ MIN_GROUP_DF = 2.0  # residual degrees of freedom a variance group of k's needs 
 @dataclass(frozen=True)
 class Crossed:
     """A factor crossed with k (the student seed; the primary teacher) in a ``KFit``: its
-    interaction's estimate (``interactions.Interaction``) and each fitted combination's exposure
-    to it (rows: the fit's combinations; columns: the factor's levels). Its interaction with k
-    is the same for every combination of one k, so a contrast with weights g on the combinations
-    carries variance sigma^2 x sum over (k, level) of (sum_{c at k} g_c exposure_c,level)^2."""
+    interaction's estimate (``interactions.Interaction``), each fitted combination's exposure to it
+    (rows: the fit's combinations; columns: the factor's levels), and ``in_resid``: per variance
+    group, how much of the interaction's variance the group's residual variance already holds
+    (its spread between the combinations of one k). A contrast with weights g on the combinations
+    carries sigma^2 x sum over (k, level) of (sum_{c at k} g_c exposure_c,level)^2 of it in all,
+    less what the residual part of its variance counts already. ``shrinks_with_repeats``: the
+    seed x k part, which more repeats average down (a what-if for planning)."""
 
     interaction: Interaction
     exposure: np.ndarray
+    in_resid: np.ndarray
+    shrinks_with_repeats: bool
 
     def coefficient(self, g: np.ndarray, row_k: np.ndarray) -> float:
         """The factor by which the interaction's variance enters the contrast with weights ``g``."""
@@ -307,7 +312,8 @@ class KFit:
         I - hat matrix, S = diag(sigma^2(k))) with D >= 0, so its df = 2 E^2 / Var = tr(DMSM)^2 /
         tr((DMSM)^2) (Satterthwaite 1946), at least the smallest group's share of the df and
         never the collapse that signed weights give; each interaction's estimate rests on its own
-        mean square's df, and the sum's df is Satterthwaite's over the parts. ``extra_cell`` adds to
+        estimate's df (at least 1), and the sum's df is Satterthwaite's over the parts; the
+        interaction's spread within a k, which the residuals hold, is counted once. ``extra_cell`` adds to
         every cell's variance and ``seed_scale`` multiplies the seed x k part (what-ifs for
         planning: more repeats shrink both)."""
         if self.df <= 0 or not np.all(np.isfinite(self.theta)):
@@ -327,12 +333,13 @@ class KFit:
             sigma2 = term.interaction.variance
             if not (np.isfinite(sigma2) and sigma2 > 0):
                 continue
-            part = sigma2 * term.coefficient(g, self.row_k)
-            if term.interaction.name == SEED_BY_K:
+            # in all, less what the residual part already counts of it (never below 0)
+            part = sigma2 * max(0.0, term.coefficient(g, self.row_k) - float(coeffs @ term.in_resid))
+            if term.shrinks_with_repeats:
                 part *= seed_scale
             total += part
-            denominator += part**2 / term.interaction.df
-            added = True
+            denominator += part**2 / max(term.interaction.variance_df, 1.0)
+            added = part > 0 or added
         if added and denominator > 0:
             df = total**2 / denominator
         return total, df
@@ -452,9 +459,22 @@ def fit_k_model(per_comb: pd.DataFrame, stat: str, crossed: Sequence[tuple[Inter
         df,
         teacher_effects,
         k,
-        tuple(Crossed(i, e[finite]) for i, e in crossed),
+        tuple(_crossed(i, e[finite], resid_map, weights, k) for i, e in crossed),
         resid,
     )
+
+
+def _crossed(
+    interaction: Interaction, exposure: np.ndarray, resid_map: np.ndarray, weights: np.ndarray, k: np.ndarray
+) -> Crossed:
+    """A ``Crossed`` term of a fit: with a unit interaction variance, the expected squared residuals
+    it causes are diag(M S M), S[c, c'] = exposure_c . exposure_c' for combinations of one k (they
+    share its terms), 0 across k's; ``weights`` maps them to the groups' variances."""
+    footprint = np.zeros(len(k))
+    for kk in np.unique(k):
+        at = k == kk
+        footprint += ((resid_map[:, at] @ exposure[at]) ** 2).sum(1)
+    return Crossed(interaction, exposure, weights @ footprint, interaction.name == SEED_BY_K)
 
 
 @dataclass(frozen=True)
