@@ -260,12 +260,16 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_archive(args: argparse.Namespace) -> int:
     """Write the sweep's records and teachers' metadata as one file (``bench.driver.archive``)."""
+    if args.set:
+        raise UserError(
+            "--set: expected none (an archive stores the spec as it is; edit the spec, or archive "
+            "results/<sweep>, which holds the spec the sweep was run with)"
+        )
     plan = make_plan(_load(args))
-    saved = plan.sweep.results_dir() / SAVED_SPEC
     out = Path(args.out) if args.out else default_path(plan)
     if not str(out).endswith(SUFFIX):
         raise UserError(f"--out: expected a file name ending in {SUFFIX}, got {out}")
-    teachers, records = write_archive(plan, str(saved) if saved.is_file() else _spec_path(args.spec), out)
+    teachers, records = write_archive(plan, _spec_path(args.spec), out)
     print(f"archive: {records} records and {teachers} teachers' metadata in {out}")
     return 0
 

@@ -63,6 +63,27 @@ def test_bad_archives_are_one_line_and_exit_2(tiny: Path, tmp_path: Path):
     assert proc.returncode == 2 and "--out: only for an archive" in proc.stderr
     proc = bench_cli("archive", "tiny.toml", "--out", "x.json", cwd=tiny)
     assert proc.returncode == 2 and ".jsonl.gz" in proc.stderr
+    proc = bench_cli("archive", "tiny.toml", "--set", "repeats=3", cwd=tiny)
+    assert proc.returncode == 2 and "--set" in proc.stderr
+
+
+def test_archive_lines_are_checked_and_stay_inside_their_folder(tiny: Path, tmp_path: Path):
+    """A record key that would name a path elsewhere, or an unknown line, is refused in one line
+    (exit 2) and nothing is written; a design line comes back as results/<sweep>/design.json."""
+    assert bench_cli("archive", "tiny.toml", cwd=tiny).returncode == 0
+    lines = gzip.decompress((tiny / "archive" / "tiny.jsonl.gz").read_bytes()).decode().splitlines()
+    for bad, expected in (({"record": {"key": "../../escape"}}, "record.key"), ({"what": {}}, "expected a teacher")):
+        forged = tmp_path / "forged.jsonl.gz"
+        forged.write_bytes(gzip.compress(("\n".join([*lines, json.dumps(bad)]) + "\n").encode()))
+        proc = bench_cli("report", str(forged), cwd=tmp_path)
+        assert proc.returncode == 2 and expected in proc.stderr and len(proc.stderr.splitlines()) == 1
+        assert not (tmp_path / "reports").exists() and not list(tmp_path.parent.glob("escape*"))
+    from bench.driver.archive import unpacked
+
+    designed = tmp_path / "designed.jsonl.gz"
+    designed.write_bytes(gzip.compress(("\n".join([*lines, json.dumps({"design": {"looks": []}})]) + "\n").encode()))
+    with unpacked(designed, tmp_path / "out") as plan:
+        assert json.loads((plan.sweep.results_dir() / "design.json").read_text()) == {"looks": []}
 
 
 def test_an_altered_record_in_an_archive_is_named_not_reported(tiny: Path, tmp_path: Path):

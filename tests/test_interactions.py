@@ -134,8 +134,7 @@ def test_variance_components_recover_the_simulated_ones():
     above their truth on average where they rest on few df (the cell's: 8 here)."""
     rng = np.random.default_rng(8)
     tables = [
-        variance_components(point_model(_simulate(rng, 4, 4, sd_sk=0.5, sd_pk=0.5, primary=True), 4), 4)
-        for _ in range(30)
+        variance_components(point_model(_simulate(rng, 4, 4, sd_sk=0.5, sd_pk=0.5, primary=True), 4)) for _ in range(30)
     ]
     mean = pd.concat(tables).groupby("component")["variance"].mean()
     assert mean["run"] == pytest.approx(1.0, rel=0.1)

@@ -8,7 +8,7 @@ Both are functions of one grid point's runs and its k model (``stats.point_model
   effect), primary and cell (with a primary teacher: the primary's own effect, and a (combination,
   primary) cell's), seed (a student seed's effect shared by every combination), seed x k and
   primary x k (``bench.analysis.interactions``), teacher x seed (a seed's effect that depends on
-  the teachers: it cancels from every contrast of a full design) and run (what is left), each with
+  the teachers: it cancels from the mean's contrasts in a full design) and run (what is left), each with
   its share of their sum;
 - ``model_checks``: one row per assumption the intervals rely on (no interaction with k beyond the
   ones modelled, the residual variance model over k, normal residual tails), its test, and what
@@ -68,7 +68,7 @@ def _within_k_trace(fit: KFit, exposure: np.ndarray) -> float:
     return total
 
 
-def variance_components(model: PointModel, repeats: int) -> pd.DataFrame:
+def variance_components(model: PointModel) -> pd.DataFrame:
     """The variance components of one grid point (module docstring), from its k model of the mean
     (``model.fits["mean"]``) and interactions; one row per component present in the design:
     ``component``, ``variance`` (score units squared, >= 0), ``sd``, ``share`` of their sum and
@@ -82,7 +82,7 @@ def variance_components(model: PointModel, repeats: int) -> pd.DataFrame:
     found: dict[str, tuple[float, float]] = {}
     found["teacher"] = _teacher_variance(fit)
     run = seed.noise if seed.estimable else float("nan")
-    cell_noise = run / repeats if np.isfinite(run) else 0.0  # a cell mean's share of the run noise
+    cell_noise = run / model.repeats if np.isfinite(run) else 0.0  # a cell mean's share of the run noise
     if primary.estimable:
         found["cell"] = (max(0.0, primary.noise - cell_noise), primary.noise_df)
         cell_noise = primary.noise
@@ -94,7 +94,7 @@ def variance_components(model: PointModel, repeats: int) -> pd.DataFrame:
         )
         found["combination"] = (max(0.0, (float(fit.resid @ fit.resid) - within) / float(lev.sum())), float(fit.df))
     for name, value in primary.extra:
-        found[name] = (value, float(primary.df))
+        found[name] = (value, float(model.teachers - 1))
     if primary.estimable:
         found[PRIMARY_BY_K] = (primary.variance, primary.df)
     for name, value in seed.extra:
@@ -152,7 +152,8 @@ def _interaction_check(i: Interaction, what: str, modelled_share: float) -> dict
     return {
         "assumption": f"no {i.name} interaction beyond the one modelled",
         "check": f"{i.name} mean square against {what} (F on {i.df:.0f} and {i.noise_df:.0f} df)",
-        "result": f"{i.ratio:.2f}x what no interaction implies, p = {i.p:.2g}; sd {np.sqrt(i.variance):.4f}",
+        "result": f"{i.ratio:.2f}x what no interaction implies, p = {i.p:.2g}; sd {np.sqrt(i.variance):.4f}"
+        + (f" ({i.note})" if i.note else ""),
         "p": i.p,
         "action": f"its estimated variance is in every interval over k{share}",
     }

@@ -8,8 +8,8 @@ import pandas as pd
 
 from bench.analysis.sequential import reading
 from bench.core.files import read_json
+from bench.core.records import DESIGN_FILE
 
-DESIGN_FILE = "design.json"
 WHY = {
     "effect": "the sequential interval of the contrast excludes 0",
     "precise": "the sequential interval is narrower than the tolerance",

@@ -806,7 +806,8 @@ def model_section(components: pd.DataFrame, checks: pd.DataFrame, grid: list[str
             "their sum): teacher (a teacher's own quality), combination (a teacher combination's own effect), "
             "primary and cell (with a primary teacher), seed (a student seed's effect shared by every combination), "
             "seed x k and primary x k (an effect that differs between k's: every interval over k includes them), "
-            "teacher x seed (a seed's effect that depends on the teachers; it cancels from every contrast) and run "
+            "teacher x seed (a seed's effect that depends on the teachers; in a full design it cancels from the mean's "
+            "contrasts) and run "
             "(what is left)."
             + (" With r = 1 the seed's effects cannot be told from the combinations'." if repeats == 1 else ""),
         ),

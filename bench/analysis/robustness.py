@@ -63,6 +63,7 @@ FAILURE_MAD = ReportSpec.failure_mad  # robust standard deviations below the med
 PERMUTATIONS = 4999  # randomisation draws of the failure trend's p-value (fixed seed: same report)
 PERMUTATION_SEED = 20211116
 FAIL = "fail"  # the failure rate's name in the headline table
+TOO_SMALL = "too small to tell"  # the call of a statistic whose interval says nothing the scores do not
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,7 @@ def _headline(fit: KFit, kind: str, base_k: int, level: float) -> Contrast:
 
 
 HYPOTHESES = {"fail": FAIL, "worst": "worst_m", "mean": "mean", "best": "best_m"}  # [report] order names
+HYPOTHESIS_WORDS = {"fail": "the failure rate", "worst": "the worst case", "mean": "the mean", "best": "the best case"}
 
 
 @dataclass(frozen=True)
@@ -223,13 +225,12 @@ class Multiplicity:
 
     def sentence(self, level: float, present: Sequence[str]) -> str:
         """The procedure in one sentence, at error 1 - ``level``, over the hypotheses ``present``
-        (statistic names; an absent one passes its share on)."""
+        (statistic names: those with a test; an absent or untestable one passes its share on)."""
         alpha = 1 - level
-        names = {"fail": "the failure rate", "worst": "the worst case", "mean": "the mean", "best": "the best case"}
         mask = present_mask(self, present)
         start = graph_weights(self, mask)
-        first = ", ".join(f"{names[h]} at {alpha * w:.3g}" for h, w in zip(self.order, start) if w > 0)
-        chain = " -> ".join(names[h] for h, on in zip(self.order, mask) if on)
+        first = ", ".join(f"{HYPOTHESIS_WORDS[h]} at {alpha * w:.3g}" for h, w in zip(self.order, start) if w > 0)
+        chain = " -> ".join(HYPOTHESIS_WORDS[h] for h, on in zip(self.order, mask) if on)
         return (
             f"which changes are shown is decided by a graphical procedure at {alpha:.0%} over {chain} "
             f"(Bretz et al. 2009): {first} first, each rejected hypothesis passing its share on to the next"
@@ -287,7 +288,7 @@ def graphical(pvalues: Sequence[float], procedure: Multiplicity, alpha: float) -
         _remove(w, g, active, int(j))
     rejected = [False] * len(p)
     while True:
-        hits = [int(j) for j in np.flatnonzero(active) if p[j] <= w[j] * alpha + 1e-15]
+        hits = [int(j) for j in np.flatnonzero(active) if w[j] > 0 and p[j] <= w[j] * alpha * (1 + 1e-12)]
         if not hits:
             return rejected
         best = min(hits, key=lambda i: p[i] / w[i] if w[i] > 0 else np.inf)
@@ -410,7 +411,7 @@ def _informative(row: dict) -> bool:
 
 def _call(row: dict, significant: bool) -> str:
     if not _informative(row):
-        return "too small to tell"
+        return TOO_SMALL
     if not significant:
         return "unclear"
     return "better" if row["gain"] > 0 else "worse"
@@ -449,11 +450,10 @@ def verdict_tables(
     )
     failures = failure_table(ok, failed, grid, level)
     parts, checks = [], []
-    for point, sub, model in models:
+    for point, _, model in models:
         fit = model.fits.get("worst_m")
         vec = headline_vector(fit, report.contrast, base_k) if fit is not None and base_k in fit.ks else None
-        kept_r = int(sub[~failed.loc[sub.index]]["repeat"].nunique())
-        parts.append(variance_components(model, kept_r).assign(**point))
+        parts.append(variance_components(model).assign(**point))
         checks.append(model_checks(model, vec).assign(**point))
     columns = list(grid)
     components = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()

@@ -2,8 +2,9 @@
 with intervals that hold their error rate over every planned look together, so that stopping
 at any look (for any reason) keeps it (docs/statistics.md section 9).
 
-Each look computes the same model-based contrast as the report (``stats.fit_k_model`` on the
-size-matched statistic of the complete cells present, ``stats.contrast``), at level
+Each look computes the same model-based contrast as the report (``stats.point_model`` on the runs
+so far: the size-matched statistic of the complete cells present, with the seed x k and primary x k
+interactions; ``stats.contrast``), at level
 1 - alpha_j. The error is spent evenly over the looks at which the design can decide at all
 (alpha_j = error / L', L' the looks whose cells leave the fit at least ``MIN_DF`` residual degrees
 of freedom, or any at the last look; a look without them does not decide and spends nothing: that depends on the design,

@@ -486,6 +486,8 @@ class PointModel:
     per_comb: pd.DataFrame
     fits: dict[str, KFit]
     interactions: tuple[Interaction, ...]
+    repeats: int = 0  # the student seeds among the runs
+    teachers: int = 0  # N, as the runs' combinations name them
 
 
 def teacher_count(runs: pd.DataFrame) -> int:
@@ -506,8 +508,9 @@ def point_model(
     seed = seed_by_k(w, teachers, full)
     primary = primary_by_k(w, teachers, full)
     fits: dict[str, KFit] = {}
+    repeats = int(runs["repeat"].nunique())
     if per_comb.empty:
-        return PointModel(per_comb, fits, (seed, primary))
+        return PointModel(per_comb, fits, (seed, primary), repeats, teachers)
     exposure = seed_exposures(w, per_comb, statistics) if seed.estimable else {}
     by_primary = primary_exposure(w, per_comb, teachers) if primary.estimable else None
     for s in statistics:
@@ -517,7 +520,7 @@ def point_model(
         if by_primary is not None:
             crossed.append((primary, by_primary))
         fits[s] = fit_k_model(per_comb, s, crossed)
-    return PointModel(per_comb, fits, (seed, primary))
+    return PointModel(per_comb, fits, (seed, primary), repeats, teachers)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from bench.analysis import robustness
+from bench.analysis.robustness import TOO_SMALL
 from bench.analysis.stats import POWER, call
 
 
@@ -238,6 +239,7 @@ def headline_sentences(
         fails = _at(failures, grid, point) if not failures.empty else failures
         where = _where(grid, point)
         parts = []
+        tested = [s for s in rows.index if rows.loc[s, "call"] != TOO_SMALL]  # what the procedure reads
         for s, name in _NAMES.items():
             if s not in rows.index:
                 continue
@@ -247,7 +249,7 @@ def headline_sentences(
         lead = (
             f"{'At ' + where + ': h' if where else 'H'}eadline ({robustness.contrast_label(kind, ks, base_k)}; "
             f'`[report] contrast = "{kind}"`, fixed before the runs; gains > 0 are better, student {metric}, '
-            f"{level:.0%} CIs; {procedure.sentence(level, list(rows.index))}): " + "; ".join(parts) + "."
+            f"{level:.0%} CIs; {procedure.sentence(level, tested)}): " + "; ".join(parts) + "."
         )
         out.append(lead)
         if not fails.empty and fails["failed"].sum() > 0:
@@ -283,7 +285,7 @@ def headline_sentences(
         elif "worse" in calls.values():
             shown = ", ".join(_NAMES.get(s, "failed runs") for s, c in calls.items() if c == "worse")
             words = f"More teachers made things worse: {shown}."
-        elif all(c == "too small to tell" for c in calls.values()):
+        elif all(c == TOO_SMALL for c in calls.values()):
             words = f"This design ({design}) is too small to tell: no interval is narrower than the scores' own range."
         else:
             mde = rows.loc["worst_m", "mde"] if "worst_m" in rows.index else float("nan")

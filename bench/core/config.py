@@ -201,7 +201,12 @@ class DesignSpec:
 
 
 CONTRAST_KINDS = ("trend", "pooled", "last")  # the headline contrasts of bench.analysis.robustness
-HYPOTHESIS_NAMES = ("fail", "worst", "mean", "best")  # [report] order: the verdict's family
+HYPOTHESIS_NAMES = (
+    "fail",
+    "worst",
+    "mean",
+    "best",
+)  # [report] order: the verdict's family (analysis.robustness.HYPOTHESES)
 
 
 @dataclass(frozen=True)

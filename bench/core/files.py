@@ -122,7 +122,12 @@ def read_json(path: str | os.PathLike, max_bytes: int = MAX_JSON_BYTES) -> Any:
         data = f.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise ValueError(f"more than the {max_bytes} bytes a JSON file of bench may hold")
-    text = data.decode("utf-8")
+    return loads_bounded(data.decode("utf-8"))
+
+
+def loads_bounded(text: str) -> Any:
+    """``json.loads`` of a text nested at most MAX_JSON_DEPTH deep (deeper: ValueError, not a
+    recursion error)."""
     if _json_depth(text) > MAX_JSON_DEPTH:
         raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     return json.loads(text)

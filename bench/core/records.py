@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 RECORD_FORMAT = 1
 STATUSES = ("ok", "failed", "diverged", "skipped")
+DESIGN_FILE = "design.json"  # results/<sweep>/design.json: an adaptive design's state (study.adaptive)
 
 
 def records_dir(results_dir: Path) -> Path:

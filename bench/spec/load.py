@@ -305,8 +305,8 @@ def parse_sweep(data: dict, file: str, inputs: bool = True) -> Sweep:
 
     What depends on the machine or on stored results is checked by ``bench run`` only, before the
     sweep lock: devices, engines and the network (``driver.preflight``) and the thread count of
-    existing results (``driver.run.check_threads``). ``inputs=False`` leaves out the checks that the
-    data files exist (a report rebuilt from an archive needs the keys, not the data).
+    existing results (``driver.run.check_threads``). ``inputs=False`` leaves out the checks of the
+    data files and hub sources (a report rebuilt from an archive needs the keys, not the data).
     """
     _top(data, file)
     root = _root(data, file)
@@ -320,7 +320,8 @@ def parse_sweep(data: dict, file: str, inputs: bool = True) -> Sweep:
     augment = _augment(data.get("augment", {}), task, file)
     design = _design(data.get("design", {}), k, file)
     report = _report(data.get("report", {}), file)
-    _sources(task, augment, file, root)
+    if inputs:
+        _sources(task, augment, file, root)
     return Sweep(
         name=name,
         task=task,

@@ -16,10 +16,9 @@ import json
 import logging
 
 from bench.analysis.aggregate import jobs_frame
-from bench.analysis.design_report import DESIGN_FILE
 from bench.analysis.sequential import cell_key, decidable_looks, evaluate_look, look_alphas, over_budget
 from bench.core.files import atomic_write_bytes
-from bench.core.records import load_records
+from bench.core.records import DESIGN_FILE, load_records
 from bench.driver.run import RunSummary, run_sweep
 from bench.plan.design import cell_of, job_batches
 from bench.plan.jobs import DistillJob, Plan
