@@ -1,5 +1,5 @@
-"""The verdict's headline contrasts, failed runs and Holm's rule (bench.analysis.robustness): cases
-checked by hand."""
+"""The verdict's headline contrasts, failed runs and its graphical multiple-testing procedure
+(bench.analysis.robustness): cases checked by hand."""
 
 from __future__ import annotations
 
