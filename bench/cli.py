@@ -17,6 +17,7 @@ from bench.core.config import parse_device
 from bench.core.errors import UserError, did_you_mean
 from bench.core.interrupt import Interrupted, install
 from bench.core.logs import configure as configure_logging
+from bench.core.numerics import NUMERICS_VERSION, numerics_of
 from bench.driver.archive import SUFFIX, default_path, is_archive, unpacked, write_archive
 from bench.driver.preflight import check_before_run
 from bench.driver.rerun import compare_scores, find_record, rerun_job
@@ -163,7 +164,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if plan.sweep.design.kind == "adaptive" and not args.teachers_only:
         from bench.study.adaptive import run_adaptive  # lazy: pandas loads only for the commands that need it
 
-        summary, _ = run_adaptive(plan, args.quiet, args.mixed_threads, _saved_spec(args, plan.sweep))
+        summary, _ = run_adaptive(
+            plan, args.quiet, args.mixed_threads, _saved_spec(args, plan.sweep), mixed_numerics=args.mixed_numerics
+        )
     else:
         summary = run_sweep(
             plan,
@@ -171,6 +174,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             teachers_only=args.teachers_only,
             mixed_threads=args.mixed_threads,
             spec_text=_saved_spec(args, plan.sweep),
+            mixed_numerics=args.mixed_numerics,
         )
     print(
         f"{plan.sweep.name}: trained {summary.teachers_trained} teachers, ran {summary.jobs_run} jobs "
@@ -329,6 +333,11 @@ def cmd_rerun(args: argparse.Namespace) -> int:
             "note: the record was made without run.deterministic; on a GPU its scores need not reproduce bit "
             "for bit (CPU runs do)"
         )
+    if numerics_of(old) != NUMERICS_VERSION:
+        print(
+            f"note: the record was made with numerics {numerics_of(old)}, this bench computes numerics "
+            f"{NUMERICS_VERSION} (bench.core.numerics): its scores need not reproduce"
+        )
     return 0 if same or args.replace else 1
 
 
@@ -465,6 +474,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="resume although existing records or "
         "teachers were made with another torch thread count (run.threads_per_job; scores depend on it)",
+    )
+    run.add_argument(
+        "--mixed-numerics",
+        action="store_true",
+        help="resume although existing records or teachers were made with another numerics version "
+        "(bench's NUMERICS_VERSION, or none: older than it; scores depend on it)",
     )
     _add_report_options(run)
     rep = sub.add_parser("report", help="write tables and figures from the records")

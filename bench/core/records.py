@@ -9,7 +9,9 @@ evaluation split), scores {split: {metric: value}}, timings {queue_wait, setup, 
 total, worker_startup: the worker's one-off seconds before this job, outside total; absent before it
 existed}, device, slot, provenance {versions, git_commit, host, pid, slurm {job_id, node, cpus, gpus} or
 null, finished}``, precision (``run.precision`` the job ran at; absent in records written before
-it existed: fp32); ok records add
+it existed: fp32), numerics (``core.numerics.NUMERICS_VERSION`` of the bench that made the record;
+absent in records written before it existed: unknown, which ``bench run`` does not resume without
+``--mixed-numerics``); ok records add
 ``score_split, n_params, fit (steps, seconds per stage), teacher_work, torch_device,
 cuda_visible_devices, threads`` and ``provenance.started``, ``paths`` (teachers root and cache:
 enough to rerun the job from its record) and ``predictions`` {split: encoded array of the
@@ -33,7 +35,8 @@ sits where the plan puts that key (same k, combination, primary, repeat, grid, t
 Anything else is damaged: skipped with a named warning by readers, quarantined by the driver.
 
 A teacher's ``meta.json`` (``teacher_meta_problem``: ``_TEACHER_META`` required, ``_TEACHER_OPTIONAL``
-checked when present) is written by ``training.teachers.store_teacher``; a teacher trained in a
+checked when present) is written by ``training.teachers.store_teacher``, with ``numerics`` as a
+record has it (absent in teachers stored before it existed: unknown); a teacher trained in a
 stack (``run.stack``, image tasks at fp32) adds ``stack`` {size, index, train_seconds: the whole
 stack's}, as a student's record does.
 """
@@ -74,6 +77,12 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _is_numerics(v: Any) -> bool:
+    """A numerics version: this bench's (``NUMERICS_VERSION``) or any other, earlier or later
+    (such a record is sound and reported; ``bench run`` refuses to resume it)."""
+    return _is_int(v) and v >= 1
+
+
 def _kind(v: Any) -> str:
     return "null" if v is None else type(v).__name__
 
@@ -98,6 +107,7 @@ _OPTIONAL = {
     "attempts": (lambda v: v is None or _is_int(v), "an integer"),
     "error": (lambda v: v is None or isinstance(v, str), "a string or null"),
     "precision": (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+    "numerics": (_is_numerics, "a numerics version (an integer >= 1)"),
 }
 _SCORES = (
     lambda v: (
@@ -177,6 +187,7 @@ _TEACHER_OPTIONAL = {
     "n_params": (lambda v: v is None or _is_int(v), "an integer"),
     "files": (lambda v: isinstance(v, dict), "{file: size and sha256}"),
     "precision": (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+    "numerics": (_is_numerics, "a numerics version (an integer >= 1)"),
 }
 
 

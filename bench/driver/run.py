@@ -12,8 +12,10 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.core.cache import load_arrays
 from bench.core.config import STACK_AUTO_CAP, job_precision
@@ -22,6 +24,7 @@ from bench.core.energy import settings as energy_settings
 from bench.core.errors import SpecError, UserError
 from bench.core.files import atomic_write_bytes, read_json, remove_stale_temps
 from bench.core.hashing import stable_hash
+from bench.core.numerics import NUMERICS_VERSION, UNKNOWN
 from bench.core.provenance import provenance
 from bench.core.records import load_records, record_path, write_record
 from bench.driver.progress import ProgressBar
@@ -353,35 +356,70 @@ def quarantine_damaged_teachers(plan: Plan, keys: set[str]) -> list[str]:
     return damaged
 
 
+def made_with(plan: Plan, finished: dict, field: str, absent: Any = None) -> tuple[Counter, Counter]:
+    """How ``finished`` records and the plan's stored teachers (their meta.json) were made, by the
+    value of ``field`` in each: (records per value, teachers per value). One without the field counts
+    as ``absent``, or not at all when that is None; a teacher whose meta.json cannot be read is not
+    counted (it is quarantined and trained again)."""
+    sweep = plan.sweep
+    made = Counter(r.get(field, absent) for r in finished.values())
+    stored: Counter = Counter()
+    for t in plan.teachers:
+        if teacher_done(sweep.paths.teachers, sweep.task.name, t.key):
+            try:
+                stored[load_meta(sweep.paths.teachers, sweep.task.name, t.key).get(field, absent)] += 1
+            except (OSError, ValueError):
+                continue
+    del made[None], stored[None]  # not counted (a Counter ignores a missing key)
+    return made, stored
+
+
+def made_otherwise(plan: Plan, finished: dict, field: str, this: Any, absent: Any = None) -> list[tuple[Any, int, int]]:
+    """(value, records, teachers) for each value of ``field`` other than ``this`` that ``finished``
+    records or the plan's stored teachers were made with (``made_with``), numbers first."""
+    made, stored = made_with(plan, finished, field, absent)
+    other = sorted((set(made) | set(stored)) - {this}, key=lambda v: (isinstance(v, str), str(v).zfill(20)))
+    return [(v, made[v], stored[v]) for v in other]
+
+
 def check_threads(plan: Plan, finished: dict) -> None:
     """Refuse, before any job runs, to resume a sweep whose ``finished`` records or stored teachers
     were made with another torch thread count than this run's (``engines.dispatch.job_threads``): scores
     depend on it (a digits teacher scored 0.9610 with 2 threads, 0.9638 with more) and job keys do
-    not hold it, so the two would mix silently. ``bench run --mixed-threads`` resumes anyway."""
-    from collections import Counter
-
-    sweep = plan.sweep
-    threads = job_threads(sweep.run)
-    made = Counter(r["threads"] for r in finished.values() if r.get("threads") is not None)
-    stored: Counter[int] = Counter()
-    for t in plan.teachers:
-        if teacher_done(sweep.paths.teachers, sweep.task.name, t.key):
-            try:
-                n = load_meta(sweep.paths.teachers, sweep.task.name, t.key).get("threads")
-            except (OSError, ValueError):
-                continue  # a damaged teacher is quarantined and trained again
-            if n is not None:
-                stored[n] += 1
-    other = sorted((set(made) | set(stored)) - {threads})
+    not hold it, so the two would mix silently. Records and teachers without ``threads`` (written
+    before it was) are not counted. ``bench run --mixed-threads`` resumes anyway."""
+    threads = job_threads(plan.sweep.run)
+    other = made_otherwise(plan, finished, "threads", threads)
     if not other:
         return
-    found = ", ".join(f"{n} thread(s): {made[n]} records, {stored[n]} teachers" for n in other)
+    found = ", ".join(f"{n} thread(s): {records} records, {teachers} teachers" for n, records, teachers in other)
     raise SpecError(
-        sweep.source,
+        plan.sweep.source,
         "run.threads_per_job",
         f"expected the torch thread count this sweep's results were made with ({found}), got "
-        f"{threads}; scores depend on it, so set run.threads_per_job = {other[0]}, or pass "
+        f"{threads}; scores depend on it, so set run.threads_per_job = {other[0][0]}, or pass "
         f"--mixed-threads to resume with {threads} anyway",
+    )
+
+
+def check_numerics(plan: Plan, finished: dict) -> None:
+    """``check_threads`` for the numerics version (``core.numerics``): refuse, before any job runs,
+    to resume a sweep whose ``finished`` records or stored teachers hold another ``numerics`` than
+    this bench's ``NUMERICS_VERSION``, or none (``UNKNOWN``: made before the field existed, by code
+    whose numbers may differ from this one's). Scores depend on it and keys do not hold it. A report
+    reads them all; ``bench run --mixed-numerics`` resumes anyway."""
+    other = made_otherwise(plan, finished, "numerics", NUMERICS_VERSION, absent=UNKNOWN)
+    if not other:
+        return
+    found = "; ".join(f"numerics {v}: {records} records, {teachers} teachers" for v, records, teachers in other)
+    if any(v == UNKNOWN for v, _, _ in other):
+        found += " (unknown: made before records and teachers held it)"
+    raise SpecError(
+        plan.sweep.source,
+        "numerics",
+        f"expected the numerics version of this bench ({NUMERICS_VERSION}) in the results this run "
+        f"resumes, got {found}; scores depend on it, so resume with the bench that made them, or pass "
+        f"--mixed-numerics to resume with numerics {NUMERICS_VERSION} anyway",
     )
 
 
@@ -389,10 +427,16 @@ SAVED_SPEC = "spec.toml"  # results/<sweep>/spec.toml: the spec the sweep was la
 
 
 def run_sweep(
-    plan: Plan, quiet: bool = False, teachers_only: bool = False, mixed_threads: bool = False, spec_text: str = ""
+    plan: Plan,
+    quiet: bool = False,
+    teachers_only: bool = False,
+    mixed_threads: bool = False,
+    spec_text: str = "",
+    mixed_numerics: bool = False,
 ) -> RunSummary:
     """Run every missing job of the plan on the sweep's device slots (or only its teachers); refuses
-    to resume results made with another thread count unless ``mixed_threads`` (``check_threads``).
+    to resume results made with another thread count unless ``mixed_threads`` (``check_threads``),
+    or with another numerics version unless ``mixed_numerics`` (``check_numerics``).
     ``spec_text`` (the spec as this run uses it) is kept as results/<sweep>/spec.toml."""
     sweep = plan.sweep
     results = sweep.results_dir()
@@ -402,7 +446,7 @@ def run_sweep(
     try:
         if spec_text:
             atomic_write_bytes(results / SAVED_SPEC, spec_text.encode())
-        summary = _run_locked(plan, quiet, teachers_only, mixed_threads, spawned)
+        summary = _run_locked(plan, quiet, teachers_only, mixed_threads, mixed_numerics, spawned)
         if sweep.run.save_students == "best" and not teachers_only:  # also what an interrupted earlier run left
             pruned = keep_best_students(plan)
             if pruned and not quiet:
@@ -414,7 +458,9 @@ def run_sweep(
         lock.close()
 
 
-def _run_locked(plan: Plan, quiet: bool, teachers_only: bool, mixed_threads: bool, spawned: dict) -> RunSummary:
+def _run_locked(
+    plan: Plan, quiet: bool, teachers_only: bool, mixed_threads: bool, mixed_numerics: bool, spawned: dict
+) -> RunSummary:
     sweep = plan.sweep
     remove_stale_temporaries(plan)
     teachers, jobs, ok = pending_work(plan, repair=True)
@@ -443,6 +489,8 @@ def _run_locked(plan: Plan, quiet: bool, teachers_only: bool, mixed_threads: boo
     )
     if items and not mixed_threads:
         check_threads(plan, ok)  # before any job runs
+    if items and not mixed_numerics:
+        check_numerics(plan, ok)
     prep_keys = {p.key for p in prep}
     done_teachers = {t.key for t in plan.teachers if teacher_done(sweep.paths.teachers, sweep.task.name, t.key)}
     done_teachers |= {p.key for p in (*plan.augments, *plan.outputs) if p.key not in prep_keys and prep_done(plan, p)}
@@ -549,6 +597,7 @@ def unscored_record(sweep_name: str, item: Item, metric: str, status: str, **fie
         "teacher_keys": p.config["teachers"],
         "config": p.config,
         "precision": job_precision(p.config),
+        "numerics": NUMERICS_VERSION,
         "metric": metric,
         "scores": None,
         "score": None,

@@ -27,6 +27,7 @@ from bench.core import energy
 from bench.core.config import job_precision, task_spec, train_spec
 from bench.core.contracts import JobPayload
 from bench.core.hashing import stable_hash
+from bench.core.numerics import NUMERICS_VERSION
 from bench.core.provenance import provenance
 from bench.core.records import encode_array, write_record
 from bench.methods.context import DistillContext
@@ -236,6 +237,7 @@ def finish_distill(
         "teacher_keys": config["teachers"],
         "config": config,
         "precision": precision,
+        "numerics": NUMERICS_VERSION,
         "paths": dataclasses.asdict(job.paths),
         "scores": scores,
         "metric": metric,

@@ -58,7 +58,7 @@ def _add(a: RunSummary, b: RunSummary) -> RunSummary:
 
 
 def run_adaptive(
-    plan: Plan, quiet: bool = False, mixed_threads: bool = False, spec_text: str = ""
+    plan: Plan, quiet: bool = False, mixed_threads: bool = False, spec_text: str = "", mixed_numerics: bool = False
 ) -> tuple[RunSummary, dict]:
     """Run the plan's batches until a look decides, the budget stops it or the plan is done;
     returns the summed run summary and what design.json holds."""
@@ -75,7 +75,14 @@ def run_adaptive(
         if over_budget(len(prefix), total, design.budget):
             reason = "budget"
             break
-        ran = run_sweep(dataclasses.replace(plan, jobs=prefix), quiet, False, mixed_threads, spec_text)
+        ran = run_sweep(
+            dataclasses.replace(plan, jobs=prefix),
+            quiet,
+            False,
+            mixed_threads,
+            spec_text,
+            mixed_numerics=mixed_numerics,
+        )
         summary = ran if summary is None else _add(summary, ran)
         done = prefix
         records = _records(plan, prefix)

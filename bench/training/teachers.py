@@ -23,6 +23,7 @@ from bench.core.config import job_precision, task_spec, train_spec
 from bench.core.contracts import JobPayload
 from bench.core.energy import Span, begin, combine
 from bench.core.files import atomic_write_json, file_mode, read_json
+from bench.core.numerics import NUMERICS_VERSION
 from bench.core.provenance import provenance
 from bench.core.records import teacher_meta_problem
 from bench.models.builders import MODELS, count_parameters
@@ -216,6 +217,7 @@ def store_teacher(
         "attempt": job.attempt,
         "deterministic": torch.are_deterministic_algorithms_enabled(),
         "precision": precision,
+        "numerics": NUMERICS_VERSION,
         "threads": torch.get_num_threads(),
         **(
             {
