@@ -52,12 +52,13 @@ def test_contrast_weights_read_the_gain_they_name():
 
 def test_graphical_procedure_by_hand():
     nan = float("nan")
-    default = Multiplicity()  # fail 0.8, worst 0.2, mean 0, best 0 of 5%, a cyclic fallback chain
+    default = Multiplicity()  # fail 0.9, worst 0.1, mean 0, best 0 of 5%, a cyclic fallback chain
     assert default.order == ("fail", "worst", "mean", "best")
-    # the failure rate at 4%: rejected; its share then goes to the worst case (0.05), not enough for 0.2
+    # the failure rate at 4.5%: rejected; its share then goes to the worst case (0.05), not enough for 0.2
     assert graphical([0.03, 0.2, 0.2, 0.2], default, 0.05) == [True, False, False, False]
-    # the worst case at 1%: rejected, passes its 1% to the mean; the failure rate stays at 4%
-    assert graphical([0.045, 0.005, 0.3, 0.3], default, 0.05) == [False, True, False, False]
+    # the worst case at 0.5%: rejected, passes its 0.5% to the mean; the failure rate stays at 4.5%
+    assert graphical([0.046, 0.004, 0.3, 0.3], default, 0.05) == [False, True, False, False]
+    assert graphical([0.046, 0.006, 0.3, 0.3], default, 0.05) == [False, False, False, False]
     # no failed run: its share passes to the worst case, tested at the full 5%
     assert graphical([nan, 0.04, 0.3, 0.3], default, 0.05) == [False, True, False, False]
     assert graph_weights(default, [False, True, True, True]) == pytest.approx([0.0, 1.0, 0.0, 0.0])

@@ -225,7 +225,7 @@ class ReportSpec:
     failure_threshold: float | None = None
     failure_mad: float = 5.0
     order: tuple[str, ...] = ("fail", "worst", "mean", "best")
-    weights: tuple[float, ...] = (0.8, 0.2, 0.0, 0.0)
+    weights: tuple[float, ...] = (0.9, 0.1, 0.0, 0.0)
 
 
 @dataclass(frozen=True)
